@@ -1,0 +1,290 @@
+//! The list server's side: Mailman's `IArchiver`, async, and one generic
+//! implementation that publishes through any backend.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tracing::Instrument;
+use url::Url;
+
+use crate::backend::{BackendError, Publisher};
+use crate::envelope::{Envelope, EnvelopeId};
+use crate::event::ListEvent;
+use crate::list::{ArchivePolicy, ListId, MailingList};
+use crate::mail::{ArchivedMail, MailError, MailLimits, SkipReason};
+
+/// Why a mail or event was not archived. Nothing was published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArchiveError {
+    /// The mail itself cannot be archived (empty, too large, not a mail).
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    /// The backend did not take it; retrying later may work.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// The archive base URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid archive base URL {url:?}: {reason}")]
+pub struct InvalidBaseUrl {
+    /// The refused URL.
+    pub url: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// What happened to a mail handed to [`Archiver::archive_message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The backend holds it durably; every subscriber that selects it will
+    /// receive it.
+    Published,
+    /// Deliberately not archived (not an error).
+    Skipped(SkipReason),
+}
+
+/// The answer to [`Archiver::archive_message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The envelope that carries it, when published.
+    pub envelope_id: Option<EnvelopeId>,
+    /// Mailman's Message-ID-Hash of the mail.
+    pub message_id_hash: String,
+    /// Where the mail will be readable (RFC 5064 Archived-At), when archived.
+    pub permalink: Option<String>,
+    /// Published or skipped, and why.
+    pub outcome: Outcome,
+}
+
+/// What a list server calls, shaped like Mailman's `IArchiver`.
+#[async_trait]
+pub trait Archiver: Send + Sync {
+    /// The archiver's name, as in Mailman's configuration.
+    fn name(&self) -> &str;
+
+    /// The list's archive URL (RFC 2369 List-Archive), or None when the list
+    /// is not archived.
+    fn list_url(&self, list: &MailingList) -> Option<String>;
+
+    /// The mail's future URL (RFC 5064 Archived-At), computed without
+    /// archiving it; None when the list is not archived.
+    fn permalink(&self, list: &MailingList, mail: &ArchivedMail) -> Option<String>;
+
+    /// Hands a mail, as received, to the archives.
+    async fn archive_message(
+        &self,
+        list: &MailingList,
+        raw: Bytes,
+    ) -> Result<Receipt, ArchiveError>;
+
+    /// Hands a list event to the archives; returns its envelope id.
+    async fn archive_event(&self, event: &ListEvent) -> Result<EnvelopeId, ArchiveError>;
+}
+
+/// Where archived mail can be read: a base URL, per list when it contains
+/// `{list_id}`. The list URL is the base; a permalink is the list URL
+/// joined with the Message-ID-Hash, as Mailman's archivers do.
+///
+/// ```
+/// use archiver_core::{ArchiveUrls, ListId};
+/// let urls = ArchiveUrls::new("https://archive.example.org/list/{list_id}/").unwrap();
+/// let list = ListId::new("dev.lists.example.org").unwrap();
+/// assert_eq!(urls.list_url(&list), "https://archive.example.org/list/dev.lists.example.org/");
+/// assert_eq!(
+///     urls.permalink(&list, "RSZCG7IGPHFIRW3EMTVMMDNJMNCVCOLE"),
+///     "https://archive.example.org/list/dev.lists.example.org/RSZCG7IGPHFIRW3EMTVMMDNJMNCVCOLE"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveUrls {
+    template: String,
+}
+
+const LIST_ID_PLACEHOLDER: &str = "{list_id}";
+
+impl ArchiveUrls {
+    /// Checks that the base is an absolute http(s) URL; a trailing `/` is
+    /// added when missing so joining keeps the last path segment.
+    pub fn new(base: &str) -> Result<Self, InvalidBaseUrl> {
+        let mut template = base.trim().to_owned();
+        if !template.ends_with('/') {
+            template.push('/');
+        }
+        let fail = |reason: String| InvalidBaseUrl {
+            url: base.to_owned(),
+            reason,
+        };
+        let sample = template.replace(LIST_ID_PLACEHOLDER, "list.example.org");
+        let url = Url::parse(&sample).map_err(|e| fail(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(fail(format!(
+                "scheme {:?} is not http or https",
+                url.scheme()
+            )));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(fail("a base URL takes no query or fragment".into()));
+        }
+        Ok(Self { template })
+    }
+
+    /// The list's archive URL.
+    pub fn list_url(&self, list: &ListId) -> String {
+        self.template.replace(LIST_ID_PLACEHOLDER, list.as_str())
+    }
+
+    /// The URL of the mail with this Message-ID-Hash.
+    pub fn permalink(&self, list: &ListId, message_id_hash: &str) -> String {
+        self.list_url(list) + message_id_hash
+    }
+}
+
+/// The [`Archiver`] that publishes through any [`Publisher`]: the one a list
+/// server embeds.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use archiver_core::{Archiver, ArchiveUrls, ListId, MailingList, MemoryBackend, QueueArchiver};
+/// let archiver = QueueArchiver::new(
+///     "mq-archiver",
+///     MemoryBackend::new(),
+///     ArchiveUrls::new("https://archive.example.org/list/{list_id}/")?,
+/// );
+/// let list = MailingList::public(ListId::new("dev.lists.example.org")?);
+/// let raw = bytes::Bytes::from_static(b"Message-ID: <1@example.org>\r\nSubject: hi\r\n\r\nhello\r\n");
+/// let receipt = archiver.archive_message(&list, raw).await?;
+/// println!("archived at {:?}", receipt.permalink);
+/// # Ok(()) }
+/// ```
+pub struct QueueArchiver<P> {
+    name: String,
+    publisher: P,
+    urls: ArchiveUrls,
+    limits: MailLimits,
+}
+
+impl<P: Publisher> QueueArchiver<P> {
+    /// An archiver named `name` publishing through `publisher`, with the
+    /// default [`MailLimits`].
+    pub fn new(name: impl Into<String>, publisher: P, urls: ArchiveUrls) -> Self {
+        Self {
+            name: name.into(),
+            publisher,
+            urls,
+            limits: MailLimits::default(),
+        }
+    }
+
+    /// Replaces the mail limits.
+    pub fn with_limits(mut self, limits: MailLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in force, for parsing a mail before calling
+    /// [`Archiver::permalink`].
+    pub fn limits(&self) -> &MailLimits {
+        &self.limits
+    }
+
+    /// The publisher, e.g. to close it.
+    pub fn publisher(&self) -> &P {
+        &self.publisher
+    }
+}
+
+#[async_trait]
+impl<P: Publisher> Archiver for QueueArchiver<P> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn list_url(&self, list: &MailingList) -> Option<String> {
+        (list.archive_policy != ArchivePolicy::Never).then(|| self.urls.list_url(&list.list_id))
+    }
+
+    fn permalink(&self, list: &MailingList, mail: &ArchivedMail) -> Option<String> {
+        (list.archive_policy != ArchivePolicy::Never)
+            .then(|| self.urls.permalink(&list.list_id, mail.message_id_hash()))
+    }
+
+    async fn archive_message(
+        &self,
+        list: &MailingList,
+        raw: Bytes,
+    ) -> Result<Receipt, ArchiveError> {
+        let mail = ArchivedMail::parse(raw, &self.limits).inspect_err(|error| {
+            tracing::warn!(list_id = %list.list_id, %error, "mail refused");
+        })?;
+        let hash = mail.message_id_hash().to_owned();
+        let skip = if list.archive_policy == ArchivePolicy::Never {
+            Some(SkipReason::ListNotArchived)
+        } else {
+            mail.meta().opt_out
+        };
+        if let Some(reason) = skip {
+            tracing::info!(list_id = %list.list_id, message_id_hash = %hash, ?reason, "mail not archived");
+            return Ok(Receipt {
+                envelope_id: None,
+                message_id_hash: hash,
+                permalink: None,
+                outcome: Outcome::Skipped(reason),
+            });
+        }
+        let envelope = Envelope::mail(&mail, list);
+        let span = tracing::info_span!(
+            "archive_message",
+            list_id = %list.list_id,
+            envelope_id = %envelope.id,
+            message_id_hash = %hash,
+        );
+        async {
+            self.publisher
+                .publish(&envelope)
+                .await
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "publish failed");
+                })?;
+            tracing::debug!(bytes = envelope.body.len(), "published");
+            Ok(Receipt {
+                envelope_id: Some(envelope.id),
+                permalink: self.permalink(list, &mail),
+                message_id_hash: hash,
+                outcome: Outcome::Published,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn archive_event(&self, event: &ListEvent) -> Result<EnvelopeId, ArchiveError> {
+        let envelope = Envelope::event(event);
+        let span = tracing::info_span!(
+            "archive_event",
+            list_id = %event.list_id,
+            envelope_id = %envelope.id,
+        );
+        self.publisher
+            .publish(&envelope)
+            .instrument(span)
+            .await
+            .map(|()| envelope.id)
+            .map_err(ArchiveError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_checked() {
+        assert!(ArchiveUrls::new("ftp://x.org/").is_err());
+        assert!(ArchiveUrls::new("not a url").is_err());
+        assert!(ArchiveUrls::new("https://x.org/?q=1").is_err());
+        let urls = ArchiveUrls::new("https://x.org/archive").unwrap();
+        let list = ListId::new("a.x.org").unwrap();
+        assert_eq!(urls.list_url(&list), "https://x.org/archive/");
+        assert_eq!(urls.permalink(&list, "H"), "https://x.org/archive/H");
+    }
+}

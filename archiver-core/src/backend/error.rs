@@ -1,0 +1,45 @@
+//! The one error type every backend returns, so callers match on meaning
+//! (closed, too large, unreachable, refused credentials) not on a client
+//! library's error.
+
+use crate::wire::WireError;
+
+/// What went wrong in a backend. Whenever `publish` returns one, the
+/// envelope was not taken: the caller still owns it and may retry or spool.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// This client was closed; open a new one.
+    #[error("the backend client is closed")]
+    Closed,
+    /// The envelope is larger than the backend carries.
+    #[error("message of {size} bytes exceeds the backend's limit of {limit} bytes")]
+    TooLarge {
+        /// Body size of the refused envelope.
+        size: usize,
+        /// The backend's limit.
+        limit: usize,
+    },
+    /// The connection URL cannot be used (wrong scheme, syntax, missing host).
+    #[error("invalid backend URL: {0}")]
+    InvalidUrl(String),
+    /// The broker refused the credentials or the permissions (never contains
+    /// the credentials themselves).
+    #[error("authentication refused by the broker: {0}")]
+    Auth(String),
+    /// The broker cannot be reached or went away; retrying later may work.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker refused or lost the request; retrying may work.
+    #[error("broker error: {0}")]
+    Broker(String),
+    /// The backend cannot do what was asked (see its capabilities).
+    #[error("not supported by this backend: {0}")]
+    Unsupported(&'static str),
+    /// The subscription's parameters are not acceptable.
+    #[error("invalid subscription: {0}")]
+    InvalidSubscription(String),
+    /// A received message is not a valid envelope.
+    #[error("malformed message on the wire: {0}")]
+    Wire(#[from] WireError),
+}

@@ -1,0 +1,204 @@
+//! Scenarios on what travels: real mail byte for byte, large mail, limits,
+//! list events, and a closed client.
+
+use std::collections::HashMap;
+
+use super::Harness;
+use super::corpus::corpus_mbox;
+use super::support::{
+    assert_exactly_once, assert_quiet, list, mail, mail_with_body, name, publish_all,
+    receive_acked, subscribe,
+};
+use crate::archiver::{ArchiveError, ArchiveUrls, Archiver, Outcome, QueueArchiver};
+use crate::backend::{Backend, BackendError, Publisher, Subscriber, Subscription};
+use crate::envelope::{EVENT_CONTENT_TYPE, Kind, MAIL_CONTENT_TYPE};
+use crate::event::ListEvent;
+use crate::list::{ListId, MailingList};
+use crate::mail::mbox::MboxReader;
+use crate::mail::{DEFAULT_MAX_MAIL_BYTES, MailError, MailLimits};
+use crate::selection::Selection;
+
+fn archiver<B: Backend>(backend: B) -> QueueArchiver<B> {
+    QueueArchiver::new(
+        "conformance",
+        backend,
+        ArchiveUrls::new("https://archive.example.org/list/{list_id}/").expect("valid base URL"),
+    )
+}
+
+/// Every mail of the shared corpus, published through the [`Archiver`],
+/// arrives once and byte-identical, with the Message-ID-Hash of its receipt.
+pub async fn corpus_round_trip<H: Harness>(harness: &H) {
+    let Some(path) = corpus_mbox("corpus_round_trip") else {
+        return;
+    };
+    let consumer = harness.connect().await;
+    let mut deliveries = subscribe(&consumer, Subscription::new(name("corpus"))).await;
+    let archiver = archiver(harness.connect().await);
+    let fallback = ListId::new("corpus.lists.example.org").expect("valid list id");
+
+    let mut sent = HashMap::new();
+    for raw in MboxReader::open(&path).expect("corpus opens") {
+        let raw = raw.expect("corpus reads");
+        let parsed = crate::mail::ArchivedMail::parse(raw.clone(), archiver.limits())
+            .expect("corpus mail parses");
+        let list = MailingList::public(
+            parsed
+                .meta()
+                .list_id
+                .clone()
+                .unwrap_or_else(|| fallback.clone()),
+        );
+        let receipt = archiver
+            .archive_message(&list, raw.clone())
+            .await
+            .expect("corpus mail archives");
+        if receipt.outcome == Outcome::Published {
+            let id = receipt
+                .envelope_id
+                .expect("a published receipt has an envelope id");
+            sent.insert(id, (raw, receipt.message_id_hash));
+        }
+    }
+    assert!(
+        sent.len() > 500,
+        "the corpus should publish hundreds of mails, published {}",
+        sent.len()
+    );
+
+    let received = receive_acked(&mut deliveries, sent.len(), "corpus round trip").await;
+    for envelope in &received {
+        let (raw, hash) = sent
+            .remove(&envelope.id)
+            .unwrap_or_else(|| panic!("unexpected or duplicate envelope {}", envelope.id));
+        assert!(
+            envelope.body == raw,
+            "corpus mail {hash} changed on the way: {} bytes in, {} out",
+            raw.len(),
+            envelope.body.len()
+        );
+        assert_eq!(envelope.message_id_hash.as_deref(), Some(hash.as_str()));
+        assert_eq!(envelope.content_type, MAIL_CONTENT_TYPE);
+    }
+    assert!(sent.is_empty());
+    assert_quiet(&mut deliveries, "after the corpus").await;
+}
+
+/// A 20 MiB mail arrives byte-identical.
+pub async fn large_mail_round_trip<H: Harness>(harness: &H) {
+    let backend = harness.connect().await;
+    let mut deliveries = subscribe(&backend, Subscription::new(name("large"))).await;
+    let line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAx\r\n";
+    let body: Vec<u8> = line
+        .iter()
+        .copied()
+        .cycle()
+        .take(20 * 1024 * 1024)
+        .collect();
+    let large = mail_with_body(&list("large.lists.example.org"), 0, &body);
+    assert!(large.body.len() > 20 * 1024 * 1024);
+    publish_all(&backend, std::slice::from_ref(&large)).await;
+    let received = receive_acked(&mut deliveries, 1, "20 MiB mail").await;
+    assert_exactly_once(&received, &[large], "20 MiB mail");
+}
+
+/// Above the mail limit the archiver returns the typed error; above the
+/// backend's limit publish returns it; nothing is delivered for either.
+pub async fn over_limit_is_refused<H: Harness>(harness: &H) {
+    let backend = harness.connect().await;
+    let mut deliveries = subscribe(&backend, Subscription::new(name("limits"))).await;
+    let list_id = list("limits.lists.example.org");
+    let limited = archiver(harness.connect().await).with_limits(MailLimits { max_bytes: 1024 });
+    let raw = mail_with_body(&list_id, 0, &[b'x'; 2048]).body;
+    let size = raw.len();
+    match limited
+        .archive_message(&MailingList::public(list_id.clone()), raw)
+        .await
+    {
+        Err(ArchiveError::Mail(MailError::TooLarge {
+            size: s,
+            limit: 1024,
+        })) => assert_eq!(s, size),
+        other => panic!("an over-limit mail must give MailError::TooLarge, got {other:?}"),
+    }
+
+    let limit = backend.capabilities().max_envelope_bytes;
+    if limit <= 4 * DEFAULT_MAX_MAIL_BYTES {
+        let over = mail_with_body(&list_id, 1, &vec![b'x'; limit]);
+        match backend.publish(&over).await {
+            Err(BackendError::TooLarge { size, limit: l }) => assert!(size > l && l == limit),
+            other => panic!(
+                "an envelope above the backend limit must give BackendError::TooLarge, got {other:?}"
+            ),
+        }
+    } else {
+        eprintln!(
+            "over_limit_is_refused: backend limit {limit} bytes too large to allocate in a test; archiver limit checked only"
+        );
+    }
+    let marker = mail(&list_id, 2);
+    publish_all(&backend, std::slice::from_ref(&marker)).await;
+    let received = receive_acked(&mut deliveries, 1, "marker after refused mails").await;
+    assert_exactly_once(&received, &[marker], "only the marker");
+    assert_quiet(&mut deliveries, "nothing after the marker").await;
+}
+
+/// A closed client refuses to publish and subscribe with `Closed`, and its
+/// delivery streams end; other clients keep working.
+pub async fn closed_client_refuses_work<H: Harness>(harness: &H) {
+    let backend = harness.connect().await;
+    let mut deliveries = subscribe(&backend, Subscription::new(name("closing"))).await;
+    backend.close().await.expect("close succeeds");
+    let envelope = mail(&list("closed.lists.example.org"), 0);
+    assert_eq!(backend.publish(&envelope).await, Err(BackendError::Closed));
+    match backend.subscribe(&Subscription::new(name("closing"))).await {
+        Err(BackendError::Closed) => {}
+        Err(other) => panic!("subscribe after close must give Closed, got {other}"),
+        Ok(_) => panic!("subscribe after close must fail"),
+    }
+    let ended = tokio::time::timeout(
+        super::support::DEADLINE,
+        futures::StreamExt::next(&mut deliveries),
+    )
+    .await;
+    assert!(
+        matches!(ended, Ok(None)),
+        "the delivery stream of a closed client must end"
+    );
+
+    let other = harness.connect().await;
+    let mut reopened = subscribe(&other, Subscription::new(name("closing"))).await;
+    publish_all(&other, std::slice::from_ref(&envelope)).await;
+    let received = receive_acked(&mut reopened, 1, "another client after close").await;
+    assert_exactly_once(&received, &[envelope], "another client after close");
+}
+
+/// Every kind of list event, with every role, arrives and parses back equal.
+pub async fn list_events_round_trip<H: Harness>(harness: &H) {
+    let consumer = harness.connect().await;
+    let mut deliveries = subscribe(
+        &consumer,
+        Subscription::new(name("events")).select(Selection::all().only(Kind::Event)),
+    )
+    .await;
+    let archiver = archiver(harness.connect().await);
+    let events = ListEvent::samples(&list("events.lists.example.org"));
+    let mut ids = Vec::new();
+    for event in &events {
+        ids.push(archiver.archive_event(event).await.expect("event archives"));
+    }
+    let received = receive_acked(&mut deliveries, events.len(), "list events").await;
+    for (event, id) in events.iter().zip(&ids) {
+        let envelope = received
+            .iter()
+            .find(|e| e.id == *id)
+            .unwrap_or_else(|| panic!("event {id} missing"));
+        assert_eq!(envelope.kind, Kind::Event);
+        assert_eq!(envelope.content_type, EVENT_CONTENT_TYPE);
+        assert_eq!(
+            &ListEvent::from_json(&envelope.body).expect("event JSON parses"),
+            event
+        );
+    }
+    assert_eq!(received.len(), events.len());
+}

@@ -1,0 +1,77 @@
+//! The conformance suite: the scenarios every backend must pass against its
+//! real broker, in the manner of arrow-rs `object_store`'s shared tests and
+//! watermill's universal Pub/Sub tests.
+//!
+//! A backend crate implements [`Harness`] (each `connect` is a new client on
+//! one isolated namespace, as a separate process would be) and expands
+//! [`conformance_tests!`](crate::conformance_tests) in an integration test:
+//!
+//! ```ignore
+//! archiver_core::conformance_tests!(my_backend::TestHarness::new());
+//! ```
+//!
+//! Every scenario asserts counts and byte-exact envelopes, waits on events
+//! with a deadline (never a fixed sleep), and adapts to the backend's
+//! [`Capabilities`](crate::Capabilities) where a guarantee is optional.
+
+mod content;
+mod corpus;
+mod delivery;
+mod harness;
+mod settlement;
+mod support;
+mod transient;
+
+pub use content::{
+    closed_client_refuses_work, corpus_round_trip, large_mail_round_trip, list_events_round_trip,
+    over_limit_is_refused,
+};
+pub use corpus::{corpus_dir, corpus_mbox};
+pub use delivery::{
+    churning_subscribers_lose_nothing, competing_consumers, concurrent_publishers, fan_out,
+    offline_subscriber_catches_up, per_list_order, replay_from_start, routing_by_list_and_kind,
+};
+pub use harness::{Harness, MemoryHarness};
+pub use settlement::{
+    abandoned_delivery_is_redelivered, dead_letters_after_max_attempts,
+    nack_redelivers_with_next_attempt, prefetch_bounds_in_flight, runner_settles_by_outcome,
+};
+pub use transient::live_tail_sees_only_live_messages;
+
+/// Expands to one `#[tokio::test]` per conformance scenario, each with a
+/// fresh harness from the given expression.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!(@each $harness;
+            corpus_round_trip,
+            fan_out,
+            competing_consumers,
+            routing_by_list_and_kind,
+            offline_subscriber_catches_up,
+            nack_redelivers_with_next_attempt,
+            abandoned_delivery_is_redelivered,
+            dead_letters_after_max_attempts,
+            live_tail_sees_only_live_messages,
+            per_list_order,
+            concurrent_publishers,
+            churning_subscribers_lose_nothing,
+            large_mail_round_trip,
+            over_limit_is_refused,
+            closed_client_refuses_work,
+            list_events_round_trip,
+            replay_from_start,
+            prefetch_bounds_in_flight,
+            runner_settles_by_outcome,
+        );
+    };
+    (@each $harness:expr; $($scenario:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                let harness = $harness;
+                $crate::conformance::$scenario(&harness).await;
+            }
+        )+
+    };
+}

@@ -1,0 +1,158 @@
+//! The envelope: what travels through every backend, one per mail or event.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::ListEvent;
+use crate::list::{ArchivePolicy, ListId, MailingList};
+use crate::mail::ArchivedMail;
+
+/// Content type of a mail body: the mail exactly as received.
+pub const MAIL_CONTENT_TYPE: &str = "message/rfc822";
+/// Content type of an event body: the event's JSON.
+pub const EVENT_CONTENT_TYPE: &str = "application/json";
+
+/// Unique, time-ordered envelope id (UUIDv7): ids sort by publish time, so
+/// logs and dead-letter listings read in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EnvelopeId(Uuid);
+
+impl EnvelopeId {
+    /// A fresh id for now.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for EnvelopeId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for EnvelopeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for EnvelopeId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// What an envelope carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// An archived mail (`message/rfc822`).
+    Mail,
+    /// A list event (`application/json`).
+    Event,
+}
+
+impl Kind {
+    /// The name used on the wire and in routing keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mail => "mail",
+            Self::Event => "event",
+        }
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mail" => Ok(Self::Mail),
+            "event" => Ok(Self::Event),
+            other => Err(format!("unknown kind {other:?}")),
+        }
+    }
+}
+
+/// One mail or one list event on its way to the archives, with the
+/// metadata backends route on. `docs/wire-format.md` says how each backend
+/// carries it; [`crate::wire`] holds the shared field mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Unique id; redeliveries keep it.
+    pub id: EnvelopeId,
+    /// Mail or event.
+    pub kind: Kind,
+    /// The list it belongs to; backends route on it.
+    pub list_id: ListId,
+    /// When the list server published it, to the millisecond.
+    pub published_at: DateTime<Utc>,
+    /// MIME type of [`body`](Self::body).
+    pub content_type: String,
+    /// Mailman's Message-ID-Hash (mails only), so consumers can de-duplicate
+    /// without parsing the body.
+    pub message_id_hash: Option<String>,
+    /// The list's archive policy (mails only), so archives know who may read.
+    pub archive_policy: Option<ArchivePolicy>,
+    /// The mail exactly as received, or the event's JSON.
+    pub body: Bytes,
+}
+
+impl Envelope {
+    /// Wraps a mail posted to `list`; the body shares the mail's bytes.
+    pub fn mail(mail: &ArchivedMail, list: &MailingList) -> Self {
+        Self {
+            id: EnvelopeId::new(),
+            kind: Kind::Mail,
+            list_id: list.list_id.clone(),
+            published_at: now_millis(),
+            content_type: MAIL_CONTENT_TYPE.to_owned(),
+            message_id_hash: Some(mail.message_id_hash().to_owned()),
+            archive_policy: Some(list.archive_policy),
+            body: mail.raw().clone(),
+        }
+    }
+
+    /// Wraps a list event as JSON.
+    pub fn event(event: &ListEvent) -> Self {
+        Self {
+            id: EnvelopeId::new(),
+            kind: Kind::Event,
+            list_id: event.list_id.clone(),
+            published_at: now_millis(),
+            content_type: EVENT_CONTENT_TYPE.to_owned(),
+            message_id_hash: None,
+            archive_policy: None,
+            body: Bytes::from(event.to_json()),
+        }
+    }
+}
+
+/// Now, truncated to what the wire format carries (milliseconds).
+fn now_millis() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_time_ordered_and_parse_back() {
+        let a = EnvelopeId::new();
+        let b = EnvelopeId::new();
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<EnvelopeId>().unwrap(), a);
+    }
+}

@@ -1,0 +1,52 @@
+//! The core of the message-queue mailing-list archiver.
+//!
+//! A list server hands every archived mail and every list event to an
+//! [`Archiver`]; [`QueueArchiver`] publishes them as [`Envelope`]s through a
+//! backend (RabbitMQ, Redis, ZeroMQ, or the [`MemoryBackend`] here). Any
+//! number of archive servers consume them, each from its own durable queue,
+//! with acks, redelivery and dead letters, most simply through a [`Runner`].
+//!
+//! | module | idea |
+//! |---|---|
+//! | [`mail`] | the raw mail, untouched, and the metadata read from it |
+//! | [`list`], [`event`] | lists, archive policy, list events |
+//! | [`envelope`], [`wire`] | what travels, and its fields on the wire |
+//! | [`selection`] | which lists and kinds a subscriber wants |
+//! | [`backend`] | the message patterns as traits |
+//! | [`archiver`] | the list server's side (Mailman's `IArchiver`) |
+//! | [`runner`] | the archive server's side |
+//! | [`memory`] | the in-memory backend |
+//! | `conformance` | the suite every backend passes (feature `conformance`) |
+
+pub mod archiver;
+pub mod backend;
+pub mod backoff;
+pub mod envelope;
+pub mod event;
+pub mod list;
+pub mod mail;
+pub mod memory;
+pub mod runner;
+pub mod selection;
+pub mod wire;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use archiver::{
+    ArchiveError, ArchiveUrls, Archiver, InvalidBaseUrl, Outcome, QueueArchiver, Receipt,
+};
+pub use backend::{
+    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Delivery, LiveTail,
+    Publisher, Replay, Settle, StartPosition, Subscriber, SubscriberName, Subscription, Tail,
+};
+pub use backoff::Backoff;
+pub use envelope::{Envelope, EnvelopeId, Kind};
+pub use event::{ListChange, ListEvent, MemberRole};
+pub use list::{ArchivePolicy, InvalidListId, ListId, MailingList};
+pub use mail::mbox::MboxReader;
+pub use mail::message_id::message_id_hash;
+pub use mail::{ArchivedMail, MailError, MailLimits, MailMeta, SkipReason};
+pub use memory::MemoryBackend;
+pub use runner::{Handler, HandlerError, RunCounters, RunStats, Runner, shutdown_signal};
+pub use selection::{ListPattern, Selection};

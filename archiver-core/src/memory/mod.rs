@@ -1,0 +1,251 @@
+//! The in-memory backend: every message pattern inside one process, for unit
+//! tests, examples and running list server and archive servers together.
+//! Nothing survives the process.
+
+mod queue;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{
+    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, LiveTail, Publisher,
+    Replay, StartPosition, Subscriber, SubscriberName, Subscription, Tail,
+};
+use crate::envelope::Envelope;
+use crate::selection::Selection;
+use queue::{Queue, Take};
+
+/// Largest body the in-memory backend takes by default (64 MiB).
+pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Envelopes buffered for a live tail before it starts losing them.
+const TAIL_BUFFER: usize = 1024;
+
+/// The broker all clients of one [`MemoryBackend`] family share.
+struct Broker {
+    queues: Mutex<HashMap<SubscriberName, Arc<Queue>>>,
+    tails: Mutex<Vec<(Selection, mpsc::Sender<Envelope>)>>,
+    max_envelope_bytes: usize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A client of an in-process broker. [`MemoryBackend::connect`] makes another
+/// client of the same broker, as a second process would connect to a real
+/// one; closing a client leaves the others working.
+///
+/// ```
+/// # async fn demo() -> Result<(), archiver_core::BackendError> {
+/// use archiver_core::{MemoryBackend, Subscriber, Subscription};
+/// use futures::StreamExt;
+/// let list_server = MemoryBackend::new();
+/// let archive_server = list_server.connect();
+/// let mut deliveries = archive_server
+///     .subscribe(&Subscription::new("web".parse().unwrap()))
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MemoryBackend {
+    broker: Arc<Broker>,
+    closed: CancellationToken,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBackend {
+    /// A new broker, and a client of it.
+    pub fn new() -> Self {
+        Self::with_max_envelope_bytes(DEFAULT_MAX_ENVELOPE_BYTES)
+    }
+
+    /// A new broker that refuses bodies above `limit` bytes.
+    pub fn with_max_envelope_bytes(limit: usize) -> Self {
+        Self {
+            broker: Arc::new(Broker {
+                queues: Mutex::default(),
+                tails: Mutex::default(),
+                max_envelope_bytes: limit,
+            }),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// Another client of the same broker.
+    pub fn connect(&self) -> Self {
+        Self {
+            broker: Arc::clone(&self.broker),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    fn ensure_open(&self) -> Result<(), BackendError> {
+        if self.closed.is_cancelled() {
+            Err(BackendError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn queue(&self, name: &SubscriberName) -> Option<Arc<Queue>> {
+        lock(&self.broker.queues).get(name).cloned()
+    }
+}
+
+#[async_trait]
+impl Publisher for MemoryBackend {
+    async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
+        self.ensure_open()?;
+        let limit = self.broker.max_envelope_bytes;
+        if envelope.body.len() > limit {
+            return Err(BackendError::TooLarge {
+                size: envelope.body.len(),
+                limit,
+            });
+        }
+        for queue in lock(&self.broker.queues).values() {
+            queue.offer(envelope);
+        }
+        lock(&self.broker.tails).retain(|(selection, sender)| {
+            if !selection.matches(envelope) {
+                return !sender.is_closed();
+            }
+            match sender.try_send(envelope.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(envelope_id = %envelope.id, "live tail behind: envelope not shown to it");
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Subscriber for MemoryBackend {
+    async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
+        self.ensure_open()?;
+        if subscription.start == StartPosition::Beginning {
+            return Err(BackendError::Unsupported(
+                "replay from the start: the in-memory backend keeps no history",
+            ));
+        }
+        let queue = Arc::clone(
+            lock(&self.broker.queues)
+                .entry(subscription.name.clone())
+                .or_default(),
+        );
+        queue.configure(subscription.selection.clone(), subscription.max_attempts);
+        let permits = Arc::new(Semaphore::new(usize::from(subscription.prefetch)));
+        let closed = self.closed.clone();
+        let deliveries = futures::stream::unfold(
+            (queue, permits, closed.clone()),
+            |(queue, permits, closed)| async move {
+                let mut permit = Some(Arc::clone(&permits).acquire_owned().await.ok()?);
+                loop {
+                    // Borrow a second handle so `queue` can be moved out on return.
+                    let watched = Arc::clone(&queue);
+                    let changed = watched.changed();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    let due = match queue.take(&mut permit, &closed) {
+                        Take::Delivered(delivery) => {
+                            return Some((Ok(delivery), (queue, permits, closed)));
+                        }
+                        Take::Deleted => return None,
+                        Take::Wait(due) => due,
+                    };
+                    let delayed = async {
+                        match due {
+                            Some(due) => tokio::time::sleep_until(due).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = changed => {}
+                        _ = delayed => {}
+                    }
+                }
+            },
+        );
+        Ok(deliveries.take_until(closed.cancelled_owned()).boxed())
+    }
+
+    async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
+        self.ensure_open()?;
+        if let Some(queue) = lock(&self.broker.queues).remove(name) {
+            queue.delete();
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeadLetters for MemoryBackend {
+    async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
+        self.ensure_open()?;
+        Ok(self
+            .queue(name)
+            .map(|q| q.dead_letters())
+            .unwrap_or_default())
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        name: &SubscriberName,
+        which: Replay,
+    ) -> Result<usize, BackendError> {
+        self.ensure_open()?;
+        Ok(self.queue(name).map(|q| q.replay(&which)).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl LiveTail for MemoryBackend {
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
+        self.ensure_open()?;
+        let (sender, receiver) = mpsc::channel(TAIL_BUFFER);
+        lock(&self.broker.tails).push((selection.clone(), sender));
+        let envelopes = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|e| (Ok(e), receiver))
+        });
+        Ok(envelopes
+            .take_until(self.closed.clone().cancelled_owned())
+            .boxed())
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            per_list_order: true,
+            replay_from_start: false,
+            native_dead_letter: true,
+            max_envelope_bytes: self.broker.max_envelope_bytes,
+            abandoned_redelivery: Duration::ZERO,
+            publish_durability: "held in this process's memory: lost when the process exits",
+        }
+    }
+
+    async fn close(&self) -> Result<(), BackendError> {
+        self.closed.cancel();
+        Ok(())
+    }
+}

@@ -1,0 +1,298 @@
+//! The archive server's side: a runner that feeds deliveries to a handler,
+//! settles them by its answer, bounds concurrency and shuts down gracefully.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::backend::{BackendError, Delivery, Subscriber, Subscription};
+use crate::backoff::Backoff;
+
+/// A handler's failure, which decides what happens to the delivery.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// Might work later (disk full, database down): nack with back-off.
+    #[error("retryable: {0}")]
+    Retryable(String),
+    /// Will never work (unparseable content): reject to the dead letters.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl HandlerError {
+    /// A retryable error from anything printable (never put a mail body in it).
+    pub fn retryable(reason: impl std::fmt::Display) -> Self {
+        Self::Retryable(reason.to_string())
+    }
+
+    /// A permanent error from anything printable.
+    pub fn permanent(reason: impl std::fmt::Display) -> Self {
+        Self::Permanent(reason.to_string())
+    }
+}
+
+/// What an archive server does with each delivery. It must be idempotent:
+/// delivery is at least once, so the same envelope may come again.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Processes one delivery; Ok acknowledges it.
+    async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError>;
+}
+
+/// Live counts of a runner's settled deliveries.
+#[derive(Debug, Default)]
+pub struct RunCounters {
+    acked: AtomicU64,
+    retried: AtomicU64,
+    rejected: AtomicU64,
+    settle_failures: AtomicU64,
+    changed: Notify,
+}
+
+/// A snapshot of [`RunCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunStats {
+    /// Handled and acknowledged.
+    pub acked: u64,
+    /// Nacked for a later attempt.
+    pub retried: u64,
+    /// Rejected to the dead letters by the handler.
+    pub rejected: u64,
+    /// Settling failed (the backend will redeliver them).
+    pub settle_failures: u64,
+}
+
+impl RunCounters {
+    /// The counts now.
+    pub fn snapshot(&self) -> RunStats {
+        RunStats {
+            acked: self.acked.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            settle_failures: self.settle_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until at least `count` deliveries reached a final outcome
+    /// (acked or rejected).
+    pub async fn wait_finished(&self, count: u64) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let stats = self.snapshot();
+            if stats.acked + stats.rejected >= count {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+}
+
+/// Runs a [`Handler`] over a durable subscription.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), archiver_core::BackendError> {
+/// use archiver_core::{Delivery, Handler, HandlerError, MemoryBackend, Runner, Subscription, shutdown_signal};
+///
+/// struct Print;
+/// #[async_trait::async_trait]
+/// impl Handler for Print {
+///     async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
+///         println!("{} on {}", delivery.envelope().id, delivery.envelope().list_id);
+///         Ok(())
+///     }
+/// }
+///
+/// let subscription = Subscription::new("printer".parse().unwrap());
+/// let stats = Runner::new(MemoryBackend::new(), subscription)
+///     .concurrency(8)
+///     .run(Print, shutdown_signal())
+///     .await?;
+/// println!("{stats:?}");
+/// # Ok(()) }
+/// ```
+pub struct Runner<S> {
+    subscriber: S,
+    subscription: Subscription,
+    concurrency: usize,
+    backoff: Backoff,
+    drain_timeout: Duration,
+    counters: Arc<RunCounters>,
+}
+
+impl<S: Subscriber> Runner<S> {
+    /// A runner with concurrency 16, the default [`Backoff`] and 30 s to
+    /// finish in-flight work at shutdown.
+    pub fn new(subscriber: S, subscription: Subscription) -> Self {
+        Self {
+            subscriber,
+            subscription,
+            concurrency: 16,
+            backoff: Backoff::default(),
+            drain_timeout: Duration::from_secs(30),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Most deliveries handled at once (at least 1).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Delay before redelivering after a retryable error, by attempt.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long shutdown waits for in-flight handlers before releasing
+    /// their deliveries for redelivery.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Live counters, to watch progress while [`run`](Self::run) goes on.
+    pub fn counters(&self) -> Arc<RunCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Consumes until `shutdown` completes (e.g. [`shutdown_signal`]) or the
+    /// stream ends; then stops taking deliveries, lets in-flight handlers
+    /// finish within the drain timeout and releases the rest.
+    /// Returns the counts, or the stream's error after draining.
+    pub async fn run<H: Handler>(
+        self,
+        handler: H,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<RunStats, BackendError> {
+        let name = self.subscription.name.to_string();
+        let mut deliveries = self.subscriber.subscribe(&self.subscription).await?;
+        let handler = Arc::new(handler);
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut in_flight = JoinSet::new();
+        let mut outcome = Ok(());
+        tokio::pin!(shutdown);
+        tracing::info!(subscriber = %name, "runner started");
+        loop {
+            let slot = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                slot = Arc::clone(&slots).acquire_owned() => slot.expect("semaphore is never closed"),
+            };
+            let delivery = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                next = deliveries.next() => match next {
+                    Some(Ok(delivery)) => delivery,
+                    Some(Err(error)) => { outcome = Err(error); break }
+                    None => break,
+                },
+            };
+            in_flight.spawn(handle_one(
+                Arc::clone(&handler),
+                delivery,
+                self.backoff,
+                Arc::clone(&self.counters),
+                slot,
+            ));
+            while in_flight.try_join_next().is_some() {}
+        }
+        drop(deliveries);
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(subscriber = %name, left = in_flight.len(), "drain timeout: releasing in-flight deliveries");
+            in_flight.shutdown().await;
+        }
+        let stats = self.counters.snapshot();
+        tracing::info!(subscriber = %name, ?stats, "runner stopped");
+        outcome.map(|()| stats)
+    }
+}
+
+async fn handle_one<H: Handler>(
+    handler: Arc<H>,
+    delivery: Delivery,
+    backoff: Backoff,
+    counters: Arc<RunCounters>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let envelope = delivery.envelope();
+    let span = tracing::info_span!(
+        "delivery",
+        envelope_id = %envelope.id,
+        list_id = %envelope.list_id,
+        message_id_hash = envelope.message_id_hash.as_deref().unwrap_or(""),
+        attempt = delivery.attempt(),
+    );
+    async move {
+        let settled = match handler.handle(&delivery).await {
+            Ok(()) => delivery.ack().await.map(|()| &counters.acked),
+            Err(HandlerError::Retryable(reason)) => {
+                let delay = backoff.delay(delivery.attempt());
+                tracing::warn!(%reason, ?delay, "handler failed, will retry");
+                delivery.nack(delay).await.map(|()| &counters.retried)
+            }
+            Err(HandlerError::Permanent(reason)) => {
+                tracing::warn!(%reason, "handler rejected the delivery");
+                delivery.reject(reason).await.map(|()| &counters.rejected)
+            }
+        };
+        match settled {
+            Ok(counter) => counters.count(counter),
+            Err(error) => {
+                tracing::warn!(%error, "settling failed; the backend will redeliver");
+                counters.count(&counters.settle_failures);
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM: the usual shutdown trigger for
+/// [`Runner::run`].
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,179 @@
+//! The envelope's metadata as named text fields: the one mapping every
+//! backend uses (AMQP headers, Redis stream fields, ZeroMQ frames), so a
+//! client in any language reads the same names. See `docs/wire-format.md`.
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::envelope::{Envelope, EnvelopeId, Kind};
+use crate::list::ListId;
+
+/// Version of the wire format this library writes and reads. A reader
+/// refuses a different major version rather than guess.
+pub const WIRE_FORMAT_VERSION: &str = "1";
+
+/// Field names, in the order they are written.
+pub mod field {
+    /// Wire format version, `1`.
+    pub const FORMAT_VERSION: &str = "format-version";
+    /// Envelope id, a hyphenated UUIDv7.
+    pub const ENVELOPE_ID: &str = "envelope-id";
+    /// `mail` or `event`.
+    pub const KIND: &str = "kind";
+    /// RFC 2919 list id, lower case.
+    pub const LIST_ID: &str = "list-id";
+    /// RFC 3339 UTC with milliseconds, e.g. `2026-11-24T10:00:00.123Z`.
+    pub const PUBLISHED_AT: &str = "published-at";
+    /// MIME type of the body.
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// Mailman's Message-ID-Hash (mails only).
+    pub const MESSAGE_ID_HASH: &str = "message-id-hash";
+    /// `public` or `private` (mails only).
+    pub const ARCHIVE_POLICY: &str = "archive-policy";
+}
+
+/// Why received metadata is not a valid envelope: the message is malformed
+/// and must be dead-lettered, not guessed at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A required field is absent.
+    #[error("wire field {0:?} is missing")]
+    Missing(&'static str),
+    /// A field is present but its value is not valid.
+    #[error("wire field {field:?} has an invalid value: {reason}")]
+    Invalid {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Written by an incompatible version of the wire format.
+    #[error("wire format version {0:?} is not supported (this library reads version 1)")]
+    UnsupportedVersion(String),
+}
+
+/// The envelope's metadata as `(name, value)` pairs, version first.
+pub fn to_fields(envelope: &Envelope) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        (field::FORMAT_VERSION, WIRE_FORMAT_VERSION.to_owned()),
+        (field::ENVELOPE_ID, envelope.id.to_string()),
+        (field::KIND, envelope.kind.as_str().to_owned()),
+        (field::LIST_ID, envelope.list_id.as_str().to_owned()),
+        (
+            field::PUBLISHED_AT,
+            envelope
+                .published_at
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+        ),
+        (field::CONTENT_TYPE, envelope.content_type.clone()),
+    ];
+    if let Some(hash) = &envelope.message_id_hash {
+        fields.push((field::MESSAGE_ID_HASH, hash.clone()));
+    }
+    if let Some(policy) = envelope.archive_policy {
+        fields.push((field::ARCHIVE_POLICY, policy.as_str().to_owned()));
+    }
+    fields
+}
+
+/// Rebuilds an envelope from received fields and body. Unknown fields are
+/// ignored so that later minor versions can add some.
+pub fn from_fields<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    body: Bytes,
+) -> Result<Envelope, WireError> {
+    let mut found: [Option<&str>; 8] = [None; 8];
+    const NAMES: [&str; 8] = [
+        field::FORMAT_VERSION,
+        field::ENVELOPE_ID,
+        field::KIND,
+        field::LIST_ID,
+        field::PUBLISHED_AT,
+        field::CONTENT_TYPE,
+        field::MESSAGE_ID_HASH,
+        field::ARCHIVE_POLICY,
+    ];
+    for (name, value) in fields {
+        if let Some(i) = NAMES.iter().position(|n| *n == name) {
+            found[i] = Some(value);
+        }
+    }
+    let required = |i: usize| found[i].ok_or(WireError::Missing(NAMES[i]));
+    let invalid = |field: &'static str, reason: String| WireError::Invalid { field, reason };
+
+    let version = required(0)?;
+    if version.split('.').next() != Some(WIRE_FORMAT_VERSION) {
+        return Err(WireError::UnsupportedVersion(version.to_owned()));
+    }
+    Ok(Envelope {
+        id: required(1)?
+            .parse::<EnvelopeId>()
+            .map_err(|e| invalid(field::ENVELOPE_ID, e.to_string()))?,
+        kind: required(2)?
+            .parse::<Kind>()
+            .map_err(|e| invalid(field::KIND, e))?,
+        list_id: ListId::new(required(3)?).map_err(|e| invalid(field::LIST_ID, e.to_string()))?,
+        published_at: DateTime::parse_from_rfc3339(required(4)?)
+            .map_err(|e| invalid(field::PUBLISHED_AT, e.to_string()))?
+            .with_timezone(&Utc),
+        content_type: required(5)?.to_owned(),
+        message_id_hash: found[6].map(str::to_owned),
+        archive_policy: found[7]
+            .map(|p| p.parse().map_err(|e| invalid(field::ARCHIVE_POLICY, e)))
+            .transpose()?,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ListChange, ListEvent};
+    use crate::list::MailingList;
+    use crate::mail::{ArchivedMail, MailLimits};
+
+    #[test]
+    fn mail_and_event_round_trip_through_fields() {
+        let mail = ArchivedMail::parse(
+            Bytes::from_static(b"Message-ID: <1@x>\n\nhi\n"),
+            &MailLimits::default(),
+        )
+        .unwrap();
+        let list = MailingList::public(ListId::new("a.example.org").unwrap());
+        let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
+        for envelope in [Envelope::mail(&mail, &list), Envelope::event(&event)] {
+            let fields = to_fields(&envelope);
+            assert_eq!(fields[0], ("format-version", "1".to_owned()));
+            let back = from_fields(
+                fields.iter().map(|(k, v)| (*k, v.as_str())),
+                envelope.body.clone(),
+            )
+            .unwrap();
+            assert_eq!(back, envelope);
+        }
+    }
+
+    #[test]
+    fn refuses_missing_invalid_and_future_versions() {
+        assert_eq!(
+            from_fields([], Bytes::new()),
+            Err(WireError::Missing("format-version"))
+        );
+        assert_eq!(
+            from_fields([("format-version", "2")], Bytes::new()),
+            Err(WireError::UnsupportedVersion("2".into()))
+        );
+        let err = from_fields(
+            [("format-version", "1"), ("envelope-id", "nope")],
+            Bytes::new(),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            WireError::Invalid {
+                field: "envelope-id",
+                ..
+            }
+        ));
+    }
+}
