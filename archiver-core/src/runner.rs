@@ -296,3 +296,125 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Publisher, Subscriber};
+    use crate::envelope::Envelope;
+    use crate::event::{ListChange, ListEvent};
+    use crate::list::ListId;
+    use crate::memory::MemoryBackend;
+    use futures::StreamExt;
+    use tokio::sync::{Semaphore, mpsc};
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Reports each start, then waits for a gate permit before finishing.
+    struct Gated {
+        started: mpsc::UnboundedSender<Envelope>,
+        gate: Arc<Semaphore>,
+    }
+
+    #[async_trait]
+    impl Handler for Gated {
+        async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
+            let _ = self.started.send(delivery.envelope().clone());
+            self.gate.acquire().await.expect("gate open").forget();
+            Ok(())
+        }
+    }
+
+    fn gated() -> (Gated, mpsc::UnboundedReceiver<Envelope>, Arc<Semaphore>) {
+        let (started, receiver) = mpsc::unbounded_channel();
+        let gate = Arc::new(Semaphore::new(0));
+        let handler = Gated {
+            started,
+            gate: Arc::clone(&gate),
+        };
+        (handler, receiver, gate)
+    }
+
+    async fn publish(backend: &MemoryBackend, count: usize) -> Vec<Envelope> {
+        let list = ListId::new("runner.example.org").unwrap();
+        let mut envelopes = Vec::new();
+        for _ in 0..count {
+            let envelope = Envelope::event(&ListEvent::now(list.clone(), ListChange::ListDeleted));
+            backend.publish(&envelope).await.unwrap();
+            envelopes.push(envelope);
+        }
+        envelopes
+    }
+
+    async fn started(receiver: &mut mpsc::UnboundedReceiver<Envelope>) -> Envelope {
+        tokio::time::timeout(WAIT, receiver.recv()).await.expect("a handler started").unwrap()
+    }
+
+    fn subscription() -> Subscription {
+        Subscription::new("runner".parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn concurrency_limit_holds_and_shutdown_finishes_in_flight() {
+        let backend = MemoryBackend::new();
+        drop(backend.subscribe(&subscription()).await.unwrap());
+        let published = publish(&backend, 10).await;
+        let (handler, mut starts, gate) = gated();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = Runner::new(backend.connect(), subscription()).concurrency(3);
+        let running = tokio::spawn(runner.run(handler, async {
+            let _ = stopped.await;
+        }));
+        for _ in 0..3 {
+            started(&mut starts).await;
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), starts.recv()).await.is_err(),
+            "a fourth handler started while 3 were in flight"
+        );
+        stop.send(()).unwrap();
+        gate.add_permits(3);
+        let stats = tokio::time::timeout(WAIT, running).await.unwrap().unwrap().unwrap();
+        assert_eq!(stats.acked, 3, "in-flight handlers finish and ack at shutdown");
+
+        // The 7 it never took are still queued, in order.
+        let mut rest = backend.subscribe(&subscription()).await.unwrap();
+        for expected in &published[3..] {
+            let delivery = rest.next().await.unwrap().unwrap();
+            assert_eq!(delivery.envelope(), expected);
+            assert_eq!(delivery.attempt(), 1);
+            delivery.ack().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn drain_timeout_releases_in_flight_for_redelivery() {
+        let backend = MemoryBackend::new();
+        drop(backend.subscribe(&subscription()).await.unwrap());
+        let published = publish(&backend, 1).await;
+        let (handler, mut starts, _gate_never_opened) = gated();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner = Runner::new(backend.connect(), subscription())
+            .drain_timeout(Duration::from_millis(100));
+        let running = tokio::spawn(runner.run(handler, async {
+            let _ = stopped.await;
+        }));
+        started(&mut starts).await;
+        stop.send(()).unwrap();
+        let stats = tokio::time::timeout(WAIT, running).await.unwrap().unwrap().unwrap();
+        assert_eq!(stats, RunStats::default());
+
+        let mut again = backend.subscribe(&subscription()).await.unwrap();
+        let delivery = again.next().await.unwrap().unwrap();
+        assert_eq!(delivery.envelope(), &published[0]);
+        assert_eq!(delivery.attempt(), 2);
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<_> = (1..=6).map(|a| backoff.delay(a).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff.delay(u32::MAX), Duration::from_secs(1));
+    }
+}
