@@ -48,5 +48,7 @@ pub use mail::mbox::MboxReader;
 pub use mail::message_id::message_id_hash;
 pub use mail::{ArchivedMail, MailError, MailLimits, MailMeta, SkipReason};
 pub use memory::MemoryBackend;
-pub use runner::{Handler, HandlerError, RunCounters, RunStats, Runner, shutdown_signal};
+pub use runner::{
+    Handler, HandlerError, RunCounters, RunStats, Runner, RunningRunner, shutdown_signal,
+};
 pub use selection::{ListPattern, Selection};

@@ -20,9 +20,11 @@ pub struct InvalidListId {
 /// backend routes on.
 ///
 /// Stored lower-cased (Mailman's list ids are lower case and List-Id
-/// comparison is case-insensitive). Dot-separated labels of `atext` without
-/// `*` and `#`, which are reserved for [`ListPattern`](crate::ListPattern)
-/// wildcards so that an id can never be mistaken for a pattern on a broker.
+/// comparison is case-insensitive). Dot-separated non-empty labels of
+/// `atext` without `*` and `#`, which are reserved for
+/// [`ListPattern`](crate::ListPattern) wildcards so that an id can never be
+/// mistaken for a pattern on a broker, and without `/`, so that an archive
+/// can use the id as a file name (no label is empty, so never `..` either).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ListId(String);
@@ -55,7 +57,7 @@ impl ListId {
         }
         if !bare.bytes().all(|b| b == b'.' || is_list_id_byte(b)) {
             return Err(fail(
-                "only letters, digits and !$%&'+-/=?^_`{|}~ are allowed between dots",
+                "only letters, digits and !$%&'+-=?^_`{|}~ are allowed between dots",
             ));
         }
         Ok(Self(bare.to_ascii_lowercase()))
@@ -78,9 +80,9 @@ impl ListId {
     }
 }
 
-/// RFC 5322 `atext` minus the wildcard characters `*` and `#`.
+/// RFC 5322 `atext` minus the wildcards `*`, `#` and the path separator `/`.
 fn is_list_id_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!$%&'+-/=?^_`{|}~".contains(&b)
+    b.is_ascii_alphanumeric() || b"!$%&'+-=?^_`{|}~".contains(&b)
 }
 
 impl fmt::Display for ListId {

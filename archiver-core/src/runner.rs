@@ -46,6 +46,13 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError>;
 }
 
+#[async_trait]
+impl<H: Handler + ?Sized> Handler for Arc<H> {
+    async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError> {
+        (**self).handle(delivery).await
+    }
+}
+
 /// Live counts of a runner's settled deliveries.
 #[derive(Debug, Default)]
 pub struct RunCounters {
@@ -171,17 +178,43 @@ impl<S: Subscriber> Runner<S> {
         Arc::clone(&self.counters)
     }
 
-    /// Consumes until `shutdown` completes (e.g. [`shutdown_signal`]) or the
-    /// stream ends; then stops taking deliveries, lets in-flight handlers
-    /// finish within the drain timeout and releases the rest.
-    /// Returns the counts, or the stream's error after draining.
+    /// Subscribes, then consumes until `shutdown` completes (e.g.
+    /// [`shutdown_signal`]) or the stream ends; then stops taking deliveries,
+    /// lets in-flight handlers finish within the drain timeout and releases
+    /// the rest. Returns the counts, or the stream's error after draining.
     pub async fn run<H: Handler>(
         self,
         handler: H,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<RunStats, BackendError> {
+        let deliveries = self.subscriber.subscribe(&self.subscription).await?;
+        self.consume(deliveries, handler, shutdown).await
+    }
+
+    /// Subscribes, then runs as [`run`](Self::run) does on a task of its own.
+    /// Returns once the subscription exists, so everything published
+    /// afterwards reaches this subscriber.
+    pub async fn spawn<H: Handler>(
+        self,
+        handler: H,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<RunningRunner, BackendError>
+    where
+        S: 'static,
+    {
+        let deliveries = self.subscriber.subscribe(&self.subscription).await?;
+        let counters = self.counters();
+        let task = tokio::spawn(self.consume(deliveries, handler, shutdown));
+        Ok(RunningRunner { counters, task })
+    }
+
+    async fn consume<H: Handler>(
+        self,
+        mut deliveries: crate::backend::Deliveries,
+        handler: H,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<RunStats, BackendError> {
         let name = self.subscription.name.to_string();
-        let mut deliveries = self.subscriber.subscribe(&self.subscription).await?;
         let handler = Arc::new(handler);
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut in_flight = JoinSet::new();
@@ -224,6 +257,29 @@ impl<S: Subscriber> Runner<S> {
         let stats = self.counters.snapshot();
         tracing::info!(subscriber = %name, ?stats, "runner stopped");
         outcome.map(|()| stats)
+    }
+}
+
+/// A runner started with [`Runner::spawn`].
+pub struct RunningRunner {
+    counters: Arc<RunCounters>,
+    task: tokio::task::JoinHandle<Result<RunStats, BackendError>>,
+}
+
+impl RunningRunner {
+    /// Live counters.
+    pub fn counters(&self) -> &Arc<RunCounters> {
+        &self.counters
+    }
+
+    /// Waits for the runner to stop (after its shutdown future completed or
+    /// its stream ended); a panic in the runner is passed on.
+    pub async fn join(self) -> Result<RunStats, BackendError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Ok(self.counters.snapshot()),
+        }
     }
 }
 
@@ -347,7 +403,10 @@ mod tests {
     }
 
     async fn started(receiver: &mut mpsc::UnboundedReceiver<Envelope>) -> Envelope {
-        tokio::time::timeout(WAIT, receiver.recv()).await.expect("a handler started").unwrap()
+        tokio::time::timeout(WAIT, receiver.recv())
+            .await
+            .expect("a handler started")
+            .unwrap()
     }
 
     fn subscription() -> Subscription {
@@ -369,13 +428,22 @@ mod tests {
             started(&mut starts).await;
         }
         assert!(
-            tokio::time::timeout(Duration::from_millis(300), starts.recv()).await.is_err(),
+            tokio::time::timeout(Duration::from_millis(300), starts.recv())
+                .await
+                .is_err(),
             "a fourth handler started while 3 were in flight"
         );
         stop.send(()).unwrap();
         gate.add_permits(3);
-        let stats = tokio::time::timeout(WAIT, running).await.unwrap().unwrap().unwrap();
-        assert_eq!(stats.acked, 3, "in-flight handlers finish and ack at shutdown");
+        let stats = tokio::time::timeout(WAIT, running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stats.acked, 3,
+            "in-flight handlers finish and ack at shutdown"
+        );
 
         // The 7 it never took are still queued, in order.
         let mut rest = backend.subscribe(&subscription()).await.unwrap();
@@ -401,7 +469,11 @@ mod tests {
         }));
         started(&mut starts).await;
         stop.send(()).unwrap();
-        let stats = tokio::time::timeout(WAIT, running).await.unwrap().unwrap().unwrap();
+        let stats = tokio::time::timeout(WAIT, running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(stats, RunStats::default());
 
         let mut again = backend.subscribe(&subscription()).await.unwrap();

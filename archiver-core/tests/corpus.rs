@@ -7,8 +7,8 @@ use std::fs;
 
 use archiver_core::conformance::corpus_dir;
 use archiver_core::{
-    ArchiveError, ArchiveUrls, ArchivedMail, Archiver, ListId, MailLimits, MailingList,
-    MboxReader, MemoryBackend, Outcome, QueueArchiver, Subscriber, Subscription,
+    ArchiveError, ArchiveUrls, ArchivedMail, Archiver, ListId, MailLimits, MailingList, MboxReader,
+    MemoryBackend, Outcome, QueueArchiver, Subscriber, Subscription,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -27,7 +27,11 @@ fn mbox_reader_gives_back_every_message_as_sources_tsv_describes() {
         return;
     }
     let sources = fs::read_to_string(corpus_dir().join("SOURCES.tsv")).unwrap();
-    let rows: Vec<Vec<&str>> = sources.lines().skip(1).map(|l| l.split('\t').collect()).collect();
+    let rows: Vec<Vec<&str>> = sources
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
     let messages: Vec<Bytes> = MboxReader::open(corpus_dir().join("lists.mbox"))
         .unwrap()
         .collect::<Result<_, _>>()
@@ -39,16 +43,30 @@ fn mbox_reader_gives_back_every_message_as_sources_tsv_describes() {
         let (n, message_id, list_id, size) = (row[0], row[4], row[5], row[6]);
         assert_eq!(raw.len().to_string(), size, "size of message {n}");
         let mail = ArchivedMail::parse(raw.clone(), &MailLimits::default()).unwrap();
-        assert_eq!(mail.meta().message_id, message_id, "Message-ID of message {n}");
-        assert_eq!(mail.meta().list_id, Some(ListId::from_header(list_id).unwrap()), "List-Id of message {n}");
+        assert_eq!(
+            mail.meta().message_id,
+            message_id,
+            "Message-ID of message {n}"
+        );
+        assert_eq!(
+            mail.meta().list_id,
+            Some(ListId::from_header(list_id).unwrap()),
+            "List-Id of message {n}"
+        );
         if raw.split(|b| *b == b'\n').any(|line| {
-            let unquoted = line.iter().position(|b| *b != b'>').map_or(&[][..], |i| &line[i..]);
+            let unquoted = line
+                .iter()
+                .position(|b| *b != b'>')
+                .map_or(&[][..], |i| &line[i..]);
             unquoted.starts_with(b"From ")
         }) {
             from_quoted += 1;
         }
     }
-    assert_eq!(from_quoted, 20, "the corpus README says 20 messages needed From-escaping");
+    assert_eq!(
+        from_quoted, 20,
+        "the corpus README says 20 messages needed From-escaping"
+    );
 }
 
 #[tokio::test]
@@ -72,7 +90,11 @@ async fn malformed_mail_archives_byte_exact_or_gives_a_typed_error() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    assert!(files.len() >= 50, "expected the malformed corpus, found {} files", files.len());
+    assert!(
+        files.len() >= 50,
+        "expected the malformed corpus, found {} files",
+        files.len()
+    );
 
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for path in &files {
@@ -80,8 +102,15 @@ async fn malformed_mail_archives_byte_exact_or_gives_a_typed_error() {
         let outcome = match archiver.archive_message(&list, raw.clone()).await {
             Ok(receipt) if receipt.outcome == Outcome::Published => {
                 let delivery = deliveries.next().await.unwrap().unwrap();
-                assert!(delivery.envelope().body == raw, "{} changed on the way", path.display());
-                assert_eq!(delivery.envelope().message_id_hash.as_deref(), Some(receipt.message_id_hash.as_str()));
+                assert!(
+                    delivery.envelope().body == raw,
+                    "{} changed on the way",
+                    path.display()
+                );
+                assert_eq!(
+                    delivery.envelope().message_id_hash.as_deref(),
+                    Some(receipt.message_id_hash.as_str())
+                );
                 delivery.ack().await.unwrap();
                 "published".to_owned()
             }

@@ -1,1 +1,2 @@
-//! placeholder
+//! ZeroMQ backend (zmq, brokerless). Placeholder: it implements
+//! `archiver_core::Backend` and passes the conformance suite in its own issue.

@@ -247,13 +247,13 @@ pub async fn runner_settles_by_outcome<H: Harness>(harness: &H) {
         Duration::from_millis(20),
         Duration::from_millis(20),
     ));
-    let counters = runner.counters();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(runner.run(ByList, async move {
-        let _ = stopped.await;
-    }));
-    // The runner subscribes asynchronously: publish once its queue exists.
-    drop(subscribe(&backend, Subscription::new(subscriber.clone())).await);
+    let running = runner
+        .spawn(ByList, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("runner subscribes");
     let poison = mail(&list("poison.lists.example.org"), 2);
     publish_all(
         &backend,
@@ -265,11 +265,11 @@ pub async fn runner_settles_by_outcome<H: Harness>(harness: &H) {
     )
     .await;
 
-    tokio::time::timeout(DEADLINE, counters.wait_finished(3))
+    tokio::time::timeout(DEADLINE, running.counters().wait_finished(3))
         .await
         .expect("runner finished 3 deliveries before the deadline");
     stop.send(()).expect("runner still running");
-    let stats = running.await.expect("runner task").expect("runner result");
+    let stats = running.join().await.expect("runner result");
     assert_eq!(
         stats,
         RunStats {

@@ -1,0 +1,122 @@
+//! Runs the quickstart binary as a user would and checks what it archived:
+//! every mail of the mbox is in its list's Maildir, byte-identical, except
+//! those that opted out, and the thread index holds every archived mail.
+
+use std::path::Path;
+use std::process::Command;
+
+use archiver_core::conformance::corpus_mbox;
+use archiver_core::{ArchivedMail, MailLimits, MboxReader};
+use archiver_examples::maildir::MaildirArchive;
+
+/// Runs the quickstart on `mbox` (or its default sample) into `out`; returns stdout.
+fn run_quickstart(mbox: Option<&Path>, out: &Path) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quickstart"));
+    command.arg("--out").arg(out);
+    if let Some(mbox) = mbox {
+        command.arg("--mbox").arg(mbox);
+    }
+    let output = command.output().expect("quickstart runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "quickstart failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Checks the Maildirs against the mbox; returns (archived, skipped).
+fn assert_maildir_matches(mbox: &Path, out: &Path) -> (usize, usize) {
+    let maildir = out.join("maildir");
+    let (mut archived, mut skipped) = (0, 0);
+    for raw in MboxReader::open(mbox).unwrap() {
+        let raw = raw.unwrap();
+        let mail = ArchivedMail::parse(raw.clone(), &MailLimits::default()).unwrap();
+        let list = mail
+            .meta()
+            .list_id
+            .as_ref()
+            .map_or("quickstart.lists.example.org", |l| l.as_str());
+        let path = MaildirArchive::path_of(&maildir, list, mail.message_id_hash());
+        if mail.meta().opt_out.is_some() {
+            assert!(
+                !path.exists(),
+                "{} opted out but was archived",
+                mail.meta().message_id
+            );
+            skipped += 1;
+        } else {
+            let stored = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{} not archived at {}: {e}",
+                    mail.meta().message_id,
+                    path.display()
+                )
+            });
+            assert!(
+                stored == raw,
+                "{} differs from the mbox: {} bytes stored, {} read",
+                path.display(),
+                stored.len(),
+                raw.len()
+            );
+            archived += 1;
+        }
+    }
+    let files = walk_files(&maildir)
+        .into_iter()
+        .filter(|p| p.parent().unwrap().ends_with("new"))
+        .count();
+    assert_eq!(
+        files, archived,
+        "the Maildirs hold exactly the archived mails"
+    );
+    (archived, skipped)
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn quickstart_archives_the_corpus_byte_identical() {
+    let Some(mbox) = corpus_mbox("quickstart_archives_the_corpus_byte_identical") else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let stdout = run_quickstart(Some(&mbox), out.path());
+    let (archived, skipped) = assert_maildir_matches(&mbox, out.path());
+    assert_eq!(archived + skipped, 576);
+    assert_eq!(skipped, 2, "the corpus has two X-No-Archive mails");
+    assert!(
+        stdout.contains(&format!("published {archived} mails")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{archived} mails and")),
+        "thread index has every mail: {stdout}"
+    );
+    assert!(stdout.contains("dead-lettered 0"), "{stdout}");
+}
+
+#[test]
+fn quickstart_sample_runs_and_reruns_idempotently() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample.mbox");
+    let out = tempfile::tempdir().unwrap();
+    let first = run_quickstart(None, out.path());
+    assert_eq!(assert_maildir_matches(&sample, out.path()), (8, 1));
+    assert!(first.contains("8 stored, 0 already there"), "{first}");
+    let second = run_quickstart(None, out.path());
+    assert!(second.contains("0 stored, 8 already there"), "{second}");
+    assert_eq!(assert_maildir_matches(&sample, out.path()), (8, 1));
+}
