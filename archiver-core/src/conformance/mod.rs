@@ -6,7 +6,7 @@
 //! one isolated namespace, as a separate process would be) and expands
 //! [`conformance_tests!`](crate::conformance_tests) in an integration test:
 //!
-//! ```ignore
+//! ```text
 //! archiver_core::conformance_tests!(my_backend::TestHarness::new());
 //! ```
 //!
