@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 
-use archiver_core::conformance::corpus_dir;
+use archiver_core::conformance::{corpus_dir, corpus_mbox};
 use archiver_core::{
     ArchiveError, ArchiveUrls, ArchivedMail, Archiver, ListId, MailLimits, MailingList, MboxReader,
     MemoryBackend, Outcome, QueueArchiver, Subscriber, Subscription,
@@ -14,11 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 fn corpus_present(test: &str) -> bool {
-    let present = corpus_dir().join("lists.mbox").is_file();
-    if !present {
-        eprintln!("SKIPPED {test}: no corpus at {}", corpus_dir().display());
-    }
-    present
+    corpus_mbox(test).is_some()
 }
 
 #[test]
