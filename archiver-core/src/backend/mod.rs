@@ -79,8 +79,10 @@ pub trait DeadLetters: Send + Sync {
 /// Transient pub/sub: a live tail that keeps nothing.
 #[async_trait]
 pub trait LiveTail: Send + Sync {
-    /// Envelopes published from now on while the stream is held. A tail that
-    /// falls behind loses envelopes rather than making anything grow.
+    /// Envelopes published from now on while the stream is held: returns
+    /// only once attached, so whatever is published after it returns is
+    /// seen. A tail that falls behind loses envelopes rather than making
+    /// anything grow.
     async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError>;
 }
 

@@ -249,3 +249,58 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ListChange, ListEvent};
+    use crate::list::ListId;
+
+    fn event() -> Envelope {
+        let list = ListId::new("memory.example.org").unwrap();
+        Envelope::event(&ListEvent::now(list, ListChange::ListDeleted))
+    }
+
+    #[tokio::test]
+    async fn a_tail_that_falls_behind_drops_instead_of_growing() {
+        let backend = MemoryBackend::new();
+        let mut tail = backend.tail(&Selection::all()).await.unwrap();
+        for _ in 0..TAIL_BUFFER + 500 {
+            backend.publish(&event()).await.unwrap();
+        }
+        let mut seen = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), tail.next()).await {
+            seen += 1;
+        }
+        assert_eq!(seen, TAIL_BUFFER);
+    }
+
+    #[tokio::test]
+    async fn unsubscribe_ends_consumers_and_forgets_the_queue() {
+        let backend = MemoryBackend::new();
+        let name: SubscriberName = "retired".parse().unwrap();
+        let mut deliveries = backend
+            .subscribe(&Subscription::new(name.clone()))
+            .await
+            .unwrap();
+        backend.publish(&event()).await.unwrap();
+        let delivery = deliveries.next().await.unwrap().unwrap();
+        delivery.reject("kept as a dead letter").await.unwrap();
+        assert_eq!(backend.dead_letters(&name).await.unwrap().len(), 1);
+
+        backend.unsubscribe(&name).await.unwrap();
+        assert!(
+            deliveries.next().await.is_none(),
+            "the consumer's stream ends"
+        );
+        assert!(backend.dead_letters(&name).await.unwrap().is_empty());
+        backend.publish(&event()).await.unwrap();
+        let mut fresh = backend.subscribe(&Subscription::new(name)).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), fresh.next())
+                .await
+                .is_err(),
+            "a re-created queue starts empty: nothing was kept after unsubscribe"
+        );
+    }
+}
