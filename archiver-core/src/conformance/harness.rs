@@ -14,6 +14,11 @@ pub trait Harness: Send + Sync {
 
     /// A new client of this namespace, as a separate process would open.
     async fn connect(&self) -> Self::Backend;
+
+    /// Removes what the scenario left on the broker (keys, queues); called
+    /// after a scenario passes. A failed scenario leaves its state for
+    /// inspection.
+    async fn cleanup(&self) {}
 }
 
 /// The in-memory backend's harness: one broker per scenario.

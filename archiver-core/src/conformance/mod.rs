@@ -71,6 +71,7 @@ macro_rules! conformance_tests {
             async fn $scenario() {
                 let harness = $harness;
                 $crate::conformance::$scenario(&harness).await;
+                $crate::conformance::Harness::cleanup(&harness).await;
             }
         )+
     };
