@@ -60,6 +60,7 @@ pub struct RunCounters {
     retried: AtomicU64,
     rejected: AtomicU64,
     settle_failures: AtomicU64,
+    stream_errors: AtomicU64,
     changed: Notify,
 }
 
@@ -74,6 +75,8 @@ pub struct RunStats {
     pub rejected: u64,
     /// Settling failed (the backend will redeliver them).
     pub settle_failures: u64,
+    /// Problems the delivery stream reported and recovered from.
+    pub stream_errors: u64,
 }
 
 impl RunCounters {
@@ -84,6 +87,7 @@ impl RunCounters {
             retried: self.retried.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             settle_failures: self.settle_failures.load(Ordering::Relaxed),
+            stream_errors: self.stream_errors.load(Ordering::Relaxed),
         }
     }
 
@@ -181,7 +185,8 @@ impl<S: Subscriber> Runner<S> {
     /// Subscribes, then consumes until `shutdown` completes (e.g.
     /// [`shutdown_signal`]) or the stream ends; then stops taking deliveries,
     /// lets in-flight handlers finish within the drain timeout and releases
-    /// the rest. Returns the counts, or the stream's error after draining.
+    /// the rest. Errors the stream reports are logged and counted, and
+    /// consuming goes on. Returns the counts; fails only if subscribing does.
     pub async fn run<H: Handler>(
         self,
         handler: H,
@@ -218,7 +223,6 @@ impl<S: Subscriber> Runner<S> {
         let handler = Arc::new(handler);
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut in_flight = JoinSet::new();
-        let mut outcome = Ok(());
         tokio::pin!(shutdown);
         tracing::info!(subscriber = %name, "runner started");
         loop {
@@ -232,7 +236,11 @@ impl<S: Subscriber> Runner<S> {
                 () = &mut shutdown => break,
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => delivery,
-                    Some(Err(error)) => { outcome = Err(error); break }
+                    Some(Err(error)) => {
+                        tracing::error!(subscriber = %name, %error, "the delivery stream reported a problem");
+                        self.counters.count(&self.counters.stream_errors);
+                        continue;
+                    }
                     None => break,
                 },
             };
@@ -256,7 +264,7 @@ impl<S: Subscriber> Runner<S> {
         }
         let stats = self.counters.snapshot();
         tracing::info!(subscriber = %name, ?stats, "runner stopped");
-        outcome.map(|()| stats)
+        Ok(stats)
     }
 }
 

@@ -1,2 +1,295 @@
-//! Redis Streams backend (redis-rs). Placeholder: it implements
-//! `archiver_core::Backend` and passes the conformance suite in its own issue.
+//! The Redis Streams backend: every message pattern of `archiver-core` on
+//! Redis 6.2 or later, with nothing lost while Redis keeps its data.
+//!
+//! # Layout
+//!
+//! One stream per list and kind (`<prefix>:stream:mail:<list-id>`,
+//! `<prefix>:stream:event:<list-id>`), registered in the set
+//! `<prefix>:streams` so consumers find new lists. The list and the kind a
+//! subscriber selects are chosen by *which streams it reads*: a subscriber
+//! never receives, nor even transfers, entries of lists or kinds it did not
+//! select. Each entry is stored once, however many subscribers read it:
+//! fan-out is one consumer group per subscriber on each stream it selects,
+//! competing consumers are consumers of that group. The alternative, one
+//! stream for everything with a group per subscriber, would make every
+//! subscriber read (and skip) every list's mail.
+//!
+//! A subscriber's record (`<prefix>:subscribers`) keeps its selection and
+//! its creation time; its group on any stream, even one created later,
+//! starts at that time, so no mail published after a subscriber exists is
+//! missed, however late its consumers discover the list.
+//!
+//! # Delivery
+//!
+//! - attempts are Redis's own delivery counter (XPENDING), 1 on first read;
+//! - `nack(delay)` leaves the entry pending and records it in
+//!   `<prefix>:delayed:<name>`; a consumer claims it (XCLAIM) when due;
+//! - an entry left unsettled longer than [`RedisConfig::claim_idle`] (its
+//!   consumer crashed) is claimed by another consumer (XPENDING IDLE and
+//!   XCLAIM, which skips entries waiting for their nack delay);
+//! - at the attempt limit, and on `reject`, the entry is copied to
+//!   `<prefix>:dead:<name>` with its reason and acknowledged, atomically;
+//!   replay moves it to `<prefix>:replay:<name>`, which the subscriber's
+//!   consumers also read;
+//! - retention trims a stream only below what every subscriber has
+//!   acknowledged ([`retention`] says exactly how).
+//!
+//! # Durability
+//!
+//! `publish` returns Ok once XADD answered: the entry is in Redis's memory.
+//! What survives a crash is the server's persistence setting:
+//!
+//! | Redis setting | a crash of Redis loses |
+//! |---|---|
+//! | no persistence (`--save "" --appendonly no`) | everything it held |
+//! | `appendonly yes`, `appendfsync everysec` (default) | up to the last second of publishes |
+//! | `appendonly yes`, `appendfsync always` | nothing that was answered |
+//!
+//! [`Durability::Replicas`] adds `WAIT` (replicas have it);
+//! [`Durability::Fsync`] adds `WAITAOF` (Redis 7.2+: fsynced). A consumer
+//! that finds its groups gone after a restart without persistence re-creates
+//! them, goes on, and reports the loss window as an error item in its
+//! delivery stream and in the log.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use archiver_core::{ArchiveUrls, QueueArchiver};
+//! use backend_redis::{RedisBackend, RedisConfig};
+//! let backend = RedisBackend::connect(RedisConfig::new("redis://127.0.0.1:6379")).await?;
+//! let archiver = QueueArchiver::new("mq-archiver", backend, ArchiveUrls::new("https://archive.example.org/")?);
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod connection;
+mod consumer;
+mod dead_letters;
+mod entry;
+mod error;
+mod keys;
+mod publish;
+mod registry;
+pub mod retention;
+mod settle;
+mod tail;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use archiver_core::{
+    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Envelope, LiveTail,
+    Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
+};
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Durability, RedisConfig};
+
+use error::backend_error;
+use keys::Keys;
+
+/// What every handle of one client shares.
+pub(crate) struct Shared {
+    pub(crate) config: RedisConfig,
+    pub(crate) keys: Keys,
+    pub(crate) client: redis::Client,
+    /// Multiplexed connection for all non-blocking commands.
+    pub(crate) conn: ConnectionManager,
+    pub(crate) closed: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn ensure_open(&self) -> Result<(), BackendError> {
+        if self.closed.is_cancelled() {
+            Err(BackendError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A client of Redis implementing every message pattern. Cheap to clone;
+/// clones share the connection.
+#[derive(Clone)]
+pub struct RedisBackend {
+    shared: Arc<Shared>,
+}
+
+impl RedisBackend {
+    /// Connects, checking the URL, the credentials and that the server
+    /// answers. Errors: [`BackendError::InvalidUrl`], [`BackendError::Auth`],
+    /// [`BackendError::Unavailable`].
+    pub async fn connect(config: RedisConfig) -> Result<Self, BackendError> {
+        let client = connection::client(&config)?;
+        let mut conn = connection::open(&client, &config, config.durability_wait()).await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(backend_error)?;
+        tracing::info!(url = %config.redacted_url(), prefix = %config.prefix, "connected to Redis");
+        Ok(Self {
+            shared: Arc::new(Shared {
+                keys: Keys::new(&config.prefix),
+                config,
+                client,
+                conn,
+                closed: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RedisConfig {
+        &self.shared.config
+    }
+
+    /// Deletes every key under this client's prefix: for tests and for
+    /// decommissioning a deployment. What was in them is gone.
+    pub async fn purge(&self) -> Result<usize, BackendError> {
+        let mut conn = self.shared.conn.clone();
+        let mut cursor = 0u64;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(self.shared.keys.all())
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend_error)?;
+            if !keys.is_empty() {
+                deleted += redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<usize>(&mut conn)
+                    .await
+                    .map_err(backend_error)?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Longest a command on the shared connection may wait server-side.
+    fn durability_wait(&self) -> Duration {
+        match self.durability {
+            Durability::Reply => Duration::ZERO,
+            Durability::Replicas { timeout, .. } | Durability::Fsync { timeout, .. } => timeout,
+        }
+    }
+}
+
+#[async_trait]
+impl Publisher for RedisBackend {
+    async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
+        publish::publish(&self.shared, envelope).await
+    }
+}
+
+#[async_trait]
+impl Subscriber for RedisBackend {
+    async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
+        consumer::subscribe(&self.shared, subscription).await
+    }
+
+    async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
+        self.shared.ensure_open()?;
+        let keys = &self.shared.keys;
+        let mut conn = self.shared.conn.clone();
+        let mut pipe = redis::pipe();
+        for (_, _, stream) in registry::streams(&mut conn, keys)
+            .await
+            .map_err(backend_error)?
+        {
+            pipe.cmd("XGROUP")
+                .arg("DESTROY")
+                .arg(stream)
+                .arg(name.as_str())
+                .ignore();
+        }
+        pipe.cmd("HDEL")
+            .arg(keys.subscribers())
+            .arg(name.as_str())
+            .ignore();
+        pipe.cmd("DEL")
+            .arg(keys.replay(name))
+            .arg(keys.dead(name))
+            .arg(keys.delayed(name))
+            .ignore();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(backend_error)?;
+        tracing::info!(subscriber = %name, "subscriber deleted");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeadLetters for RedisBackend {
+    async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::list(&mut self.shared.conn.clone(), &self.shared.keys, name).await
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        name: &SubscriberName,
+        which: Replay,
+    ) -> Result<usize, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::replay(
+            &mut self.shared.conn.clone(),
+            &self.shared.keys,
+            name,
+            &which,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl LiveTail for RedisBackend {
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
+        tail::tail(&self.shared, selection).await
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn capabilities(&self) -> Capabilities {
+        let config = &self.shared.config;
+        Capabilities {
+            per_list_order: true,
+            replay_from_start: true,
+            native_dead_letter: false,
+            max_envelope_bytes: config.max_envelope_bytes,
+            abandoned_redelivery: config.claim_idle
+                + (config.claim_idle / 4).max(config.poll_interval)
+                + config.poll_interval,
+            publish_durability: match config.durability {
+                Durability::Reply => {
+                    "XADD answered: in Redis memory, on disk as the server's appendfsync policy says"
+                }
+                Durability::Replicas { .. } => {
+                    "XADD answered and WAIT saw the configured number of replicas"
+                }
+                Durability::Fsync { .. } => {
+                    "XADD answered and WAITAOF saw it fsynced locally and on the configured replicas"
+                }
+            },
+        }
+    }
+
+    async fn close(&self) -> Result<(), BackendError> {
+        self.shared.closed.cancel();
+        Ok(())
+    }
+}

@@ -32,7 +32,10 @@ use crate::envelope::Envelope;
 use crate::selection::Selection;
 
 /// Deliveries of a durable subscription, in the order the backend hands
-/// them out. The stream ends when the client is closed.
+/// them out. An `Err` item reports a problem the backend recovered from
+/// (the broker was lost and reconnected, the broker lost data, a malformed
+/// message was dead-lettered) and the stream goes on; it ends when the
+/// client is closed or the subscription deleted.
 pub type Deliveries = BoxStream<'static, Result<Delivery, BackendError>>;
 
 /// Envelopes of a live tail; nothing is kept for it while it is not polled

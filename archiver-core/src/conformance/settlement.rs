@@ -276,7 +276,8 @@ pub async fn runner_settles_by_outcome<H: Harness>(harness: &H) {
             acked: 2,
             retried: 1,
             rejected: 1,
-            settle_failures: 0
+            settle_failures: 0,
+            stream_errors: 0,
         }
     );
     let dead = wait_for_dead_letters(&backend, &subscriber, 1).await;

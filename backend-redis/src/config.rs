@@ -1,0 +1,193 @@
+//! How to reach Redis and how the backend behaves.
+
+use std::time::Duration;
+
+use archiver_core::BackendError;
+
+/// What `publish` waits for before it returns Ok.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The XADD reply: the entry is in the primary's memory, and on disk as
+    /// the server's persistence says (nothing without persistence, within a
+    /// second with `appendfsync everysec`, before the reply with
+    /// `appendfsync always`).
+    #[default]
+    Reply,
+    /// Also `WAIT count timeout`: that many replicas have the entry.
+    Replicas {
+        /// Replicas that must acknowledge.
+        count: u32,
+        /// How long to wait for them; fewer is an error.
+        timeout: Duration,
+    },
+    /// Also `WAITAOF 1 replicas timeout` (Redis 7.2 or later): the entry is
+    /// fsynced to the primary's append-only file, and to that many replicas'.
+    Fsync {
+        /// Replicas whose AOF must also be fsynced.
+        replicas: u32,
+        /// How long to wait; less is an error.
+        timeout: Duration,
+    },
+}
+
+/// Configuration of a [`RedisBackend`](crate::RedisBackend).
+///
+/// ```
+/// use std::time::Duration;
+/// use backend_redis::RedisConfig;
+/// let config = RedisConfig::new("redis://archiver:secret@127.0.0.1:6379/0")
+///     .prefix("archiver")
+///     .claim_idle(Duration::from_secs(120));
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user[:password]@]host[:port][/db]`, `rediss://` for TLS,
+    /// or `redis+unix:///path/to/socket`.
+    pub url: String,
+    /// Prefix of every key the backend writes (`<prefix>:stream:...`), so
+    /// several deployments can share one Redis.
+    pub prefix: String,
+    /// A delivery left unsettled this long (its consumer crashed or hangs)
+    /// is given to another consumer. Longer than your slowest handler.
+    pub claim_idle: Duration,
+    /// Longest a consumer blocks on Redis before it looks for new lists and
+    /// due retries; bounds the latency of a list's first message.
+    pub poll_interval: Duration,
+    /// What `publish` waits for.
+    pub durability: Durability,
+    /// Largest envelope body accepted, in bytes.
+    pub max_envelope_bytes: usize,
+    /// How often a consumer trims the streams it reads.
+    pub retention_interval: Duration,
+}
+
+impl RedisConfig {
+    /// Defaults for a URL: prefix `archiver`, 60 s claim idle, 200 ms poll,
+    /// XADD-reply durability, 64 MiB bodies, trimming every 10 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "archiver".into(),
+            claim_idle: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(200),
+            durability: Durability::Reply,
+            max_envelope_bytes: 64 * 1024 * 1024,
+            retention_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// From `ARCHIVER_REDIS_URL`, else `redis://127.0.0.1:6379`.
+    pub fn from_env() -> Self {
+        Self::new(
+            std::env::var("ARCHIVER_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        )
+    }
+
+    /// Sets the key prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets how long an unsettled delivery waits before it is reclaimed.
+    pub fn claim_idle(mut self, idle: Duration) -> Self {
+        self.claim_idle = idle;
+        self
+    }
+
+    /// Sets the poll interval.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Sets what `publish` waits for.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets the largest body accepted.
+    pub fn max_envelope_bytes(mut self, limit: usize) -> Self {
+        self.max_envelope_bytes = limit;
+        self
+    }
+
+    /// Sets how often consumers trim.
+    pub fn retention_interval(mut self, interval: Duration) -> Self {
+        self.retention_interval = interval;
+        self
+    }
+
+    /// Checks the URL's form and the prefix before any connection is made.
+    pub(crate) fn validate(&self) -> Result<(), BackendError> {
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", redact(&self.url))))?;
+        if !matches!(url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+            return Err(BackendError::InvalidUrl(format!(
+                "{}: scheme {:?} is not redis, rediss or redis+unix",
+                redact(&self.url),
+                url.scheme()
+            )));
+        }
+        if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
+            return Err(BackendError::InvalidUrl(format!(
+                "key prefix {:?} must be non-empty without spaces",
+                self.prefix
+            )));
+        }
+        Ok(())
+    }
+
+    /// The URL with any password replaced, for messages and logs.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+}
+
+/// Replaces the password of a URL by `***`; unparseable input is not shown.
+fn redact(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_passwords_never_shown() {
+        assert!(
+            RedisConfig::new("redis://127.0.0.1:6379")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            RedisConfig::new("rediss://u:p@host:6380/2")
+                .validate()
+                .is_ok()
+        );
+        let wrong = RedisConfig::new("http://user:hunter2@host/")
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(&wrong, BackendError::InvalidUrl(m) if !m.contains("hunter2") && m.contains("scheme")),
+            "{wrong}"
+        );
+        let garbage = RedisConfig::new("not a url hunter2")
+            .validate()
+            .unwrap_err();
+        assert!(!garbage.to_string().contains("hunter2"));
+        assert_eq!(
+            RedisConfig::new("redis://u:hunter2@h/").redacted_url(),
+            "redis://u:***@h/"
+        );
+    }
+}

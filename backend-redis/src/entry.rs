@@ -1,0 +1,229 @@
+//! Stream entries: an envelope as stream fields (the wire format's fields
+//! plus `body`), reading entries out of Redis replies, and entry ids.
+
+use std::fmt;
+use std::str::FromStr;
+
+use archiver_core::Envelope;
+use archiver_core::wire::{self, WireError};
+use bytes::Bytes;
+use redis::Value;
+
+/// Stream field holding the raw body bytes.
+pub(crate) const BODY: &str = "body";
+
+/// The envelope's fields, ready for XADD: wire fields first, body last.
+pub(crate) fn envelope_fields(envelope: &Envelope) -> Vec<(&'static str, Vec<u8>)> {
+    let mut fields: Vec<(&'static str, Vec<u8>)> = wire::to_fields(envelope)
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    fields.push((BODY, envelope.body.to_vec()));
+    fields
+}
+
+/// A stream entry as read from Redis.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) id: EntryId,
+    pub(crate) fields: Vec<(String, Vec<u8>)>,
+}
+
+impl Entry {
+    /// The text of a field, if present and UTF-8.
+    pub(crate) fn text(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// Rebuilds the envelope; a malformed entry is an error, never a guess.
+    pub(crate) fn envelope(&self) -> Result<Envelope, WireError> {
+        let body = self
+            .fields
+            .iter()
+            .find(|(k, _)| k == BODY)
+            .map(|(_, v)| Bytes::copy_from_slice(v))
+            .ok_or(WireError::Missing(BODY))?;
+        let texts = self
+            .fields
+            .iter()
+            .filter(|(k, _)| k != BODY)
+            .filter_map(|(k, v)| Some((k.as_str(), std::str::from_utf8(v).ok()?)));
+        wire::from_fields(texts, body)
+    }
+}
+
+/// A stream entry id, `<ms>-<seq>`, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct EntryId {
+    pub(crate) ms: u64,
+    pub(crate) seq: u64,
+}
+
+impl EntryId {
+    pub(crate) const ZERO: Self = Self { ms: 0, seq: 0 };
+
+    /// The largest id before millisecond `ms`: a group created there reads
+    /// every entry added at `ms` or later.
+    pub(crate) fn just_before(ms: u64) -> Self {
+        match ms.checked_sub(1) {
+            Some(previous) => Self {
+                ms: previous,
+                seq: u64::MAX,
+            },
+            None => Self::ZERO,
+        }
+    }
+
+    /// The smallest id after this one.
+    pub(crate) fn next(self) -> Self {
+        match self.seq.checked_add(1) {
+            Some(seq) => Self { ms: self.ms, seq },
+            None => Self {
+                ms: self.ms + 1,
+                seq: 0,
+            },
+        }
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl FromStr for EntryId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (ms, seq) = s.split_once('-').ok_or(())?;
+        Ok(Self {
+            ms: ms.parse().map_err(|_| ())?,
+            seq: seq.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// Text of a reply value (bulk or simple string).
+pub(crate) fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Okay => Some("OK".into()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// Integer of a reply value (integer or numeric string).
+pub(crate) fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(i) => Some(*i),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// Items of an array reply; empty for nil.
+pub(crate) fn items(value: &Value) -> &[Value] {
+    match value {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => &[],
+    }
+}
+
+/// One `[id, [field, value, ...]]` entry; None for a deleted entry (nil).
+pub(crate) fn entry(value: &Value) -> Option<Entry> {
+    let [id, fields] = items(value) else {
+        return None;
+    };
+    let id = text(id)?.parse().ok()?;
+    let fields = match fields {
+        Value::Array(flat) => flat
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                let value = match &pair[1] {
+                    Value::BulkString(bytes) => bytes.clone(),
+                    other => text(other)?.into_bytes(),
+                };
+                Some((text(&pair[0])?, value))
+            })
+            .collect(),
+        _ => return None,
+    };
+    Some(Entry { id, fields })
+}
+
+/// Entries of an XRANGE / XCLAIM reply.
+pub(crate) fn entries(value: &Value) -> Vec<Entry> {
+    items(value).iter().filter_map(entry).collect()
+}
+
+/// `(stream key, entries)` of an XREAD / XREADGROUP reply (RESP2 arrays or
+/// RESP3 maps); empty on timeout.
+pub(crate) fn streams(value: &Value) -> Vec<(String, Vec<Entry>)> {
+    match value {
+        Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, entries(v))))
+            .collect(),
+        other => items(other)
+            .iter()
+            .filter_map(|stream| {
+                let [key, list] = items(stream) else {
+                    return None;
+                };
+                Some((text(key)?, entries(list)))
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_order_and_step() {
+        let id: EntryId = "1700000000000-5".parse().unwrap();
+        assert_eq!(id.to_string(), "1700000000000-5");
+        assert!(id < id.next());
+        assert_eq!(
+            EntryId::just_before(10),
+            EntryId {
+                ms: 9,
+                seq: u64::MAX
+            }
+        );
+        assert!(EntryId::just_before(10) < EntryId { ms: 10, seq: 0 });
+        assert_eq!(
+            EntryId {
+                ms: 3,
+                seq: u64::MAX
+            }
+            .next(),
+            EntryId { ms: 4, seq: 0 }
+        );
+        assert!("nope".parse::<EntryId>().is_err());
+    }
+
+    #[test]
+    fn parses_stream_replies_and_skips_deleted_entries() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("k"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("body"), Value::BulkString(vec![0, 255])]),
+                ]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let parsed = streams(&reply);
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].1.len(), 1);
+        assert_eq!(parsed[0].1[0].fields[0].1, vec![0, 255]);
+    }
+}

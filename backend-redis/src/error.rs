@@ -1,0 +1,39 @@
+//! Redis errors as the core's typed [`BackendError`].
+
+use archiver_core::BackendError;
+use redis::{ErrorKind, RedisError};
+
+/// Maps a redis-rs error; messages carry no credentials (redis-rs never
+/// puts the password in its errors).
+pub(crate) fn backend_error(error: RedisError) -> BackendError {
+    if is_auth_error(&error) {
+        return BackendError::Auth(error.to_string());
+    }
+    match error.kind() {
+        ErrorKind::InvalidClientConfig => BackendError::InvalidUrl(error.to_string()),
+        ErrorKind::Io => BackendError::Unavailable(error.to_string()),
+        _ if error.is_timeout()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal() =>
+        {
+            BackendError::Unavailable(error.to_string())
+        }
+        _ => BackendError::Broker(error.to_string()),
+    }
+}
+
+fn is_auth_error(error: &RedisError) -> bool {
+    matches!(error.kind(), ErrorKind::AuthenticationFailed)
+        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+}
+
+/// The group or its stream is gone: Redis lost data, or the subscriber was
+/// deleted.
+pub(crate) fn is_no_group(error: &RedisError) -> bool {
+    error.code() == Some("NOGROUP")
+}
+
+/// XGROUP CREATE on a group that exists.
+pub(crate) fn is_busy_group(error: &RedisError) -> bool {
+    error.code() == Some("BUSYGROUP")
+}
