@@ -59,11 +59,15 @@ pub struct RedisConfig {
     pub max_envelope_bytes: usize,
     /// How often a consumer trims the streams it reads.
     pub retention_interval: Duration,
+    /// Entries younger than this are never trimmed, even when acknowledged:
+    /// covers a subscriber created while a trim computes what is needed.
+    pub retention_min_age: Duration,
 }
 
 impl RedisConfig {
     /// Defaults for a URL: prefix `archiver`, 60 s claim idle, 200 ms poll,
-    /// XADD-reply durability, 64 MiB bodies, trimming every 10 s.
+    /// XADD-reply durability, 64 MiB bodies, trimming every 10 s of entries
+    /// older than a minute.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -73,6 +77,7 @@ impl RedisConfig {
             durability: Durability::Reply,
             max_envelope_bytes: 64 * 1024 * 1024,
             retention_interval: Duration::from_secs(10),
+            retention_min_age: Duration::from_secs(60),
         }
     }
 
@@ -116,6 +121,12 @@ impl RedisConfig {
     /// Sets how often consumers trim.
     pub fn retention_interval(mut self, interval: Duration) -> Self {
         self.retention_interval = interval;
+        self
+    }
+
+    /// Sets the age below which entries are never trimmed.
+    pub fn retention_min_age(mut self, age: Duration) -> Self {
+        self.retention_min_age = age;
         self
     }
 

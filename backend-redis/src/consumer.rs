@@ -194,6 +194,7 @@ impl Consumer {
                 &mut self.shared.conn.clone(),
                 &self.shared.keys,
                 list_streams,
+                self.shared.config.retention_min_age,
             )
             .await
             {

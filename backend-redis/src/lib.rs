@@ -32,7 +32,9 @@
 //!   replay moves it to `<prefix>:replay:<name>`, which the subscriber's
 //!   consumers also read;
 //! - retention trims a stream only below what every subscriber has
-//!   acknowledged ([`retention`] says exactly how).
+//!   acknowledged, and never entries younger than
+//!   [`RedisConfig::retention_min_age`]; consumers trim every
+//!   [`RedisConfig::retention_interval`], [`RedisBackend::trim`] trims now.
 //!
 //! # Durability
 //!
@@ -71,7 +73,7 @@ mod error;
 mod keys;
 mod publish;
 mod registry;
-pub mod retention;
+mod retention;
 mod settle;
 mod tail;
 
@@ -144,6 +146,27 @@ impl RedisBackend {
     /// The configuration in force.
     pub fn config(&self) -> &RedisConfig {
         &self.shared.config
+    }
+
+    /// Trims every list stream now, as consumers do periodically: removes
+    /// what every subscriber has acknowledged; returns how many entries.
+    pub async fn trim(&self) -> Result<u64, BackendError> {
+        self.shared.ensure_open()?;
+        let mut conn = self.shared.conn.clone();
+        let streams: Vec<String> = registry::streams(&mut conn, &self.shared.keys)
+            .await
+            .map_err(backend_error)?
+            .into_iter()
+            .map(|(_, _, key)| key)
+            .collect();
+        retention::trim(
+            &mut conn,
+            &self.shared.keys,
+            &streams,
+            self.shared.config.retention_min_age,
+        )
+        .await
+        .map_err(backend_error)
     }
 
     /// Deletes every key under this client's prefix: for tests and for

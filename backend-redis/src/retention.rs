@@ -6,11 +6,13 @@
 //! oldest pending entry, else the entry after its last delivered one; a
 //! subscriber without a group there yet needs everything from its creation
 //! time (everything, for one that reads from the beginning). Entries younger
-//! than a minute are never trimmed, which covers a subscriber being created
-//! while the frontiers are computed. A stream nobody selects is kept whole,
-//! for a later subscriber that starts at the beginning.
+//! than `retention_min_age` (a minute by default) are never trimmed, which
+//! covers a subscriber being created while the frontiers are computed. A
+//! stream nobody selects is kept whole, for a later subscriber that starts
+//! at the beginning.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Value};
@@ -19,21 +21,23 @@ use crate::entry::{EntryId, int, items, text};
 use crate::keys::Keys;
 use crate::registry::{self, redis_time_ms};
 
-/// Entries younger than this are never trimmed.
-const MIN_AGE_MS: u64 = 60_000;
-
-/// Trims each of the given list streams.
+/// Trims each of the given list streams, never below `min_age`; returns
+/// how many entries went.
 pub(crate) async fn trim(
     conn: &mut ConnectionManager,
     keys: &Keys,
     streams: &[String],
-) -> RedisResult<()> {
+    min_age: Duration,
+) -> RedisResult<u64> {
+    let mut total = 0;
     if streams.is_empty() {
-        return Ok(());
+        return Ok(total);
     }
     let subscribers = registry::load_all(conn, keys).await?;
     let registered = registry::streams(conn, keys).await?;
     let now_ms = redis_time_ms(conn).await?;
+    let youngest_trimmable =
+        EntryId::just_before(now_ms.saturating_sub(min_age.as_millis() as u64)).next();
     for stream in streams {
         let Some((kind, list, _)) = registered.iter().find(|(_, _, key)| key == stream) else {
             continue;
@@ -49,9 +53,8 @@ pub(crate) async fn trim(
         let Some(oldest_needed) = frontiers.values().min().copied() else {
             continue;
         };
-        let min_id =
-            oldest_needed.min(EntryId::just_before(now_ms.saturating_sub(MIN_AGE_MS)).next());
-        let trimmed: i64 = redis::cmd("XTRIM")
+        let min_id = oldest_needed.min(youngest_trimmable);
+        let trimmed: u64 = redis::cmd("XTRIM")
             .arg(stream)
             .arg("MINID")
             .arg(min_id.to_string())
@@ -60,8 +63,9 @@ pub(crate) async fn trim(
         if trimmed > 0 {
             tracing::debug!(stream, trimmed, %min_id, "trimmed acknowledged entries");
         }
+        total += trimmed;
     }
-    Ok(())
+    Ok(total)
 }
 
 /// Group name → the first entry that group still needs.

@@ -1,0 +1,370 @@
+//! Fault tests with real processes: a Redis this test starts and kills -9,
+//! and a consumer child process killed -9 while holding deliveries.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use archiver_core::conformance::{Harness, corpus_mbox};
+use archiver_core::{
+    ArchivedMail, BackendError, Envelope, EnvelopeId, ListId, MailLimits, MailingList, MboxReader,
+    Publisher, Subscriber, Subscription,
+};
+use backend_redis::{RedisBackend, RedisConfig};
+use futures::StreamExt;
+use support::{RedisHarness, RedisServer};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// `count` envelopes cycling through the corpus mails.
+fn corpus_envelopes(count: usize) -> Option<Vec<Envelope>> {
+    let mbox = corpus_mbox("corpus_envelopes")?;
+    let mails: Vec<ArchivedMail> = MboxReader::open(mbox)
+        .unwrap()
+        .map(|raw| ArchivedMail::parse(raw.unwrap(), &MailLimits::default()).unwrap())
+        .collect();
+    let fallback = ListId::new("fault.lists.example.org").unwrap();
+    Some(
+        mails
+            .iter()
+            .cycle()
+            .take(count)
+            .map(|mail| {
+                let list = mail
+                    .meta()
+                    .list_id
+                    .clone()
+                    .unwrap_or_else(|| fallback.clone());
+                Envelope::mail(mail, &MailingList::public(list))
+            })
+            .collect(),
+    )
+}
+
+/// Polls `done` every 20 ms until it holds, failing after `within`.
+async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    assert!(
+        poll_until(within, &mut done).await,
+        "{what}: not reached within {within:?}"
+    );
+}
+
+/// Polls `done` every 20 ms; false if it still does not hold after `within`.
+async fn poll_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Entries of the subscriber still pending in Redis, over all its streams.
+async fn pending_entries(harness: &RedisHarness, group: &str) -> u64 {
+    let client = redis::Client::open(harness.config.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let streams: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{}:streams", harness.config.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut pending = 0;
+    for member in streams {
+        let key = format!("{}:stream:{member}", harness.config.prefix);
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(key)
+            .arg(group)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let redis::Value::Array(parts) = summary
+            && let Some(redis::Value::Int(count)) = parts.first()
+        {
+            pending += *count as u64;
+        }
+    }
+    pending
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_publishes_survive_two_kill_9_restarts() {
+    let Some(envelopes) = corpus_envelopes(10_000) else {
+        return;
+    };
+    let mut server = RedisServer::start(true, &[]);
+    let harness = RedisHarness::on(RedisConfig::new(server.url()));
+
+    let delivered_ids = Arc::new(Mutex::new(HashSet::new()));
+    let deliveries_seen = Arc::new(AtomicU64::new(0));
+    let ack_errors = Arc::new(AtomicU64::new(0));
+    let consumer_client = harness.connect().await;
+    let mut deliveries = consumer_client
+        .subscribe(&Subscription::new("archive".parse().unwrap()).prefetch(256))
+        .await
+        .unwrap();
+    let consumer = {
+        let (delivered_ids, deliveries_seen, ack_errors) = (
+            Arc::clone(&delivered_ids),
+            Arc::clone(&deliveries_seen),
+            Arc::clone(&ack_errors),
+        );
+        tokio::spawn(async move {
+            while let Some(item) = deliveries.next().await {
+                let Ok(delivery) = item else { continue };
+                deliveries_seen.fetch_add(1, Ordering::Relaxed);
+                delivered_ids.lock().unwrap().insert(delivery.envelope().id);
+                // An ack whose reply is lost may or may not have been applied:
+                // Redis's pending count below is the judge, not this reply.
+                if delivery.ack().await.is_err() {
+                    ack_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    let publisher = Arc::new(harness.connect().await);
+    let envelopes = Arc::new(envelopes);
+    let next = Arc::new(AtomicUsize::new(0));
+    let published_ok = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut publishers = Vec::new();
+    for _ in 0..8 {
+        let (publisher, envelopes, next) = (
+            Arc::clone(&publisher),
+            Arc::clone(&envelopes),
+            Arc::clone(&next),
+        );
+        let (published_ok, failures) = (Arc::clone(&published_ok), Arc::clone(&failures));
+        publishers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(envelope) = envelopes.get(i) else {
+                    return;
+                };
+                // A list server retries until the broker takes the mail.
+                while let Err(error) = publisher.publish(envelope).await {
+                    assert!(
+                        matches!(
+                            error,
+                            BackendError::Unavailable(_) | BackendError::Broker(_)
+                        ),
+                        "{error:?}"
+                    );
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                published_ok.lock().unwrap().push(envelope.id);
+            }
+        }));
+    }
+    for at in [3_000, 6_500] {
+        wait_until("publishing progress", DEADLINE, || {
+            published_ok.lock().unwrap().len() >= at
+        })
+        .await;
+        let failures_before = failures.load(Ordering::Relaxed);
+        server.kill();
+        wait_until("a publish failing while Redis is down", DEADLINE, || {
+            failures.load(Ordering::Relaxed) > failures_before
+        })
+        .await;
+        server.restart();
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let published: Vec<EnvelopeId> = published_ok.lock().unwrap().clone();
+    let all_delivered = || {
+        let delivered = delivered_ids.lock().unwrap();
+        published.iter().all(|id| delivered.contains(id))
+    };
+    poll_until(DEADLINE, all_delivered).await;
+    let deadline = Instant::now() + DEADLINE;
+    let mut pending = pending_entries(&harness, "archive").await;
+    while pending > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pending = pending_entries(&harness, "archive").await;
+    }
+    consumer.abort();
+
+    let delivered = delivered_ids.lock().unwrap();
+    let lost = published
+        .iter()
+        .filter(|id| !delivered.contains(id))
+        .count();
+    let seen = deliveries_seen.load(Ordering::Relaxed);
+    println!(
+        "redis kill -9 twice | published Ok {} | publish errors retried {} | deliveries {seen} | distinct delivered {} | redelivered {} | ack errors {} | left unacknowledged in Redis {pending} | lost {lost}",
+        published.len(),
+        failures.load(Ordering::Relaxed),
+        delivered.len(),
+        seen - delivered.len() as u64,
+        ack_errors.load(Ordering::Relaxed),
+    );
+    assert_eq!(pending, 0, "every delivery is acknowledged in Redis");
+    assert_eq!(published.len(), 10_000);
+    assert_eq!(lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_held_by_a_killed_consumer_process_go_to_another_instance() {
+    let harness = RedisHarness::new();
+    let name = "child-consumer";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_archiver-redis"))
+        .args([
+            "--url",
+            &harness.config.url,
+            "--prefix",
+            &harness.config.prefix,
+            "--claim-idle",
+            "2",
+        ])
+        .args(["consume", "--name", name, "--prefetch", "5", "--no-ack"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("archiver-redis runs");
+    let (lines, received) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    assert_eq!(received.recv_timeout(DEADLINE).unwrap(), "ready");
+
+    let publisher = harness.connect().await;
+    let list = ListId::new("child.lists.example.org").unwrap();
+    let mut published = HashSet::new();
+    for i in 0..20 {
+        let raw = bytes::Bytes::from(format!(
+            "Message-ID: <{i}@child.example.org>\r\nSubject: {i}\r\n\r\nbody {i}\r\n"
+        ));
+        let envelope = Envelope::mail(
+            &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
+            &MailingList::public(list.clone()),
+        );
+        publisher.publish(&envelope).await.unwrap();
+        published.insert(envelope.id);
+    }
+    let mut held = HashSet::new();
+    while held.len() < 5 {
+        let line = received
+            .recv_timeout(DEADLINE)
+            .expect("the child reports its deliveries");
+        let id: EnvelopeId = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        held.insert(id);
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to hand anything back
+    child.wait().unwrap();
+
+    let survivor = harness.connect().await;
+    let mut deliveries = survivor
+        .subscribe(&Subscription::new(name.parse().unwrap()))
+        .await
+        .unwrap();
+    let mut got = HashSet::new();
+    let mut redelivered = 0;
+    while got.len() < published.len() {
+        let delivery = tokio::time::timeout(DEADLINE, deliveries.next())
+            .await
+            .expect("deliveries before the deadline")
+            .unwrap()
+            .unwrap();
+        let id = delivery.envelope().id;
+        if held.contains(&id) {
+            assert!(
+                delivery.attempt() >= 2,
+                "a delivery the child held comes back with attempt 2"
+            );
+            redelivered += 1;
+        }
+        got.insert(id);
+        delivery.ack().await.unwrap();
+    }
+    println!(
+        "redis consumer kill -9 | published {} | held by the killed child {} | redelivered to the survivor {redelivered} | delivered {} | lost {}",
+        published.len(),
+        held.len(),
+        got.len(),
+        published.difference(&got).count()
+    );
+    assert_eq!(got, published);
+    assert_eq!(redelivered, held.len());
+    harness.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_without_persistence_is_recovered_and_reported() {
+    let mut server = RedisServer::start(false, &[]);
+    let harness = RedisHarness::on(RedisConfig::new(server.url()));
+    let client: RedisBackend = harness.connect().await;
+    let mut deliveries = client
+        .subscribe(&Subscription::new("survivor".parse().unwrap()))
+        .await
+        .unwrap();
+    let list = ListId::new("restart.lists.example.org").unwrap();
+    let mail = |i: usize| {
+        let raw = bytes::Bytes::from(format!(
+            "Message-ID: <{i}@restart.example.org>\r\n\r\nbody\r\n"
+        ));
+        Envelope::mail(
+            &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
+            &MailingList::public(list.clone()),
+        )
+    };
+    for i in 0..5 {
+        client.publish(&mail(i)).await.unwrap();
+    }
+    for _ in 0..5 {
+        let delivery = tokio::time::timeout(DEADLINE, deliveries.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        delivery.ack().await.unwrap();
+    }
+
+    server.restart(); // comes back empty
+    let mut after = HashSet::new();
+    for i in 5..10 {
+        let envelope = mail(i);
+        while client.publish(&envelope).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        after.insert(envelope.id);
+    }
+    let mut loss_reports = Vec::new();
+    let mut got = HashSet::new();
+    while got.len() < after.len() {
+        match tokio::time::timeout(DEADLINE, deliveries.next())
+            .await
+            .expect("the consumer recovers instead of hanging")
+        {
+            Some(Ok(delivery)) => {
+                got.insert(delivery.envelope().id);
+                delivery.ack().await.unwrap();
+            }
+            Some(Err(error)) => loss_reports.push(error.to_string()),
+            None => panic!("the delivery stream ended"),
+        }
+    }
+    println!(
+        "redis restart without persistence | published after the restart {} | delivered {} | reports: {loss_reports:#?}",
+        after.len(),
+        got.len()
+    );
+    assert_eq!(got, after);
+    assert!(
+        loss_reports
+            .iter()
+            .any(|r| r.contains("lost the consumer groups") && r.contains(" between ")),
+        "the loss window is reported: {loss_reports:?}"
+    );
+}

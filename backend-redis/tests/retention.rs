@@ -1,0 +1,128 @@
+//! Retention: a stream is trimmed only below what every subscriber has
+//! acknowledged, and consumers trim by themselves so memory stays bounded.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use archiver_core::conformance::Harness;
+use archiver_core::{
+    ArchivedMail, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber, Subscription,
+};
+use futures::StreamExt;
+use support::RedisHarness;
+
+fn mails(list: &ListId, count: usize) -> Vec<Envelope> {
+    (0..count)
+        .map(|i| {
+            let raw = bytes::Bytes::from(format!(
+                "Message-ID: <{i}@retention.example.org>\r\n\r\nbody {i}\r\n"
+            ));
+            Envelope::mail(
+                &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
+                &MailingList::public(list.clone()),
+            )
+        })
+        .collect()
+}
+
+async fn stream_length(harness: &RedisHarness, list: &ListId) -> usize {
+    let client = redis::Client::open(harness.config.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}:stream:mail:{list}", harness.config.prefix);
+    redis::cmd("XLEN")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trims_only_what_every_subscriber_acknowledged() {
+    let mut harness = RedisHarness::new();
+    harness.config = harness
+        .config
+        .clone()
+        .retention_min_age(Duration::ZERO)
+        .retention_interval(Duration::from_secs(3600));
+    let client = harness.connect().await;
+    let mut fast = client
+        .subscribe(&Subscription::new("fast".parse().unwrap()).prefetch(100))
+        .await
+        .unwrap();
+    let mut slow = client
+        .subscribe(&Subscription::new("slow".parse().unwrap()).prefetch(100))
+        .await
+        .unwrap();
+    let list = ListId::new("retention.lists.example.org").unwrap();
+    for envelope in mails(&list, 100) {
+        client.publish(&envelope).await.unwrap();
+    }
+    for _ in 0..100 {
+        fast.next().await.unwrap().unwrap().ack().await.unwrap();
+    }
+    let mut held = Vec::new();
+    for i in 0..100 {
+        let delivery = slow.next().await.unwrap().unwrap();
+        if i < 40 {
+            delivery.ack().await.unwrap();
+        } else {
+            held.push(delivery);
+        }
+    }
+    assert_eq!(
+        client.trim().await.unwrap(),
+        40,
+        "only what both acknowledged goes"
+    );
+    assert_eq!(stream_length(&harness, &list).await, 60);
+    assert_eq!(
+        client.trim().await.unwrap(),
+        0,
+        "unacknowledged entries stay"
+    );
+    for delivery in held {
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(client.trim().await.unwrap(), 60);
+    assert_eq!(stream_length(&harness, &list).await, 0);
+    harness.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_that_keep_up_keep_the_stream_short() {
+    let mut harness = RedisHarness::new();
+    harness.config = harness
+        .config
+        .clone()
+        .retention_min_age(Duration::ZERO)
+        .retention_interval(Duration::from_millis(100));
+    let client = harness.connect().await;
+    let mut deliveries = client
+        .subscribe(&Subscription::new("keeps-up".parse().unwrap()))
+        .await
+        .unwrap();
+    let list = ListId::new("bounded.lists.example.org").unwrap();
+    for envelope in mails(&list, 500) {
+        client.publish(&envelope).await.unwrap();
+    }
+    for _ in 0..500 {
+        deliveries
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .ack()
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream_length(&harness, &list).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer's periodic trim emptied the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    harness.cleanup().await;
+}
