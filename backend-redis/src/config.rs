@@ -1,5 +1,6 @@
 //! How to reach Redis and how the backend behaves.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use archiver_core::BackendError;
@@ -62,6 +63,9 @@ pub struct RedisConfig {
     /// Entries younger than this are never trimmed, even when acknowledged:
     /// covers a subscriber created while a trim computes what is needed.
     pub retention_min_age: Duration,
+    /// PEM file of the CA that signed the server's certificate, for
+    /// `rediss://` to a server whose CA is not in the system's trust store.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl RedisConfig {
@@ -78,6 +82,7 @@ impl RedisConfig {
             max_envelope_bytes: 64 * 1024 * 1024,
             retention_interval: Duration::from_secs(10),
             retention_min_age: Duration::from_secs(60),
+            tls_ca_file: None,
         }
     }
 
@@ -121,6 +126,13 @@ impl RedisConfig {
     /// Sets how often consumers trim.
     pub fn retention_interval(mut self, interval: Duration) -> Self {
         self.retention_interval = interval;
+        self
+    }
+
+    /// Trusts the CA in this PEM file for `rediss://` (instead of the
+    /// system's trust store).
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
         self
     }
 

@@ -31,11 +31,28 @@ pub(crate) async fn open(
         })
 }
 
-/// The Redis client for a configuration, after checking its URL.
+/// The Redis client for a configuration, after checking its URL; with a
+/// CA file, TLS trusts that CA.
 pub(crate) fn client(config: &RedisConfig) -> Result<redis::Client, BackendError> {
     config.validate()?;
-    redis::Client::open(config.url.as_str())
-        .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", config.redacted_url())))
+    let invalid =
+        |e: redis::RedisError| BackendError::InvalidUrl(format!("{}: {e}", config.redacted_url()));
+    match &config.tls_ca_file {
+        None => redis::Client::open(config.url.as_str()).map_err(invalid),
+        Some(path) => {
+            let root_cert = std::fs::read(path).map_err(|e| {
+                BackendError::InvalidUrl(format!(
+                    "cannot read the TLS CA file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            redis::Client::build_with_tls(config.url.as_str(), certificates).map_err(invalid)
+        }
+    }
 }
 
 /// The server's run id, which changes when it restarts: tells a restart

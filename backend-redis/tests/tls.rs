@@ -1,0 +1,127 @@
+//! `rediss://`: a real TLS round trip against a redis-server this test
+//! starts with a certificate from its own CA; without trusting that CA the
+//! connection is refused with a typed error.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use archiver_core::conformance::Harness;
+use archiver_core::{
+    ArchivedMail, BackendError, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber,
+    Subscription,
+};
+use backend_redis::{RedisBackend, RedisConfig};
+use futures::StreamExt;
+use support::{RedisHarness, RedisServer, spare_port};
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=archiver test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_round_trip_with_a_private_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let tls_port = spare_port();
+    let _server = RedisServer::start(
+        false,
+        &[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &file("server.pem"),
+            "--tls-key-file",
+            &file("server.key"),
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+
+    match RedisBackend::connect(RedisConfig::new(&url)).await {
+        Err(BackendError::Unavailable(_) | BackendError::Broker(_)) => {}
+        Err(other) => {
+            panic!("an untrusted certificate must give Unavailable or Broker, got {other:?}")
+        }
+        Ok(_) => panic!("a certificate from an unknown CA must not be accepted"),
+    }
+
+    let harness = RedisHarness::on(RedisConfig::new(&url).tls_ca_file(certs.path().join("ca.pem")));
+    let client = harness.connect().await;
+    let mut deliveries = client
+        .subscribe(&Subscription::new("tls".parse().unwrap()))
+        .await
+        .unwrap();
+    let raw = bytes::Bytes::from_static(b"Message-ID: <tls@example.org>\r\n\r\nover TLS\r\n");
+    let list = ListId::new("tls.lists.example.org").unwrap();
+    let envelope = Envelope::mail(
+        &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
+        &MailingList::public(list),
+    );
+    client.publish(&envelope).await.unwrap();
+    let delivery = tokio::time::timeout(std::time::Duration::from_secs(30), deliveries.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.envelope(), &envelope);
+    delivery.ack().await.unwrap();
+}
