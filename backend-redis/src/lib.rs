@@ -131,6 +131,9 @@ impl RedisBackend {
             .query_async::<()>(&mut conn)
             .await
             .map_err(backend_error)?;
+        if matches!(config.durability, Durability::Fsync { .. }) {
+            ensure_waitaof(&mut conn).await?;
+        }
         tracing::info!(url = %config.redacted_url(), prefix = %config.prefix, "connected to Redis");
         Ok(Self {
             shared: Arc::new(Shared {
@@ -197,6 +200,23 @@ impl RedisBackend {
             }
             cursor = next;
         }
+    }
+}
+
+/// `Durability::Fsync` needs WAITAOF (Redis 7.2+): refuse at connect rather
+/// than fail every publish.
+async fn ensure_waitaof(conn: &mut ConnectionManager) -> Result<(), BackendError> {
+    let info: redis::Value = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("WAITAOF")
+        .query_async(conn)
+        .await
+        .map_err(backend_error)?;
+    match info {
+        redis::Value::Array(commands) if commands.iter().any(|c| *c != redis::Value::Nil) => Ok(()),
+        _ => Err(BackendError::Unsupported(
+            "Durability::Fsync needs WAITAOF, which this Redis lacks (7.2 or later has it)",
+        )),
     }
 }
 
