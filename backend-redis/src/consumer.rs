@@ -152,8 +152,12 @@ impl Consumer {
         tracing::debug!(subscriber = %self.name, consumer = %self.consumer, "consumer stopped");
     }
 
-    /// Logs a failure, tells the stream once per outage, and backs off.
+    /// Logs a failure, tells the stream once per outage, and backs off;
+    /// says nothing once stopping (a read cut short by close is no failure).
     async fn report(&self, error: redis::RedisError, failures: u32, backoff: &Backoff) -> u32 {
+        if self.stopped() {
+            return failures;
+        }
         let error = backend_error(error);
         tracing::warn!(subscriber = %self.name, %error, "Redis consumer failed; retrying");
         if failures == 0 {

@@ -6,7 +6,8 @@
 //!   threads and events.
 //!
 //! The `quickstart` binary runs a list server and both archive servers in one
-//! process on the in-memory backend.
+//! process, on the in-memory backend or on a real broker ([`broker`]).
 
+pub mod broker;
 pub mod maildir;
 pub mod thread_index;

@@ -9,10 +9,11 @@ use archiver_core::conformance::corpus_mbox;
 use archiver_core::{ArchivedMail, MailLimits, MboxReader};
 use archiver_examples::maildir::MaildirArchive;
 
-/// Runs the quickstart on `mbox` (or its default sample) into `out`; returns stdout.
-fn run_quickstart(mbox: Option<&Path>, out: &Path) -> String {
+/// Runs the quickstart on `mbox` (or its default sample) into `out`, with
+/// extra arguments; returns stdout.
+fn run_quickstart(mbox: Option<&Path>, out: &Path, extra: &[&str]) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_quickstart"));
-    command.arg("--out").arg(out);
+    command.arg("--out").arg(out).args(extra);
     if let Some(mbox) = mbox {
         command.arg("--mbox").arg(mbox);
     }
@@ -94,7 +95,7 @@ fn quickstart_archives_the_corpus_byte_identical() {
         return;
     };
     let out = tempfile::tempdir().unwrap();
-    let stdout = run_quickstart(Some(&mbox), out.path());
+    let stdout = run_quickstart(Some(&mbox), out.path(), &[]);
     let (archived, skipped) = assert_maildir_matches(&mbox, out.path());
     assert_eq!(archived + skipped, 576);
     assert_eq!(skipped, 2, "the corpus has two X-No-Archive mails");
@@ -113,10 +114,49 @@ fn quickstart_archives_the_corpus_byte_identical() {
 fn quickstart_sample_runs_and_reruns_idempotently() {
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample.mbox");
     let out = tempfile::tempdir().unwrap();
-    let first = run_quickstart(None, out.path());
+    let first = run_quickstart(None, out.path(), &[]);
     assert_eq!(assert_maildir_matches(&sample, out.path()), (8, 1));
     assert!(first.contains("8 stored, 0 already there"), "{first}");
-    let second = run_quickstart(None, out.path());
+    let second = run_quickstart(None, out.path(), &[]);
     assert!(second.contains("0 stored, 8 already there"), "{second}");
     assert_eq!(assert_maildir_matches(&sample, out.path()), (8, 1));
+}
+
+#[test]
+fn quickstart_archives_the_corpus_through_redis() {
+    let Some(mbox) = corpus_mbox("quickstart_archives_the_corpus_through_redis") else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let stdout = run_quickstart(Some(&mbox), out.path(), &["--backend", "redis"]);
+    let (archived, skipped) = assert_maildir_matches(&mbox, out.path());
+    assert_eq!((archived, skipped), (574, 2));
+    assert!(stdout.contains("through the Redis backend"), "{stdout}");
+    assert!(stdout.contains("dead-lettered 0"), "{stdout}");
+}
+
+#[test]
+fn quickstart_says_what_is_wrong_with_a_bad_url() {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_quickstart"))
+        .args([
+            "--backend",
+            "redis",
+            "--url",
+            "http://user:hunter2@example.org/",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid backend URL") && stderr.contains("scheme"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is never shown: {stderr}"
+    );
 }

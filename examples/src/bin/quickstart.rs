@@ -1,8 +1,9 @@
-//! Quickstart: a list server and two archive servers in one process, on the
-//! in-memory backend, archiving an mbox end to end.
+//! Quickstart: a list server and two archive servers in one process,
+//! archiving an mbox end to end, on the in-memory backend (default) or Redis.
 //!
 //! ```text
 //! cargo run --release -p archiver-examples --bin quickstart -- --mbox ../shared/corpus/lists.mbox
+//! cargo run --release -p archiver-examples --bin quickstart -- --backend redis --url redis://127.0.0.1:6379
 //! ```
 //!
 //! The list server publishes a `list_created` event for each list it meets
@@ -16,10 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archiver_core::{
-    ArchiveError, ArchiveUrls, ArchivedMail, Archiver, BackendError, DeadLetters, Handler, Kind,
-    ListChange, ListEvent, ListId, MailingList, MboxReader, MemoryBackend, Outcome, QueueArchiver,
-    RunCounters, RunStats, Runner, RunningRunner, Selection, Subscription,
+    ArchiveError, ArchiveUrls, ArchivedMail, Archiver, Backend, BackendError, Handler, Kind,
+    ListChange, ListEvent, ListId, MailingList, MboxReader, Outcome, QueueArchiver, RunCounters,
+    RunStats, Runner, RunningRunner, Selection, Subscription,
 };
+use archiver_examples::broker::{BackendKind, Broker};
 use archiver_examples::maildir::MaildirArchive;
 use archiver_examples::thread_index::ThreadIndex;
 use clap::Parser;
@@ -43,6 +45,16 @@ struct Args {
     /// Skip fsync in the archive servers (faster, not crash-safe).
     #[arg(long)]
     no_sync: bool,
+    /// The backend the mails travel through.
+    #[arg(long, value_enum, default_value = "memory")]
+    backend: BackendKind,
+    /// The broker's URL (credentials may come from the environment instead).
+    #[arg(long)]
+    url: Option<String>,
+    /// Keep what the run left on the broker (by default a broker run uses
+    /// fresh key names and deletes them at the end).
+    #[arg(long)]
+    keep: bool,
 }
 
 const SAMPLE_MBOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample.mbox");
@@ -60,7 +72,17 @@ struct Published {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("quickstart: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -74,7 +96,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| PathBuf::from(SAMPLE_MBOX));
     let started = Instant::now();
 
-    let broker = MemoryBackend::new();
+    let prefix = format!("quickstart-{}", uuid::Uuid::now_v7().simple());
+    let broker = Broker::new(args.backend, args.url.clone(), &prefix);
     let maildir = Arc::new(MaildirArchive::new(args.out.join("maildir"), !args.no_sync));
     let index = Arc::new(ThreadIndex::open(args.out.join("threads"), !args.no_sync)?);
     let maildir_server = ArchiveServer::start(
@@ -91,9 +114,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     let (maildir_counters, index_counters) = (maildir_server.counters(), index_server.counters());
 
+    let list_server = broker.client().await?;
     let archiver = QueueArchiver::new(
         "mq-archiver",
-        broker.connect(),
+        Arc::clone(&list_server),
         ArchiveUrls::new(&args.base_url)?,
     );
     let published = run_list_server(&archiver, &mbox, &args.default_list).await?;
@@ -110,14 +134,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = index.write_threads()?;
     let mut dead = 0;
     for name in ["maildir", "thread-index"] {
-        dead += broker.dead_letters(&name.parse()?).await?.len();
+        dead += list_server.dead_letters(&name.parse()?).await?.len();
     }
+    list_server.close().await?;
     let elapsed = started.elapsed();
+    if !args.keep {
+        broker.purge().await?;
+    }
 
     println!(
-        "quickstart: {} archived into {}",
+        "quickstart: {} archived into {} through the {:?} backend",
         mbox.display(),
-        args.out.display()
+        args.out.display(),
+        args.backend
     );
     println!(
         "  list server   published {} mails and {} list events; skipped {} (X-No-Archive / X-Archive: no); refused {}",
@@ -154,7 +183,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Publishes every mail of the mbox, and a `list_created` event for each list
 /// the first time it appears.
 async fn run_list_server(
-    archiver: &QueueArchiver<MemoryBackend>,
+    archiver: &QueueArchiver<Arc<dyn Backend>>,
     mbox: &PathBuf,
     default_list: &ListId,
 ) -> Result<Published, Box<dyn std::error::Error>> {
@@ -200,24 +229,30 @@ async fn run_list_server(
 struct ArchiveServer {
     stop: oneshot::Sender<()>,
     running: RunningRunner,
+    client: Arc<dyn Backend>,
 }
 
 impl ArchiveServer {
     /// Starts a runner on its own client of the broker; returns once its
     /// queue exists, so nothing published afterwards can miss it.
     async fn start<H: Handler>(
-        broker: &MemoryBackend,
+        broker: &Broker,
         subscription: Subscription,
         handler: H,
     ) -> Result<Self, BackendError> {
         let (stop, stopped) = oneshot::channel::<()>();
-        let running = Runner::new(broker.connect(), subscription)
+        let client = broker.client().await?;
+        let running = Runner::new(Arc::clone(&client), subscription)
             .concurrency(8)
             .spawn(handler, async {
                 let _ = stopped.await;
             })
             .await?;
-        Ok(Self { stop, running })
+        Ok(Self {
+            stop,
+            running,
+            client,
+        })
     }
 
     fn counters(&self) -> Arc<RunCounters> {
@@ -226,6 +261,8 @@ impl ArchiveServer {
 
     async fn stop(self) -> Result<RunStats, BackendError> {
         let _ = self.stop.send(());
-        self.running.join().await
+        let stats = self.running.join().await?;
+        self.client.close().await?;
+        Ok(stats)
     }
 }
