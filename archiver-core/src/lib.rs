@@ -17,6 +17,7 @@
 //! | [`runner`] | the archive server's side |
 //! | [`memory`] | the in-memory backend |
 //! | `conformance` | the suite every backend passes (feature `conformance`) |
+//! | `admin` | the operator's commands of backend tools (feature `admin`) |
 
 pub mod archiver;
 pub mod backend;
@@ -30,6 +31,8 @@ pub mod runner;
 pub mod selection;
 pub mod wire;
 
+#[cfg(feature = "admin")]
+pub mod admin;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 

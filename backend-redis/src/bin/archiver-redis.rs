@@ -12,13 +12,10 @@
 
 use std::time::Duration;
 
-use archiver_core::{
-    Backend, DeadLetters, EnvelopeId, Kind, ListPattern, Replay, Selection, Subscriber,
-    SubscriberName, Subscription,
-};
+use archiver_core::Backend;
+use archiver_core::admin::AdminCommand;
 use backend_redis::{RedisBackend, RedisConfig};
 use clap::{Parser, Subcommand};
-use futures::StreamExt;
 
 #[derive(Parser)]
 #[command(about = "Operate the Redis backend of the mailing-list archiver")]
@@ -38,42 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Consume a durable subscription, printing `delivered <envelope-id>
-    /// <attempt> <list-id> <message-id-hash>` per delivery.
-    Consume {
-        /// Subscriber name.
-        #[arg(long)]
-        name: SubscriberName,
-        /// List id or pattern to select (repeatable); default every list.
-        #[arg(long = "list")]
-        lists: Vec<ListPattern>,
-        /// Only this kind.
-        #[arg(long, value_parser = ["mail", "event"])]
-        kind: Option<String>,
-        /// In-flight bound.
-        #[arg(long, default_value_t = 64)]
-        prefetch: u16,
-        /// Hold deliveries without acknowledging them (to inspect, or to test
-        /// redelivery).
-        #[arg(long)]
-        no_ack: bool,
-    },
-    /// List a subscriber's dead letters.
-    DeadLetters {
-        #[arg(long)]
-        name: SubscriberName,
-    },
-    /// Put dead letters back into the subscriber's queue.
-    Replay {
-        #[arg(long)]
-        name: SubscriberName,
-        /// Envelope ids to replay (repeatable).
-        #[arg(long = "id", required_unless_present = "all")]
-        ids: Vec<EnvelopeId>,
-        /// Replay all of them.
-        #[arg(long, conflicts_with = "ids")]
-        all: bool,
-    },
+    #[command(flatten)]
+    Admin(AdminCommand),
     /// Trim what every subscriber has acknowledged, now.
     Trim,
 }
@@ -87,69 +50,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let config = match cli.url {
-        Some(url) => RedisConfig::new(url),
-        None => RedisConfig::from_env(),
-    }
-    .prefix(cli.prefix)
-    .claim_idle(Duration::from_secs(cli.claim_idle));
+    let config = cli
+        .url
+        .map_or_else(RedisConfig::from_env, RedisConfig::new)
+        .prefix(cli.prefix)
+        .claim_idle(Duration::from_secs(cli.claim_idle));
     let backend = RedisBackend::connect(config).await?;
     match cli.command {
-        Command::Consume {
-            name,
-            lists,
-            kind,
-            prefetch,
-            no_ack,
-        } => {
-            let mut selection = lists.into_iter().fold(Selection::all(), Selection::list);
-            if let Some(kind) = kind {
-                selection = selection.only(kind.parse::<Kind>()?);
-            }
-            let subscription = Subscription::new(name).select(selection).prefetch(prefetch);
-            let mut deliveries = backend.subscribe(&subscription).await?;
-            println!("ready");
-            let mut held = Vec::new();
-            while let Some(item) = deliveries.next().await {
-                match item {
-                    Ok(delivery) => {
-                        let envelope = delivery.envelope();
-                        println!(
-                            "delivered {} {} {} {}",
-                            envelope.id,
-                            delivery.attempt(),
-                            envelope.list_id,
-                            envelope.message_id_hash.as_deref().unwrap_or("-")
-                        );
-                        if no_ack {
-                            held.push(delivery);
-                        } else {
-                            delivery.ack().await?;
-                        }
-                    }
-                    Err(error) => eprintln!("error {error}"),
-                }
-            }
-        }
-        Command::DeadLetters { name } => {
-            for letter in backend.dead_letters(&name).await? {
-                println!(
-                    "{} {} attempts={} dead_at={} reason={:?}",
-                    letter.envelope.id,
-                    letter.envelope.list_id,
-                    letter.attempts,
-                    letter.dead_at.to_rfc3339(),
-                    letter.reason
-                );
-            }
-        }
-        Command::Replay { name, ids, all } => {
-            let which = if all { Replay::All } else { Replay::Only(ids) };
-            println!(
-                "replayed {}",
-                backend.replay_dead_letters(&name, which).await?
-            );
-        }
+        Command::Admin(command) => command.run(&backend).await?,
         Command::Trim => println!("trimmed {}", backend.trim().await?),
     }
     backend.close().await?;
