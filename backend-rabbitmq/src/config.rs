@@ -1,0 +1,160 @@
+//! How to reach RabbitMQ and how the backend behaves.
+
+use archiver_core::BackendError;
+
+/// The kind of queue each durable subscriber gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// Quorum queues (the default): replicated Raft log, messages on disk
+    /// before the publisher confirm, a delivery counter (`x-delivery-count`)
+    /// that makes attempt numbers exact, and a delivery limit after which
+    /// the broker itself dead-letters a message that keeps coming back.
+    #[default]
+    Quorum,
+    /// Classic durable queues: lighter on a single node, but no delivery
+    /// counter: a redelivery after a consumer vanished counts as attempt 2
+    /// however often it happened, and there is no broker-side limit.
+    Classic,
+}
+
+/// Configuration of a [`RabbitBackend`](crate::RabbitBackend).
+///
+/// ```
+/// use backend_rabbitmq::{QueueType, RabbitConfig};
+/// let config = RabbitConfig::new("amqp://archiver:secret@127.0.0.1:5672/lists")
+///     .prefix("archiver")
+///     .queue_type(QueueType::Quorum);
+/// ```
+#[derive(Debug, Clone)]
+pub struct RabbitConfig {
+    /// `amqp://user:password@host:port/vhost`, `amqps://` for TLS.
+    pub url: String,
+    /// Name of the topic exchange, and prefix of every queue.
+    pub prefix: String,
+    /// Queue type of durable subscribers.
+    pub queue_type: QueueType,
+    /// Largest envelope body accepted, in bytes (RabbitMQ 3.10 refuses
+    /// messages above 128 MiB by default).
+    pub max_envelope_bytes: usize,
+    /// Keep messages no subscriber selects in `<prefix>.unrouted` (through
+    /// an alternate exchange) instead of failing their publish.
+    pub keep_unrouted: bool,
+    /// Most messages kept in `<prefix>.unrouted`; the oldest go first.
+    pub unrouted_max_length: u32,
+}
+
+impl RabbitConfig {
+    /// Defaults for a URL: prefix `archiver`, quorum queues, 64 MiB bodies,
+    /// unrouted messages kept (up to 100,000).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "archiver".into(),
+            queue_type: QueueType::Quorum,
+            max_envelope_bytes: 64 * 1024 * 1024,
+            keep_unrouted: true,
+            unrouted_max_length: 100_000,
+        }
+    }
+
+    /// From `ARCHIVER_AMQP_URL`, else `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub fn from_env() -> Self {
+        Self::new(
+            std::env::var("ARCHIVER_AMQP_URL")
+                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+        )
+    }
+
+    /// Sets the exchange name and queue prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets the queue type of new subscribers.
+    pub fn queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
+    }
+
+    /// Sets the largest body accepted.
+    pub fn max_envelope_bytes(mut self, limit: usize) -> Self {
+        self.max_envelope_bytes = limit;
+        self
+    }
+
+    /// Keeps (true) or refuses (false) messages no subscriber selects.
+    pub fn keep_unrouted(mut self, keep: bool) -> Self {
+        self.keep_unrouted = keep;
+        self
+    }
+
+    /// Checks the URL's form and the prefix before any connection is made.
+    pub(crate) fn validate(&self) -> Result<(), BackendError> {
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", self.redacted_url())))?;
+        if !matches!(url.scheme(), "amqp" | "amqps") {
+            return Err(BackendError::InvalidUrl(format!(
+                "{}: scheme {:?} is not amqp or amqps",
+                self.redacted_url(),
+                url.scheme()
+            )));
+        }
+        let safe = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
+        if self.prefix.is_empty() || self.prefix.len() > 100 || !self.prefix.bytes().all(safe) {
+            return Err(BackendError::InvalidUrl(format!(
+                "prefix {:?}: use 1 to 100 of A-Z a-z 0-9 . _ -",
+                self.prefix
+            )));
+        }
+        Ok(())
+    }
+
+    /// The URL with any password replaced, for messages and logs.
+    pub fn redacted_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Err(_) => "<unparseable URL>".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_prefixes_are_checked_without_showing_passwords() {
+        assert!(
+            RabbitConfig::new("amqp://guest:guest@localhost:5672/%2f")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            RabbitConfig::new("amqps://u:p@host/vhost")
+                .validate()
+                .is_ok()
+        );
+        let wrong = RabbitConfig::new("redis://u:hunter2@host/")
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(&wrong, BackendError::InvalidUrl(m) if m.contains("scheme") && !m.contains("hunter2"))
+        );
+        assert!(
+            RabbitConfig::new("amqp://h/")
+                .prefix("a b")
+                .validate()
+                .is_err()
+        );
+        assert_eq!(
+            RabbitConfig::new("amqp://u:hunter2@h/v").redacted_url(),
+            "amqp://u:***@h/v"
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! A durable subscription's consumer: its own connection and confirm-mode
+//! channel, `basic.qos` as the in-flight bound, and a task that turns AMQP
+//! deliveries into [`Delivery`]s. After a lost connection it reconnects with
+//! back-off and declares its topology again; what it held unacknowledged
+//! the broker has already requeued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use archiver_core::{BackendError, Backoff, Deliveries, Delivery, StartPosition, Subscription};
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use tokio::sync::mpsc;
+
+use crate::Shared;
+use crate::error::backend_error;
+use crate::link;
+use crate::message;
+use crate::settle::RabbitSettle;
+use crate::topology::declare_subscriber;
+
+type Sender = mpsc::Sender<Result<Delivery, BackendError>>;
+
+/// Declares the subscriber's queue (so it keeps messages from now on) and
+/// starts consuming it.
+pub(crate) async fn subscribe(
+    shared: &Arc<Shared>,
+    subscription: &Subscription,
+) -> Result<Deliveries, BackendError> {
+    shared.ensure_open()?;
+    if subscription.start == StartPosition::Beginning {
+        return Err(BackendError::Unsupported(
+            "replay from the start: a RabbitMQ queue holds only what arrived after it was declared",
+        ));
+    }
+    let session = Session::open(shared, subscription).await?;
+    let (sender, receiver) = mpsc::channel(usize::from(subscription.prefetch));
+    tokio::spawn(run(
+        Arc::clone(shared),
+        subscription.clone(),
+        session,
+        sender,
+    ));
+    let deliveries = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|d| (d, receiver))
+    });
+    Ok(deliveries
+        .take_until(shared.closed.clone().cancelled_owned())
+        .boxed())
+}
+
+/// One connection's worth of consuming.
+struct Session {
+    connection: Connection,
+    channel: Channel,
+    consumer: Consumer,
+}
+
+impl Session {
+    async fn open(shared: &Arc<Shared>, subscription: &Subscription) -> Result<Self, BackendError> {
+        let connection =
+            link::connect(&shared.config, &format!("consumer {}", subscription.name)).await?;
+        let channel = declare_subscriber(&connection, shared, subscription).await?;
+        channel
+            .basic_qos(subscription.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(backend_error)?;
+        let queue = shared.names.queue(&subscription.name);
+        let tag = format!("mq-archiver-{}", uuid::Uuid::now_v7().simple());
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend_error)?;
+        Ok(Self {
+            connection,
+            channel,
+            consumer,
+        })
+    }
+
+    async fn close(self) {
+        let _ = self.connection.close(200, "consumer stopped".into()).await;
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    subscription: Subscription,
+    mut session: Session,
+    sender: Sender,
+) {
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let next = tokio::select! {
+            next = session.consumer.next() => next,
+            () = shared.closed.cancelled() => break,
+            () = sender.closed() => break,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                forward(&shared, &subscription, &session.channel, delivery, &sender).await
+            }
+            lost => {
+                let error = match lost {
+                    Some(Err(error)) => backend_error(error),
+                    _ => BackendError::Unavailable("the broker ended the consumer".into()),
+                };
+                tracing::warn!(subscriber = %subscription.name, %error, "RabbitMQ consumer lost; reconnecting");
+                let _ = sender.try_send(Err(error));
+                session.close().await;
+                match reconnect(&shared, &subscription, &sender, &backoff).await {
+                    Some(reopened) => session = reopened,
+                    None => return,
+                }
+            }
+        }
+    }
+    session.close().await;
+}
+
+/// Reconnects with back-off until it works or the consumer is stopped.
+async fn reconnect(
+    shared: &Arc<Shared>,
+    subscription: &Subscription,
+    sender: &Sender,
+    backoff: &Backoff,
+) -> Option<Session> {
+    let mut failures = 0;
+    loop {
+        failures += 1;
+        tokio::select! {
+            () = tokio::time::sleep(backoff.delay(failures)) => {}
+            () = shared.closed.cancelled() => return None,
+            () = sender.closed() => return None,
+        }
+        match Session::open(shared, subscription).await {
+            Ok(session) => {
+                tracing::info!(subscriber = %subscription.name, "RabbitMQ consumer reconnected");
+                return Some(session);
+            }
+            Err(error) => {
+                tracing::warn!(subscriber = %subscription.name, %error, "reconnecting failed; retrying")
+            }
+        }
+    }
+}
+
+/// Hands a message to the user, or dead-letters it when it is malformed or
+/// out of attempts.
+async fn forward(
+    shared: &Arc<Shared>,
+    subscription: &Subscription,
+    channel: &Channel,
+    delivery: lapin::message::Delivery,
+    sender: &Sender,
+) {
+    let attempt = message::attempt(
+        &delivery.properties,
+        delivery.redelivered,
+        shared.config.queue_type,
+    );
+    let settle = RabbitSettle {
+        shared: Arc::clone(shared),
+        channel: channel.clone(),
+        acker: delivery.acker,
+        properties: delivery.properties,
+        body: bytes::Bytes::from(delivery.data),
+        name: subscription.name.clone(),
+        attempt,
+        max_attempts: subscription.max_attempts,
+    };
+    let envelope = match message::envelope(&settle.properties, &settle.body) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tracing::error!(subscriber = %subscription.name, %error, "malformed message dead-lettered");
+            if let Err(bury) = settle.bury(&format!("malformed: {error}")).await {
+                tracing::warn!(%bury, "dead-lettering a malformed message failed; the broker redelivers it");
+            }
+            let _ = sender.try_send(Err(BackendError::Wire(error)));
+            return;
+        }
+    };
+    if attempt > subscription.max_attempts {
+        // Classic queues have no broker-side limit; quorum queues dead-letter
+        // before this happens.
+        let reason = format!(
+            "abandoned unsettled {} times: attempt limit {} reached",
+            attempt - 1,
+            subscription.max_attempts
+        );
+        if let Err(error) = settle.bury(&reason).await {
+            tracing::warn!(%error, "dead-lettering failed; the broker redelivers it");
+        }
+        return;
+    }
+    // If the user dropped the stream meanwhile, the delivery is dropped here
+    // and hands itself back.
+    let _ = sender
+        .send(Ok(Delivery::new(envelope, attempt, Box::new(settle))))
+        .await;
+}

@@ -1,0 +1,49 @@
+//! Connections and channels. A client keeps one connection with a
+//! confirm-mode channel for publishing and re-opens both (re-declaring the
+//! exchanges) after a failure; each subscription and tail has a connection
+//! of its own, so a slow consumer never delays publishing.
+
+use archiver_core::BackendError;
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties};
+
+use crate::config::RabbitConfig;
+use crate::error::backend_error;
+
+/// Opens a connection named after the deployment and its role (visible in
+/// `rabbitmqctl list_connections user_provided_name`).
+pub(crate) async fn connect(config: &RabbitConfig, role: &str) -> Result<Connection, BackendError> {
+    config.validate()?;
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("mq-archiver {} {role}", config.prefix).into());
+    Connection::connect(&config.url, properties)
+        .await
+        .map_err(|error| {
+            let error = backend_error(error);
+            tracing::warn!(url = %config.redacted_url(), %error, "cannot connect to RabbitMQ");
+            error
+        })
+}
+
+/// A channel in publisher-confirm mode: every publish on it is confirmed.
+pub(crate) async fn confirm_channel(connection: &Connection) -> Result<Channel, BackendError> {
+    let channel = connection.create_channel().await.map_err(backend_error)?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(backend_error)?;
+    Ok(channel)
+}
+
+/// The client's publishing connection and channel.
+pub(crate) struct Link {
+    pub(crate) connection: Connection,
+    pub(crate) channel: Channel,
+}
+
+impl Link {
+    /// Whether both are still usable.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.connection.status().connected() && self.channel.status().connected()
+    }
+}

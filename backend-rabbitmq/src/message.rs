@@ -1,0 +1,186 @@
+//! An envelope as an AMQP message: the wire fields as headers (what any
+//! client reads), the usual properties for tools (message id, content type,
+//! timestamp, type, persistent), the body as it is. Also the headers this
+//! backend adds on retries and dead letters, and attempt numbers.
+
+use archiver_core::Envelope;
+use archiver_core::wire::{self, WireError};
+use bytes::Bytes;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+use crate::config::QueueType;
+
+/// Deliveries before this copy (set on retry copies; absent means 0).
+pub(crate) const PRIOR_ATTEMPTS: &str = "x-archiver-attempts";
+/// Why a dead letter is dead.
+pub(crate) const DEAD_REASON: &str = "x-archiver-dead-reason";
+/// Deliveries a dead letter had.
+pub(crate) const DEAD_ATTEMPTS: &str = "x-archiver-dead-attempts";
+/// When it was dead-lettered (RFC 3339).
+pub(crate) const DEAD_AT: &str = "x-archiver-dead-at";
+/// Quorum queues' count of earlier returns of this message.
+const DELIVERY_COUNT: &str = "x-delivery-count";
+/// The broker's own dead-lettering record.
+pub(crate) const X_DEATH: &str = "x-death";
+
+/// Persistent delivery mode.
+const PERSISTENT: u8 = 2;
+
+/// The properties an envelope is published with.
+pub(crate) fn properties(envelope: &Envelope) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (name, value) in wire::to_fields(envelope) {
+        headers.insert(
+            ShortString::from(name),
+            AMQPValue::LongString(LongString::from(value)),
+        );
+    }
+    BasicProperties::default()
+        .with_content_type(envelope.content_type.as_str().into())
+        .with_message_id(envelope.id.to_string().into())
+        .with_timestamp(envelope.published_at.timestamp().max(0) as u64)
+        .with_type(envelope.kind.as_str().into())
+        .with_delivery_mode(PERSISTENT)
+        .with_app_id("mq-archiver".into())
+        .with_headers(headers)
+}
+
+/// Rebuilds the envelope from a received message.
+pub(crate) fn envelope(properties: &BasicProperties, body: &[u8]) -> Result<Envelope, WireError> {
+    let headers = properties.headers().clone().unwrap_or_default();
+    let texts: Vec<(String, String)> = headers
+        .inner()
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), text(value)?)))
+        .collect();
+    wire::from_fields(
+        texts.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        Bytes::copy_from_slice(body),
+    )
+}
+
+fn text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn number(value: &AMQPValue) -> Option<u64> {
+    match *value {
+        AMQPValue::ShortShortUInt(n) => Some(n.into()),
+        AMQPValue::ShortUInt(n) => Some(n.into()),
+        AMQPValue::LongUInt(n) => Some(n.into()),
+        AMQPValue::ShortShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::ShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
+        AMQPValue::Timestamp(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// A header's value as text.
+pub(crate) fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
+    properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(name)
+        .and_then(text)
+}
+
+/// A header's value as a number.
+pub(crate) fn header_number(properties: &BasicProperties, name: &str) -> Option<u64> {
+    properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(name)
+        .and_then(number)
+}
+
+/// The attempt this delivery is: deliveries of earlier copies, plus the
+/// queue's count of returns of this one, plus this one.
+pub(crate) fn attempt(
+    properties: &BasicProperties,
+    redelivered: bool,
+    queue_type: QueueType,
+) -> u32 {
+    let prior = header_number(properties, PRIOR_ATTEMPTS).unwrap_or(0);
+    let returns = match queue_type {
+        QueueType::Quorum => header_number(properties, DELIVERY_COUNT).unwrap_or(0),
+        QueueType::Classic => u64::from(redelivered),
+    };
+    u32::try_from(prior + returns + 1).unwrap_or(u32::MAX)
+}
+
+/// The message's properties with headers set and others removed: for retry
+/// copies and dead letters, which keep every wire field.
+pub(crate) fn rewrite(
+    properties: &BasicProperties,
+    set: Vec<(&str, AMQPValue)>,
+    remove: &[&str],
+) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    let mut kept = FieldTable::default();
+    for (name, value) in headers.inner() {
+        if !remove.contains(&name.as_str()) && name.as_str() != DELIVERY_COUNT {
+            kept.insert(name.clone(), value.clone());
+        }
+    }
+    for (name, value) in set {
+        kept.insert(ShortString::from(name), value);
+    }
+    headers = kept;
+    properties.clone().with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use archiver_core::{ListChange, ListEvent, ListId};
+
+    #[test]
+    fn envelopes_round_trip_through_properties() {
+        let event = ListEvent::now(
+            ListId::new("a.example.org").unwrap(),
+            ListChange::ListDeleted,
+        );
+        let envelope = Envelope::event(&event);
+        let properties = properties(&envelope);
+        assert_eq!(
+            properties.message_id().as_ref().unwrap().as_str(),
+            envelope.id.to_string()
+        );
+        assert_eq!(
+            super::envelope(&properties, &envelope.body).unwrap(),
+            envelope
+        );
+    }
+
+    #[test]
+    fn attempts_add_earlier_copies_and_returns() {
+        let envelope = Envelope::event(&ListEvent::now(
+            ListId::new("a.example.org").unwrap(),
+            ListChange::ListDeleted,
+        ));
+        let fresh = properties(&envelope);
+        assert_eq!(attempt(&fresh, false, QueueType::Quorum), 1);
+        let copy = rewrite(
+            &fresh,
+            vec![(PRIOR_ATTEMPTS, AMQPValue::LongLongInt(2))],
+            &[],
+        );
+        assert_eq!(attempt(&copy, false, QueueType::Quorum), 3);
+        let returned = rewrite(&copy, vec![], &[]).with_headers({
+            let mut h = copy.headers().clone().unwrap();
+            h.insert("x-delivery-count".into(), AMQPValue::LongLongInt(1));
+            h
+        });
+        assert_eq!(attempt(&returned, true, QueueType::Quorum), 4);
+        assert_eq!(attempt(&fresh, true, QueueType::Classic), 2);
+    }
+}

@@ -1,0 +1,63 @@
+//! Publish: a persistent, mandatory message on the topic exchange, on a
+//! confirm-mode channel; `publish` returns when the broker confirmed it.
+//! Concurrent publishes share the channel, so their confirms are pipelined.
+
+use archiver_core::{BackendError, Envelope};
+use lapin::Confirmation;
+use lapin::options::BasicPublishOptions;
+
+use crate::Shared;
+use crate::error::backend_error;
+use crate::message;
+use crate::names::Names;
+
+pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), BackendError> {
+    shared.ensure_open()?;
+    let limit = shared.config.max_envelope_bytes;
+    if envelope.body.len() > limit {
+        return Err(BackendError::TooLarge {
+            size: envelope.body.len(),
+            limit,
+        });
+    }
+    let channel = shared.publish_channel().await?;
+    let routing_key = Names::routing_key(envelope);
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let sent = channel
+        .basic_publish(
+            shared.names.exchange().into(),
+            routing_key.as_str().into(),
+            options,
+            &envelope.body,
+            message::properties(envelope),
+        )
+        .await;
+    let confirmation = match sent {
+        Ok(confirm) => confirm.await,
+        Err(error) => Err(error),
+    };
+    match confirmation {
+        Ok(Confirmation::Ack(None)) => {
+            tracing::debug!(envelope_id = %envelope.id, %routing_key, "published");
+            Ok(())
+        }
+        Ok(Confirmation::Ack(Some(_))) => Err(BackendError::Broker(format!(
+            "unroutable: no subscriber selects {} of list {} (keep_unrouted is off)",
+            envelope.kind.as_str(),
+            envelope.list_id
+        ))),
+        Ok(Confirmation::Nack(_)) => Err(BackendError::Broker(
+            "the broker refused the message (publisher nack)".into(),
+        )),
+        Ok(Confirmation::NotRequested) => Err(BackendError::Broker(
+            "publisher confirms are off on the channel".into(),
+        )),
+        Err(error) => {
+            shared.reset_link().await;
+            Err(backend_error(error))
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Settling a RabbitMQ delivery: ack; nack as an immediate requeue or a
+//! copy through a retry queue; dead letters as a copy with the reason.
+//! Copies are confirmed before the original is acknowledged, so a crash in
+//! between duplicates, never loses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use archiver_core::{BackendError, Settle, SubscriberName};
+use async_trait::async_trait;
+use chrono::{SecondsFormat, Utc};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::types::AMQPValue;
+use lapin::{BasicProperties, Channel, Confirmation};
+
+use crate::Shared;
+use crate::config::QueueType;
+use crate::error::backend_error;
+use crate::message::{DEAD_AT, DEAD_ATTEMPTS, DEAD_REASON, PRIOR_ATTEMPTS, X_DEATH, rewrite};
+use crate::names::retry_bucket_ms;
+use crate::topology::{declare_retry_queue, text};
+
+/// One unacknowledged message handed to a consumer.
+pub(crate) struct RabbitSettle {
+    pub(crate) shared: Arc<Shared>,
+    /// The consumer's channel, in confirm mode.
+    pub(crate) channel: Channel,
+    pub(crate) acker: lapin::Acker,
+    pub(crate) properties: BasicProperties,
+    pub(crate) body: bytes::Bytes,
+    pub(crate) name: SubscriberName,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+}
+
+impl RabbitSettle {
+    /// Publishes a copy straight into a queue and waits for the confirm.
+    async fn copy_to(&self, queue: &str, properties: BasicProperties) -> Result<(), BackendError> {
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = self
+            .channel
+            .basic_publish("".into(), queue.into(), options, &self.body, properties)
+            .await
+            .map_err(backend_error)?;
+        match confirm.await.map_err(backend_error)? {
+            Confirmation::Ack(None) => Ok(()),
+            other => Err(BackendError::Broker(format!(
+                "copy to {queue} not taken: {other:?}"
+            ))),
+        }
+    }
+
+    /// Copies the message into the dead letters with the reason, then
+    /// acknowledges it.
+    pub(crate) async fn bury(&self, reason: &str) -> Result<(), BackendError> {
+        let dead = self.shared.names.dead(&self.name);
+        let headers = vec![
+            (DEAD_REASON, text(reason)),
+            (
+                DEAD_ATTEMPTS,
+                AMQPValue::LongLongInt(i64::from(self.attempt)),
+            ),
+            (
+                DEAD_AT,
+                text(&Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+            ),
+        ];
+        self.copy_to(
+            &dead,
+            rewrite(&self.properties, headers, &[PRIOR_ATTEMPTS, X_DEATH]),
+        )
+        .await?;
+        tracing::info!(subscriber = %self.name, attempts = self.attempt, reason, "dead-lettered");
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(backend_error)
+    }
+}
+
+#[async_trait]
+impl Settle for RabbitSettle {
+    async fn ack(self: Box<Self>) -> Result<(), BackendError> {
+        self.shared.ensure_open()?;
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(backend_error)
+    }
+
+    async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
+        self.shared.ensure_open()?;
+        if self.attempt >= self.max_attempts {
+            let reason = format!(
+                "nacked on attempt {} of {}: attempt limit reached",
+                self.attempt, self.max_attempts
+            );
+            return self.bury(&reason).await;
+        }
+        if delay.is_zero() && self.shared.config.queue_type == QueueType::Quorum {
+            // The quorum queue counts the return: the next attempt is exact.
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            return self
+                .acker
+                .nack(requeue)
+                .await
+                .map(drop)
+                .map_err(backend_error);
+        }
+        let queue = self.shared.names.queue(&self.name);
+        let attempts = vec![(
+            PRIOR_ATTEMPTS,
+            AMQPValue::LongLongInt(i64::from(self.attempt)),
+        )];
+        let properties = rewrite(&self.properties, attempts, &[X_DEATH]);
+        if delay.is_zero() {
+            self.copy_to(&queue, properties).await?;
+        } else {
+            let delay_ms = retry_bucket_ms(delay.as_millis().try_into().unwrap_or(u64::MAX));
+            let retry = self.shared.names.retry(&self.name, delay_ms);
+            declare_retry_queue(&self.channel, &self.shared, &queue, &retry, delay_ms).await?;
+            self.copy_to(&retry, properties).await?;
+        }
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(backend_error)
+    }
+
+    async fn reject(self: Box<Self>, reason: String) -> Result<(), BackendError> {
+        self.shared.ensure_open()?;
+        self.bury(&reason).await
+    }
+
+    fn release(self: Box<Self>) {
+        if self.shared.closed.is_cancelled() {
+            return; // the broker requeues it when the channel closes
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+                if let Err(error) = self.acker.nack(requeue).await {
+                    tracing::debug!(%error, "could not hand back a dropped delivery; the broker requeues it when the channel closes");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Declaring what the backend needs on the broker: the exchanges, and a
+//! subscriber's queues and bindings. Every declaration is idempotent and is
+//! repeated after a reconnect.
+
+use std::collections::BTreeSet;
+
+use archiver_core::{BackendError, Subscription};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+
+use crate::Shared;
+use crate::config::QueueType;
+use crate::error::{backend_error, is_precondition_failed};
+use crate::link::confirm_channel;
+use crate::names::Names;
+
+/// Builds a field table.
+pub(crate) fn table(entries: Vec<(&str, AMQPValue)>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in entries {
+        table.insert(ShortString::from(name), value);
+    }
+    table
+}
+
+pub(crate) fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// The topic exchange, and (when kept) the unrouted exchange and queue
+/// behind it as its alternate exchange.
+pub(crate) async fn declare_exchanges(
+    channel: &Channel,
+    shared: &Shared,
+) -> Result<(), BackendError> {
+    let names = &shared.names;
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let mut arguments = FieldTable::default();
+    if shared.config.keep_unrouted {
+        let unrouted = names.unrouted();
+        channel
+            .exchange_declare(
+                unrouted.as_str().into(),
+                ExchangeKind::Fanout,
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend_error)?;
+        let limits = table(vec![
+            (
+                "x-max-length",
+                AMQPValue::LongLongInt(i64::from(shared.config.unrouted_max_length)),
+            ),
+            ("x-overflow", text("drop-head")),
+        ]);
+        channel
+            .queue_declare(unrouted.as_str().into(), durable(), limits)
+            .await
+            .map_err(backend_error)?;
+        channel
+            .queue_bind(
+                unrouted.as_str().into(),
+                unrouted.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend_error)?;
+        shared.record(&unrouted, Entity::Exchange);
+        shared.record(&unrouted, Entity::Queue);
+        arguments.insert("alternate-exchange".into(), text(&unrouted));
+    }
+    channel
+        .exchange_declare(
+            names.exchange().into(),
+            ExchangeKind::Topic,
+            options,
+            arguments,
+        )
+        .await
+        .map_err(backend_error)?;
+    shared.record(names.exchange(), Entity::Exchange);
+    Ok(())
+}
+
+/// What [`Shared::record`] remembers, for clean-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Entity {
+    Exchange,
+    Queue,
+}
+
+/// Declares everything a subscriber needs and binds its selection; returns
+/// a usable confirm channel (a refused declaration closes a channel).
+pub(crate) async fn declare_subscriber(
+    connection: &Connection,
+    shared: &Shared,
+    subscription: &Subscription,
+) -> Result<Channel, BackendError> {
+    let names = &shared.names;
+    let name = &subscription.name;
+    let mut channel = confirm_channel(connection).await?;
+    declare_exchanges(&channel, shared).await?;
+    let dead = names.dead(name);
+    channel
+        .queue_declare(dead.as_str().into(), durable(), FieldTable::default())
+        .await
+        .map_err(backend_error)?;
+    shared.record(&dead, Entity::Queue);
+
+    let queue = names.queue(name);
+    let mut arguments = vec![
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text(&dead)),
+    ];
+    match shared.config.queue_type {
+        QueueType::Quorum => {
+            arguments.push(("x-queue-type", text("quorum")));
+            // Returned more often than this, the broker dead-letters it.
+            let limit = i64::from(subscription.max_attempts.saturating_sub(1));
+            arguments.push(("x-delivery-limit", AMQPValue::LongLongInt(limit)));
+        }
+        QueueType::Classic => arguments.push(("x-queue-type", text("classic"))),
+    }
+    match channel
+        .queue_declare(queue.as_str().into(), durable(), table(arguments))
+        .await
+    {
+        Ok(_) => {}
+        Err(error) if is_precondition_failed(&error) => {
+            tracing::warn!(
+                queue,
+                "the queue exists with other arguments (queue type or attempt limit); keeping it as it is"
+            );
+            channel = confirm_channel(connection).await?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..durable()
+            };
+            channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .map_err(backend_error)?;
+        }
+        Err(error) => return Err(backend_error(error)),
+    }
+    shared.record(&queue, Entity::Queue);
+    rebind(&channel, shared, subscription, &queue).await?;
+    Ok(channel)
+}
+
+/// Binds the selection's keys and removes bindings an earlier selection of
+/// this subscriber left, which `<p>.sub.<name>` remembers (RabbitMQ cannot
+/// list bindings over AMQP).
+async fn rebind(
+    channel: &Channel,
+    shared: &Shared,
+    subscription: &Subscription,
+    queue: &str,
+) -> Result<(), BackendError> {
+    let names = &shared.names;
+    let registry = names.registry(&subscription.name);
+    let one = table(vec![
+        ("x-max-length", AMQPValue::LongLongInt(1)),
+        ("x-overflow", text("drop-head")),
+    ]);
+    channel
+        .queue_declare(registry.as_str().into(), durable(), one)
+        .await
+        .map_err(backend_error)?;
+    shared.record(&registry, Entity::Queue);
+
+    let previous = channel
+        .basic_get(registry.as_str().into(), BasicGetOptions::default())
+        .await
+        .map_err(backend_error)?;
+    let old: BTreeSet<String> = previous
+        .as_ref()
+        .and_then(|m| serde_json::from_slice(&m.delivery.data).ok())
+        .unwrap_or_default();
+    let new: BTreeSet<String> = Names::binding_keys(&subscription.selection)
+        .into_iter()
+        .collect();
+    for key in old.difference(&new) {
+        channel
+            .queue_unbind(
+                queue.into(),
+                names.exchange().into(),
+                key.as_str().into(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend_error)?;
+    }
+    for key in &new {
+        channel
+            .queue_bind(
+                queue.into(),
+                names.exchange().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend_error)?;
+    }
+    let record = serde_json::to_vec(&new).expect("binding keys serialise");
+    let properties = BasicProperties::default().with_delivery_mode(2);
+    channel
+        .basic_publish(
+            "".into(),
+            registry.as_str().into(),
+            BasicPublishOptions::default(),
+            &record,
+            properties,
+        )
+        .await
+        .map_err(backend_error)?
+        .await
+        .map_err(backend_error)?;
+    if let Some(message) = previous {
+        message
+            .delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(backend_error)?;
+    }
+    Ok(())
+}
+
+/// Declares the retry queue for a delay: messages wait there `delay_ms`,
+/// then the broker dead-letters them back into the subscriber's queue.
+pub(crate) async fn declare_retry_queue(
+    channel: &Channel,
+    shared: &Shared,
+    subscription_queue: &str,
+    retry: &str,
+    delay_ms: u64,
+) -> Result<(), BackendError> {
+    if shared.is_recorded(retry) {
+        return Ok(());
+    }
+    let ttl = i64::try_from(delay_ms).unwrap_or(i64::MAX);
+    let arguments = table(vec![
+        ("x-message-ttl", AMQPValue::LongLongInt(ttl)),
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text(subscription_queue)),
+        // Unused for long after its last message expired, it goes away.
+        (
+            "x-expires",
+            AMQPValue::LongLongInt(ttl.saturating_mul(2).saturating_add(3_600_000)),
+        ),
+    ]);
+    channel
+        .queue_declare(retry.into(), durable(), arguments)
+        .await
+        .map_err(backend_error)?;
+    shared.record(retry, Entity::Queue);
+    Ok(())
+}
