@@ -30,7 +30,8 @@ async fn take_all(
             Ok(Some(message)) => messages.push(message.delivery),
             Ok(None) => return Ok(messages),
             // A subscriber that never subscribed has no dead-letter queue.
-            Err(error) if matches!(error.kind(), ErrorKind::ProtocolError(e) if e.get_id() == 404) => {
+            Err(error) if matches!(error.kind(), ErrorKind::ProtocolError(e) if e.get_id() == 404) =>
+            {
                 return Ok(messages);
             }
             Err(error) => return Err(backend_error(error)),

@@ -11,7 +11,7 @@ use crate::config::RabbitConfig;
 use crate::error::backend_error;
 
 /// Opens a connection named after the deployment and its role (visible in
-/// `rabbitmqctl list_connections user_provided_name`).
+/// `rabbitmqctl list_connections client_properties`).
 pub(crate) async fn connect(config: &RabbitConfig, role: &str) -> Result<Connection, BackendError> {
     config.validate()?;
     let properties = ConnectionProperties::default()

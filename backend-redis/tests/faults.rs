@@ -6,65 +6,19 @@ mod support;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use archiver_core::conformance::{Harness, corpus_mbox};
-use archiver_core::{
-    ArchivedMail, BackendError, Envelope, EnvelopeId, ListId, MailLimits, MailingList, MboxReader,
-    Publisher, Subscriber, Subscription,
+use archiver_core::conformance::Harness;
+use archiver_core::conformance::faults::{
+    Collector, Publishing, corpus_envelopes, poll_until, small_mail, wait_until,
 };
+use archiver_core::{EnvelopeId, ListId, Publisher, Subscriber, Subscription};
 use backend_redis::{RedisBackend, RedisConfig};
 use futures::StreamExt;
 use support::{RedisHarness, RedisServer};
 
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// `count` envelopes cycling through the corpus mails.
-fn corpus_envelopes(count: usize) -> Option<Vec<Envelope>> {
-    let mbox = corpus_mbox("corpus_envelopes")?;
-    let mails: Vec<ArchivedMail> = MboxReader::open(mbox)
-        .unwrap()
-        .map(|raw| ArchivedMail::parse(raw.unwrap(), &MailLimits::default()).unwrap())
-        .collect();
-    let fallback = ListId::new("fault.lists.example.org").unwrap();
-    Some(
-        mails
-            .iter()
-            .cycle()
-            .take(count)
-            .map(|mail| {
-                let list = mail
-                    .meta()
-                    .list_id
-                    .clone()
-                    .unwrap_or_else(|| fallback.clone());
-                Envelope::mail(mail, &MailingList::public(list))
-            })
-            .collect(),
-    )
-}
-
-/// Polls `done` every 20 ms until it holds, failing after `within`.
-async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    assert!(
-        poll_until(within, &mut done).await,
-        "{what}: not reached within {within:?}"
-    );
-}
-
-/// Polls `done` every 20 ms; false if it still does not hold after `within`.
-async fn poll_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
-}
 
 /// Entries of the subscriber still pending in Redis, over all its streams.
 async fn pending_entries(harness: &RedisHarness, group: &str) -> u64 {
@@ -100,116 +54,45 @@ async fn ten_thousand_publishes_survive_two_kill_9_restarts() {
     };
     let mut server = RedisServer::start(true, &[]);
     let harness = RedisHarness::on(RedisConfig::new(server.url()));
-
-    let delivered_ids = Arc::new(Mutex::new(HashSet::new()));
-    let deliveries_seen = Arc::new(AtomicU64::new(0));
-    let ack_errors = Arc::new(AtomicU64::new(0));
-    let consumer_client = harness.connect().await;
-    let mut deliveries = consumer_client
-        .subscribe(&Subscription::new("archive".parse().unwrap()).prefetch(256))
-        .await
-        .unwrap();
-    let consumer = {
-        let (delivered_ids, deliveries_seen, ack_errors) = (
-            Arc::clone(&delivered_ids),
-            Arc::clone(&deliveries_seen),
-            Arc::clone(&ack_errors),
-        );
-        tokio::spawn(async move {
-            while let Some(item) = deliveries.next().await {
-                let Ok(delivery) = item else { continue };
-                deliveries_seen.fetch_add(1, Ordering::Relaxed);
-                delivered_ids.lock().unwrap().insert(delivery.envelope().id);
-                // An ack whose reply is lost may or may not have been applied:
-                // Redis's pending count below is the judge, not this reply.
-                if delivery.ack().await.is_err() {
-                    ack_errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
-
-    let publisher = Arc::new(harness.connect().await);
-    let envelopes = Arc::new(envelopes);
-    let next = Arc::new(AtomicUsize::new(0));
-    let published_ok = Arc::new(Mutex::new(Vec::new()));
-    let failures = Arc::new(AtomicU64::new(0));
-    let mut publishers = Vec::new();
-    for _ in 0..8 {
-        let (publisher, envelopes, next) = (
-            Arc::clone(&publisher),
-            Arc::clone(&envelopes),
-            Arc::clone(&next),
-        );
-        let (published_ok, failures) = (Arc::clone(&published_ok), Arc::clone(&failures));
-        publishers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(envelope) = envelopes.get(i) else {
-                    return;
-                };
-                // A list server retries until the broker takes the mail.
-                while let Err(error) = publisher.publish(envelope).await {
-                    assert!(
-                        matches!(
-                            error,
-                            BackendError::Unavailable(_) | BackendError::Broker(_)
-                        ),
-                        "{error:?}"
-                    );
-                    failures.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                published_ok.lock().unwrap().push(envelope.id);
-            }
-        }));
-    }
+    let consumer = harness.connect().await;
+    let collector = Collector::start(
+        consumer
+            .subscribe(&Subscription::new("archive".parse().unwrap()).prefetch(256))
+            .await
+            .unwrap(),
+    );
+    let publishing = Publishing::start(Arc::new(harness.connect().await), envelopes, 8);
     for at in [3_000, 6_500] {
         wait_until("publishing progress", DEADLINE, || {
-            published_ok.lock().unwrap().len() >= at
+            publishing.published() >= at
         })
         .await;
-        let failures_before = failures.load(Ordering::Relaxed);
+        let failures_before = publishing.failures();
         server.kill();
         wait_until("a publish failing while Redis is down", DEADLINE, || {
-            failures.load(Ordering::Relaxed) > failures_before
+            publishing.failures() > failures_before
         })
         .await;
         server.restart();
     }
-    for publisher in publishers {
-        publisher.await.unwrap();
-    }
-    let published: Vec<EnvelopeId> = published_ok.lock().unwrap().clone();
-    let all_delivered = || {
-        let delivered = delivered_ids.lock().unwrap();
-        published.iter().all(|id| delivered.contains(id))
-    };
-    poll_until(DEADLINE, all_delivered).await;
+    let (published, failures) = publishing.finish().await;
+    poll_until(DEADLINE, || collector.has_all(&published)).await;
     let deadline = Instant::now() + DEADLINE;
     let mut pending = pending_entries(&harness, "archive").await;
     while pending > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         pending = pending_entries(&harness, "archive").await;
     }
-    consumer.abort();
-
-    let delivered = delivered_ids.lock().unwrap();
-    let lost = published
-        .iter()
-        .filter(|id| !delivered.contains(id))
-        .count();
-    let seen = deliveries_seen.load(Ordering::Relaxed);
+    collector.stop();
+    let (deliveries, distinct, ack_errors, stream_errors) = collector.counts();
+    let lost = collector.missing(&published);
     println!(
-        "redis kill -9 twice | published Ok {} | publish errors retried {} | deliveries {seen} | distinct delivered {} | redelivered {} | ack errors {} | left unacknowledged in Redis {pending} | lost {lost}",
+        "redis kill -9 twice | published Ok {} | publish errors retried {failures} | deliveries {deliveries} | distinct delivered {distinct} | redelivered {} | ack errors {ack_errors} | errors reported by the stream {stream_errors} | left unacknowledged in Redis {pending} | lost {lost}",
         published.len(),
-        failures.load(Ordering::Relaxed),
-        delivered.len(),
-        seen - delivered.len() as u64,
-        ack_errors.load(Ordering::Relaxed),
+        deliveries - distinct as u64,
     );
-    assert_eq!(pending, 0, "every delivery is acknowledged in Redis");
     assert_eq!(published.len(), 10_000);
+    assert_eq!(pending, 0, "every delivery is acknowledged in Redis");
     assert_eq!(lost, 0);
 }
 
@@ -243,13 +126,7 @@ async fn deliveries_held_by_a_killed_consumer_process_go_to_another_instance() {
     let list = ListId::new("child.lists.example.org").unwrap();
     let mut published = HashSet::new();
     for i in 0..20 {
-        let raw = bytes::Bytes::from(format!(
-            "Message-ID: <{i}@child.example.org>\r\nSubject: {i}\r\n\r\nbody {i}\r\n"
-        ));
-        let envelope = Envelope::mail(
-            &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
-            &MailingList::public(list.clone()),
-        );
+        let envelope = small_mail(&list, i);
         publisher.publish(&envelope).await.unwrap();
         published.insert(envelope.id);
     }
@@ -310,15 +187,7 @@ async fn a_restart_without_persistence_is_recovered_and_reported() {
         .await
         .unwrap();
     let list = ListId::new("restart.lists.example.org").unwrap();
-    let mail = |i: usize| {
-        let raw = bytes::Bytes::from(format!(
-            "Message-ID: <{i}@restart.example.org>\r\n\r\nbody\r\n"
-        ));
-        Envelope::mail(
-            &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
-            &MailingList::public(list.clone()),
-        )
-    };
+    let mail = |i: usize| small_mail(&list, i);
     for i in 0..5 {
         client.publish(&mail(i)).await.unwrap();
     }

@@ -17,6 +17,7 @@
 mod content;
 mod corpus;
 mod delivery;
+pub mod faults;
 mod harness;
 mod settlement;
 mod support;

@@ -1,0 +1,216 @@
+//! Helpers for backends' fault tests (which kill brokers and processes and
+//! so cannot be shared scenarios): test mail from the corpus, and waiting
+//! on a condition with a deadline.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::corpus::corpus_mbox;
+use crate::backend::{BackendError, Deliveries, Publisher};
+use crate::envelope::{Envelope, EnvelopeId};
+use crate::list::{ListId, MailingList};
+use crate::mail::mbox::MboxReader;
+use crate::mail::{ArchivedMail, MailLimits};
+
+/// `count` envelopes cycling through the corpus mails (each its own
+/// envelope id), on each mail's own list; None when the corpus is absent.
+pub fn corpus_envelopes(count: usize) -> Option<Vec<Envelope>> {
+    let mbox = corpus_mbox("corpus_envelopes")?;
+    let mails: Vec<ArchivedMail> = MboxReader::open(mbox)
+        .expect("corpus opens")
+        .map(|raw| {
+            ArchivedMail::parse(raw.expect("corpus reads"), &MailLimits::default())
+                .expect("corpus mail parses")
+        })
+        .collect();
+    let fallback = ListId::new("fault.lists.example.org").expect("valid list id");
+    Some(
+        mails
+            .iter()
+            .cycle()
+            .take(count)
+            .map(|mail| {
+                let list = mail
+                    .meta()
+                    .list_id
+                    .clone()
+                    .unwrap_or_else(|| fallback.clone());
+                Envelope::mail(mail, &MailingList::public(list))
+            })
+            .collect(),
+    )
+}
+
+/// Polls `done` every 20 ms; false if it still does not hold after `within`.
+pub async fn poll_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Like [`poll_until`], failing the test with `what` at the deadline.
+pub async fn wait_until(what: &str, within: Duration, done: impl FnMut() -> bool) {
+    assert!(
+        poll_until(within, done).await,
+        "{what}: not reached within {within:?}"
+    );
+}
+
+/// A small mail with a unique Message-ID on `list`.
+pub fn small_mail(list: &ListId, seq: usize) -> Envelope {
+    let raw = bytes::Bytes::from(format!(
+        "Message-ID: <{seq}.{}@faults.example.org>\r\nSubject: {seq}\r\n\r\nbody {seq}\r\n",
+        EnvelopeId::new()
+    ));
+    let mail = ArchivedMail::parse(raw, &MailLimits::default()).expect("test mail parses");
+    Envelope::mail(&mail, &MailingList::public(list.clone()))
+}
+
+/// Publishers that retry each envelope until the backend takes it, as a
+/// list server must while the broker is away.
+pub struct Publishing {
+    ok: Arc<Mutex<Vec<EnvelopeId>>>,
+    failures: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Publishing {
+    /// Starts `concurrency` publishers sharing `envelopes`, in order.
+    pub fn start<P: Publisher + 'static>(
+        publisher: Arc<P>,
+        envelopes: Vec<Envelope>,
+        concurrency: usize,
+    ) -> Self {
+        let envelopes = Arc::new(envelopes);
+        let next = Arc::new(AtomicUsize::new(0));
+        let ok = Arc::default();
+        let failures = Arc::default();
+        let tasks = (0..concurrency)
+            .map(|_| {
+                let (publisher, envelopes, next) =
+                    (publisher.clone(), envelopes.clone(), next.clone());
+                let (ok, failures): (Arc<Mutex<Vec<_>>>, Arc<AtomicU64>) =
+                    (Arc::clone(&ok), Arc::clone(&failures));
+                tokio::spawn(async move {
+                    while let Some(envelope) = envelopes.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        while let Err(error) = publisher.publish(envelope).await {
+                            assert!(
+                                matches!(
+                                    error,
+                                    BackendError::Unavailable(_) | BackendError::Broker(_)
+                                ),
+                                "only broker trouble may fail a publish here: {error:?}"
+                            );
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        ok.lock().expect("not poisoned").push(envelope.id);
+                    }
+                })
+            })
+            .collect();
+        Self {
+            ok,
+            failures,
+            tasks,
+        }
+    }
+
+    /// Envelopes whose publish returned Ok so far.
+    pub fn published(&self) -> usize {
+        self.ok.lock().expect("not poisoned").len()
+    }
+
+    /// Publishes that failed (and were retried) so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every publisher; returns the ids whose publish returned Ok
+    /// and how many publishes failed and were retried.
+    pub async fn finish(self) -> (Vec<EnvelopeId>, u64) {
+        let failures = Arc::clone(&self.failures);
+        for task in self.tasks {
+            task.await.expect("publisher task");
+        }
+        let failures = failures.load(Ordering::Relaxed);
+        (self.ok.lock().expect("not poisoned").clone(), failures)
+    }
+}
+
+/// A consumer that records every delivery and acks it, counting what went
+/// wrong; the broker, not an ack's reply, judges what is left.
+pub struct Collector {
+    delivered: Arc<Mutex<HashSet<EnvelopeId>>>,
+    counts: Arc<[AtomicU64; 3]>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    /// Consumes `deliveries` on a task of its own.
+    pub fn start(mut deliveries: Deliveries) -> Self {
+        let delivered: Arc<Mutex<HashSet<_>>> = Arc::default();
+        let counts: Arc<[AtomicU64; 3]> = Arc::default();
+        let task = {
+            let (delivered, counts) = (Arc::clone(&delivered), Arc::clone(&counts));
+            tokio::spawn(async move {
+                while let Some(item) = deliveries.next().await {
+                    let Ok(delivery) = item else {
+                        counts[2].fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    counts[0].fetch_add(1, Ordering::Relaxed);
+                    delivered
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(delivery.envelope().id);
+                    if delivery.ack().await.is_err() {
+                        counts[1].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        Self {
+            delivered,
+            counts,
+            task,
+        }
+    }
+
+    /// Whether every one of `ids` was delivered.
+    pub fn has_all(&self, ids: &[EnvelopeId]) -> bool {
+        let delivered = self.delivered.lock().expect("not poisoned");
+        ids.iter().all(|id| delivered.contains(id))
+    }
+
+    /// How many of `ids` were never delivered.
+    pub fn missing(&self, ids: &[EnvelopeId]) -> usize {
+        let delivered = self.delivered.lock().expect("not poisoned");
+        ids.iter().filter(|id| !delivered.contains(id)).count()
+    }
+
+    /// (deliveries, distinct envelopes, failed acks, errors the stream reported).
+    pub fn counts(&self) -> (u64, usize, u64, u64) {
+        let distinct = self.delivered.lock().expect("not poisoned").len();
+        (
+            self.counts[0].load(Ordering::Relaxed),
+            distinct,
+            self.counts[1].load(Ordering::Relaxed),
+            self.counts[2].load(Ordering::Relaxed),
+        )
+    }
+
+    /// Stops consuming.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,129 @@
+//! Wrong URL, unreachable broker, refused credentials, unknown vhost, and
+//! messages nobody selects: each a typed error, never showing a password.
+
+mod support;
+
+use archiver_core::conformance::Harness;
+use archiver_core::{
+    ArchivedMail, BackendError, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber,
+    Subscription,
+};
+use backend_rabbitmq::{RabbitBackend, RabbitConfig};
+use futures::StreamExt;
+use lapin::options::BasicGetOptions;
+
+async fn connect(url: &str) -> BackendError {
+    match RabbitBackend::connect(RabbitConfig::new(url)).await {
+        Ok(_) => panic!("connecting to {url} must fail"),
+        Err(error) => error,
+    }
+}
+
+fn mail(list: &str) -> Envelope {
+    let raw = bytes::Bytes::from(format!(
+        "Message-ID: <{}@errors.example.org>\r\n\r\nx\r\n",
+        uuid::Uuid::now_v7()
+    ));
+    let list = ListId::new(list).unwrap();
+    Envelope::mail(
+        &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
+        &MailingList::public(list),
+    )
+}
+
+#[tokio::test]
+async fn wrong_url_scheme_is_invalid_url() {
+    let error = connect("redis://guest:hunter2@127.0.0.1:5672/%2f").await;
+    assert!(matches!(error, BackendError::InvalidUrl(_)), "{error:?}");
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+#[tokio::test]
+async fn unreachable_broker_is_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let error = connect(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f")).await;
+    assert!(matches!(error, BackendError::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn wrong_password_is_auth() {
+    let error = connect("amqp://guest:not-the-password@127.0.0.1:5672/%2f").await;
+    assert!(matches!(error, BackendError::Auth(_)), "{error:?}");
+    assert!(!error.to_string().contains("not-the-password"), "{error}");
+}
+
+#[tokio::test]
+async fn unknown_vhost_is_auth() {
+    let error = connect("amqp://guest:guest@127.0.0.1:5672/no-such-vhost").await;
+    assert!(matches!(error, BackendError::Auth(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn unrouted_mail_is_kept_or_refused_as_configured() {
+    // Kept (default): in <prefix>.unrouted, where an operator finds it.
+    let harness = support::RabbitHarness::new();
+    let kept = harness.connect().await;
+    let envelope = mail("nobody.lists.example.org");
+    kept.publish(&envelope)
+        .await
+        .expect("kept in the unrouted queue");
+    let connection =
+        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let unrouted = format!("{}.unrouted", harness.config.prefix);
+    let message = channel
+        .basic_get(unrouted.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the mail is in the unrouted queue");
+    assert_eq!(message.delivery.data, envelope.body.to_vec());
+    harness.cleanup().await;
+
+    // Refused: a publish no queue takes is an error.
+    let harness = support::RabbitHarness::on(RabbitConfig::from_env().keep_unrouted(false));
+    let strict = harness.connect().await;
+    let error = strict
+        .publish(&mail("nobody.lists.example.org"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, BackendError::Broker(m) if m.contains("unroutable")),
+        "{error:?}"
+    );
+    harness.cleanup().await;
+    let _ = connection.close(200, "done".into()).await;
+}
+
+#[tokio::test]
+async fn a_new_selection_replaces_the_old_bindings() {
+    let harness = support::RabbitHarness::on(RabbitConfig::from_env().keep_unrouted(false));
+    let client = harness.connect().await;
+    let name = "moving".parse().unwrap();
+    let first = Subscription::new(name)
+        .select(archiver_core::Selection::all().list("a.lists.example.org".parse().unwrap()));
+    drop(client.subscribe(&first).await.unwrap());
+    let second = first
+        .clone()
+        .select(archiver_core::Selection::all().list("b.lists.example.org".parse().unwrap()));
+    let mut deliveries = client.subscribe(&second).await.unwrap();
+    let error = client
+        .publish(&mail("a.lists.example.org"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, BackendError::Broker(m) if m.contains("unroutable")),
+        "list a is no longer bound: {error:?}"
+    );
+    let envelope = mail("b.lists.example.org");
+    client.publish(&envelope).await.unwrap();
+    let delivery = deliveries.next().await.unwrap().unwrap();
+    assert_eq!(delivery.envelope(), &envelope);
+    delivery.ack().await.unwrap();
+    harness.cleanup().await;
+}

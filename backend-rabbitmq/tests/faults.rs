@@ -1,0 +1,230 @@
+//! Fault tests with real processes: the broker closes this deployment's
+//! connections (rabbitmqctl close_connection, by their names) while 10,000
+//! mails are published; a consumer child process is killed -9 while it
+//! holds deliveries.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archiver_core::conformance::Harness;
+use archiver_core::conformance::faults::{
+    Collector, Publishing, corpus_envelopes, poll_until, small_mail, wait_until,
+};
+use archiver_core::{EnvelopeId, ListId, Publisher, Subscriber, Subscription};
+use futures::StreamExt;
+use support::RabbitHarness;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (scripts/test installs RabbitMQ)");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Closes every connection of this deployment, as a broker-side failure
+/// would; returns how many.
+fn close_connections(prefix: &str) -> usize {
+    let listing = rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ]);
+    let pids: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains(prefix))
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    for pid in &pids {
+        rabbitmqctl(&[
+            "close_connection",
+            pid,
+            "fault test: connection closed by the broker",
+        ]);
+    }
+    pids.len()
+}
+
+/// Messages (ready and unacknowledged) in a queue, from the broker.
+fn messages_in(queue: &str) -> u64 {
+    rabbitmqctl(&[
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        "messages",
+    ])
+    .lines()
+    .find_map(|l| l.strip_prefix(queue)?.trim().parse().ok())
+    .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_publishes_survive_connections_closed_twice() {
+    let Some(envelopes) = corpus_envelopes(10_000) else {
+        return;
+    };
+    let harness = RabbitHarness::new();
+    let prefix = harness.config.prefix.clone();
+    let consumer = harness.connect().await;
+    let collector = Collector::start(
+        consumer
+            .subscribe(&Subscription::new("archive".parse().unwrap()).prefetch(256))
+            .await
+            .unwrap(),
+    );
+    let publishing = Publishing::start(Arc::new(harness.connect().await), envelopes, 8);
+
+    let mut closed = Vec::new();
+    for at in [3_000, 6_500] {
+        wait_until("publishing progress", DEADLINE, || {
+            publishing.published() >= at
+        })
+        .await;
+        let prefix = prefix.clone();
+        closed.push(
+            tokio::task::spawn_blocking(move || close_connections(&prefix))
+                .await
+                .unwrap(),
+        );
+    }
+    let (published, failures) = publishing.finish().await;
+    poll_until(DEADLINE, || collector.has_all(&published)).await;
+    let queue = format!("{prefix}.q.archive");
+    let deadline = Instant::now() + DEADLINE;
+    let mut left = tokio::task::spawn_blocking({
+        let q = queue.clone();
+        move || messages_in(&q)
+    })
+    .await
+    .unwrap();
+    while left > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        left = tokio::task::spawn_blocking({
+            let q = queue.clone();
+            move || messages_in(&q)
+        })
+        .await
+        .unwrap();
+    }
+    collector.stop();
+    let (deliveries, distinct, ack_errors, reconnects) = collector.counts();
+    let lost = collector.missing(&published);
+    println!(
+        "rabbitmq connections closed twice | connections closed {closed:?} | published Ok {} | publish errors retried {} | deliveries {deliveries} | distinct delivered {distinct} | redelivered {} | ack errors {ack_errors} | consumer reconnects {reconnects} | left unacknowledged in the queue {left} | lost {lost}",
+        published.len(),
+        failures,
+        deliveries - distinct as u64,
+    );
+    assert!(
+        closed.iter().all(|n| *n >= 1),
+        "each round closed this deployment's connections: {closed:?}"
+    );
+    assert!(
+        reconnects >= 1,
+        "the consumer saw its connection go and came back"
+    );
+    assert_eq!(published.len(), 10_000);
+    assert_eq!(left, 0, "every delivery is acknowledged in the broker");
+    assert_eq!(lost, 0);
+    harness.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_held_by_a_killed_consumer_process_go_to_another_instance() {
+    let harness = RabbitHarness::new();
+    let name = "child-consumer";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_archiver-rabbitmq"))
+        .args([
+            "--url",
+            &harness.config.url,
+            "--prefix",
+            &harness.config.prefix,
+        ])
+        .args(["consume", "--name", name, "--prefetch", "5", "--no-ack"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("archiver-rabbitmq runs");
+    let (lines, received) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    assert_eq!(received.recv_timeout(DEADLINE).unwrap(), "ready");
+
+    let publisher = harness.connect().await;
+    let list = ListId::new("child.lists.example.org").unwrap();
+    let mut published = HashSet::new();
+    for i in 0..20 {
+        let envelope = small_mail(&list, i);
+        publisher.publish(&envelope).await.unwrap();
+        published.insert(envelope.id);
+    }
+    let mut held = HashSet::new();
+    while held.len() < 5 {
+        let line = received
+            .recv_timeout(DEADLINE)
+            .expect("the child reports its deliveries");
+        held.insert(
+            line.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<EnvelopeId>()
+                .unwrap(),
+        );
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let survivor = harness.connect().await;
+    let mut deliveries = survivor
+        .subscribe(&Subscription::new(name.parse().unwrap()))
+        .await
+        .unwrap();
+    let mut got = HashSet::new();
+    let mut redelivered = 0;
+    while got.len() < published.len() {
+        let delivery = tokio::time::timeout(DEADLINE, deliveries.next())
+            .await
+            .expect("deliveries before the deadline")
+            .unwrap()
+            .unwrap();
+        let id = delivery.envelope().id;
+        if held.contains(&id) {
+            assert_eq!(
+                delivery.attempt(),
+                2,
+                "a delivery the child held comes back as attempt 2"
+            );
+            redelivered += 1;
+        }
+        got.insert(id);
+        delivery.ack().await.unwrap();
+    }
+    println!(
+        "rabbitmq consumer kill -9 | published {} | held by the killed child {} | redelivered to the survivor {redelivered} | delivered {} | lost {}",
+        published.len(),
+        held.len(),
+        got.len(),
+        published.difference(&got).count()
+    );
+    assert_eq!(got, published);
+    assert_eq!(redelivered, held.len());
+    harness.cleanup().await;
+}
