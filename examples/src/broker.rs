@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use archiver_core::{Backend, BackendError, MemoryBackend};
+use backend_rabbitmq::{RabbitBackend, RabbitConfig};
 use backend_redis::{RedisBackend, RedisConfig};
 
 /// The backends the examples can use.
@@ -15,6 +16,9 @@ pub enum BackendKind {
     /// Redis Streams at `--url` (default `$ARCHIVER_REDIS_URL`, else
     /// redis://127.0.0.1:6379).
     Redis,
+    /// RabbitMQ at `--url` (default `$ARCHIVER_AMQP_URL`, else
+    /// amqp://guest:guest@127.0.0.1:5672/%2f).
+    Rabbitmq,
 }
 
 /// A backend to open clients of.
@@ -23,6 +27,9 @@ pub enum Broker {
     Memory(MemoryBackend),
     /// A Redis deployment (URL and key prefix).
     Redis(RedisConfig),
+    /// A RabbitMQ deployment; its clients are kept to purge what they
+    /// declared.
+    Rabbitmq(RabbitConfig, std::sync::Mutex<Vec<RabbitBackend>>),
 }
 
 impl Broker {
@@ -35,6 +42,10 @@ impl Broker {
                 let config = url.map_or_else(RedisConfig::from_env, RedisConfig::new);
                 Self::Redis(config.prefix(prefix))
             }
+            BackendKind::Rabbitmq => {
+                let config = url.map_or_else(RabbitConfig::from_env, RabbitConfig::new);
+                Self::Rabbitmq(config.prefix(prefix), std::sync::Mutex::default())
+            }
         }
     }
 
@@ -43,13 +54,31 @@ impl Broker {
         Ok(match self {
             Self::Memory(broker) => Arc::new(broker.connect()),
             Self::Redis(config) => Arc::new(RedisBackend::connect(config.clone()).await?),
+            Self::Rabbitmq(config, clients) => {
+                let client = RabbitBackend::connect(config.clone()).await?;
+                clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(client.clone());
+                Arc::new(client)
+            }
         })
     }
 
     /// Deletes everything this deployment left on the broker.
     pub async fn purge(&self) -> Result<(), BackendError> {
-        if let Self::Redis(config) = self {
-            RedisBackend::connect(config.clone()).await?.purge().await?;
+        match self {
+            Self::Memory(_) => {}
+            Self::Redis(config) => {
+                RedisBackend::connect(config.clone()).await?.purge().await?;
+            }
+            Self::Rabbitmq(_, clients) => {
+                let clients =
+                    std::mem::take(&mut *clients.lock().unwrap_or_else(|p| p.into_inner()));
+                for client in clients {
+                    client.purge().await?;
+                }
+            }
         }
         Ok(())
     }

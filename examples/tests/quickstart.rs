@@ -136,6 +136,18 @@ fn quickstart_archives_the_corpus_through_redis() {
 }
 
 #[test]
+fn quickstart_archives_the_corpus_through_rabbitmq() {
+    let Some(mbox) = corpus_mbox("quickstart_archives_the_corpus_through_rabbitmq") else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let stdout = run_quickstart(Some(&mbox), out.path(), &["--backend", "rabbitmq"]);
+    assert_eq!(assert_maildir_matches(&mbox, out.path()), (574, 2));
+    assert!(stdout.contains("through the Rabbitmq backend"), "{stdout}");
+    assert!(stdout.contains("dead-lettered 0"), "{stdout}");
+}
+
+#[test]
 fn quickstart_says_what_is_wrong_with_a_bad_url() {
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_quickstart"))
