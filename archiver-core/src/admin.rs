@@ -11,6 +11,17 @@ use crate::backend::{Backend, Replay, SubscriberName, Subscription};
 use crate::envelope::{EnvelopeId, Kind};
 use crate::selection::{ListPattern, Selection};
 
+/// Logs to stderr at the level `RUST_LOG` says (warnings by default), so
+/// stdout stays for the command's output.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Commands on any backend.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {

@@ -112,15 +112,7 @@ impl RabbitConfig {
 
     /// The URL with any password replaced, for messages and logs.
     pub fn redacted_url(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(mut url) => {
-                if url.password().is_some() {
-                    let _ = url.set_password(Some("***"));
-                }
-                url.to_string()
-            }
-            Err(_) => "<unparseable URL>".into(),
-        }
+        archiver_core::redact_url(&self.url)
     }
 }
 

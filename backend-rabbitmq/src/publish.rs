@@ -13,13 +13,7 @@ use crate::names::Names;
 
 pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), BackendError> {
     shared.ensure_open()?;
-    let limit = shared.config.max_envelope_bytes;
-    if envelope.body.len() > limit {
-        return Err(BackendError::TooLarge {
-            size: envelope.body.len(),
-            limit,
-        });
-    }
+    BackendError::check_size(envelope, shared.config.max_envelope_bytes)?;
     let channel = shared.publish_channel().await?;
     let routing_key = Names::routing_key(envelope);
     let options = BasicPublishOptions {

@@ -5,18 +5,15 @@
 
 mod support;
 
-use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archiver_core::conformance::Harness;
 use archiver_core::conformance::faults::{
-    Collector, Publishing, corpus_envelopes, poll_until, small_mail, wait_until,
+    Collector, Publishing, corpus_envelopes, killed_child_consumer, poll_until, wait_until,
 };
-use archiver_core::{EnvelopeId, ListId, Publisher, Subscriber, Subscription};
-use futures::StreamExt;
+use archiver_core::{Subscriber, Subscription};
 use support::RabbitHarness;
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -148,83 +145,16 @@ async fn ten_thousand_publishes_survive_connections_closed_twice() {
 async fn deliveries_held_by_a_killed_consumer_process_go_to_another_instance() {
     let harness = RabbitHarness::new();
     let name = "child-consumer";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_archiver-rabbitmq"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_archiver-rabbitmq"));
+    child
         .args([
             "--url",
             &harness.config.url,
             "--prefix",
             &harness.config.prefix,
         ])
-        .args(["consume", "--name", name, "--prefetch", "5", "--no-ack"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("archiver-rabbitmq runs");
-    let (lines, received) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    assert_eq!(received.recv_timeout(DEADLINE).unwrap(), "ready");
-
-    let publisher = harness.connect().await;
-    let list = ListId::new("child.lists.example.org").unwrap();
-    let mut published = HashSet::new();
-    for i in 0..20 {
-        let envelope = small_mail(&list, i);
-        publisher.publish(&envelope).await.unwrap();
-        published.insert(envelope.id);
-    }
-    let mut held = HashSet::new();
-    while held.len() < 5 {
-        let line = received
-            .recv_timeout(DEADLINE)
-            .expect("the child reports its deliveries");
-        held.insert(
-            line.split_whitespace()
-                .nth(1)
-                .unwrap()
-                .parse::<EnvelopeId>()
-                .unwrap(),
-        );
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-
-    let survivor = harness.connect().await;
-    let mut deliveries = survivor
-        .subscribe(&Subscription::new(name.parse().unwrap()))
-        .await
-        .unwrap();
-    let mut got = HashSet::new();
-    let mut redelivered = 0;
-    while got.len() < published.len() {
-        let delivery = tokio::time::timeout(DEADLINE, deliveries.next())
-            .await
-            .expect("deliveries before the deadline")
-            .unwrap()
-            .unwrap();
-        let id = delivery.envelope().id;
-        if held.contains(&id) {
-            assert_eq!(
-                delivery.attempt(),
-                2,
-                "a delivery the child held comes back as attempt 2"
-            );
-            redelivered += 1;
-        }
-        got.insert(id);
-        delivery.ack().await.unwrap();
-    }
-    println!(
-        "rabbitmq consumer kill -9 | published {} | held by the killed child {} | redelivered to the survivor {redelivered} | delivered {} | lost {}",
-        published.len(),
-        held.len(),
-        got.len(),
-        published.difference(&got).count()
-    );
-    assert_eq!(got, published);
-    assert_eq!(redelivered, held.len());
+        .args(["consume", "--name", name, "--prefetch", "5", "--no-ack"]);
+    let report = killed_child_consumer(&harness, child, name).await;
+    println!("rabbitmq consumer kill -9 | {report}");
     harness.cleanup().await;
 }

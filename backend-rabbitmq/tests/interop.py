@@ -49,7 +49,7 @@ def uuid7():
     return str(uuid.UUID(int=value))
 
 
-body = b"Message-ID: <python-interop@example.org>\r\nSubject: from Python\r\n\r\nFrom pika, with love.\r\n"
+body = b"Message-ID: <python-interop@example.org>\r\nSubject: from Python\r\n\r\nFrom Python, with love.\r\n"
 envelope_id = uuid7()
 now = datetime.datetime.now(datetime.timezone.utc)
 channel.confirm_delivery()

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use archiver_core::BackendError;
+use archiver_core::{BackendError, redact_url as redact};
 
 /// What `publish` waits for before it returns Ok.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,19 +165,6 @@ impl RedisConfig {
     /// The URL with any password replaced, for messages and logs.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
-    }
-}
-
-/// Replaces the password of a URL by `***`; unparseable input is not shown.
-fn redact(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        }
-        Err(_) => "<unparseable URL>".into(),
     }
 }
 

@@ -13,13 +13,7 @@ use crate::keys::Keys;
 
 pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), BackendError> {
     shared.ensure_open()?;
-    let limit = shared.config.max_envelope_bytes;
-    if envelope.body.len() > limit {
-        return Err(BackendError::TooLarge {
-            size: envelope.body.len(),
-            limit,
-        });
-    }
+    BackendError::check_size(envelope, shared.config.max_envelope_bytes)?;
     let key = shared.keys.stream(envelope.kind, &envelope.list_id);
     let mut pipe = redis::pipe();
     pipe.cmd("SADD")

@@ -4,16 +4,16 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archiver_core::conformance::Harness;
 use archiver_core::conformance::faults::{
-    Collector, Publishing, corpus_envelopes, poll_until, small_mail, wait_until,
+    Collector, Publishing, corpus_envelopes, killed_child_consumer, poll_until, small_mail,
+    wait_until,
 };
-use archiver_core::{EnvelopeId, ListId, Publisher, Subscriber, Subscription};
+use archiver_core::{ListId, Publisher, Subscriber, Subscription};
 use backend_redis::{RedisBackend, RedisConfig};
 use futures::StreamExt;
 use support::{RedisHarness, RedisServer};
@@ -100,7 +100,8 @@ async fn ten_thousand_publishes_survive_two_kill_9_restarts() {
 async fn deliveries_held_by_a_killed_consumer_process_go_to_another_instance() {
     let harness = RedisHarness::new();
     let name = "child-consumer";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_archiver-redis"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_archiver-redis"));
+    child
         .args([
             "--url",
             &harness.config.url,
@@ -109,71 +110,9 @@ async fn deliveries_held_by_a_killed_consumer_process_go_to_another_instance() {
             "--claim-idle",
             "2",
         ])
-        .args(["consume", "--name", name, "--prefetch", "5", "--no-ack"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("archiver-redis runs");
-    let (lines, received) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    assert_eq!(received.recv_timeout(DEADLINE).unwrap(), "ready");
-
-    let publisher = harness.connect().await;
-    let list = ListId::new("child.lists.example.org").unwrap();
-    let mut published = HashSet::new();
-    for i in 0..20 {
-        let envelope = small_mail(&list, i);
-        publisher.publish(&envelope).await.unwrap();
-        published.insert(envelope.id);
-    }
-    let mut held = HashSet::new();
-    while held.len() < 5 {
-        let line = received
-            .recv_timeout(DEADLINE)
-            .expect("the child reports its deliveries");
-        let id: EnvelopeId = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        held.insert(id);
-    }
-    child.kill().unwrap(); // SIGKILL: no chance to hand anything back
-    child.wait().unwrap();
-
-    let survivor = harness.connect().await;
-    let mut deliveries = survivor
-        .subscribe(&Subscription::new(name.parse().unwrap()))
-        .await
-        .unwrap();
-    let mut got = HashSet::new();
-    let mut redelivered = 0;
-    while got.len() < published.len() {
-        let delivery = tokio::time::timeout(DEADLINE, deliveries.next())
-            .await
-            .expect("deliveries before the deadline")
-            .unwrap()
-            .unwrap();
-        let id = delivery.envelope().id;
-        if held.contains(&id) {
-            assert!(
-                delivery.attempt() >= 2,
-                "a delivery the child held comes back with attempt 2"
-            );
-            redelivered += 1;
-        }
-        got.insert(id);
-        delivery.ack().await.unwrap();
-    }
-    println!(
-        "redis consumer kill -9 | published {} | held by the killed child {} | redelivered to the survivor {redelivered} | delivered {} | lost {}",
-        published.len(),
-        held.len(),
-        got.len(),
-        published.difference(&got).count()
-    );
-    assert_eq!(got, published);
-    assert_eq!(redelivered, held.len());
+        .args(["consume", "--name", name, "--prefetch", "5", "--no-ack"]);
+    let report = killed_child_consumer(&harness, child, name).await;
+    println!("redis consumer kill -9 | {report}");
     harness.cleanup().await;
 }
 

@@ -51,7 +51,7 @@ assert mail["content-type"] == "message/rfc822", mail
 event, event_body = first_entry("event")
 assert event["content-type"] == "application/json", event
 
-body = b"Message-ID: <python-interop@example.org>\r\nSubject: from Python\r\n\r\nFrom redis-py, with love.\r\n"
+body = b"Message-ID: <python-interop@example.org>\r\nSubject: from Python\r\n\r\nFrom Python, with love.\r\n"
 envelope_id = uuid7()
 now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 r.sadd(f"{prefix}:streams", f"mail:{list_id}")

@@ -43,3 +43,16 @@ pub enum BackendError {
     #[error("malformed message on the wire: {0}")]
     Wire(#[from] WireError),
 }
+
+impl BackendError {
+    /// [`BackendError::TooLarge`] when the envelope's body is above `limit`:
+    /// the check every backend makes before it sends anything.
+    pub fn check_size(envelope: &crate::envelope::Envelope, limit: usize) -> Result<(), Self> {
+        let size = envelope.body.len();
+        if size > limit {
+            Err(Self::TooLarge { size, limit })
+        } else {
+            Ok(())
+        }
+    }
+}

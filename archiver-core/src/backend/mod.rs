@@ -12,6 +12,7 @@ mod capabilities;
 mod dead_letter;
 mod delivery;
 mod error;
+mod redact;
 mod subscription;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use capabilities::Capabilities;
 pub use dead_letter::{DeadLetter, Replay};
 pub use delivery::{Delivery, Settle};
 pub use error::BackendError;
+pub use redact::redact_url;
 pub use subscription::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_PREFETCH, InvalidSubscriberName, StartPosition, SubscriberName,
     Subscription,

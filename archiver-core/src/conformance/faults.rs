@@ -214,3 +214,88 @@ impl Collector {
         self.task.abort();
     }
 }
+
+/// A consumer child process is killed -9 while it holds deliveries; another
+/// instance of the subscriber gets every one of them, those the child held
+/// as attempt 2. `child` is the backend tool's `consume --name <name>
+/// --prefetch 5 --no-ack` (it prints `ready`, then `delivered <id> ...`).
+/// Returns the figures as a line for the test's output.
+pub async fn killed_child_consumer<H: super::Harness>(
+    harness: &H,
+    mut child: std::process::Command,
+    name: &str,
+) -> String {
+    use std::io::{BufRead, BufReader};
+    const WAIT: Duration = Duration::from_secs(120);
+    let mut child = child
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the backend's tool runs");
+    let (lines, received) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    assert_eq!(
+        received.recv_timeout(WAIT).expect("the child starts"),
+        "ready"
+    );
+
+    let publisher = harness.connect().await;
+    let list = ListId::new("child.lists.example.org").expect("valid list id");
+    let mut published = HashSet::new();
+    for i in 0..20 {
+        let envelope = small_mail(&list, i);
+        publisher.publish(&envelope).await.expect("publish");
+        published.insert(envelope.id);
+    }
+    let mut held = HashSet::new();
+    while held.len() < 5 {
+        let line = received
+            .recv_timeout(WAIT)
+            .expect("the child reports its deliveries");
+        let id = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|id| id.parse::<EnvelopeId>().ok());
+        held.insert(id.unwrap_or_else(|| panic!("unexpected child output {line:?}")));
+    }
+    child.kill().expect("kill -9 the child"); // SIGKILL: no chance to hand anything back
+    child.wait().expect("reap the child");
+
+    let survivor = harness.connect().await;
+    let subscription = crate::backend::Subscription::new(name.parse().expect("valid name"));
+    let mut deliveries = crate::backend::Subscriber::subscribe(&survivor, &subscription)
+        .await
+        .expect("subscribe");
+    let (mut got, mut redelivered) = (HashSet::new(), 0);
+    while got.len() < published.len() {
+        let delivery = tokio::time::timeout(WAIT, deliveries.next())
+            .await
+            .expect("deliveries before the deadline")
+            .expect("stream goes on")
+            .expect("a delivery");
+        let id = delivery.envelope().id;
+        if held.contains(&id) {
+            assert_eq!(
+                delivery.attempt(),
+                2,
+                "a delivery the killed child held comes back as attempt 2"
+            );
+            redelivered += 1;
+        }
+        got.insert(id);
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(got, published);
+    assert_eq!(redelivered, held.len());
+    format!(
+        "published {} | held by the killed child {} | redelivered to the survivor {redelivered} | delivered {} | lost {}",
+        published.len(),
+        held.len(),
+        got.len(),
+        published.difference(&got).count()
+    )
+}

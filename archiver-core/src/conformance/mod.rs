@@ -19,6 +19,7 @@ mod corpus;
 mod delivery;
 pub mod faults;
 mod harness;
+pub mod interop;
 mod settlement;
 mod support;
 mod transient;

@@ -110,13 +110,7 @@ impl MemoryBackend {
 impl Publisher for MemoryBackend {
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
         self.ensure_open()?;
-        let limit = self.broker.max_envelope_bytes;
-        if envelope.body.len() > limit {
-            return Err(BackendError::TooLarge {
-                size: envelope.body.len(),
-                limit,
-            });
-        }
+        BackendError::check_size(envelope, self.broker.max_envelope_bytes)?;
         for queue in lock(&self.broker.queues).values() {
             queue.offer(envelope);
         }
