@@ -41,6 +41,9 @@ pub struct RabbitConfig {
     pub keep_unrouted: bool,
     /// Most messages kept in `<prefix>.unrouted`; the oldest go first.
     pub unrouted_max_length: u32,
+    /// PEM file of the CA that signed the broker's certificate, for
+    /// `amqps://` to a broker whose CA is not in the system's trust store.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl RabbitConfig {
@@ -54,6 +57,7 @@ impl RabbitConfig {
             max_envelope_bytes: 64 * 1024 * 1024,
             keep_unrouted: true,
             unrouted_max_length: 100_000,
+            tls_ca_file: None,
         }
     }
 
@@ -86,6 +90,12 @@ impl RabbitConfig {
     /// Keeps (true) or refuses (false) messages no subscriber selects.
     pub fn keep_unrouted(mut self, keep: bool) -> Self {
         self.keep_unrouted = keep;
+        self
+    }
+
+    /// Trusts the CA in this PEM file for `amqps://`.
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
         self
     }
 

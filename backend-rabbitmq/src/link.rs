@@ -5,6 +5,7 @@
 
 use archiver_core::BackendError;
 use lapin::options::ConfirmSelectOptions;
+use lapin::tcp::OwnedTLSConfig;
 use lapin::{Channel, Connection, ConnectionProperties};
 
 use crate::config::RabbitConfig;
@@ -16,13 +17,28 @@ pub(crate) async fn connect(config: &RabbitConfig, role: &str) -> Result<Connect
     config.validate()?;
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("mq-archiver {} {role}", config.prefix).into());
-    Connection::connect(&config.url, properties)
-        .await
-        .map_err(|error| {
-            let error = backend_error(error);
-            tracing::warn!(url = %config.redacted_url(), %error, "cannot connect to RabbitMQ");
-            error
-        })
+    let connected = match &config.tls_ca_file {
+        None => Connection::connect(&config.url, properties).await,
+        Some(path) => {
+            let ca = std::fs::read_to_string(path).map_err(|e| {
+                BackendError::InvalidUrl(format!(
+                    "cannot read the TLS CA file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let tls = OwnedTLSConfig {
+                identity: None,
+                cert_chain: Some(ca),
+            };
+            let runtime = lapin::runtime::default_runtime().map_err(backend_error)?;
+            Connection::connect_with_config(&config.url, properties, tls, runtime).await
+        }
+    };
+    connected.map_err(|error| {
+        let error = backend_error(error);
+        tracing::warn!(url = %config.redacted_url(), %error, "cannot connect to RabbitMQ");
+        error
+    })
 }
 
 /// A channel in publisher-confirm mode: every publish on it is confirmed.

@@ -4,10 +4,8 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
 use archiver_core::conformance::Harness;
+use archiver_core::conformance::tls::make_certificates;
 use archiver_core::{
     ArchivedMail, BackendError, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber,
     Subscription,
@@ -15,63 +13,6 @@ use archiver_core::{
 use backend_redis::{RedisBackend, RedisConfig};
 use futures::StreamExt;
 use support::{RedisHarness, RedisServer, spare_port};
-
-/// A CA and a server certificate for 127.0.0.1, made with openssl.
-fn make_certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let status = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .expect("openssl runs");
-        assert!(status.success(), "openssl {args:?}");
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=archiver test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-    ]);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_round_trip_with_a_private_ca() {

@@ -22,6 +22,7 @@ mod harness;
 pub mod interop;
 mod settlement;
 mod support;
+pub mod tls;
 mod transient;
 
 pub use content::{

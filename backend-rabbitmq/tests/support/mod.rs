@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::process::Command;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use archiver_core::conformance::Harness;
 use async_trait::async_trait;
@@ -54,5 +56,90 @@ impl Harness for RabbitHarness {
                 .await
                 .expect("purge what the scenario declared");
         }
+    }
+}
+
+/// A RabbitMQ node this test starts itself, with its own node name, ports
+/// and data directory, stopped by the pid it writes (never another node).
+pub struct RabbitNode {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    /// The rabbitmq-server wrapper (the node runs under it as another user).
+    wrapper: std::process::Child,
+}
+
+/// A port free right now on the loopback.
+pub fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RabbitNode {
+    /// Starts a node; `config` is added to its rabbitmq.conf.
+    pub fn start(config: &str) -> Self {
+        let port = spare_port();
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        std::fs::create_dir_all(path("mnesia")).unwrap();
+        std::fs::create_dir_all(path("log")).unwrap();
+        std::fs::write(path("enabled_plugins"), "[].\n").unwrap();
+        std::fs::write(
+            path("rabbitmq.conf"),
+            format!("listeners.tcp.default = {port}\n{config}"),
+        )
+        .unwrap();
+        // Debian's rabbitmq-server runs the node as the rabbitmq user.
+        let _ = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(dir.path())
+            .status();
+        let node = format!("archiver-test-{port}@localhost");
+        let wrapper = Command::new("rabbitmq-server")
+            .env("RABBITMQ_NODENAME", &node)
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", spare_port().to_string())
+            .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
+            .env("RABBITMQ_LOG_BASE", path("log"))
+            .env("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins"))
+            .env("RABBITMQ_PID_FILE", path("pid"))
+            .stdout(std::fs::File::create(path("out.log")).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rabbitmq-server must be installed (scripts/test installs it)");
+        let node = Self { port, dir, wrapper };
+        node.wait_listening(port);
+        node
+    }
+
+    /// Polls until `port` accepts connections, 120 s at most.
+    pub fn wait_listening(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the RabbitMQ node did not listen on {port}: see {}",
+                self.dir.path().join("out.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// kill -9 of the node's own process.
+    pub fn kill(&self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        }
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        self.kill();
+        // The wrapper ends with the node; reap it.
+        let _ = self.wrapper.wait();
     }
 }
