@@ -490,6 +490,88 @@ mod tests {
         assert_eq!(delivery.attempt(), 2);
     }
 
+    /// Settles by recording the ack.
+    struct RecordAck(Arc<AtomicU64>);
+
+    #[async_trait]
+    impl crate::backend::Settle for RecordAck {
+        async fn ack(self: Box<Self>) -> Result<(), BackendError> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        async fn nack(self: Box<Self>, _: Duration) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn reject(self: Box<Self>, _: String) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn release(self: Box<Self>) {}
+    }
+
+    /// A subscriber whose stream reports a recovered problem between two
+    /// deliveries, then ends.
+    struct Hiccup(Arc<AtomicU64>);
+
+    #[async_trait]
+    impl Subscriber for Hiccup {
+        async fn subscribe(
+            &self,
+            _: &Subscription,
+        ) -> Result<crate::backend::Deliveries, BackendError> {
+            let list = ListId::new("hiccup.example.org").unwrap();
+            let delivery = |acks: &Arc<AtomicU64>| {
+                let envelope =
+                    Envelope::event(&ListEvent::now(list.clone(), ListChange::ListDeleted));
+                Ok(Delivery::new(
+                    envelope,
+                    1,
+                    Box::new(RecordAck(Arc::clone(acks))),
+                ))
+            };
+            let items = vec![
+                delivery(&self.0),
+                Err(BackendError::Unavailable(
+                    "connection lost, reconnected".into(),
+                )),
+                delivery(&self.0),
+            ];
+            Ok(futures::stream::iter(items).boxed())
+        }
+        async fn unsubscribe(
+            &self,
+            _: &crate::backend::SubscriberName,
+        ) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
+
+    struct Accept;
+
+    #[async_trait]
+    impl Handler for Accept {
+        async fn handle(&self, _: &Delivery) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reported_stream_error_is_counted_and_consuming_goes_on() {
+        let acks = Arc::new(AtomicU64::new(0));
+        let stats = Runner::new(Hiccup(Arc::clone(&acks)), subscription())
+            .run(Accept, std::future::pending())
+            .await
+            .unwrap();
+        assert_eq!(
+            stats,
+            RunStats {
+                acked: 2,
+                stream_errors: 1,
+                ..RunStats::default()
+            }
+        );
+        assert_eq!(acks.load(Ordering::Relaxed), 2);
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
         let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
