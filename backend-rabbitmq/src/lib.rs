@@ -9,7 +9,15 @@
 //! broker routes exact lists, `*`/`#` patterns and kinds and a subscriber
 //! never receives what it did not select. Instances of one subscriber are
 //! competing consumers of its queue; `basic.qos` is the in-flight bound.
-//! [`names`](crate) lists every name used.
+//!
+//! | name | what |
+//! |---|---|
+//! | `<p>` | topic exchange every envelope is published to |
+//! | `<p>.unrouted` | alternate exchange (fanout) and queue: what no subscriber selects |
+//! | `<p>.q.<name>` | a durable subscriber's queue |
+//! | `<p>.dead.<name>` | its dead letters |
+//! | `<p>.retry.<name>.<ms>` | nacked messages waiting `<ms>` before going back |
+//! | `<p>.sub.<name>` | its current selection (one message), to remove stale bindings |
 //!
 //! # Queue type
 //!
