@@ -47,7 +47,7 @@ pub use archiver::{
 pub use backend::{
     Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Delivery, LiveTail,
     Publisher, Replay, Settle, StartPosition, Subscriber, SubscriberName, Subscription, Tail,
-    redact_url,
+    attempt_limit_reached, redact_url,
 };
 pub use backoff::Backoff;
 pub use envelope::{Envelope, EnvelopeId, Kind};

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use archiver_core::{BackendError, Backoff, Deliveries, Delivery, StartPosition, Subscription};
+use archiver_core::{
+    BackendError, Backoff, Deliveries, Delivery, StartPosition, Subscription, attempt_limit_reached,
+};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -187,14 +189,11 @@ async fn forward(
             return;
         }
     };
-    if attempt > subscription.max_attempts {
-        // Classic queues have no broker-side limit; quorum queues dead-letter
-        // before this happens.
-        let reason = format!(
-            "abandoned unsettled {} times: attempt limit {} reached",
-            attempt - 1,
-            subscription.max_attempts
-        );
+    // `attempt` is the one about to be made: attempt - 1 were abandoned.
+    // Classic queues have no broker-side limit; quorum queues dead-letter
+    // before this happens.
+    if let Some(reason) = attempt_limit_reached("abandoned", attempt - 1, subscription.max_attempts)
+    {
         if let Err(error) = settle.bury(&reason).await {
             tracing::warn!(%error, "dead-lettering failed; the broker redelivers it");
         }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use archiver_core::{BackendError, Settle, SubscriberName};
+use archiver_core::{BackendError, Settle, SubscriberName, attempt_limit_reached};
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
@@ -95,11 +95,7 @@ impl Settle for RabbitSettle {
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
         self.shared.ensure_open()?;
-        if self.attempt >= self.max_attempts {
-            let reason = format!(
-                "nacked on attempt {} of {}: attempt limit reached",
-                self.attempt, self.max_attempts
-            );
+        if let Some(reason) = attempt_limit_reached("nacked", self.attempt, self.max_attempts) {
             return self.bury(&reason).await;
         }
         if delay.is_zero() && self.shared.config.queue_type == QueueType::Quorum {

@@ -11,7 +11,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use archiver_core::{BackendError, Backoff, Deliveries, Delivery, SubscriberName, Subscription};
+use archiver_core::{
+    BackendError, Backoff, Deliveries, Delivery, SubscriberName, Subscription,
+    attempt_limit_reached,
+};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
@@ -422,12 +425,10 @@ impl Consumer {
                 return Ok(());
             }
         };
-        if attempt > self.record.max_attempts {
-            let reason = format!(
-                "abandoned unsettled {} times: attempt limit {} reached",
-                attempt - 1,
-                self.record.max_attempts
-            );
+        // `attempt` is the one about to be made: attempt - 1 were abandoned.
+        if let Some(reason) =
+            attempt_limit_reached("abandoned", attempt - 1, self.record.max_attempts)
+        {
             let fields = crate::entry::envelope_fields(&envelope);
             return bury(
                 conn,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use archiver_core::{BackendError, Envelope, Settle, SubscriberName};
+use archiver_core::{BackendError, Envelope, Settle, SubscriberName, attempt_limit_reached};
 use async_trait::async_trait;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -68,11 +68,7 @@ impl Settle for RedisSettle {
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
         self.shared.ensure_open()?;
-        if self.attempt >= self.max_attempts {
-            let reason = format!(
-                "nacked on attempt {} of {}: attempt limit reached",
-                self.attempt, self.max_attempts
-            );
+        if let Some(reason) = attempt_limit_reached("nacked", self.attempt, self.max_attempts) {
             return self.bury(&reason).await;
         }
         // The entry stays pending; a consumer claims it once it is due.

@@ -8,6 +8,14 @@ use async_trait::async_trait;
 use super::BackendError;
 use crate::envelope::Envelope;
 
+/// The attempt-limit rule every backend applies: once a delivery that was
+/// `how` (nacked, abandoned) has had `attempt` of `max_attempts` attempts,
+/// it goes to the dead letters with this reason instead of coming back.
+pub fn attempt_limit_reached(how: &str, attempt: u32, max_attempts: u32) -> Option<String> {
+    (attempt >= max_attempts)
+        .then(|| format!("{how} on attempt {attempt} of {max_attempts}: attempt limit reached"))
+}
+
 /// How a backend settles one delivery. Implemented by each backend; users
 /// call the methods on [`Delivery`].
 #[async_trait]

@@ -22,7 +22,7 @@ use futures::stream::BoxStream;
 
 pub use capabilities::Capabilities;
 pub use dead_letter::{DeadLetter, Replay};
-pub use delivery::{Delivery, Settle};
+pub use delivery::{Delivery, Settle, attempt_limit_reached};
 pub use error::BackendError;
 pub use redact::redact_url;
 pub use subscription::{

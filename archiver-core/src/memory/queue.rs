@@ -11,7 +11,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BackendError, DeadLetter, Delivery, Replay, Settle};
+use crate::backend::{BackendError, DeadLetter, Delivery, Replay, Settle, attempt_limit_reached};
 use crate::envelope::Envelope;
 use crate::selection::Selection;
 
@@ -171,11 +171,7 @@ impl Queue {
         if state.deleted {
             return;
         }
-        if pending.deliveries >= state.max_attempts {
-            let reason = format!(
-                "{why} on attempt {} of {}: attempt limit reached",
-                pending.deliveries, state.max_attempts
-            );
+        if let Some(reason) = attempt_limit_reached(why, pending.deliveries, state.max_attempts) {
             state.dead_letter(pending, reason);
             return;
         }
