@@ -124,17 +124,15 @@ pub(crate) fn rewrite(
     set: Vec<(&str, AMQPValue)>,
     remove: &[&str],
 ) -> BasicProperties {
-    let mut headers = properties.headers().clone().unwrap_or_default();
-    let mut kept = FieldTable::default();
-    for (name, value) in headers.inner() {
+    let mut headers = FieldTable::default();
+    for (name, value) in properties.headers().iter().flat_map(FieldTable::inner) {
         if !remove.contains(&name.as_str()) && name.as_str() != DELIVERY_COUNT {
-            kept.insert(name.clone(), value.clone());
+            headers.insert(name.clone(), value.clone());
         }
     }
     for (name, value) in set {
-        kept.insert(ShortString::from(name), value);
+        headers.insert(ShortString::from(name), value);
     }
-    headers = kept;
     properties.clone().with_headers(headers)
 }
 

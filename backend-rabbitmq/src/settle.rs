@@ -53,6 +53,15 @@ impl RabbitSettle {
         }
     }
 
+    /// Acknowledges the message this delivery holds.
+    async fn ack_original(&self) -> Result<(), BackendError> {
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(backend_error)
+    }
+
     /// Copies the message into the dead letters with the reason, then
     /// acknowledges it.
     pub(crate) async fn bury(&self, reason: &str) -> Result<(), BackendError> {
@@ -74,11 +83,7 @@ impl RabbitSettle {
         )
         .await?;
         tracing::info!(subscriber = %self.name, attempts = self.attempt, reason, "dead-lettered");
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(backend_error)
+        self.ack_original().await
     }
 }
 
@@ -86,11 +91,7 @@ impl RabbitSettle {
 impl Settle for RabbitSettle {
     async fn ack(self: Box<Self>) -> Result<(), BackendError> {
         self.shared.ensure_open()?;
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(backend_error)
+        self.ack_original().await
     }
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
@@ -125,11 +126,7 @@ impl Settle for RabbitSettle {
             declare_retry_queue(&self.channel, &self.shared, &queue, &retry, delay_ms).await?;
             self.copy_to(&retry, properties).await?;
         }
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(backend_error)
+        self.ack_original().await
     }
 
     async fn reject(self: Box<Self>, reason: String) -> Result<(), BackendError> {

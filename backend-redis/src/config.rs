@@ -162,6 +162,14 @@ impl RedisConfig {
         Ok(())
     }
 
+    /// Longest a command on the shared connection may wait server-side.
+    pub(crate) fn durability_wait(&self) -> Duration {
+        match self.durability {
+            Durability::Reply => Duration::ZERO,
+            Durability::Replicas { timeout, .. } | Durability::Fsync { timeout, .. } => timeout,
+        }
+    }
+
     /// The URL with any password replaced, for messages and logs.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)

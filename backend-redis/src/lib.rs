@@ -78,7 +78,6 @@ mod settle;
 mod tail;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use archiver_core::{
     Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Envelope, LiveTail,
@@ -217,16 +216,6 @@ async fn ensure_waitaof(conn: &mut ConnectionManager) -> Result<(), BackendError
         _ => Err(BackendError::Unsupported(
             "Durability::Fsync needs WAITAOF, which this Redis lacks (7.2 or later has it)",
         )),
-    }
-}
-
-impl RedisConfig {
-    /// Longest a command on the shared connection may wait server-side.
-    fn durability_wait(&self) -> Duration {
-        match self.durability {
-            Durability::Reply => Duration::ZERO,
-            Durability::Replicas { timeout, .. } | Durability::Fsync { timeout, .. } => timeout,
-        }
     }
 }
 

@@ -151,30 +151,37 @@ impl Publishing {
 /// wrong; the broker, not an ack's reply, judges what is left.
 pub struct Collector {
     delivered: Arc<Mutex<HashSet<EnvelopeId>>>,
-    counts: Arc<[AtomicU64; 3]>,
+    counts: Arc<CollectorCounts>,
     task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct CollectorCounts {
+    deliveries: AtomicU64,
+    ack_errors: AtomicU64,
+    stream_errors: AtomicU64,
 }
 
 impl Collector {
     /// Consumes `deliveries` on a task of its own.
     pub fn start(mut deliveries: Deliveries) -> Self {
         let delivered: Arc<Mutex<HashSet<_>>> = Arc::default();
-        let counts: Arc<[AtomicU64; 3]> = Arc::default();
+        let counts: Arc<CollectorCounts> = Arc::default();
         let task = {
             let (delivered, counts) = (Arc::clone(&delivered), Arc::clone(&counts));
             tokio::spawn(async move {
                 while let Some(item) = deliveries.next().await {
                     let Ok(delivery) = item else {
-                        counts[2].fetch_add(1, Ordering::Relaxed);
+                        counts.stream_errors.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
-                    counts[0].fetch_add(1, Ordering::Relaxed);
+                    counts.deliveries.fetch_add(1, Ordering::Relaxed);
                     delivered
                         .lock()
                         .expect("not poisoned")
                         .insert(delivery.envelope().id);
                     if delivery.ack().await.is_err() {
-                        counts[1].fetch_add(1, Ordering::Relaxed);
+                        counts.ack_errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             })
@@ -202,10 +209,10 @@ impl Collector {
     pub fn counts(&self) -> (u64, usize, u64, u64) {
         let distinct = self.delivered.lock().expect("not poisoned").len();
         (
-            self.counts[0].load(Ordering::Relaxed),
+            self.counts.deliveries.load(Ordering::Relaxed),
             distinct,
-            self.counts[1].load(Ordering::Relaxed),
-            self.counts[2].load(Ordering::Relaxed),
+            self.counts.ack_errors.load(Ordering::Relaxed),
+            self.counts.stream_errors.load(Ordering::Relaxed),
         )
     }
 

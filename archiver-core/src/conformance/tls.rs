@@ -71,3 +71,16 @@ pub fn make_certificates(dir: &Path) {
         .concat(),
     );
 }
+
+/// A connection to a server whose certificate comes from a CA the client
+/// does not trust must fail with a typed error, never succeed.
+pub fn assert_untrusted_refused<B>(connected: Result<B, crate::backend::BackendError>) {
+    use crate::backend::BackendError;
+    match connected {
+        Err(BackendError::Unavailable(_) | BackendError::Broker(_)) => {}
+        Err(other) => {
+            panic!("an untrusted certificate must give Unavailable or Broker, got {other:?}")
+        }
+        Ok(_) => panic!("a certificate from an unknown CA must not be accepted"),
+    }
+}
