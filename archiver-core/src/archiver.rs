@@ -1,6 +1,9 @@
 //! The list server's side: Mailman's `IArchiver`, async, and one generic
 //! implementation that publishes through any backend.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use tracing::Instrument;
@@ -9,11 +12,13 @@ use url::Url;
 use crate::backend::{BackendError, Publisher};
 use crate::envelope::{Envelope, EnvelopeId};
 use crate::event::ListEvent;
+use crate::journal::JournalError;
 use crate::list::{ArchivePolicy, ListId, MailingList};
 use crate::mail::{ArchivedMail, MailError, MailLimits, SkipReason};
+use crate::spool::{Spool, SpoolOptions, SpoolStatus};
 
-/// Why a mail or event was not archived. Nothing was published.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a mail or event was not archived. Nothing was published or spooled.
+#[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// The mail itself cannot be archived (empty, too large, not a mail).
     #[error(transparent)]
@@ -21,6 +26,9 @@ pub enum ArchiveError {
     /// The backend did not take it; retrying later may work.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The broker was unavailable and the local spool could not keep it.
+    #[error("spooling failed: {0}")]
+    Spool(#[from] JournalError),
 }
 
 /// The archive base URL cannot be used.
@@ -39,6 +47,11 @@ pub enum Outcome {
     /// The backend holds it durably; every subscriber that selects it will
     /// receive it.
     Published,
+    /// Held in the local spool, synced to disk: the broker was unreachable
+    /// or slower than the spool's deadline (or earlier envelopes are still
+    /// spooled). It will be published, in order, as soon as the broker
+    /// answers, also after a restart.
+    Spooled,
     /// Deliberately not archived (not an error).
     Skipped(SkipReason),
 }
@@ -46,13 +59,13 @@ pub enum Outcome {
 /// The answer to [`Archiver::archive_message`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
-    /// The envelope that carries it, when published.
+    /// The envelope that carries it, when published or spooled.
     pub envelope_id: Option<EnvelopeId>,
     /// Mailman's Message-ID-Hash of the mail.
     pub message_id_hash: String,
     /// Where the mail will be readable (RFC 5064 Archived-At), when archived.
     pub permalink: Option<String>,
-    /// Published or skipped, and why.
+    /// Published, spooled or skipped, and why.
     pub outcome: Outcome,
 }
 
@@ -158,9 +171,10 @@ impl ArchiveUrls {
 /// ```
 pub struct QueueArchiver<P> {
     name: String,
-    publisher: P,
+    publisher: Arc<P>,
     urls: ArchiveUrls,
     limits: MailLimits,
+    spool: Option<Spool>,
 }
 
 impl<P: Publisher> QueueArchiver<P> {
@@ -169,10 +183,79 @@ impl<P: Publisher> QueueArchiver<P> {
     pub fn new(name: impl Into<String>, publisher: P, urls: ArchiveUrls) -> Self {
         Self {
             name: name.into(),
-            publisher,
+            publisher: Arc::new(publisher),
             urls,
             limits: MailLimits::default(),
+            spool: None,
         }
+    }
+
+    /// Adds a local spool: when the broker is unreachable or slower than
+    /// [`SpoolOptions::publish_timeout`], envelopes are kept on disk and
+    /// published in order by a background task once it answers. A spool
+    /// left non-empty by a previous run is drained at once. Call within a
+    /// Tokio runtime; one process per spool directory.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use archiver_core::{ArchiveUrls, MemoryBackend, QueueArchiver, SpoolOptions};
+    /// let spool_dir = std::env::temp_dir().join(format!("spool-doc-{}", std::process::id()));
+    /// let archiver = QueueArchiver::new(
+    ///     "mq-archiver",
+    ///     MemoryBackend::new(),
+    ///     ArchiveUrls::new("https://archive.example.org/list/{list_id}/")?,
+    /// )
+    /// .with_spool(SpoolOptions::new(&spool_dir))?;
+    /// assert_eq!(archiver.spool_status().unwrap().depth, 0);
+    /// // ... archive_message() as usual; at the end:
+    /// let left = archiver.shutdown(Duration::from_secs(30)).await;
+    /// assert_eq!(left.map(|s| s.depth), Some(0));
+    /// # std::fs::remove_dir_all(&spool_dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_spool(mut self, options: SpoolOptions) -> Result<Self, JournalError>
+    where
+        P: 'static,
+    {
+        self.spool = Some(Spool::open(options, self.publisher.clone())?);
+        Ok(self)
+    }
+
+    /// The spool's depth, age and counters; None without a spool.
+    pub fn spool_status(&self) -> Option<SpoolStatus> {
+        self.spool.as_ref().map(Spool::status)
+    }
+
+    /// Stops the archiver's spool: waits at most `within` for it to drain,
+    /// then stops draining and closes it; later archiving through this
+    /// archiver fails. Returns what the spool still holds (published on
+    /// the next start); None without a spool.
+    pub async fn shutdown(&self, within: Duration) -> Option<SpoolStatus> {
+        match &self.spool {
+            Some(spool) => Some(spool.shutdown(within).await),
+            None => None,
+        }
+    }
+
+    /// Publishes `envelope`, or spools it when the broker is unavailable or
+    /// slow and a spool is configured.
+    async fn deliver(&self, envelope: &Envelope) -> Result<Outcome, ArchiveError> {
+        let Some(spool) = &self.spool else {
+            self.publisher.publish(envelope).await?;
+            return Ok(Outcome::Published);
+        };
+        if spool.is_empty() {
+            let timeout = spool.publish_timeout();
+            match tokio::time::timeout(timeout, self.publisher.publish(envelope)).await {
+                Ok(Ok(())) => return Ok(Outcome::Published),
+                Ok(Err(error)) if !error.is_transient() => return Err(error.into()),
+                Ok(Err(error)) => tracing::debug!(%error, "publish failed; spooling"),
+                Err(_) => tracing::debug!(?timeout, "publish too slow; spooling"),
+            }
+        }
+        spool.append(envelope).await?;
+        Ok(Outcome::Spooled)
     }
 
     /// Replaces the mail limits.
@@ -239,18 +322,15 @@ impl<P: Publisher> Archiver for QueueArchiver<P> {
             message_id_hash = %hash,
         );
         async {
-            self.publisher
-                .publish(&envelope)
-                .await
-                .inspect_err(|error| {
-                    tracing::warn!(%error, "publish failed");
-                })?;
-            tracing::debug!(bytes = envelope.body.len(), "published");
+            let outcome = self.deliver(&envelope).await.inspect_err(|error| {
+                tracing::warn!(%error, "archiving failed");
+            })?;
+            tracing::debug!(bytes = envelope.body.len(), ?outcome, "archived");
             Ok(Receipt {
                 envelope_id: Some(envelope.id),
                 permalink: self.permalink(list, &mail),
                 message_id_hash: hash,
-                outcome: Outcome::Published,
+                outcome,
             })
         }
         .instrument(span)
@@ -264,12 +344,10 @@ impl<P: Publisher> Archiver for QueueArchiver<P> {
             list_id = %event.list_id,
             envelope_id = %envelope.id,
         );
-        self.publisher
-            .publish(&envelope)
+        self.deliver(&envelope)
             .instrument(span)
             .await
-            .map(|()| envelope.id)
-            .map_err(ArchiveError::from)
+            .map(|_| envelope.id)
     }
 }
 

@@ -14,6 +14,8 @@
 //! | [`selection`] | which lists and kinds a subscriber wants |
 //! | [`backend`] | the message patterns as traits |
 //! | [`archiver`] | the list server's side (Mailman's `IArchiver`) |
+//! | [`journal`] | a durable local log: the spool's and ZeroMQ's storage |
+//! | [`spool`] | the list server's spool for broker outages |
 //! | [`runner`] | the archive server's side |
 //! | [`memory`] | the in-memory backend |
 //! | `conformance` | the suite every backend passes (feature `conformance`) |
@@ -24,11 +26,13 @@ pub mod backend;
 pub mod backoff;
 pub mod envelope;
 pub mod event;
+pub mod journal;
 pub mod list;
 pub mod mail;
 pub mod memory;
 pub mod runner;
 pub mod selection;
+pub mod spool;
 pub mod wire;
 
 #[cfg(feature = "admin")]
@@ -61,3 +65,4 @@ pub use runner::{
     Handler, HandlerError, RunCounters, RunStats, Runner, RunningRunner, shutdown_signal,
 };
 pub use selection::{ListPattern, Selection};
+pub use spool::{SpoolOptions, SpoolStatus};

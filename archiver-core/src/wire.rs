@@ -47,6 +47,10 @@ pub enum WireError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A single-string envelope (see [`to_bytes`]) is not framed as it
+    /// should be.
+    #[error("envelope framing: {0}")]
+    Framing(String),
     /// Written by an incompatible version of the wire format.
     #[error("wire format version {0:?} is not supported (this library reads version 1)")]
     UnsupportedVersion(String),
@@ -125,6 +129,52 @@ pub fn from_fields<'a>(
     })
 }
 
+/// The envelope as one byte string, for stores and transports that carry
+/// one (the local journal): the fields as `name: value` lines, in the
+/// order of [`to_fields`], an empty line, then the body untouched.
+///
+/// ```
+/// use archiver_core::{wire, Envelope, ListEvent, ListChange, ListId};
+/// let event = ListEvent::now(ListId::new("dev.example.org").unwrap(), ListChange::ListDeleted);
+/// let envelope = Envelope::event(&event);
+/// let bytes = wire::to_bytes(&envelope);
+/// assert!(bytes.starts_with(b"format-version: 1\n"));
+/// assert_eq!(wire::from_bytes(bytes.into()).unwrap(), envelope);
+/// ```
+pub fn to_bytes(envelope: &Envelope) -> Vec<u8> {
+    let fields = to_fields(envelope);
+    let mut out = Vec::with_capacity(envelope.body.len() + 256);
+    for (name, value) in fields {
+        // Field values are ids, names and dates: never a line break.
+        debug_assert!(!value.contains(['\r', '\n']), "{name} holds a line break");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out.extend_from_slice(&envelope.body);
+    out
+}
+
+/// Reads what [`to_bytes`] wrote; the body shares `bytes`' memory.
+pub fn from_bytes(bytes: Bytes) -> Result<Envelope, WireError> {
+    let end = bytes
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .ok_or_else(|| WireError::Framing("no empty line after the fields".into()))?;
+    let head = std::str::from_utf8(&bytes[..end])
+        .map_err(|_| WireError::Framing("fields are not UTF-8".into()))?;
+    let fields = head
+        .lines()
+        .map(|line| {
+            line.split_once(": ")
+                .ok_or_else(|| WireError::Framing(format!("field line {line:?} has no \": \"")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    from_fields(fields, bytes.slice(end + 2..))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +200,30 @@ mod tests {
             )
             .unwrap();
             assert_eq!(back, envelope);
+        }
+    }
+
+    #[test]
+    fn single_string_envelopes_round_trip_and_bad_framing_is_refused() {
+        let mail = ArchivedMail::parse(
+            Bytes::from_static(b"Message-ID: <1@x>\n\nhi\n\n\nbody with empty lines\n"),
+            &MailLimits::default(),
+        )
+        .unwrap();
+        let envelope = Envelope::mail(
+            &mail,
+            &MailingList::public(ListId::new("a.example.org").unwrap()),
+        );
+        assert_eq!(from_bytes(to_bytes(&envelope).into()).unwrap(), envelope);
+        for bad in [
+            &b"format-version: 1\nno end"[..],
+            b"format-version 1\n\n",
+            b"\xff: 1\n\n",
+        ] {
+            assert!(matches!(
+                from_bytes(Bytes::copy_from_slice(bad)),
+                Err(WireError::Framing(_))
+            ));
         }
     }
 

@@ -45,6 +45,17 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// Whether publishing the same envelope again later may succeed: the
+    /// broker was away, refused for now, or the credentials may be fixed.
+    /// A list server's spool keeps such envelopes; the others (too large,
+    /// invalid, unsupported) would fail forever.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::Broker(_) | Self::Auth(_) | Self::Closed
+        )
+    }
+
     /// [`BackendError::TooLarge`] when the envelope's body is above `limit`:
     /// the check every backend makes before it sends anything.
     pub fn check_size(envelope: &crate::envelope::Envelope, limit: usize) -> Result<(), Self> {
