@@ -49,9 +49,9 @@ pub use archiver::{
     ArchiveError, ArchiveUrls, Archiver, InvalidBaseUrl, Outcome, QueueArchiver, Receipt,
 };
 pub use backend::{
-    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Delivery, LiveTail,
-    Publisher, Replay, Settle, StartPosition, Subscriber, SubscriberName, Subscription, Tail,
-    attempt_limit_reached, redact_url,
+    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Delivery,
+    LazyPublisher, LiveTail, Publisher, Replay, Settle, StartPosition, Subscriber, SubscriberName,
+    Subscription, Tail, attempt_limit_reached, redact_url,
 };
 pub use backoff::Backoff;
 pub use envelope::{Envelope, EnvelopeId, Kind};

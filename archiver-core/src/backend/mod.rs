@@ -12,6 +12,7 @@ mod capabilities;
 mod dead_letter;
 mod delivery;
 mod error;
+mod lazy;
 mod redact;
 mod subscription;
 
@@ -24,6 +25,7 @@ pub use capabilities::Capabilities;
 pub use dead_letter::{DeadLetter, Replay};
 pub use delivery::{Delivery, Settle, attempt_limit_reached};
 pub use error::BackendError;
+pub use lazy::LazyPublisher;
 pub use redact::redact_url;
 pub use subscription::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_PREFETCH, InvalidSubscriberName, StartPosition, SubscriberName,

@@ -63,9 +63,10 @@ impl Harness for RabbitHarness {
 /// and data directory, stopped by the pid it writes (never another node).
 pub struct RabbitNode {
     pub port: u16,
+    dist_port: u16,
     dir: tempfile::TempDir,
     /// The rabbitmq-server wrapper (the node runs under it as another user).
-    wrapper: std::process::Child,
+    wrapper: Option<std::process::Child>,
 }
 
 /// A port free right now on the loopback.
@@ -96,23 +97,42 @@ impl RabbitNode {
             .args(["-R", "rabbitmq:rabbitmq"])
             .arg(dir.path())
             .status();
-        let node = format!("archiver-test-{port}@localhost");
+        let mut node = Self {
+            port,
+            dist_port: spare_port(),
+            dir,
+            wrapper: None,
+        };
+        node.start_again();
+        node
+    }
+
+    /// Starts the node (again, after [`kill`](Self::kill)) on the same
+    /// name, ports and data directory; returns once it listens.
+    pub fn start_again(&mut self) {
+        let path = |name: &str| self.dir.path().join(name);
+        let node = format!("archiver-test-{}@localhost", self.port);
         let wrapper = Command::new("rabbitmq-server")
             .env("RABBITMQ_NODENAME", &node)
-            .env("RABBITMQ_NODE_PORT", port.to_string())
-            .env("RABBITMQ_DIST_PORT", spare_port().to_string())
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
             .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
             .env("RABBITMQ_LOG_BASE", path("log"))
             .env("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf"))
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins"))
             .env("RABBITMQ_PID_FILE", path("pid"))
-            .stdout(std::fs::File::create(path("out.log")).unwrap())
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path("out.log"))
+                    .unwrap(),
+            )
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("rabbitmq-server must be installed (scripts/test installs it)");
-        let node = Self { port, dir, wrapper };
-        node.wait_listening(port);
-        node
+        self.wrapper = Some(wrapper);
+        self.wait_listening(self.port);
     }
 
     /// Polls until `port` accepts connections, 120 s at most.
@@ -128,10 +148,15 @@ impl RabbitNode {
         }
     }
 
-    /// kill -9 of the node's own process.
-    pub fn kill(&self) {
+    /// kill -9 of the node's own process; returns once it is gone.
+    pub fn kill(&mut self) {
         if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
             let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            let _ = std::fs::remove_file(self.dir.path().join("pid"));
+        }
+        // The wrapper ends with the node; reap it.
+        if let Some(mut wrapper) = self.wrapper.take() {
+            let _ = wrapper.wait();
         }
     }
 }
@@ -139,7 +164,5 @@ impl RabbitNode {
 impl Drop for RabbitNode {
     fn drop(&mut self) {
         self.kill();
-        // The wrapper ends with the node; reap it.
-        let _ = self.wrapper.wait();
     }
 }

@@ -128,6 +128,12 @@ impl RedisServer {
         self.kill();
         self.spawn();
     }
+
+    /// Starts it again after a [`kill`](Self::kill), on the same port and
+    /// directory.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
 }
 
 impl Drop for RedisServer {

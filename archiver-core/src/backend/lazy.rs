@@ -1,0 +1,66 @@
+//! A publisher that connects on first use, so that a list server can start
+//! while the broker is down and spool until it is back.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
+
+use super::{BackendError, Publisher};
+use crate::envelope::Envelope;
+
+type Connect<P> =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<P, BackendError>> + Send>> + Send + Sync>;
+
+/// Wraps a backend's `connect`: each publish before the first successful
+/// connect tries to connect (and fails like a publish to a broker that is
+/// down); once connected, publishes go through that client, which does its
+/// own reconnecting.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use archiver_core::{ArchiveUrls, LazyPublisher, MemoryBackend, QueueArchiver};
+/// let broker = MemoryBackend::new();
+/// let publisher = LazyPublisher::new(move || {
+///     let broker = broker.clone();
+///     async move { Ok(broker.connect()) } // e.g. RedisBackend::connect(config.clone())
+/// });
+/// let archiver = QueueArchiver::new("mq", publisher, ArchiveUrls::new("https://a.example.org/")?);
+/// # Ok(()) }
+/// ```
+pub struct LazyPublisher<P> {
+    connect: Connect<P>,
+    client: OnceCell<P>,
+}
+
+impl<P: Publisher> LazyPublisher<P> {
+    /// A publisher that calls `connect` until it succeeds.
+    pub fn new<F, Fut>(connect: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<P, BackendError>> + Send + 'static,
+    {
+        Self {
+            connect: Box::new(move || Box::pin(connect())),
+            client: OnceCell::new(),
+        }
+    }
+
+    /// The client, once connected.
+    pub fn client(&self) -> Option<&P> {
+        self.client.get()
+    }
+}
+
+#[async_trait]
+impl<P: Publisher> Publisher for LazyPublisher<P> {
+    async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
+        let client = self
+            .client
+            .get_or_try_init(|| (self.connect)())
+            .await
+            .inspect_err(|error| tracing::debug!(%error, "connecting the publisher failed"))?;
+        client.publish(envelope).await
+    }
+}
