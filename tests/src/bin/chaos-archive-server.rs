@@ -3,7 +3,8 @@
 //! [`MaildirArchive`](archiver_examples::maildir::MaildirArchive)). It
 //! prints `ready` once subscribed, then `stored <hash> <attempt>` or
 //! `dup <hash> <attempt>` per mail handled, and retries connecting while the
-//! broker is down.
+//! broker is down. While `<root>/HOLD` exists it prints `holding <hash>` and
+//! holds each delivery unacked, for the test to kill it so.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,10 @@ struct Args {
     root: std::path::PathBuf,
 }
 
+/// While a file of this name is in the root, deliveries are held, never
+/// acked: the test kills the process holding them.
+const HOLD: &str = "HOLD";
+
 /// The Maildir archive, reporting each mail on stdout.
 struct Reporting {
     root: std::path::PathBuf,
@@ -44,6 +49,12 @@ impl Handler for Reporting {
         let (Kind::Mail, Some(hash)) = (envelope.kind, envelope.message_id_hash.as_deref()) else {
             return self.maildir.handle(delivery).await;
         };
+        if self.root.join(HOLD).exists() {
+            // The test is about to kill this process while it holds
+            // unacked deliveries: never store or ack this one.
+            println!("holding {hash}");
+            std::future::pending::<()>().await;
+        }
         let path = MaildirArchive::path_of(&self.root, envelope.list_id.as_str(), hash);
         let seen = path.exists();
         self.maildir.handle(delivery).await?;
