@@ -269,10 +269,12 @@ impl<P: Publisher> Drain<P> {
                         );
                     }
                     failures = 0;
-                    let next = self.journal.next_seq();
+                    // Waits for the record the cursor points at: returns at
+                    // once if it was appended since the step looked.
+                    let wanted = self.journal.cursor(DRAIN_CURSOR).unwrap_or(0);
                     tokio::select! {
                         () = self.stop.cancelled() => return,
-                        () = self.journal.wait_for(next) => {}
+                        () = self.journal.wait_for(wanted) => {}
                     }
                 }
                 Step::Published => {
