@@ -304,6 +304,16 @@ impl Run {
     }
 }
 
+/// Where a mail lands in an archive, relative to the archive's root.
+fn archive_path(raw: &Bytes) -> PathBuf {
+    let mail = parse(raw.clone());
+    MaildirArchive::path_of(
+        Path::new(""),
+        chaos_list(&mail).list_id.as_str(),
+        mail.message_id_hash(),
+    )
+}
+
 fn chaos(backend: &'static str, scenario: &str, faults: Faults) {
     let Some(corpus) = corpus(&format!("chaos {backend} {scenario}")) else {
         return;
@@ -360,13 +370,7 @@ fn chaos(backend: &'static str, scenario: &str, faults: Faults) {
         .iter()
         .map(|&i| {
             let raw = chaos_mail(&corpus, i);
-            let mail = parse(raw.clone());
-            let path = MaildirArchive::path_of(
-                Path::new(""),
-                chaos_list(&mail).list_id.as_str(),
-                mail.message_id_hash(),
-            );
-            (i, path, raw)
+            (i, archive_path(&raw), raw)
         })
         .collect();
     for n in 0..2 {
@@ -401,13 +405,9 @@ fn chaos(backend: &'static str, scenario: &str, faults: Faults) {
     let skipped_archived = skipped
         .iter()
         .filter(|&&i| {
-            let mail = parse(chaos_mail(&corpus, i));
-            let path = MaildirArchive::path_of(
-                &run.archive_root(0),
-                chaos_list(&mail).list_id.as_str(),
-                mail.message_id_hash(),
-            );
-            path.exists()
+            run.archive_root(0)
+                .join(archive_path(&chaos_mail(&corpus, i)))
+                .exists()
         })
         .count();
     let mut table = format!(

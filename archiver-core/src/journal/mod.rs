@@ -292,9 +292,7 @@ impl Journal {
             (from..committed)
                 .take(max_records)
                 .map_while(|seq| {
-                    let segment = segments.iter().rev().find(|s| s.holds(seq))?;
-                    let offset = segment.offsets[(seq - segment.first_seq) as usize];
-                    Some((seq, segment.file.clone(), segment.path.clone(), offset))
+                    locate(&segments, seq).map(|(file, path, offset)| (seq, file, path, offset))
                 })
                 .collect()
         };
@@ -321,13 +319,7 @@ impl Journal {
         if seq >= self.next_seq() {
             return Ok(None);
         }
-        let found = {
-            let segments = self.shared.segments.lock().expect("journal lock");
-            segments.iter().find(|s| s.holds(seq)).map(|s| {
-                let offset = s.offsets[(seq - s.first_seq) as usize];
-                (s.file.clone(), s.path.clone(), offset)
-            })
-        };
+        let found = locate(&self.shared.segments.lock().expect("journal lock"), seq);
         found
             .map(|(file, path, offset)| {
                 segment::read_header_at(&file, &path, offset).map(|h| h.appended_at())
@@ -417,6 +409,13 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// Where record `seq` is: its segment's file and path, and its offset.
+fn locate(segments: &VecDeque<Segment>, seq: u64) -> Option<(Arc<std::fs::File>, PathBuf, u64)> {
+    let segment = segments.iter().rev().find(|s| s.holds(seq))?;
+    let offset = segment.offsets[(seq - segment.first_seq) as usize];
+    Some((segment.file.clone(), segment.path.clone(), offset))
 }
 
 /// Scans every segment: a damaged tail of the last one is cut off (a torn

@@ -87,10 +87,7 @@ impl Segment {
             if size - offset < HEADER_LEN as u64 {
                 break damaged(format!("{} bytes, shorter than a header", size - offset));
             }
-            let mut header = [0u8; HEADER_LEN];
-            file.read_exact_at(&mut header, offset)
-                .map_err(|e| JournalError::io(&path, e))?;
-            let header = Header::parse(&header);
+            let header = read_header_at(&file, &path, offset)?;
             let end = offset + HEADER_LEN as u64 + u64::from(header.len);
             if header.len as usize > max_record || end > size {
                 break damaged(format!("a record of {} bytes does not fit", header.len));
@@ -153,10 +150,7 @@ pub(crate) fn read_at(
     offset: u64,
     seq: u64,
 ) -> Result<(Header, Vec<u8>), JournalError> {
-    let mut header = [0u8; HEADER_LEN];
-    file.read_exact_at(&mut header, offset)
-        .map_err(|e| JournalError::io(path, e))?;
-    let header = Header::parse(&header);
+    let header = read_header_at(file, path, offset)?;
     let mut payload = vec![0u8; header.len as usize];
     file.read_exact_at(&mut payload, offset + HEADER_LEN as u64)
         .map_err(|e| JournalError::io(path, e))?;
