@@ -1,2 +1,89 @@
-//! ZeroMQ backend (zmq, brokerless). Placeholder: it implements
-//! `archiver_core::Backend` and passes the conformance suite in its own issue.
+//! ZeroMQ backend of the message-queue archiver: brokerless, yet with what
+//! a broker gives (durable per-subscriber queues, acks, redelivery, dead
+//! letters, competing consumers), built on the list server's own journal.
+//!
+//! # Shape
+//!
+//! - The list server runs a [`ZmqHub`]: it binds an endpoint (`tcp://`,
+//!   `ipc://`), appends every published envelope to a journal
+//!   ([`archiver_core::journal`]) and syncs it before `publish` returns.
+//!   Each durable subscriber's queue is a cursor in that journal plus what
+//!   it holds unsettled, so an archive server that is offline, or a list
+//!   server that restarts (even after `kill -9`), loses nothing.
+//! - Archive servers run a [`ZmqClient`]: one DEALER per hub (an archive
+//!   server may consume from several list servers). Its hello names the
+//!   subscriber and its selection; connections with the same name share the
+//!   queue (competing consumers).
+//! - **Acks, nacks, rejects** go back by delivery tag; a nack's delay, the
+//!   attempt count and the dead letters (kept as files, listed and replayed
+//!   over the wire) behave as on the brokers.
+//! - **Credit**: the hub never has more than a connection's prefetch
+//!   unsettled on it, so neither side's memory grows with the backlog,
+//!   which stays on disk.
+//! - **Heartbeats** both ways: a connection silent for the timeout (10 s by
+//!   default) is dropped and what it held goes to the subscriber's other
+//!   connections; a client whose hub falls silent reconnects, and says
+//!   hello again when a restarted hub does not know it.
+//! - **Live tail** on PUB/SUB with topic `<list-id>/<kind>`, so a tail of
+//!   one list filters on the hub; a hello topic the hub answers makes
+//!   `tail()` return only once its subscription is in force (no slow
+//!   joiner).
+//! - The `zmq` crate is synchronous: every socket lives on its own thread,
+//!   and async code talks to those threads through channels and an
+//!   `inproc` bell, never blocking the runtime.
+//!
+//! # Security: authenticated, not encrypted
+//!
+//! The bundled libzmq has no CURVE, so **traffic is not encrypted**: mails
+//! (including those of private lists) and PLAIN passwords cross the network
+//! in clear text. Use it on a trusted network, over `ipc://` on one
+//! machine, or inside a VPN or SSH tunnel. What there is: ZAP PLAIN
+//! authentication. A hub with credentials ([`HubConfig::allow`]) refuses
+//! every peer without a listed user and password, and such a client gets
+//! [`BackendError::Auth`](archiver_core::BackendError::Auth) from
+//! `subscribe`, not silence.
+//!
+//! # Wire format
+//!
+//! `docs/wire-format.md` ("ZeroMQ") gives every message, so an archive
+//! server can be written in any language with a ZeroMQ binding;
+//! `tests/interop.py` does it with pyzmq.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use archiver_core::{Subscriber, Subscription};
+//! use backend_zeromq::{ClientConfig, Credentials, HubConfig, ZmqClient, ZmqHub};
+//! use futures::StreamExt;
+//!
+//! // The list server.
+//! let hub = ZmqHub::bind(
+//!     HubConfig::new("tcp://127.0.0.1:5555", "/var/lib/mailman/archiver")
+//!         .allow(Credentials::new("hyperkitty", "s3cret")),
+//! )?;
+//!
+//! // An archive server, in another process.
+//! let client = ZmqClient::connect(
+//!     ClientConfig::new("tcp://127.0.0.1:5555").credentials(Credentials::new("hyperkitty", "s3cret")),
+//! )?;
+//! let mut deliveries = client.subscribe(&Subscription::new("hyperkitty".parse()?)).await?;
+//! while let Some(delivery) = deliveries.next().await {
+//!     let delivery = delivery?;
+//!     // store delivery.envelope() ...
+//!     delivery.ack().await?;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod config;
+mod hub;
+mod mailbox;
+pub mod protocol;
+mod zap;
+
+pub use client::ZmqClient;
+pub use config::{
+    ClientConfig, Credentials, DEFAULT_HEARTBEAT, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_TIMEOUT,
+    HubConfig,
+};
+pub use hub::{QueueStatus, ZmqHub};

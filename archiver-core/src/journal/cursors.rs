@@ -13,14 +13,12 @@ const FILE: &str = "cursors.json";
 /// The cursors file of a journal directory.
 pub(crate) struct CursorFile {
     path: PathBuf,
-    dir: PathBuf,
 }
 
 impl CursorFile {
     pub fn new(dir: &Path) -> Self {
         Self {
             path: dir.join(FILE),
-            dir: dir.to_owned(),
         }
     }
 
@@ -39,19 +37,30 @@ impl CursorFile {
 
     /// Replaces the saved cursors; durable when it returns.
     pub fn save(&self, cursors: &BTreeMap<String, u64>) -> Result<(), JournalError> {
-        let aside = self.dir.join(format!("{FILE}.new"));
-        let io = |e| JournalError::io(&aside, e);
-        let mut file = std::fs::File::create(&aside).map_err(io)?;
-        file.write_all(&serde_json::to_vec(cursors).expect("a map of numbers serialises"))
-            .map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&aside, &self.path).map_err(|e| JournalError::io(&self.path, e))?;
-        sync_dir(&self.dir)
+        write_durably(
+            &self.path,
+            &serde_json::to_vec(cursors).expect("a map of numbers serialises"),
+        )
     }
 }
 
+/// Replaces the file at `path` with `bytes` atomically and durably: written
+/// aside, synced, renamed over it, and its directory synced. A crash leaves
+/// the old content or the new, never a mix.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".new");
+    let aside = PathBuf::from(aside);
+    let io = |e| JournalError::io(&aside, e);
+    let mut file = std::fs::File::create(&aside).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&aside, path).map_err(|e| JournalError::io(path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
 /// Makes created, renamed or removed entries of `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| JournalError::io(dir, e))

@@ -81,6 +81,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
 use cursors::CursorFile;
+pub use cursors::{sync_dir, write_durably};
 use segment::Segment;
 
 /// When an append is durable relative to its `Ok`.
@@ -163,7 +164,8 @@ pub enum JournalError {
 }
 
 impl JournalError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_owned(),
             source,

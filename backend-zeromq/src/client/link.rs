@@ -1,0 +1,102 @@
+//! One socket connected to one hub, with a monitor that turns a refused
+//! security handshake into a clear error on this side (ZeroMQ otherwise
+//! just retries in silence).
+
+use archiver_core::BackendError;
+
+use crate::config::Credentials;
+
+/// A connected socket and its handshake monitor.
+pub struct Link {
+    /// The hub's endpoint.
+    pub endpoint: String,
+    /// The socket (DEALER or SUB).
+    pub socket: zmq::Socket,
+    monitor: zmq::Socket,
+}
+
+impl Link {
+    /// Connects a new socket of `kind` to `endpoint`. ZeroMQ connects in
+    /// the background; a hub that is not up yet is reached when it is.
+    pub fn open(
+        context: &zmq::Context,
+        endpoint: &str,
+        credentials: Option<&Credentials>,
+        kind: zmq::SocketType,
+    ) -> Result<Self, BackendError> {
+        let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
+        let socket = context.socket(kind).map_err(setup)?;
+        // A goodbye or last acks get half a second to leave at close.
+        socket.set_linger(500).map_err(setup)?;
+        socket.set_reconnect_ivl(100).map_err(setup)?;
+        socket.set_reconnect_ivl_max(2000).map_err(setup)?;
+        if let Some(credentials) = credentials {
+            socket
+                .set_plain_username(Some(&credentials.user))
+                .map_err(setup)?;
+            socket
+                .set_plain_password(Some(&credentials.password))
+                .map_err(setup)?;
+        }
+        let address = format!("inproc://monitor-{}", uuid::Uuid::now_v7().simple());
+        let events = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32;
+        socket.monitor(&address, events).map_err(setup)?;
+        let monitor = context.socket(zmq::PAIR).map_err(setup)?;
+        monitor.set_linger(0).map_err(setup)?;
+        monitor.connect(&address).map_err(setup)?;
+        socket.connect(endpoint).map_err(|e| {
+            BackendError::InvalidUrl(format!(
+                "{endpoint}: {e} (use tcp://host:port or ipc:///path)"
+            ))
+        })?;
+        Ok(Self {
+            endpoint: endpoint.to_owned(),
+            socket,
+            monitor,
+        })
+    }
+
+    /// The monitor socket, to poll beside the link's socket.
+    pub fn monitor(&self) -> &zmq::Socket {
+        &self.monitor
+    }
+
+    /// The handshake failure the monitor reported, if any, as an error.
+    pub fn handshake_failure(&self) -> Option<BackendError> {
+        let mut failure = None;
+        while let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+            let Some(head) = frames.first().filter(|h| h.len() >= 2) else {
+                continue;
+            };
+            let event = u16::from_ne_bytes([head[0], head[1]]);
+            failure = Some(if event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16 {
+                BackendError::Auth(format!(
+                    "the hub at {} refused the user name or password (ZAP PLAIN)",
+                    self.endpoint
+                ))
+            } else {
+                BackendError::Auth(format!(
+                    "the security handshake with {} failed: the hub requires credentials and none were given, or credentials were given and the hub takes none",
+                    self.endpoint
+                ))
+            });
+        }
+        failure
+    }
+}
+
+/// Validates an endpoint's form before any socket is made.
+pub fn check_endpoint(endpoint: &str) -> Result<(), BackendError> {
+    let ok = ["tcp://", "ipc://", "inproc://"]
+        .iter()
+        .any(|scheme| endpoint.len() > scheme.len() && endpoint.starts_with(scheme));
+    if ok {
+        Ok(())
+    } else {
+        Err(BackendError::InvalidUrl(format!(
+            "{endpoint:?} is not a ZeroMQ endpoint: use tcp://host:port or ipc:///path"
+        )))
+    }
+}

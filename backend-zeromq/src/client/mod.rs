@@ -1,0 +1,303 @@
+//! The archive server's side: [`ZmqClient`] connects to one or more hubs
+//! and consumes, tails, and administers dead letters over ZeroMQ.
+
+mod consumer;
+mod link;
+mod request;
+mod tail;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use archiver_core::wire;
+use archiver_core::{
+    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Envelope, LiveTail,
+    Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
+};
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ClientConfig, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_TIMEOUT};
+use crate::hub::ZmqHub;
+use crate::protocol::command;
+use link::check_endpoint;
+
+/// An archive server's client of one or more hubs. Cheap to clone.
+///
+/// It implements [`archiver_core::Backend`]: `subscribe` consumes a durable
+/// queue from every hub, `tail` follows live traffic, dead letters are
+/// listed and replayed by asking the hubs. Publishing is the list server's
+/// ([`ZmqHub`]); a client made by [`ZmqHub::client`] publishes through its
+/// hub, one made by [`ZmqClient::connect`] refuses with `Unsupported`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), archiver_core::BackendError> {
+/// use archiver_core::{Subscriber, Subscription};
+/// use backend_zeromq::{ClientConfig, ZmqClient};
+/// let client = ZmqClient::connect(ClientConfig::new("tcp://lists.example.org:5555"))?;
+/// let deliveries = client.subscribe(&Subscription::new("hyperkitty".parse().unwrap())).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ZmqClient {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    config: ClientConfig,
+    context: zmq::Context,
+    hub: Option<ZmqHub>,
+    closed: CancellationToken,
+    stoppers: Mutex<Vec<Box<dyn Fn() + Send>>>,
+}
+
+impl ZmqClient {
+    /// A client of the hubs in `config`. Nothing is sent until it is used;
+    /// fails only when an endpoint is not a ZeroMQ endpoint.
+    pub fn connect(config: ClientConfig) -> Result<Self, BackendError> {
+        if config.endpoints.is_empty() {
+            return Err(BackendError::InvalidUrl("no hub endpoint given".into()));
+        }
+        for endpoint in config.endpoints.iter().chain(&config.tail_endpoints) {
+            check_endpoint(endpoint)?;
+        }
+        Ok(Self::new(config, None))
+    }
+
+    pub(crate) fn attached(config: ClientConfig, hub: ZmqHub) -> Self {
+        Self::new(config, Some(hub))
+    }
+
+    fn new(config: ClientConfig, hub: Option<ZmqHub>) -> Self {
+        Self {
+            inner: Arc::new(ClientInner {
+                config,
+                context: zmq::Context::new(),
+                hub,
+                closed: CancellationToken::new(),
+                stoppers: Mutex::default(),
+            }),
+        }
+    }
+
+    fn ensure_open(&self) -> Result<(), BackendError> {
+        if self.inner.closed.is_cancelled() {
+            Err(BackendError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn on_close(&self, stop: impl Fn() + Send + 'static) {
+        self.inner
+            .stoppers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(stop));
+    }
+
+    /// Sends one request to every hub; returns the replies in order.
+    async fn ask_all(&self, frames: Vec<Vec<u8>>) -> Result<Vec<Vec<Vec<u8>>>, BackendError> {
+        self.ensure_open()?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            inner
+                .config
+                .endpoints
+                .iter()
+                .map(|endpoint| {
+                    request::request(
+                        &inner.context,
+                        endpoint,
+                        inner.config.credentials.as_ref(),
+                        frames.clone(),
+                        inner.config.connect_timeout,
+                    )
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("request task failed: {e}")))?
+    }
+}
+
+/// Waits for a socket thread's "attached" answer.
+async fn attached(
+    answer: tokio::sync::oneshot::Receiver<Result<(), BackendError>>,
+) -> Result<(), BackendError> {
+    answer.await.unwrap_or_else(|_| {
+        Err(BackendError::Unavailable(
+            "the socket thread stopped".into(),
+        ))
+    })
+}
+
+#[async_trait]
+impl Publisher for ZmqClient {
+    async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
+        self.ensure_open()?;
+        match &self.inner.hub {
+            Some(hub) => hub.publish(envelope).await,
+            None => Err(BackendError::Unsupported(
+                "publishing from an archive server's client: the list server publishes through its ZmqHub",
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscriber for ZmqClient {
+    async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
+        self.ensure_open()?;
+        let (stream, answer) =
+            consumer::start(self.inner.context.clone(), &self.inner.config, subscription)?;
+        attached(answer).await?;
+        let stopper = stream.stopper();
+        self.on_close(move || {
+            let _ = stopper.send(consumer::ConsumerCommand::Stop);
+        });
+        Ok(stream
+            .take_until(self.inner.closed.clone().cancelled_owned())
+            .boxed())
+    }
+
+    async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
+        let replies = self
+            .ask_all(vec![
+                command::UNSUBSCRIBE.to_vec(),
+                name.as_str().as_bytes().to_vec(),
+            ])
+            .await?;
+        expect_reply(&replies, command::UNSUBSCRIBED).map(drop)
+    }
+}
+
+/// Checks every hub answered with `verb`; returns the replies' arguments.
+fn expect_reply<'a>(
+    replies: &'a [Vec<Vec<u8>>],
+    verb: &[u8],
+) -> Result<Vec<&'a [Vec<u8>]>, BackendError> {
+    replies
+        .iter()
+        .map(|reply| match reply.split_first() {
+            Some((first, rest)) if first == verb => Ok(rest),
+            _ => Err(BackendError::Broker(format!(
+                "the hub answered {:?} where {:?} was expected",
+                reply
+                    .first()
+                    .map(|f| String::from_utf8_lossy(f).into_owned()),
+                String::from_utf8_lossy(verb)
+            ))),
+        })
+        .collect()
+}
+
+#[derive(serde::Deserialize)]
+struct DeadMeta {
+    attempts: u32,
+    reason: String,
+    dead_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[async_trait]
+impl DeadLetters for ZmqClient {
+    async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
+        let replies = self
+            .ask_all(vec![
+                command::DEAD_LETTERS.to_vec(),
+                name.as_str().as_bytes().to_vec(),
+            ])
+            .await?;
+        let mut letters = Vec::new();
+        for args in expect_reply(&replies, command::DEAD_LETTERS)? {
+            if !args.len().is_multiple_of(2) {
+                return Err(BackendError::Broker(
+                    "dead-letter reply frames do not pair".into(),
+                ));
+            }
+            for pair in args.chunks(2) {
+                let meta: DeadMeta = serde_json::from_slice(&pair[0])
+                    .map_err(|e| BackendError::Broker(format!("dead-letter metadata: {e}")))?;
+                let envelope = wire::from_bytes(bytes::Bytes::from(pair[1].clone()))?;
+                letters.push(DeadLetter {
+                    envelope,
+                    attempts: meta.attempts,
+                    reason: meta.reason,
+                    dead_at: meta.dead_at,
+                });
+            }
+        }
+        letters.sort_by_key(|l| l.dead_at);
+        Ok(letters)
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        name: &SubscriberName,
+        which: Replay,
+    ) -> Result<usize, BackendError> {
+        let mut frames = vec![command::REPLAY.to_vec(), name.as_str().as_bytes().to_vec()];
+        match &which {
+            Replay::All => frames.push(b"all".to_vec()),
+            Replay::Only(ids) => frames.extend(ids.iter().map(|id| id.to_string().into_bytes())),
+        }
+        let replies = self.ask_all(frames).await?;
+        expect_reply(&replies, command::REPLAYED)?
+            .into_iter()
+            .map(|args| {
+                args.first()
+                    .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
+                    .ok_or_else(|| BackendError::Broker("REPLAYED without a count".into()))
+            })
+            .sum()
+    }
+}
+
+#[async_trait]
+impl LiveTail for ZmqClient {
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
+        self.ensure_open()?;
+        let (stream, answer) =
+            tail::start(self.inner.context.clone(), &self.inner.config, selection)?;
+        attached(answer).await?;
+        let stopper = stream.stopper();
+        self.on_close(move || {
+            let _ = stopper.send(tail::StopTail);
+        });
+        Ok(stream
+            .take_until(self.inner.closed.clone().cancelled_owned())
+            .boxed())
+    }
+}
+
+#[async_trait]
+impl Backend for ZmqClient {
+    fn capabilities(&self) -> Capabilities {
+        let hub = self.inner.hub.as_ref().map(ZmqHub::config);
+        Capabilities {
+            per_list_order: true,
+            replay_from_start: true,
+            native_dead_letter: true,
+            max_envelope_bytes: hub.map_or(DEFAULT_MAX_ENVELOPE_BYTES, |c| c.max_envelope_bytes),
+            abandoned_redelivery: hub.map_or(DEFAULT_TIMEOUT, |c| c.timeout)
+                + Duration::from_secs(1),
+            publish_durability: "appended to the list server's journal and synced to its disk (fdatasync); delivered to each subscriber from there",
+        }
+    }
+
+    async fn close(&self) -> Result<(), BackendError> {
+        self.inner.closed.cancel();
+        let stoppers = std::mem::take(
+            &mut *self
+                .inner
+                .stoppers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for stop in stoppers {
+            stop();
+        }
+        Ok(())
+    }
+}

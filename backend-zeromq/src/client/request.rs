@@ -1,0 +1,64 @@
+//! One request to a hub and its reply (dead letters, replay, unsubscribe),
+//! on a socket of its own that lives as long as the request.
+
+use std::time::{Duration, Instant};
+
+use archiver_core::BackendError;
+
+use super::link::Link;
+use crate::config::Credentials;
+use crate::protocol::command;
+
+/// Sends `frames` to the hub at `endpoint` and returns its reply; blocks,
+/// so call it from a blocking task.
+pub fn request(
+    context: &zmq::Context,
+    endpoint: &str,
+    credentials: Option<&Credentials>,
+    frames: Vec<Vec<u8>>,
+    timeout: Duration,
+) -> Result<Vec<Vec<u8>>, BackendError> {
+    let link = Link::open(context, endpoint, credentials, zmq::DEALER)?;
+    link.socket
+        .set_linger(0)
+        .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+    link.socket
+        .send_multipart(frames, zmq::DONTWAIT)
+        .map_err(|e| BackendError::Unavailable(format!("sending to {endpoint}: {e}")))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(BackendError::Unavailable(format!(
+                "no answer from the hub at {endpoint} within {timeout:?}"
+            )));
+        }
+        let mut items = [
+            link.socket.as_poll_item(zmq::POLLIN),
+            link.monitor().as_poll_item(zmq::POLLIN),
+        ];
+        zmq::poll(&mut items, left.as_millis().max(1) as i64)
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        if items[1].is_readable()
+            && let Some(failure) = link.handshake_failure()
+        {
+            return Err(failure);
+        }
+        if items[0].is_readable() {
+            let reply = link
+                .socket
+                .recv_multipart(0)
+                .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+            if reply.first().map(Vec::as_slice) == Some(command::ERROR) {
+                let reason = reply
+                    .get(1)
+                    .map(|r| String::from_utf8_lossy(r).into_owned());
+                return Err(BackendError::Broker(format!(
+                    "the hub at {endpoint} refused the request: {}",
+                    reason.unwrap_or_default()
+                )));
+            }
+            return Ok(reply);
+        }
+    }
+}

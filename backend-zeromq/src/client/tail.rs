@@ -1,0 +1,213 @@
+//! The live tail: a SUB socket per hub on its PUB/SUB endpoint, subscribed
+//! to the selection's list-id topic prefixes. Nothing is kept for it.
+//!
+//! The slow-joiner problem (a subscription takes effect some time after
+//! `subscribe` returns) is solved with a hello topic: after its real
+//! topics the tail subscribes to `\x01hello/<token>`, and the hub answers
+//! on that topic when it sees the subscription. Subscriptions travel in
+//! order, so once the answer arrives every topic is in force and `tail()`
+//! returns.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use archiver_core::{BackendError, Envelope, Selection};
+use futures::Stream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::link::Link;
+use crate::config::ClientConfig;
+use crate::mailbox::{Inbox, Mailbox, mailbox};
+use crate::protocol;
+
+/// Envelopes buffered for a tail before it starts losing them.
+const TAIL_BUFFER: usize = 1024;
+
+type Item = Result<Envelope, BackendError>;
+
+/// Stops a tail's thread.
+pub struct StopTail;
+
+/// Starts a tail's thread; the receiver answers once it is attached.
+pub fn start(
+    context: zmq::Context,
+    config: &ClientConfig,
+    selection: &Selection,
+) -> Result<(TailStream, oneshot::Receiver<Result<(), BackendError>>), BackendError> {
+    let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
+    let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
+    let (sender, receiver) = mpsc::channel(TAIL_BUFFER);
+    let (ready, answer) = oneshot::channel();
+    let tail = Tail {
+        context,
+        config: config.clone(),
+        selection: selection.clone(),
+        inbox,
+        envelopes: sender,
+    };
+    std::thread::Builder::new()
+        .name("zmq-tail".into())
+        .spawn(move || tail.run(ready))
+        .map_err(|e| BackendError::Unavailable(format!("cannot start a tail thread: {e}")))?;
+    Ok((TailStream { receiver, mailbox }, answer))
+}
+
+/// The envelopes of one tail; dropping it stops the thread.
+pub struct TailStream {
+    receiver: mpsc::Receiver<Item>,
+    mailbox: Mailbox<StopTail>,
+}
+
+impl TailStream {
+    /// A handle that stops the thread (for the client's close).
+    pub fn stopper(&self) -> Mailbox<StopTail> {
+        self.mailbox.clone()
+    }
+}
+
+impl Stream for TailStream {
+    type Item = Item;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+impl Drop for TailStream {
+    fn drop(&mut self) {
+        let _ = self.mailbox.send(StopTail);
+    }
+}
+
+struct Tail {
+    context: zmq::Context,
+    config: ClientConfig,
+    selection: Selection,
+    inbox: Inbox<StopTail>,
+    envelopes: mpsc::Sender<Item>,
+}
+
+impl Tail {
+    fn run(self, ready: oneshot::Sender<Result<(), BackendError>>) {
+        let links = match self.attach() {
+            Ok(links) => {
+                let _ = ready.send(Ok(()));
+                links
+            }
+            Err(error) => {
+                let _ = ready.send(Err(error));
+                return;
+            }
+        };
+        loop {
+            let (stop, readable) = {
+                let mut items = vec![self.inbox.bell().as_poll_item(zmq::POLLIN)];
+                items.extend(links.iter().map(|l| l.socket.as_poll_item(zmq::POLLIN)));
+                if zmq::poll(&mut items, 1000).is_err() {
+                    return;
+                }
+                let readable: Vec<usize> = (0..links.len())
+                    .filter(|i| items[1 + i].is_readable())
+                    .collect();
+                (items[0].is_readable(), readable)
+            };
+            if (stop && !self.inbox.take().is_empty()) || self.envelopes.is_closed() {
+                return;
+            }
+            for i in readable {
+                while let Ok(frames) = links[i].socket.recv_multipart(zmq::DONTWAIT) {
+                    self.forward(&links[i].endpoint, frames);
+                }
+            }
+        }
+    }
+
+    /// Connects to every tail endpoint and waits until each has answered
+    /// the hello topic.
+    fn attach(&self) -> Result<Vec<Link>, BackendError> {
+        if self.config.tail_endpoints.is_empty() {
+            return Err(BackendError::Unsupported(
+                "live tail: no tail endpoint configured (ClientConfig::tail)",
+            ));
+        }
+        let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
+        let hello = [
+            protocol::TAIL_HELLO_PREFIX,
+            uuid::Uuid::now_v7().simple().to_string().as_bytes(),
+        ]
+        .concat();
+        let mut links = Vec::new();
+        for endpoint in &self.config.tail_endpoints {
+            let link = Link::open(
+                &self.context,
+                endpoint,
+                self.config.credentials.as_ref(),
+                zmq::SUB,
+            )?;
+            for prefix in protocol::tail_prefixes(&self.selection) {
+                link.socket.set_subscribe(&prefix).map_err(setup)?;
+            }
+            link.socket.set_subscribe(&hello).map_err(setup)?;
+            links.push(link);
+        }
+        let deadline = Instant::now() + self.config.connect_timeout;
+        let mut answered = vec![false; links.len()];
+        while answered.contains(&false) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(BackendError::Unavailable(format!(
+                    "the hub's tail did not answer within {:?}",
+                    self.config.connect_timeout
+                )));
+            }
+            let mut items: Vec<zmq::PollItem> = Vec::new();
+            for link in &links {
+                items.push(link.socket.as_poll_item(zmq::POLLIN));
+                items.push(link.monitor().as_poll_item(zmq::POLLIN));
+            }
+            let wait = left.min(Duration::from_millis(100));
+            zmq::poll(&mut items, wait.as_millis().max(1) as i64).map_err(setup)?;
+            let flags: Vec<(bool, bool)> = (0..links.len())
+                .map(|i| (items[2 * i].is_readable(), items[2 * i + 1].is_readable()))
+                .collect();
+            drop(items);
+            for (i, (readable, monitored)) in flags.into_iter().enumerate() {
+                if monitored && let Some(failure) = links[i].handshake_failure() {
+                    return Err(failure);
+                }
+                if !readable {
+                    continue;
+                }
+                while let Ok(frames) = links[i].socket.recv_multipart(zmq::DONTWAIT) {
+                    if frames.first() == Some(&hello) {
+                        answered[i] = true;
+                    } else {
+                        self.forward(&links[i].endpoint, frames);
+                    }
+                }
+            }
+        }
+        for link in &links {
+            link.socket.set_unsubscribe(&hello).map_err(setup)?;
+        }
+        Ok(links)
+    }
+
+    fn forward(&self, endpoint: &str, mut frames: Vec<Vec<u8>>) {
+        if frames.is_empty() || frames[0].starts_with(b"\x01") {
+            return;
+        }
+        frames.remove(0);
+        match protocol::parse_envelope(frames) {
+            Ok(envelope) if self.selection.matches(&envelope) => {
+                if self.envelopes.try_send(Ok(envelope)).is_err() {
+                    tracing::debug!("live tail behind: envelope not shown to it");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(hub = %endpoint, %error, "malformed tail message ignored");
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! How a hub binds and how a client connects, with the defaults an operator
+//! would pick.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use archiver_core::journal::SyncPolicy;
+
+/// Largest envelope body a hub takes by default: the wire format's mail
+/// limit (32 MiB).
+pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 32 * 1024 * 1024;
+
+/// How often each side says it is alive by default.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Silence after which a peer is treated as gone by default: a dead
+/// archive server's unsettled deliveries go to the others after this.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A user name and password for ZAP PLAIN. PLAIN sends them in clear text,
+/// like everything else on these sockets: see the crate docs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub user: String,
+    /// The password (never logged; `Debug` hides it).
+    pub password: String,
+}
+
+impl Credentials {
+    /// A user and password.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({:?}, ****)", self.user)
+    }
+}
+
+/// The list server's side: where it listens and where it keeps the queues.
+///
+/// ```
+/// use backend_zeromq::{Credentials, HubConfig};
+/// let config = HubConfig::new("tcp://0.0.0.0:5555", "/var/lib/mailman/archiver")
+///     .tail("tcp://0.0.0.0:5556")
+///     .allow(Credentials::new("hyperkitty", "s3cret"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Endpoint archive servers connect to (`tcp://host:port`,
+    /// `ipc:///path`); a port of `*` picks a free one (see
+    /// [`ZmqHub::endpoint`](crate::ZmqHub::endpoint)).
+    pub endpoint: String,
+    /// Endpoint of the live tail (PUB/SUB); none by default.
+    pub tail_endpoint: Option<String>,
+    /// Directory of the journal, the subscriber registry and dead letters.
+    pub dir: PathBuf,
+    /// Accepted credentials; empty means no authentication.
+    pub allowed: Vec<Credentials>,
+    /// How often the hub pings each connection.
+    pub heartbeat: Duration,
+    /// Silence after which a connection is dropped and its deliveries given
+    /// to the subscriber's other connections.
+    pub timeout: Duration,
+    /// Largest envelope body accepted.
+    pub max_envelope_bytes: usize,
+    /// When a publish is durable (default: synced to disk before `Ok`).
+    pub sync: SyncPolicy,
+}
+
+impl HubConfig {
+    /// A hub on `endpoint` keeping its state in `dir`.
+    pub fn new(endpoint: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            tail_endpoint: None,
+            dir: dir.into(),
+            allowed: Vec::new(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            timeout: DEFAULT_TIMEOUT,
+            max_envelope_bytes: DEFAULT_MAX_ENVELOPE_BYTES,
+            sync: SyncPolicy::Always,
+        }
+    }
+
+    /// Also serves a live tail on this endpoint.
+    pub fn tail(mut self, endpoint: impl Into<String>) -> Self {
+        self.tail_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Accepts these credentials (and, once one is given, refuses peers
+    /// without valid ones).
+    pub fn allow(mut self, credentials: Credentials) -> Self {
+        self.allowed.push(credentials);
+        self
+    }
+
+    /// Sets the heartbeat interval and the silence after which a peer is gone.
+    pub fn heartbeat(mut self, every: Duration, timeout: Duration) -> Self {
+        self.heartbeat = every;
+        self.timeout = timeout.max(every * 2);
+        self
+    }
+
+    /// Sets the largest envelope body accepted.
+    pub fn max_envelope_bytes(mut self, limit: usize) -> Self {
+        self.max_envelope_bytes = limit;
+        self
+    }
+}
+
+/// The archive server's side: which hubs it connects to.
+///
+/// ```
+/// use backend_zeromq::{ClientConfig, Credentials};
+/// let config = ClientConfig::new("tcp://lists.example.org:5555")
+///     .also("tcp://lists2.example.org:5555")
+///     .credentials(Credentials::new("hyperkitty", "s3cret"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Hub endpoints; a subscription consumes from all of them.
+    pub endpoints: Vec<String>,
+    /// Tail endpoints, one per hub that serves a tail.
+    pub tail_endpoints: Vec<String>,
+    /// Credentials for hubs that require them.
+    pub credentials: Option<Credentials>,
+    /// How long `subscribe` and requests wait for every hub to answer.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A client of the hub at `endpoint`.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoints: vec![endpoint.into()],
+            tail_endpoints: Vec::new(),
+            credentials: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Also consumes from the hub at `endpoint` (another list server).
+    pub fn also(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoints.push(endpoint.into());
+        self
+    }
+
+    /// Tails the hub tail at `endpoint` (may be given once per hub).
+    pub fn tail(mut self, endpoint: impl Into<String>) -> Self {
+        self.tail_endpoints.push(endpoint.into());
+        self
+    }
+
+    /// Authenticates with these credentials.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Sets how long to wait for the hubs to answer.
+    pub fn connect_timeout(mut self, wait: Duration) -> Self {
+        self.connect_timeout = wait;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_printed() {
+        let config = ClientConfig::new("tcp://x:1").credentials(Credentials::new("u", "hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let hub = HubConfig::new("tcp://*:1", "/tmp/x").allow(Credentials::new("u", "hunter2"));
+        assert!(!format!("{hub:?}").contains("hunter2"));
+    }
+}

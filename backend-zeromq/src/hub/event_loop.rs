@@ -1,0 +1,649 @@
+//! The hub's socket thread: it owns the ROUTER (durable subscribers) and
+//! XPUB (live tail) sockets and every queue, so no lock guards them. It
+//! wakes on a peer's message, a command from async code (a publish), a
+//! delayed redelivery falling due, or the heartbeat.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use archiver_core::journal::Journal;
+use archiver_core::{DeadLetter, Envelope, Replay, StartPosition, SubscriberName, wire};
+use tokio::sync::oneshot;
+
+use super::dead_letters::DeadLetterStore;
+use super::queue::{ConnId, Doomed, Queue, Settled};
+use super::record;
+use super::registry::{Registered, Registry};
+use super::status::QueueStatus;
+use crate::mailbox::Inbox;
+use crate::protocol::{self, Welcome, command};
+
+/// What async code asks of the hub thread.
+pub enum HubCommand {
+    /// Records were appended; the envelope is for the live tail, and the
+    /// sender is answered once it is on the tail socket, so a tail opened
+    /// after `publish` returned never sees it.
+    Published(Option<(Envelope, oneshot::Sender<()>)>),
+    /// Report every queue's state.
+    Status(oneshot::Sender<Vec<QueueStatus>>),
+    /// Save the cursors and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// An archive server's connection.
+struct Conn {
+    name: SubscriberName,
+    prefetch: usize,
+    inflight: usize,
+    last_seen: Instant,
+}
+
+/// Everything the thread owns.
+pub struct HubLoop {
+    pub router: zmq::Socket,
+    pub tail: Option<zmq::Socket>,
+    pub inbox: Inbox<HubCommand>,
+    pub journal: Journal,
+    pub dead: DeadLetterStore,
+    pub registry: Registry,
+    pub queues: BTreeMap<SubscriberName, Queue>,
+    pub welcome: Welcome,
+    conns: HashMap<ConnId, Conn>,
+    last_ping: Instant,
+}
+
+/// How often moved floors are saved as journal cursors: a crash redelivers
+/// at most this much of acked work.
+const SAVE_EVERY: Duration = Duration::from_millis(200);
+
+/// Messages handled per socket before the loop looks at the others.
+const BATCH: usize = 256;
+
+impl HubLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        router: zmq::Socket,
+        tail: Option<zmq::Socket>,
+        inbox: Inbox<HubCommand>,
+        journal: Journal,
+        dead: DeadLetterStore,
+        registry: Registry,
+        queues: BTreeMap<SubscriberName, Queue>,
+        welcome: Welcome,
+    ) -> Self {
+        Self {
+            router,
+            tail,
+            inbox,
+            journal,
+            dead,
+            registry,
+            queues,
+            welcome,
+            conns: HashMap::new(),
+            last_ping: Instant::now(),
+        }
+    }
+
+    /// Runs until closed (or until every handle to the hub is dropped).
+    pub fn run(mut self) {
+        let mut last_save = Instant::now();
+        loop {
+            let timeout = self.poll_timeout(last_save);
+            let (router_ready, tail_ready) = {
+                let mut items = vec![
+                    self.router.as_poll_item(zmq::POLLIN),
+                    self.inbox.bell().as_poll_item(zmq::POLLIN),
+                ];
+                if let Some(tail) = &self.tail {
+                    items.push(tail.as_poll_item(zmq::POLLIN));
+                }
+                if zmq::poll(&mut items, timeout.as_millis() as i64).is_err() {
+                    tracing::error!("the hub's poll failed; stopping");
+                    return;
+                }
+                (
+                    items[0].is_readable(),
+                    items.get(2).is_some_and(|i| i.is_readable()),
+                )
+            };
+            if router_ready {
+                self.read_router();
+            }
+            if tail_ready {
+                self.read_tail_subscriptions();
+            }
+            // Commands are taken on every wake: the bell only ends the poll early.
+            {
+                for command in self.inbox.take() {
+                    match command {
+                        HubCommand::Published(Some((envelope, sent))) => {
+                            self.tail_publish(&envelope);
+                            let _ = sent.send(());
+                        }
+                        HubCommand::Published(None) => {}
+                        HubCommand::Status(reply) => {
+                            let _ = reply.send(self.status());
+                        }
+                        HubCommand::Close(reply) => {
+                            self.save_floors();
+                            let _ = reply.send(());
+                            return;
+                        }
+                    }
+                }
+            }
+            self.housekeeping();
+            self.pump();
+            if last_save.elapsed() >= SAVE_EVERY {
+                self.save_floors();
+                last_save = Instant::now();
+            }
+        }
+    }
+
+    fn poll_timeout(&self, last_save: Instant) -> Duration {
+        let now = Instant::now();
+        let mut wake = self.last_ping + self.welcome.heartbeat();
+        wake = wake.min(last_save + SAVE_EVERY);
+        if let Some(due) = self.queues.values().filter_map(Queue::next_due).min() {
+            wake = wake.min(due);
+        }
+        wake.saturating_duration_since(now)
+            .max(Duration::from_millis(1))
+    }
+
+    fn read_router(&mut self) {
+        for _ in 0..BATCH {
+            let frames = match self.router.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => return,
+                Err(error) => {
+                    tracing::error!(%error, "receiving on the hub socket failed");
+                    return;
+                }
+            };
+            let mut frames = frames.into_iter();
+            let Some(peer) = frames.next() else { continue };
+            let rest: Vec<Vec<u8>> = frames.collect();
+            if let Some(conn) = self.conns.get_mut(&peer) {
+                conn.last_seen = Instant::now();
+            }
+            if let Err(reason) = self.handle(&peer, rest) {
+                tracing::warn!(peer = %hex(&peer), %reason, "malformed message from a peer refused");
+                self.send(&peer, vec![command::ERROR.to_vec(), reason.into_bytes()]);
+            }
+        }
+    }
+
+    /// Handles one message; an `Err` is a malformed message, answered with
+    /// ERROR and otherwise ignored.
+    fn handle(&mut self, peer: &ConnId, frames: Vec<Vec<u8>>) -> Result<(), String> {
+        let Some((verb, args)) = frames.split_first() else {
+            return Err("empty message".into());
+        };
+        let arity = |n: usize| {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} takes {n} frames after the command, got {}",
+                    String::from_utf8_lossy(verb),
+                    args.len()
+                ))
+            }
+        };
+        match verb.as_slice() {
+            command::HELLO => {
+                arity(1)?;
+                self.hello(peer, &args[0]);
+                Ok(())
+            }
+            command::DEAD_LETTERS => {
+                arity(1)?;
+                let name = subscriber(&args[0])?;
+                let reply = match self.dead.list(&name) {
+                    Ok(letters) => dead_letter_frames(letters.into_iter().map(|(_, l)| l)),
+                    Err(e) => vec![command::ERROR.to_vec(), e.to_string().into_bytes()],
+                };
+                self.send(peer, reply);
+                Ok(())
+            }
+            command::REPLAY => {
+                let (name, which) = args.split_first().ok_or("REPLAY needs a subscriber name")?;
+                let name = subscriber(name)?;
+                let which = replay_selection(which)?;
+                let reply = match self.replay(&name, &which) {
+                    Ok(count) => vec![command::REPLAYED.to_vec(), count.to_string().into_bytes()],
+                    Err(e) => vec![command::ERROR.to_vec(), e.into_bytes()],
+                };
+                self.send(peer, reply);
+                Ok(())
+            }
+            command::UNSUBSCRIBE => {
+                arity(1)?;
+                let name = subscriber(&args[0])?;
+                let reply = match self.unsubscribe(&name) {
+                    Ok(()) => vec![command::UNSUBSCRIBED.to_vec()],
+                    Err(e) => vec![command::ERROR.to_vec(), e.into_bytes()],
+                };
+                self.send(peer, reply);
+                Ok(())
+            }
+            command::ACK | command::NACK | command::REJECT | command::PING | command::BYE
+                if !self.conns.contains_key(peer) =>
+            {
+                // A hub that restarted does not know the connection.
+                if verb.as_slice() != command::BYE {
+                    self.send(peer, vec![command::UNKNOWN.to_vec()]);
+                }
+                Ok(())
+            }
+            command::PING => Ok(()),
+            command::BYE => {
+                self.drop_conn(peer, "said goodbye");
+                Ok(())
+            }
+            command::ACK => {
+                if args.is_empty() {
+                    return Err("ACK needs at least one tag".into());
+                }
+                let seqs = args
+                    .iter()
+                    .map(|t| protocol::number::<u64>(t, "a tag"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let name = self.conns[peer].name.clone();
+                for seq in seqs {
+                    tracing::trace!(subscriber = %name, seq, peer = %hex(peer), "ack");
+                    let settled = self.queue(&name).ack(seq);
+                    self.credit_back(settled);
+                }
+                Ok(())
+            }
+            command::NACK => {
+                arity(2)?;
+                let seq = protocol::number::<u64>(&args[0], "the tag")?;
+                let delay = protocol::number::<u64>(&args[1], "the delay")?;
+                let name = self.conns[peer].name.clone();
+                let (settled, doomed) = self.queue(&name).nack(
+                    seq,
+                    peer,
+                    Duration::from_millis(delay),
+                    "nacked",
+                    Instant::now(),
+                );
+                self.credit_back(settled);
+                self.bury(&name, doomed.into_iter().collect());
+                Ok(())
+            }
+            command::RELEASE => {
+                arity(1)?;
+                let seq = protocol::number::<u64>(&args[0], "the tag")?;
+                let name = self.conns[peer].name.clone();
+                let (settled, doomed) = self.queue(&name).release(seq, peer);
+                self.credit_back(settled);
+                self.bury(&name, doomed.into_iter().collect());
+                Ok(())
+            }
+            command::REJECT => {
+                arity(2)?;
+                let seq = protocol::number::<u64>(&args[0], "the tag")?;
+                let reason = String::from_utf8_lossy(&args[1]).into_owned();
+                let name = self.conns[peer].name.clone();
+                let (settled, doomed) = self.queue(&name).reject(seq, peer, reason);
+                self.credit_back(settled);
+                self.bury(&name, doomed.into_iter().collect());
+                Ok(())
+            }
+            _ => Err(format!(
+                "unknown command {:?}",
+                String::from_utf8_lossy(&verb[..verb.len().min(32)])
+            )),
+        }
+    }
+
+    fn queue(&mut self, name: &SubscriberName) -> &mut Queue {
+        self.queues
+            .get_mut(name)
+            .expect("a connection's queue exists while the connection does")
+    }
+
+    fn hello(&mut self, peer: &ConnId, json: &[u8]) {
+        let hello = serde_json::from_slice::<protocol::Hello>(json)
+            .map_err(|e| format!("hello is not valid JSON: {e}"))
+            .and_then(protocol::Hello::validate);
+        let hello = match hello {
+            Ok(hello) => hello,
+            Err(reason) => {
+                tracing::warn!(peer = %hex(peer), %reason, "hello refused");
+                self.send(peer, vec![command::DENIED.to_vec(), reason.into_bytes()]);
+                return;
+            }
+        };
+        if self.conns.contains_key(peer) {
+            self.drop_conn(peer, "said hello again");
+        }
+        let registered = Registered {
+            selection: hello.selection,
+            max_attempts: hello.max_attempts,
+        };
+        if let Err(error) = self.register(&hello.name, registered, hello.start) {
+            tracing::error!(subscriber = %hello.name, %error, "cannot save the subscriber");
+            self.send(
+                peer,
+                vec![
+                    command::DENIED.to_vec(),
+                    format!("the hub cannot save the subscription: {error}").into_bytes(),
+                ],
+            );
+            return;
+        }
+        self.queue(&hello.name).consumers.push(peer.clone());
+        tracing::info!(subscriber = %hello.name, peer = %hex(peer), prefetch = hello.prefetch, "archive server connected");
+        self.conns.insert(
+            peer.clone(),
+            Conn {
+                name: hello.name,
+                prefetch: usize::from(hello.prefetch),
+                inflight: 0,
+                last_seen: Instant::now(),
+            },
+        );
+        let welcome = serde_json::to_vec(&self.welcome).expect("welcome serialises");
+        self.send(peer, vec![command::WELCOME.to_vec(), welcome]);
+    }
+
+    /// Creates or updates a subscriber durably: once this returns, the
+    /// queue keeps what it selects whether or not anyone consumes.
+    fn register(
+        &mut self,
+        name: &SubscriberName,
+        registered: Registered,
+        start: StartPosition,
+    ) -> Result<(), archiver_core::journal::JournalError> {
+        match self.queues.get_mut(name) {
+            Some(queue) if queue.registered == registered => return Ok(()),
+            Some(queue) => queue.registered = registered,
+            None => {
+                let floor = match start {
+                    StartPosition::New => self.journal.next_seq(),
+                    StartPosition::Beginning => self.journal.first_seq(),
+                };
+                self.journal.set_cursor(&Queue::cursor_name(name), floor)?;
+                self.queues
+                    .insert(name.clone(), Queue::new(name.clone(), registered, floor));
+            }
+        }
+        self.registry
+            .save(self.queues.iter().map(|(n, q)| (n, &q.registered)))
+    }
+
+    fn unsubscribe(&mut self, name: &SubscriberName) -> Result<(), String> {
+        let Some(queue) = self.queues.remove(name) else {
+            return Ok(());
+        };
+        for conn in &queue.consumers {
+            self.conns.remove(conn);
+            self.send(conn, vec![command::GONE.to_vec()]);
+        }
+        self.registry
+            .save(self.queues.iter().map(|(n, q)| (n, &q.registered)))
+            .and_then(|()| self.journal.remove_cursor(&Queue::cursor_name(name)))
+            .and_then(|()| self.dead.remove_all(name))
+            .map_err(|e| e.to_string())?;
+        tracing::info!(subscriber = %name, "subscriber deleted with its queue and dead letters");
+        Ok(())
+    }
+
+    fn replay(&mut self, name: &SubscriberName, which: &Replay) -> Result<usize, String> {
+        if !self.queues.contains_key(name) {
+            return Ok(0);
+        }
+        let letters = self.dead.select(name, which).map_err(|e| e.to_string())?;
+        let mut count = 0;
+        for (path, letter) in letters {
+            let appended = futures::executor::block_on(
+                self.journal
+                    .append(record::replayed(name, &letter.envelope)),
+            );
+            appended.map_err(|e| e.to_string())?;
+            self.dead.remove(&path).map_err(|e| e.to_string())?;
+            count += 1;
+        }
+        tracing::info!(subscriber = %name, count, "dead letters replayed");
+        Ok(count)
+    }
+
+    /// Keeps dead letters; one that cannot be written goes back into the
+    /// queue for later.
+    fn bury(&mut self, name: &SubscriberName, doomed: Vec<Doomed>) {
+        for doomed in doomed {
+            let kept = self.read_envelope(doomed.seq).and_then(|envelope| {
+                self.dead
+                    .add(name, doomed.seq, &envelope, doomed.attempts, &doomed.reason)
+                    .map(|()| envelope)
+                    .map_err(|e| e.to_string())
+            });
+            match kept {
+                Ok(envelope) => tracing::info!(
+                    subscriber = %name, envelope_id = %envelope.id, attempts = doomed.attempts,
+                    reason = %doomed.reason, "dead-lettered"
+                ),
+                Err(error) => {
+                    tracing::error!(subscriber = %name, seq = doomed.seq, %error, "cannot keep a dead letter; it stays queued");
+                    self.queue(name).retry_later(doomed, Instant::now());
+                }
+            }
+        }
+    }
+
+    fn read_envelope(&self, seq: u64) -> Result<Envelope, String> {
+        let records = self.journal.read(seq, 1, 1).map_err(|e| e.to_string())?;
+        let record = records
+            .into_iter()
+            .find(|r| r.seq == seq)
+            .ok_or_else(|| format!("record {seq} is no longer in the journal"))?;
+        record::read(record.payload)
+            .map(|r| r.envelope)
+            .map_err(|e| e.to_string())
+    }
+
+    fn credit_back(&mut self, settled: Settled) {
+        if let Some(conn) = settled.held_by.and_then(|c| self.conns.get_mut(&c)) {
+            conn.inflight = conn.inflight.saturating_sub(1);
+        }
+    }
+
+    fn drop_conn(&mut self, peer: &ConnId, why: &str) {
+        let Some(conn) = self.conns.remove(peer) else {
+            return;
+        };
+        tracing::info!(subscriber = %conn.name, peer = %hex(peer), why, held = conn.inflight, "archive server connection dropped");
+        if let Some(queue) = self.queues.get_mut(&conn.name) {
+            let doomed = queue.abandon(peer);
+            self.bury(&conn.name, doomed);
+        }
+    }
+
+    /// Pings idle-or-not connections and drops silent ones.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        if now < self.last_ping + self.welcome.heartbeat() {
+            return;
+        }
+        self.last_ping = now;
+        let silent: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.last_seen) > self.welcome.timeout())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for peer in silent {
+            self.drop_conn(&peer, "silent past the heartbeat timeout");
+        }
+        let peers: Vec<ConnId> = self.conns.keys().cloned().collect();
+        for peer in peers {
+            self.send(&peer, vec![command::PING.to_vec()]);
+        }
+    }
+
+    /// Delivers to every connection with credit what its queue has ready.
+    fn pump(&mut self) {
+        let now = Instant::now();
+        let names: Vec<SubscriberName> = self.queues.keys().cloned().collect();
+        for name in names {
+            loop {
+                let conns = &self.conns;
+                let queue = self.queues.get_mut(&name).expect("listed above");
+                let Some(peer) = queue
+                    .pick_consumer(|id| conns.get(id).is_some_and(|c| c.inflight < c.prefetch))
+                else {
+                    break;
+                };
+                let Some(mut ready) = queue.next_ready(&self.journal, now) else {
+                    break;
+                };
+                let envelope = match ready.envelope.take() {
+                    Some(envelope) => envelope,
+                    None => match self.read_envelope(ready.seq) {
+                        Ok(envelope) => envelope,
+                        Err(error) => {
+                            tracing::error!(subscriber = %name, seq = ready.seq, %error, "cannot read a queued envelope");
+                            let queue = self.queues.get_mut(&name).expect("listed above");
+                            queue.unsent(ready);
+                            break;
+                        }
+                    },
+                };
+                let queue = self.queues.get_mut(&name).expect("listed above");
+                let attempt = queue.delivered(ready.seq, ready.deliveries, peer.clone());
+                let mut frames = vec![
+                    command::DELIVER.to_vec(),
+                    protocol::tag(ready.seq),
+                    attempt.to_string().into_bytes(),
+                ];
+                frames.extend(protocol::envelope_frames(&envelope));
+                tracing::trace!(subscriber = %name, seq = ready.seq, attempt, peer = %hex(&peer), "deliver");
+                if self.send(&peer, frames) {
+                    if let Some(conn) = self.conns.get_mut(&peer) {
+                        conn.inflight += 1;
+                    }
+                } else {
+                    ready.envelope = Some(envelope);
+                    self.queues
+                        .get_mut(&name)
+                        .expect("listed above")
+                        .unsent(ready);
+                    self.drop_conn(&peer, "unreachable");
+                }
+            }
+        }
+    }
+
+    /// Sends to a peer without blocking; false when the peer is gone.
+    fn send(&self, peer: &ConnId, frames: Vec<Vec<u8>>) -> bool {
+        let mut message = Vec::with_capacity(frames.len() + 1);
+        message.push(peer.clone());
+        message.extend(frames);
+        match self.router.send_multipart(message, zmq::DONTWAIT) {
+            Ok(()) => true,
+            Err(zmq::Error::EHOSTUNREACH) | Err(zmq::Error::EAGAIN) => false,
+            Err(error) => {
+                tracing::warn!(peer = %hex(peer), %error, "sending to a peer failed");
+                false
+            }
+        }
+    }
+
+    fn read_tail_subscriptions(&mut self) {
+        let Some(tail) = &self.tail else { return };
+        for _ in 0..BATCH {
+            let Ok(frame) = tail.recv_bytes(zmq::DONTWAIT) else {
+                return;
+            };
+            // A subscription message: 1 (subscribe) or 0, then the topic.
+            if frame.first() == Some(&1) && frame[1..].starts_with(protocol::TAIL_HELLO_PREFIX) {
+                // Everything this tail subscribed before the hello is in
+                // force now: tell it so on the hello's own topic.
+                let _ = tail.send(&frame[1..], zmq::DONTWAIT);
+            }
+        }
+    }
+
+    fn tail_publish(&self, envelope: &Envelope) {
+        let Some(tail) = &self.tail else { return };
+        let mut frames = vec![protocol::tail_topic(envelope)];
+        frames.extend(protocol::envelope_frames(envelope));
+        // PUB never blocks: a tail that cannot keep up loses envelopes.
+        let _ = tail.send_multipart(frames, zmq::DONTWAIT);
+    }
+
+    fn save_floors(&mut self) {
+        for queue in self.queues.values_mut() {
+            if let Err(error) = queue.save_floor(&self.journal) {
+                tracing::error!(subscriber = %queue.name, %error, "cannot save the queue's position");
+            }
+        }
+    }
+
+    fn status(&self) -> Vec<QueueStatus> {
+        self.queues
+            .values()
+            .map(|q| {
+                let (unsettled, unexamined) = q.backlog(&self.journal);
+                QueueStatus {
+                    name: q.name.clone(),
+                    connections: q.consumers.len(),
+                    unsettled,
+                    unexamined,
+                    dead_letters: self.dead.list(&q.name).map_or(0, |l| l.len()),
+                }
+            })
+            .collect()
+    }
+}
+
+fn subscriber(frame: &[u8]) -> Result<SubscriberName, String> {
+    std::str::from_utf8(frame)
+        .map_err(|_| "the subscriber name is not UTF-8".to_owned())
+        .and_then(|n| SubscriberName::new(n).map_err(|e| e.to_string()))
+}
+
+fn replay_selection(frames: &[Vec<u8>]) -> Result<Replay, String> {
+    if frames == [b"all".to_vec()] {
+        return Ok(Replay::All);
+    }
+    frames
+        .iter()
+        .map(|f| {
+            std::str::from_utf8(f)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| "REPLAY takes `all` or envelope ids".to_owned())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Replay::Only)
+}
+
+/// The reply to DEAD-LETTERS: per dead letter, a JSON frame (`attempts`,
+/// `reason`, `dead_at`) and the envelope as one byte string.
+fn dead_letter_frames(letters: impl Iterator<Item = DeadLetter>) -> Vec<Vec<u8>> {
+    let mut frames = vec![command::DEAD_LETTERS.to_vec()];
+    for letter in letters {
+        frames.push(
+            serde_json::to_vec(&serde_json::json!({
+                "attempts": letter.attempts,
+                "reason": letter.reason,
+                "dead_at": letter.dead_at,
+            }))
+            .expect("dead-letter metadata serialises"),
+        );
+        frames.push(wire::to_bytes(&letter.envelope));
+    }
+    frames
+}
+
+/// A routing id for logs.
+fn hex(id: &[u8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}

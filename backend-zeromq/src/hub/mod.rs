@@ -1,0 +1,310 @@
+//! The list server's side: [`ZmqHub`] binds the endpoints, keeps every
+//! durable subscriber's queue on a local journal, and delivers to the
+//! archive servers that connect.
+
+mod dead_letters;
+mod event_loop;
+mod queue;
+mod record;
+mod registry;
+mod status;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use archiver_core::journal::{Journal, JournalError, JournalOptions};
+use archiver_core::{BackendError, Envelope, Publisher};
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+
+use crate::client::ZmqClient;
+use crate::config::{ClientConfig, HubConfig};
+use crate::mailbox::{Mailbox, mailbox};
+use crate::protocol::{MAX_COMMAND_BYTES, Welcome};
+use crate::zap::{self, ZapHandler};
+use dead_letters::DeadLetterStore;
+use event_loop::{HubCommand, HubLoop};
+use queue::Queue;
+use registry::Registry;
+pub use status::QueueStatus;
+
+/// The list server's end of the ZeroMQ backend: a publisher that needs no
+/// broker. Every publish is appended to a journal in the hub's directory
+/// (synced before `Ok`); each durable subscriber's queue is a position in
+/// that journal, so an archive server that is offline, or a list server
+/// that restarts, loses nothing.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), archiver_core::BackendError> {
+/// use archiver_core::{ArchiveUrls, QueueArchiver};
+/// use backend_zeromq::{HubConfig, ZmqHub};
+/// let hub = ZmqHub::bind(HubConfig::new("tcp://0.0.0.0:5555", "/var/lib/mailman/archiver"))?;
+/// let archiver = QueueArchiver::new(
+///     "mq-archiver",
+///     hub.clone(),
+///     ArchiveUrls::new("https://archive.example.org/list/{list_id}/").unwrap(),
+/// );
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ZmqHub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    config: HubConfig,
+    endpoint: String,
+    tail_endpoint: Option<String>,
+    journal: Journal,
+    mailbox: Mailbox<HubCommand>,
+    closed: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    _zap: Option<ZapHandler>,
+}
+
+impl Drop for HubInner {
+    fn drop(&mut self) {
+        let (reply, _) = oneshot::channel();
+        if self.mailbox.send(HubCommand::Close(reply)).is_ok()
+            && let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A journal error as the backend error a publisher sees.
+fn journal_error(error: JournalError) -> BackendError {
+    match error {
+        JournalError::Closed => BackendError::Closed,
+        JournalError::TooLarge { size, limit } => BackendError::TooLarge { size, limit },
+        other => BackendError::Broker(format!("the hub's journal: {other}")),
+    }
+}
+
+/// A socket error while setting up, naming the endpoint.
+fn bind_error(endpoint: &str, error: zmq::Error) -> BackendError {
+    match error {
+        zmq::Error::EINVAL | zmq::Error::EPROTONOSUPPORT | zmq::Error::ENOCOMPATPROTO => {
+            BackendError::InvalidUrl(format!("{endpoint}: {error}"))
+        }
+        other => BackendError::Unavailable(format!("cannot bind {endpoint}: {other}")),
+    }
+}
+
+fn bound_endpoint(socket: &zmq::Socket, endpoint: &str) -> Result<String, BackendError> {
+    socket.bind(endpoint).map_err(|e| bind_error(endpoint, e))?;
+    Ok(socket
+        .get_last_endpoint()
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| endpoint.to_owned()))
+}
+
+impl ZmqHub {
+    /// Opens the hub's directory (recovering from any crash), binds its
+    /// endpoints and starts serving. Fails with `InvalidUrl` for a bad
+    /// endpoint and `Unavailable` when it cannot be bound; a directory
+    /// another hub has open is refused.
+    pub fn bind(config: HubConfig) -> Result<Self, BackendError> {
+        let journal = Journal::open(
+            config.dir.join("journal"),
+            JournalOptions {
+                sync: config.sync,
+                max_record: config.max_envelope_bytes + (1 << 16),
+                ..JournalOptions::default()
+            },
+        )
+        .map_err(journal_error)?;
+        let registry = Registry::new(config.dir.join("subscribers.json"));
+        let queues: BTreeMap<_, _> = registry
+            .load()
+            .map_err(journal_error)?
+            .into_iter()
+            .map(|(name, registered)| {
+                let floor = journal
+                    .cursor(&Queue::cursor_name(&name))
+                    .unwrap_or_else(|| journal.first_seq());
+                (name.clone(), Queue::new(name, registered, floor))
+            })
+            .collect();
+
+        let context = zmq::Context::new();
+        let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
+        let zap = if config.allowed.is_empty() {
+            None
+        } else {
+            Some(ZapHandler::start(&context, config.allowed.clone()).map_err(setup)?)
+        };
+        let secure = |socket: &zmq::Socket| -> zmq::Result<()> {
+            if zap.is_some() {
+                socket.set_plain_server(true)?;
+                socket.set_zap_domain(zap::DOMAIN)?;
+            }
+            Ok(())
+        };
+
+        let router = context.socket(zmq::ROUTER).map_err(setup)?;
+        router.set_router_mandatory(true).map_err(setup)?;
+        router.set_maxmsgsize(MAX_COMMAND_BYTES).map_err(setup)?;
+        // Credit bounds what is queued per connection, not the socket.
+        router.set_sndhwm(0).map_err(setup)?;
+        router.set_linger(1000).map_err(setup)?;
+        secure(&router).map_err(setup)?;
+        let endpoint = bound_endpoint(&router, &config.endpoint)?;
+
+        let (tail, tail_endpoint) = match &config.tail_endpoint {
+            None => (None, None),
+            Some(wanted) => {
+                let tail = context.socket(zmq::XPUB).map_err(setup)?;
+                tail.set_xpub_verbose(true).map_err(setup)?;
+                tail.set_maxmsgsize(MAX_COMMAND_BYTES).map_err(setup)?;
+                tail.set_linger(0).map_err(setup)?;
+                secure(&tail).map_err(setup)?;
+                let bound = bound_endpoint(&tail, wanted)?;
+                (Some(tail), Some(bound))
+            }
+        };
+
+        let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
+        let welcome = Welcome {
+            heartbeat_ms: config.heartbeat.as_millis() as u64,
+            timeout_ms: config.timeout.as_millis() as u64,
+        };
+        let hub_loop = HubLoop::new(
+            router,
+            tail,
+            inbox,
+            journal.clone(),
+            DeadLetterStore::new(config.dir.join("dead-letters")),
+            registry,
+            queues,
+            welcome,
+        );
+        let thread = std::thread::Builder::new()
+            .name("zmq-hub".into())
+            .spawn(move || hub_loop.run())
+            .map_err(|e| BackendError::Unavailable(format!("cannot start the hub thread: {e}")))?;
+        tracing::info!(%endpoint, tail = ?tail_endpoint, authenticated = zap.is_some(), "ZeroMQ hub listening");
+        Ok(Self {
+            inner: Arc::new(HubInner {
+                config,
+                endpoint,
+                tail_endpoint,
+                journal,
+                mailbox,
+                closed: AtomicBool::new(false),
+                thread: Mutex::new(Some(thread)),
+                _zap: zap,
+            }),
+        })
+    }
+
+    /// The endpoint archive servers connect to, with the port the system
+    /// picked when the configured one was `*`.
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    /// The live tail's endpoint, if it has one.
+    pub fn tail_endpoint(&self) -> Option<&str> {
+        self.inner.tail_endpoint.as_deref()
+    }
+
+    /// The hub's configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// A client of this hub over its endpoint (with the first allowed
+    /// credentials, if any) that also publishes through it: a complete
+    /// [`archiver_core::Backend`] for code that runs list server and
+    /// archive servers in one process.
+    pub fn client(&self) -> ZmqClient {
+        let mut config = ClientConfig::new(self.endpoint());
+        if let Some(tail) = self.tail_endpoint() {
+            config = config.tail(tail);
+        }
+        if let Some(credentials) = self.inner.config.allowed.first() {
+            config = config.credentials(credentials.clone());
+        }
+        ZmqClient::attached(config, self.clone())
+    }
+
+    /// Every durable subscriber's queue.
+    pub async fn status(&self) -> Result<Vec<QueueStatus>, BackendError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .mailbox
+            .send(HubCommand::Status(reply))
+            .map_err(|_| BackendError::Closed)?;
+        answer.await.map_err(|_| BackendError::Closed)
+    }
+
+    /// Saves every queue's position, stops serving and closes the journal.
+    /// Archive servers keep their queues for when the hub is back.
+    pub async fn close(&self) -> Result<(), BackendError> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.inner.mailbox.send(HubCommand::Close(reply)).is_ok() {
+            let _ = answer.await;
+        }
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.inner
+            .journal
+            .clone()
+            .close()
+            .await
+            .map_err(journal_error)
+    }
+
+    /// True once [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Publisher for ZmqHub {
+    async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
+        if self.is_closed() {
+            return Err(BackendError::Closed);
+        }
+        BackendError::check_size(envelope, self.inner.config.max_envelope_bytes)?;
+        let seq = self
+            .inner
+            .journal
+            .append(record::published(envelope))
+            .await
+            .map_err(journal_error)?;
+        let (sent, on_tail) = oneshot::channel();
+        let for_tail = self
+            .inner
+            .tail_endpoint
+            .is_some()
+            .then(|| (envelope.clone(), sent));
+        let tailed = for_tail.is_some();
+        self.inner
+            .mailbox
+            .send(HubCommand::Published(for_tail))
+            .map_err(|_| BackendError::Closed)?;
+        if tailed {
+            // Already durable: a hub closing meanwhile only skips the tail.
+            let _ = on_tail.await;
+        }
+        tracing::debug!(envelope_id = %envelope.id, seq, "published to the hub's journal");
+        Ok(())
+    }
+}

@@ -1,0 +1,439 @@
+//! One durable subscriber's queue on the hub: a position in the journal and
+//! the envelopes it holds unsettled (ready, delayed, in flight).
+//!
+//! Everything below the queue's floor is settled (acked, dead-lettered, or
+//! not selected); the floor is saved as the subscriber's journal cursor, so
+//! a restarted hub resumes there and the journal drops what every
+//! subscriber has passed. Acks may come in any order: a settled envelope
+//! above the floor is simply no longer in any of the sets.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use archiver_core::journal::{Journal, JournalError};
+use archiver_core::{Envelope, SubscriberName, attempt_limit_reached};
+
+use super::record;
+use super::registry::Registered;
+
+/// A connection's routing id on the hub's ROUTER socket.
+pub type ConnId = Vec<u8>;
+
+/// Records read from the journal at a time when a queue runs dry.
+const SCAN_RECORDS: usize = 64;
+const SCAN_BYTES: usize = 4 << 20;
+
+/// An envelope to deliver.
+pub struct Ready {
+    pub seq: u64,
+    /// Deliveries so far (the next one is attempt `deliveries + 1`).
+    pub deliveries: u32,
+    /// Kept when just read from the journal; read again otherwise.
+    pub envelope: Option<Envelope>,
+}
+
+/// An envelope that is to go to the dead letters.
+pub struct Doomed {
+    pub seq: u64,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+/// What settling a delivery did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// The connection that held it, whose credit comes back.
+    pub held_by: Option<ConnId>,
+}
+
+/// One subscriber's queue.
+pub struct Queue {
+    pub name: SubscriberName,
+    pub registered: Registered,
+    /// The next journal sequence to examine.
+    next: u64,
+    ready: VecDeque<Ready>,
+    delayed: BTreeSet<(Instant, u64)>,
+    delayed_deliveries: HashMap<u64, u32>,
+    inflight: HashMap<u64, (ConnId, u32)>,
+    /// Every sequence in `ready`, `delayed` or `inflight`.
+    unsettled: BTreeSet<u64>,
+    /// The floor last saved as the journal cursor.
+    saved_floor: u64,
+    /// Connections consuming this queue, served in turn.
+    pub consumers: Vec<ConnId>,
+    turn: usize,
+}
+
+impl Queue {
+    /// A queue whose cursor stands at `floor`.
+    pub fn new(name: SubscriberName, registered: Registered, floor: u64) -> Self {
+        Self {
+            name,
+            registered,
+            next: floor,
+            ready: VecDeque::new(),
+            delayed: BTreeSet::new(),
+            delayed_deliveries: HashMap::new(),
+            inflight: HashMap::new(),
+            unsettled: BTreeSet::new(),
+            saved_floor: floor,
+            consumers: Vec::new(),
+            turn: 0,
+        }
+    }
+
+    /// The journal cursor name of a subscriber.
+    pub fn cursor_name(name: &SubscriberName) -> String {
+        format!("subscriber.{name}")
+    }
+
+    /// Everything below this is settled.
+    pub fn floor(&self) -> u64 {
+        self.unsettled.first().copied().unwrap_or(self.next)
+    }
+
+    /// Saves the floor as the journal cursor if it moved.
+    pub fn save_floor(&mut self, journal: &Journal) -> Result<(), JournalError> {
+        let floor = self.floor();
+        if floor != self.saved_floor {
+            journal.set_cursor(&Self::cursor_name(&self.name), floor)?;
+            self.saved_floor = floor;
+        }
+        Ok(())
+    }
+
+    /// Envelopes held unsettled, and journal records not yet examined.
+    pub fn backlog(&self, journal: &Journal) -> (usize, u64) {
+        (
+            self.unsettled.len(),
+            journal.next_seq().saturating_sub(self.next),
+        )
+    }
+
+    /// When the next delayed envelope is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.delayed.first().map(|(due, _)| *due)
+    }
+
+    /// The next consumer (in turn) with credit left, per `credit`.
+    pub fn pick_consumer(&mut self, mut credit: impl FnMut(&ConnId) -> bool) -> Option<ConnId> {
+        let n = self.consumers.len();
+        for i in 0..n {
+            let index = (self.turn + i) % n;
+            if credit(&self.consumers[index]) {
+                self.turn = (index + 1) % n;
+                return Some(self.consumers[index].clone());
+            }
+        }
+        None
+    }
+
+    /// The next envelope to deliver: due redeliveries first, then what is
+    /// ready, then the journal's next selected records.
+    pub fn next_ready(&mut self, journal: &Journal, now: Instant) -> Option<Ready> {
+        while let Some(&(due, seq)) = self.delayed.first() {
+            if due > now {
+                break;
+            }
+            self.delayed.pop_first();
+            let deliveries = self.delayed_deliveries.remove(&seq).unwrap_or(0);
+            self.ready.push_back(Ready {
+                seq,
+                deliveries,
+                envelope: None,
+            });
+        }
+        if self.ready.is_empty() {
+            self.scan(journal);
+        }
+        self.ready.pop_front()
+    }
+
+    /// Reads on from `next` until something is selected or the journal's
+    /// end is reached.
+    fn scan(&mut self, journal: &Journal) {
+        while self.ready.is_empty() && self.next < journal.next_seq() {
+            let records = match journal.read(self.next, SCAN_RECORDS, SCAN_BYTES) {
+                Ok(records) if !records.is_empty() => records,
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::error!(subscriber = %self.name, %error, "cannot read the journal; will retry");
+                    return;
+                }
+            };
+            for r in records {
+                self.next = r.seq + 1;
+                let hub_record = match record::read(r.payload) {
+                    Ok(hub_record) => hub_record,
+                    Err(error) => {
+                        tracing::error!(seq = r.seq, %error, "unreadable journal record skipped");
+                        continue;
+                    }
+                };
+                let for_us = hub_record
+                    .only_for
+                    .as_ref()
+                    .is_none_or(|only| *only == self.name);
+                if for_us && self.registered.selection.matches(&hub_record.envelope) {
+                    self.unsettled.insert(r.seq);
+                    self.ready.push_back(Ready {
+                        seq: r.seq,
+                        deliveries: 0,
+                        envelope: Some(hub_record.envelope),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Records a delivery as in flight on `conn`; returns its attempt.
+    pub fn delivered(&mut self, seq: u64, deliveries: u32, conn: ConnId) -> u32 {
+        let attempt = deliveries + 1;
+        self.inflight.insert(seq, (conn, attempt));
+        attempt
+    }
+
+    /// Puts back a delivery that could not be sent (its attempt not used).
+    pub fn unsent(&mut self, ready: Ready) {
+        self.inflight.remove(&ready.seq);
+        self.ready.push_front(ready);
+    }
+
+    /// Done with `seq`, whoever holds it now: an ack from a connection the
+    /// hub gave up on still counts.
+    pub fn ack(&mut self, seq: u64) -> Settled {
+        if !self.unsettled.remove(&seq) {
+            return Settled::default();
+        }
+        if let Some((conn, _)) = self.inflight.remove(&seq) {
+            return Settled {
+                held_by: Some(conn),
+            };
+        }
+        self.ready.retain(|r| r.seq != seq);
+        if self.delayed_deliveries.remove(&seq).is_some() {
+            self.delayed.retain(|(_, s)| *s != seq);
+        }
+        Settled::default()
+    }
+
+    /// Takes `seq` back from `conn` if that connection holds it; `None` for
+    /// a stale settlement (the delivery went elsewhere since).
+    fn take_back(&mut self, seq: u64, conn: &ConnId) -> Option<u32> {
+        match self.inflight.get(&seq) {
+            Some((holder, _)) if holder == conn => self.inflight.remove(&seq).map(|(_, a)| a),
+            _ => None,
+        }
+    }
+
+    /// Failed for now: again after `delay`, or to the dead letters at the
+    /// attempt limit.
+    pub fn nack(
+        &mut self,
+        seq: u64,
+        conn: &ConnId,
+        delay: Duration,
+        how: &str,
+        now: Instant,
+    ) -> (Settled, Option<Doomed>) {
+        let Some(attempts) = self.take_back(seq, conn) else {
+            return (Settled::default(), None);
+        };
+        let settled = Settled {
+            held_by: Some(conn.clone()),
+        };
+        if let Some(reason) = attempt_limit_reached(how, attempts, self.registered.max_attempts) {
+            return (settled, Some(self.doom(seq, attempts, reason)));
+        }
+        if delay.is_zero() {
+            self.ready.push_back(Ready {
+                seq,
+                deliveries: attempts,
+                envelope: None,
+            });
+        } else {
+            self.delayed.insert((now + delay, seq));
+            self.delayed_deliveries.insert(seq, attempts);
+        }
+        (settled, None)
+    }
+
+    /// Dropped unsettled by its consumer: back to the front, attempt counted.
+    pub fn release(&mut self, seq: u64, conn: &ConnId) -> (Settled, Option<Doomed>) {
+        let Some(attempts) = self.take_back(seq, conn) else {
+            return (Settled::default(), None);
+        };
+        let settled = Settled {
+            held_by: Some(conn.clone()),
+        };
+        (settled, self.requeue_front(seq, attempts))
+    }
+
+    /// Cannot ever succeed: to the dead letters.
+    pub fn reject(&mut self, seq: u64, conn: &ConnId, reason: String) -> (Settled, Option<Doomed>) {
+        let Some(attempts) = self.take_back(seq, conn) else {
+            return (Settled::default(), None);
+        };
+        let settled = Settled {
+            held_by: Some(conn.clone()),
+        };
+        (settled, Some(self.doom(seq, attempts, reason)))
+    }
+
+    /// A connection is gone: what it held goes back to the front of the
+    /// queue in order, each attempt counted, or to the dead letters at the
+    /// attempt limit.
+    pub fn abandon(&mut self, conn: &ConnId) -> Vec<Doomed> {
+        self.consumers.retain(|c| c != conn);
+        let mut held: Vec<(u64, u32)> = self
+            .inflight
+            .iter()
+            .filter(|(_, (holder, _))| holder == conn)
+            .map(|(seq, (_, attempts))| (*seq, *attempts))
+            .collect();
+        held.sort_unstable();
+        let mut doomed = Vec::new();
+        for &(seq, attempts) in held.iter().rev() {
+            self.inflight.remove(&seq);
+            doomed.extend(self.requeue_front(seq, attempts));
+        }
+        doomed
+    }
+
+    fn requeue_front(&mut self, seq: u64, attempts: u32) -> Option<Doomed> {
+        if let Some(reason) =
+            attempt_limit_reached("abandoned", attempts, self.registered.max_attempts)
+        {
+            return Some(self.doom(seq, attempts, reason));
+        }
+        self.ready.push_front(Ready {
+            seq,
+            deliveries: attempts,
+            envelope: None,
+        });
+        None
+    }
+
+    /// Takes `seq` out of the queue for the dead letters. If keeping the
+    /// dead letter fails, the caller gives it back with [`Self::retry_later`].
+    fn doom(&mut self, seq: u64, attempts: u32, reason: String) -> Doomed {
+        self.unsettled.remove(&seq);
+        Doomed {
+            seq,
+            attempts,
+            reason,
+        }
+    }
+
+    /// A dead letter that could not be kept: back into the queue after a
+    /// while, so nothing is lost.
+    pub fn retry_later(&mut self, doomed: Doomed, now: Instant) {
+        self.unsettled.insert(doomed.seq);
+        self.delayed
+            .insert((now + Duration::from_secs(5), doomed.seq));
+        self.delayed_deliveries
+            .insert(doomed.seq, doomed.attempts.saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use archiver_core::journal::JournalOptions;
+    use archiver_core::{ListChange, ListEvent, ListId, Selection};
+
+    fn queue(max_attempts: u32) -> Queue {
+        Queue::new(
+            "web".parse().unwrap(),
+            Registered {
+                selection: Selection::all(),
+                max_attempts,
+            },
+            0,
+        )
+    }
+
+    async fn journal_with(count: usize) -> (tempfile::TempDir, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        let list = ListId::new("a.example.org").unwrap();
+        for _ in 0..count {
+            let envelope = Envelope::event(&ListEvent::now(list.clone(), ListChange::ListDeleted));
+            journal.append(record::published(&envelope)).await.unwrap();
+        }
+        (dir, journal)
+    }
+
+    #[tokio::test]
+    async fn out_of_order_acks_move_the_floor_only_past_settled_records() {
+        let (_dir, journal) = journal_with(3).await;
+        let mut q = queue(5);
+        let now = Instant::now();
+        let conn = b"c".to_vec();
+        let taken: Vec<Ready> = (0..3)
+            .map(|_| q.next_ready(&journal, now).unwrap())
+            .collect();
+        for r in &taken {
+            q.delivered(r.seq, r.deliveries, conn.clone());
+        }
+        assert!(q.next_ready(&journal, now).is_none());
+        assert_eq!(q.floor(), 0);
+        assert_eq!(q.ack(2).held_by, Some(conn.clone()));
+        assert_eq!(q.floor(), 0, "seq 0 and 1 still unsettled");
+        q.ack(0);
+        assert_eq!(q.floor(), 1);
+        q.ack(1);
+        assert_eq!(q.floor(), 3);
+        assert_eq!(q.ack(1), Settled::default(), "a second ack is a no-op");
+    }
+
+    #[tokio::test]
+    async fn abandoned_and_nacked_deliveries_count_attempts_up_to_the_limit() {
+        let (_dir, journal) = journal_with(2).await;
+        let mut q = queue(2);
+        let now = Instant::now();
+        let (a, b) = (b"a".to_vec(), b"b".to_vec());
+        let first = q.next_ready(&journal, now).unwrap();
+        assert_eq!(q.delivered(first.seq, first.deliveries, a.clone()), 1);
+        let second = q.next_ready(&journal, now).unwrap();
+        q.delivered(second.seq, second.deliveries, a.clone());
+        assert!(q.abandon(&a).is_empty());
+        let again = q.next_ready(&journal, now).unwrap();
+        assert_eq!(
+            (again.seq, again.deliveries),
+            (0, 1),
+            "back in order, at the front"
+        );
+        assert_eq!(q.delivered(again.seq, again.deliveries, b.clone()), 2);
+        assert_eq!(
+            q.nack(0, &a, Duration::ZERO, "nacked", now).0,
+            Settled::default(),
+            "stale"
+        );
+        let (settled, doomed) = q.nack(0, &b, Duration::ZERO, "nacked", now);
+        assert_eq!(settled.held_by, Some(b.clone()));
+        let doomed = doomed.expect("attempt limit of 2 reached");
+        assert_eq!((doomed.seq, doomed.attempts), (0, 2));
+        assert_eq!(q.floor(), 1);
+    }
+
+    #[tokio::test]
+    async fn delayed_nacks_wait_and_late_acks_cancel_redelivery() {
+        let (_dir, journal) = journal_with(1).await;
+        let mut q = queue(5);
+        let now = Instant::now();
+        let conn = b"c".to_vec();
+        let r = q.next_ready(&journal, now).unwrap();
+        q.delivered(r.seq, r.deliveries, conn.clone());
+        q.nack(0, &conn, Duration::from_secs(1), "nacked", now);
+        assert!(q.next_ready(&journal, now).is_none());
+        assert_eq!(q.next_due(), Some(now + Duration::from_secs(1)));
+        q.ack(0);
+        assert!(
+            q.next_ready(&journal, now + Duration::from_secs(2))
+                .is_none()
+        );
+        assert_eq!(q.floor(), 1);
+    }
+}

@@ -1,0 +1,352 @@
+//! The messages list server and archive servers exchange, as ZeroMQ frames:
+//! encoding, and decoding that refuses anything malformed with a reason
+//! instead of panicking. `docs/wire-format.md` ("ZeroMQ") is the reference
+//! for clients in other languages.
+//!
+//! Every message starts with a command frame (upper-case ASCII); the frames
+//! after it depend on the command. An envelope travels as its wire fields,
+//! one frame per name and one per value, followed by the body as the last
+//! frame, untouched.
+
+use std::time::Duration;
+
+use archiver_core::wire::{self, WireError};
+use archiver_core::{Envelope, Kind, ListPattern, Selection, StartPosition, SubscriberName};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version a hello carries; a hub refuses any other.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest message a hub accepts from an archive server: commands are
+/// small, so anything bigger is garbage (libzmq drops the peer).
+pub const MAX_COMMAND_BYTES: i64 = 64 * 1024;
+
+/// Command names, the first frame of every message.
+pub mod command {
+    /// Archive server → hub: who it is and what it wants (JSON).
+    pub const HELLO: &[u8] = b"HELLO";
+    /// Hub → archive server: the hello was accepted (JSON settings).
+    pub const WELCOME: &[u8] = b"WELCOME";
+    /// Hub → archive server: the hello was refused (reason).
+    pub const DENIED: &[u8] = b"DENIED";
+    /// Hub → archive server: one delivery.
+    pub const DELIVER: &[u8] = b"DELIVER";
+    /// Archive server → hub: deliveries done (one tag per frame).
+    pub const ACK: &[u8] = b"ACK";
+    /// Archive server → hub: deliver again after a delay (tag, delay ms).
+    pub const NACK: &[u8] = b"NACK";
+    /// Archive server → hub: dead-letter it (tag, reason).
+    pub const REJECT: &[u8] = b"REJECT";
+    /// Archive server → hub: dropped unsettled; deliver again at once (tag).
+    pub const RELEASE: &[u8] = b"RELEASE";
+    /// Either way: still alive.
+    pub const PING: &[u8] = b"PING";
+    /// Archive server → hub: this connection is leaving; redeliver what it
+    /// holds now.
+    pub const BYE: &[u8] = b"BYE";
+    /// Hub → archive server: the hub does not know this connection (it
+    /// restarted): say hello again.
+    pub const UNKNOWN: &[u8] = b"UNKNOWN";
+    /// Hub → archive server: the subscription was deleted; stop.
+    pub const GONE: &[u8] = b"GONE";
+    /// Hub → peer: the previous message was malformed (reason).
+    pub const ERROR: &[u8] = b"ERROR";
+    /// Request: list a subscriber's dead letters (name).
+    pub const DEAD_LETTERS: &[u8] = b"DEAD-LETTERS";
+    /// Request: replay dead letters (name, then `all` or envelope ids).
+    pub const REPLAY: &[u8] = b"REPLAY";
+    /// Reply to REPLAY: how many (decimal).
+    pub const REPLAYED: &[u8] = b"REPLAYED";
+    /// Request: delete a subscriber's queue and dead letters (name).
+    pub const UNSUBSCRIBE: &[u8] = b"UNSUBSCRIBE";
+    /// Reply to UNSUBSCRIBE.
+    pub const UNSUBSCRIBED: &[u8] = b"UNSUBSCRIBED";
+}
+
+/// Topic prefix of the tail's control messages (never a list id, which
+/// starts with a letter or digit): a tail subscribes to `\x01hello/<token>`
+/// and waits for the hub to answer on it, so it knows it is attached.
+pub const TAIL_HELLO_PREFIX: &[u8] = b"\x01hello/";
+
+/// What an archive server asks for in its hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must be [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The durable subscriber's name.
+    pub name: String,
+    /// List ids or patterns; empty for every list.
+    #[serde(default)]
+    pub lists: Vec<String>,
+    /// `mail`, `event`, or absent for both.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Most deliveries this connection holds unsettled (its credit).
+    pub prefetch: u16,
+    /// Deliveries of one envelope before it is dead-lettered.
+    pub max_attempts: u32,
+    /// `new` or `beginning`, for a queue created by this hello.
+    #[serde(default = "Hello::default_start")]
+    pub start: String,
+}
+
+/// A hello, checked.
+#[derive(Debug, Clone)]
+pub struct ValidHello {
+    pub name: SubscriberName,
+    pub selection: Selection,
+    pub prefetch: u16,
+    pub max_attempts: u32,
+    pub start: StartPosition,
+}
+
+impl Hello {
+    fn default_start() -> String {
+        "new".into()
+    }
+
+    /// The hello for a subscription.
+    pub fn for_subscription(subscription: &archiver_core::Subscription) -> Self {
+        let kinds = subscription.selection.kinds();
+        Self {
+            version: PROTOCOL_VERSION,
+            name: subscription.name.to_string(),
+            lists: subscription
+                .selection
+                .lists()
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            kind: (kinds.len() == 1).then(|| kinds[0].as_str().to_owned()),
+            prefetch: subscription.prefetch,
+            max_attempts: subscription.max_attempts,
+            start: match subscription.start {
+                StartPosition::New => "new".into(),
+                StartPosition::Beginning => "beginning".into(),
+            },
+        }
+    }
+
+    /// Checks every field; the error says which is wrong.
+    pub fn validate(self) -> Result<ValidHello, String> {
+        if self.version != PROTOCOL_VERSION {
+            return Err(format!(
+                "protocol version {} is not supported (this hub speaks {PROTOCOL_VERSION})",
+                self.version
+            ));
+        }
+        let name = SubscriberName::new(&self.name).map_err(|e| e.to_string())?;
+        let mut selection = Selection::all();
+        for list in &self.lists {
+            selection = selection.list(ListPattern::new(list).map_err(|e| e.to_string())?);
+        }
+        if let Some(kind) = &self.kind {
+            selection = selection.only(kind.parse::<Kind>()?);
+        }
+        if self.prefetch == 0 || self.max_attempts == 0 {
+            return Err("prefetch and max_attempts must be at least 1".into());
+        }
+        let start = match self.start.as_str() {
+            "new" => StartPosition::New,
+            "beginning" => StartPosition::Beginning,
+            other => return Err(format!("start {other:?} is neither new nor beginning")),
+        };
+        Ok(ValidHello {
+            name,
+            selection,
+            prefetch: self.prefetch,
+            max_attempts: self.max_attempts,
+            start,
+        })
+    }
+}
+
+/// What a hub tells an accepted archive server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// How often each side sends something (a PING when idle).
+    pub heartbeat_ms: u64,
+    /// Silence after which either side treats the other as gone.
+    pub timeout_ms: u64,
+}
+
+impl Welcome {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// The frames of an envelope: field names and values alternating, then the
+/// body.
+pub fn envelope_frames(envelope: &Envelope) -> Vec<Vec<u8>> {
+    let fields = wire::to_fields(envelope);
+    let mut frames = Vec::with_capacity(fields.len() * 2 + 1);
+    for (name, value) in fields {
+        frames.push(name.as_bytes().to_vec());
+        frames.push(value.into_bytes());
+    }
+    frames.push(envelope.body.to_vec());
+    frames
+}
+
+/// Reads [`envelope_frames`]' output back.
+pub fn parse_envelope(mut frames: Vec<Vec<u8>>) -> Result<Envelope, WireError> {
+    let body = frames
+        .pop()
+        .ok_or_else(|| WireError::Framing("no body frame".into()))?;
+    if !frames.len().is_multiple_of(2) {
+        return Err(WireError::Framing(format!(
+            "{} field frames: names and values must pair up",
+            frames.len()
+        )));
+    }
+    let fields = frames
+        .chunks(2)
+        .map(
+            |pair| match (std::str::from_utf8(&pair[0]), std::str::from_utf8(&pair[1])) {
+                (Ok(name), Ok(value)) => Ok((name, value)),
+                _ => Err(WireError::Framing("a field frame is not UTF-8".into())),
+            },
+        )
+        .collect::<Result<Vec<_>, _>>()?;
+    wire::from_fields(fields, Bytes::from(body))
+}
+
+/// A delivery tag: the envelope's place in the hub's journal, as decimal.
+pub fn tag(seq: u64) -> Vec<u8> {
+    seq.to_string().into_bytes()
+}
+
+/// Reads a decimal number frame.
+pub fn number<T: std::str::FromStr>(frame: &[u8], what: &str) -> Result<T, String> {
+    std::str::from_utf8(frame)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{what} is not a decimal number"))
+}
+
+/// The tail's topic of an envelope: `<list-id>/<kind>`, so a tail of one
+/// list subscribes to the prefix `<list-id>/`.
+pub fn tail_topic(envelope: &Envelope) -> Vec<u8> {
+    format!("{}/{}", envelope.list_id, envelope.kind.as_str()).into_bytes()
+}
+
+/// The prefixes a tail subscribes to for a selection: one per exact list
+/// (with the kind when only one is selected), or everything when a pattern
+/// needs matching on this side.
+pub fn tail_prefixes(selection: &Selection) -> Vec<Vec<u8>> {
+    let lists = selection.lists();
+    if lists.is_empty() || !lists.iter().all(ListPattern::is_exact) {
+        return vec![Vec::new()];
+    }
+    let kinds = selection.kinds();
+    lists
+        .iter()
+        .map(|list| {
+            if kinds.len() == 1 {
+                format!("{}/{}", list.as_str(), kinds[0].as_str())
+            } else {
+                format!("{}/", list.as_str())
+            }
+            .into_bytes()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use archiver_core::{ListChange, ListEvent, ListId, Subscription};
+
+    fn event() -> Envelope {
+        let list = ListId::new("dev.lists.example.org").unwrap();
+        Envelope::event(&ListEvent::now(list, ListChange::ListDeleted))
+    }
+
+    #[test]
+    fn envelopes_round_trip_through_frames() {
+        let envelope = event();
+        let frames = envelope_frames(&envelope);
+        assert_eq!(frames[0], b"format-version");
+        assert_eq!(frames[1], b"1");
+        assert_eq!(parse_envelope(frames).unwrap(), envelope);
+    }
+
+    #[test]
+    fn malformed_envelope_frames_are_refused() {
+        assert!(parse_envelope(vec![]).is_err());
+        let mut odd = envelope_frames(&event());
+        odd.remove(0);
+        assert!(matches!(parse_envelope(odd), Err(WireError::Framing(_))));
+        let mut bad = envelope_frames(&event());
+        bad[3] = vec![0xff, 0xfe];
+        assert!(parse_envelope(bad).is_err());
+        let mut missing = envelope_frames(&event());
+        missing.drain(2..4);
+        assert_eq!(
+            parse_envelope(missing),
+            Err(WireError::Missing("envelope-id"))
+        );
+    }
+
+    #[test]
+    fn hellos_are_validated() {
+        let sub = Subscription::new("web".parse().unwrap()).select(
+            Selection::all()
+                .list("*.example.org".parse().unwrap())
+                .only(Kind::Mail),
+        );
+        let hello = Hello::for_subscription(&sub);
+        let valid = hello.clone().validate().unwrap();
+        assert_eq!(valid.selection, sub.selection);
+        assert_eq!(valid.name, sub.name);
+        for broken in [
+            Hello {
+                version: 2,
+                ..hello.clone()
+            },
+            Hello {
+                name: "a b".into(),
+                ..hello.clone()
+            },
+            Hello {
+                lists: vec!["no/slash".into()],
+                ..hello.clone()
+            },
+            Hello {
+                kind: Some("post".into()),
+                ..hello.clone()
+            },
+            Hello {
+                prefetch: 0,
+                ..hello.clone()
+            },
+            Hello {
+                start: "end".into(),
+                ..hello.clone()
+            },
+        ] {
+            assert!(broken.validate().is_err());
+        }
+    }
+
+    #[test]
+    fn tail_prefixes_follow_the_selection() {
+        assert_eq!(tail_prefixes(&Selection::all()), vec![Vec::<u8>::new()]);
+        let one = Selection::all().list("dev.example.org".parse().unwrap());
+        assert_eq!(tail_prefixes(&one), vec![b"dev.example.org/".to_vec()]);
+        let mails = one.clone().only(Kind::Mail);
+        assert_eq!(
+            tail_prefixes(&mails),
+            vec![b"dev.example.org/mail".to_vec()]
+        );
+        let pattern = Selection::all().list("*.example.org".parse().unwrap());
+        assert_eq!(tail_prefixes(&pattern), vec![Vec::<u8>::new()]);
+        assert!(tail_topic(&event()).starts_with(b"dev.lists.example.org/"));
+    }
+}
