@@ -230,7 +230,12 @@ impl HubLoop {
                 self.send(peer, reply);
                 Ok(())
             }
-            command::ACK | command::NACK | command::REJECT | command::PING | command::BYE
+            command::ACK
+            | command::NACK
+            | command::REJECT
+            | command::RELEASE
+            | command::PING
+            | command::BYE
                 if !self.conns.contains_key(peer) =>
             {
                 // A hub that restarted does not know the connection.
@@ -494,15 +499,20 @@ impl HubLoop {
         for name in names {
             loop {
                 let conns = &self.conns;
+                let has_credit =
+                    |id: &ConnId| conns.get(id).is_some_and(|c| c.inflight < c.prefetch);
                 let queue = self.queues.get_mut(&name).expect("listed above");
-                let Some(peer) = queue
-                    .pick_consumer(|id| conns.get(id).is_some_and(|c| c.inflight < c.prefetch))
-                else {
+                if !queue.consumers.iter().any(has_credit) {
                     break;
-                };
+                }
                 let Some(mut ready) = queue.next_ready(&self.journal, now) else {
                     break;
                 };
+                // Chosen only once there is something to deliver, so turns
+                // go round fairly.
+                let peer = queue
+                    .pick_consumer(has_credit)
+                    .expect("a consumer with credit was seen above");
                 let envelope = match ready.envelope.take() {
                     Some(envelope) => envelope,
                     None => match self.read_envelope(ready.seq) {

@@ -1,0 +1,251 @@
+//! Malformed frames from a peer, sent with raw zmq sockets: refused and
+//! logged, never a panic, never a lost or corrupted mail. On the hub's
+//! side a raw DEALER sends garbage; on the client's side a raw ROUTER
+//! plays a misbehaving hub.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use archiver_core::{
+    ArchivedMail, Backend, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber,
+    Subscription,
+};
+use backend_zeromq::protocol::{self, command};
+use backend_zeromq::{ClientConfig, ZmqClient, ZmqHub};
+use futures::StreamExt;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn mail(i: usize) -> Envelope {
+    let raw = format!(
+        "Message-ID: <{i}.{}@malformed.example.org>\r\nSubject: {i}\r\n\r\nbody {i} \u{e9}\r\n",
+        uuid::Uuid::now_v7()
+    );
+    let mail = ArchivedMail::parse(raw.into_bytes().into(), &MailLimits::default()).unwrap();
+    Envelope::mail(
+        &mail,
+        &MailingList::public(ListId::new("malformed.example.org").unwrap()),
+    )
+}
+
+/// Receives one message on a raw socket, failing the test after `DEADLINE`.
+fn recv(socket: &zmq::Socket, what: &str) -> Vec<Vec<u8>> {
+    assert!(
+        socket
+            .poll(zmq::POLLIN, DEADLINE.as_millis() as i64)
+            .unwrap()
+            > 0,
+        "{what}: nothing received within {DEADLINE:?}"
+    );
+    socket.recv_multipart(0).unwrap()
+}
+
+/// The reply to a message, skipping the hub's pings and deliveries.
+fn reply(socket: &zmq::Socket, frames: &[&[u8]], what: &str) -> Vec<Vec<u8>> {
+    socket.send_multipart(frames, 0).unwrap();
+    loop {
+        let got = recv(socket, what);
+        if got[0] != command::PING && got[0] != command::DELIVER {
+            return got;
+        }
+    }
+}
+
+fn hello(name: &str, prefetch: u16) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "version": 1, "name": name, "prefetch": prefetch, "max_attempts": 5
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_a_peer_is_refused_and_loses_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("backend_zeromq=trace")
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = ZmqHub::bind(
+        support::hub_config(dir.path())
+            .heartbeat(Duration::from_millis(500), Duration::from_secs(3)),
+    )
+    .unwrap();
+    let subscription = Subscription::new("web".parse().unwrap());
+    let client = hub.client();
+    let mut deliveries = client.subscribe(&subscription).await.unwrap();
+
+    let context = zmq::Context::new();
+    let raw = context.socket(zmq::DEALER).unwrap();
+    raw.connect(hub.endpoint()).unwrap();
+    let endpoint = hub.endpoint().to_owned();
+    // Malformed messages each get an ERROR (or DENIED for a bad hello).
+    let raw = tokio::task::spawn_blocking(move || {
+        let cases: Vec<(Vec<&[u8]>, &[u8])> = vec![
+            (vec![b""], command::ERROR),
+            (vec![b"GARBAGE", b"\xff\x00"], command::ERROR),
+            (vec![b"HELLO"], command::ERROR),
+            (vec![b"HELLO", b"{not json"], command::DENIED),
+            (
+                vec![
+                    b"HELLO",
+                    br#"{"version":1,"name":"a b","prefetch":1,"max_attempts":1}"#,
+                ],
+                command::DENIED,
+            ),
+            (vec![b"ACK", b"12"], command::UNKNOWN),
+            (vec![b"REPLAY"], command::ERROR),
+            (vec![b"DEAD-LETTERS", b"../etc"], command::ERROR),
+        ];
+        for (frames, expected) in cases {
+            let got = reply(&raw, &frames, "a malformed message");
+            assert_eq!(got[0], expected, "reply to {frames:?}: {got:?}");
+        }
+        // Now a real consumer of "web" that takes one delivery and then
+        // misbehaves until the hub drops it.
+        let hello = hello("web", 1);
+        assert_eq!(
+            reply(&raw, &[command::HELLO, &hello], "hello")[0],
+            command::WELCOME
+        );
+        for frames in [
+            vec![&b"ACK"[..], b"not-a-number"],
+            vec![b"NACK", b"1"],
+            vec![b"REJECT", b"1", b"why", b"extra"],
+        ] {
+            assert_eq!(
+                reply(&raw, &frames, "a malformed settlement")[0],
+                command::ERROR
+            );
+        }
+        (raw, endpoint)
+    })
+    .await
+    .unwrap();
+    let (raw, _endpoint) = raw;
+
+    let published: Vec<Envelope> = (0..20).map(mail).collect();
+    for envelope in &published {
+        hub.publish(envelope).await.unwrap();
+    }
+    // The raw consumer gets (at most) one delivery, then sends a message
+    // far above the hub's command limit: libzmq cuts it off, and it never
+    // speaks again.
+    let raw_held = tokio::task::spawn_blocking(move || {
+        let held = loop {
+            let got = recv(&raw, "a delivery to the raw consumer");
+            if got[0] == command::DELIVER {
+                break got;
+            }
+        };
+        let oversize = vec![b'x'; 1 << 20];
+        raw.send_multipart([&b"PING"[..], &oversize], 0).unwrap();
+        (raw, String::from_utf8(held[1].clone()).unwrap())
+    })
+    .await
+    .unwrap();
+
+    let mut received: HashMap<_, (Envelope, u32)> = HashMap::new();
+    let deadline = Instant::now() + DEADLINE;
+    while received.len() < published.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let delivery = tokio::time::timeout(left, deliveries.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of 20 delivered", received.len()))
+            .unwrap()
+            .unwrap();
+        let previous = received.insert(
+            delivery.envelope().id,
+            (delivery.envelope().clone(), delivery.attempt()),
+        );
+        assert!(previous.is_none(), "delivered twice to the good consumer");
+        delivery.ack().await.unwrap();
+    }
+    for envelope in &published {
+        assert_eq!(&received[&envelope.id].0, envelope, "byte for byte");
+    }
+    let redelivered: Vec<u32> = received
+        .values()
+        .map(|(_, a)| *a)
+        .filter(|a| *a > 1)
+        .collect();
+    assert_eq!(
+        redelivered,
+        vec![2],
+        "the delivery the dropped raw consumer held came back once, as attempt 2 (held tag {})",
+        raw_held.1
+    );
+    client.close().await.unwrap();
+    hub.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_hub_cannot_corrupt_deliveries() {
+    let context = zmq::Context::new();
+    let fake = context.socket(zmq::ROUTER).unwrap();
+    fake.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = fake.get_last_endpoint().unwrap().unwrap();
+    let good = mail(1);
+    let good_frames = protocol::envelope_frames(&good);
+    let fake_hub = std::thread::spawn(move || {
+        let hello = recv(&fake, "hello");
+        assert_eq!(hello[1], command::HELLO);
+        let peer = hello[0].clone();
+        let send = |frames: Vec<Vec<u8>>| {
+            let mut message = vec![peer.clone()];
+            message.extend(frames);
+            fake.send_multipart(message, 0).unwrap();
+        };
+        send(vec![
+            command::WELCOME.to_vec(),
+            br#"{"heartbeat_ms":1000,"timeout_ms":10000}"#.to_vec(),
+        ]);
+        // A delivery whose envelope is garbage: the client rejects it.
+        send(vec![
+            command::DELIVER.to_vec(),
+            b"7".to_vec(),
+            b"1".to_vec(),
+            b"format-version".to_vec(),
+        ]);
+        // A delivery with an unreadable tag, a short one, an unknown
+        // command: ignored.
+        let mut bad_tag = vec![command::DELIVER.to_vec(), b"x".to_vec(), b"1".to_vec()];
+        bad_tag.extend(good_frames.clone());
+        send(bad_tag);
+        send(vec![command::DELIVER.to_vec()]);
+        send(vec![b"\x00\xffWHAT".to_vec()]);
+        // Then a good one.
+        let mut ok = vec![command::DELIVER.to_vec(), b"8".to_vec(), b"1".to_vec()];
+        ok.extend(good_frames);
+        send(ok);
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let got = recv(&fake, "settlements");
+            if got[1] != command::PING {
+                seen.push(got[1..].to_vec());
+            }
+        }
+        seen
+    });
+
+    let client = ZmqClient::connect(ClientConfig::new(endpoint)).unwrap();
+    let mut deliveries = client
+        .subscribe(&Subscription::new("web".parse().unwrap()))
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(DEADLINE, deliveries.next())
+        .await
+        .expect("the good delivery arrives")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.envelope(), &good);
+    delivery.ack().await.unwrap();
+    let seen = tokio::task::spawn_blocking(move || fake_hub.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(seen[0][0], command::REJECT);
+    assert_eq!(seen[0][1], b"7");
+    assert!(String::from_utf8_lossy(&seen[0][2]).contains("malformed"));
+    assert_eq!(seen[1], vec![command::ACK.to_vec(), b"8".to_vec()]);
+    client.close().await.unwrap();
+}
