@@ -62,9 +62,6 @@ fn hello(name: &str, prefetch: u16) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_a_peer_is_refused_and_loses_nothing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("backend_zeromq=trace")
-        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let hub = ZmqHub::bind(
         support::hub_config(dir.path())
