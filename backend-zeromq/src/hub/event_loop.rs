@@ -488,7 +488,12 @@ impl HubLoop {
         }
         let peers: Vec<ConnId> = self.conns.keys().cloned().collect();
         for peer in peers {
-            self.send(&peer, vec![command::PING.to_vec()]);
+            // A process that died closed its connection: the ROUTER no
+            // longer knows it, and what it held goes back now rather than
+            // after the timeout.
+            if !self.send(&peer, vec![command::PING.to_vec()]) {
+                self.drop_conn(&peer, "disconnected");
+            }
         }
     }
 
