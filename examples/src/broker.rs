@@ -7,6 +7,7 @@ use std::sync::Arc;
 use archiver_core::{Backend, BackendError, MemoryBackend};
 use backend_rabbitmq::{RabbitBackend, RabbitConfig};
 use backend_redis::{RedisBackend, RedisConfig};
+use backend_zeromq::{ClientConfig, HubConfig, ZmqClient, ZmqHub};
 
 /// The backends the examples can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -19,7 +20,13 @@ pub enum BackendKind {
     /// RabbitMQ at `--url` (default `$ARCHIVER_AMQP_URL`, else
     /// amqp://guest:guest@127.0.0.1:5672/%2f).
     Rabbitmq,
+    /// ZeroMQ, no broker: the list server binds `--url` (default
+    /// tcp://127.0.0.1:5555) and keeps the queues in its hub directory.
+    Zeromq,
 }
+
+/// Where a ZeroMQ hub listens unless `--url` says otherwise.
+pub const DEFAULT_ZMQ_ENDPOINT: &str = "tcp://127.0.0.1:5555";
 
 /// A backend to open clients of.
 pub enum Broker {
@@ -30,6 +37,17 @@ pub enum Broker {
     /// A RabbitMQ deployment; its clients are kept to purge what they
     /// declared.
     Rabbitmq(RabbitConfig, std::sync::Mutex<Vec<RabbitBackend>>),
+    /// A ZeroMQ hub this process runs (list server and archive servers
+    /// in one process), or the endpoint of one another process runs.
+    Zeromq(ZmqTarget),
+}
+
+/// The two ends of the ZeroMQ backend.
+pub enum ZmqTarget {
+    /// This process is the list server: its hub.
+    Hub(ZmqHub),
+    /// This process is an archive server: the hub's endpoint.
+    Remote(String),
 }
 
 impl Broker {
@@ -37,6 +55,9 @@ impl Broker {
     /// `prefix` names the deployment's keys.
     pub fn new(kind: BackendKind, url: Option<String>, prefix: &str) -> Self {
         match kind {
+            BackendKind::Zeromq => Self::Zeromq(ZmqTarget::Remote(
+                url.unwrap_or_else(|| DEFAULT_ZMQ_ENDPOINT.to_owned()),
+            )),
             BackendKind::Memory => Self::Memory(MemoryBackend::new()),
             BackendKind::Redis => {
                 let config = url.map_or_else(RedisConfig::from_env, RedisConfig::new);
@@ -54,6 +75,10 @@ impl Broker {
         Ok(match self {
             Self::Memory(broker) => Arc::new(broker.connect()),
             Self::Redis(config) => Arc::new(RedisBackend::connect(config.clone()).await?),
+            Self::Zeromq(ZmqTarget::Hub(hub)) => Arc::new(hub.client()),
+            Self::Zeromq(ZmqTarget::Remote(endpoint)) => Arc::new(ZmqClient::connect(
+                ClientConfig::new(endpoint).connect_timeout(std::time::Duration::from_secs(120)),
+            )?),
             Self::Rabbitmq(config, clients) => {
                 let client = RabbitBackend::connect(config.clone()).await?;
                 clients
@@ -65,10 +90,20 @@ impl Broker {
         })
     }
 
-    /// Deletes everything this deployment left on the broker.
+    /// A ZeroMQ hub bound at `endpoint` with its queues in `dir`: this
+    /// process is the list server.
+    pub fn zeromq_hub(endpoint: &str, dir: &std::path::Path) -> Result<Self, BackendError> {
+        Ok(Self::Zeromq(ZmqTarget::Hub(ZmqHub::bind(HubConfig::new(
+            endpoint, dir,
+        ))?)))
+    }
+
+    /// Deletes everything this deployment left on the broker (for ZeroMQ:
+    /// closes the hub; its directory stays for the next run).
     pub async fn purge(&self) -> Result<(), BackendError> {
         match self {
-            Self::Memory(_) => {}
+            Self::Memory(_) | Self::Zeromq(ZmqTarget::Remote(_)) => {}
+            Self::Zeromq(ZmqTarget::Hub(hub)) => hub.close().await?,
             Self::Redis(config) => {
                 RedisBackend::connect(config.clone()).await?.purge().await?;
             }

@@ -6,6 +6,15 @@
 //! cargo run --release -p archiver-examples --bin quickstart -- --backend redis --url redis://127.0.0.1:6379
 //! ```
 //!
+//! Over ZeroMQ the list server and each archive server can also run as
+//! separate processes, with no broker at all (`--role`):
+//!
+//! ```text
+//! quickstart --backend zeromq --role archive-server --subscriber maildir &
+//! quickstart --backend zeromq --role archive-server --subscriber thread-index &
+//! quickstart --backend zeromq --role list-server
+//! ```
+//!
 //! The list server publishes a `list_created` event for each list it meets
 //! and every mail through `QueueArchiver`; the `maildir` archive server
 //! stores the mails byte for byte, the `thread-index` archive server indexes
@@ -55,7 +64,45 @@ struct Args {
     /// fresh key names and deletes them at the end).
     #[arg(long)]
     keep: bool,
+    /// Which part this process plays; the parts other than `all` run as
+    /// separate processes over `--backend zeromq`.
+    #[arg(long, value_enum, default_value = "all")]
+    role: Role,
+    /// The archive server to run with `--role archive-server`.
+    #[arg(long, value_enum)]
+    subscriber: Option<ArchiveKind>,
+    /// Where the ZeroMQ list server keeps its journal and queues.
+    #[arg(long, default_value = "quickstart-hub")]
+    hub_dir: PathBuf,
+    /// An archive server process stops after this many seconds without a
+    /// delivery, once it has had one.
+    #[arg(long, default_value_t = 5)]
+    idle_exit: u64,
 }
+
+/// The parts of the quickstart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    /// List server and both archive servers in this process.
+    All,
+    /// Only the list server: binds the ZeroMQ hub, publishes the mbox,
+    /// waits until both archive servers have taken everything.
+    ListServer,
+    /// Only one archive server (`--subscriber`), connecting to the hub.
+    ArchiveServer,
+}
+
+/// The two archive servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ArchiveKind {
+    /// Stores mails in a Maildir per list.
+    Maildir,
+    /// Indexes threads and events.
+    ThreadIndex,
+}
+
+/// The subscribers the list server waits for in `--role list-server`.
+const SUBSCRIBERS: [&str; 2] = ["maildir", "thread-index"];
 
 const SAMPLE_MBOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample.mbox");
 
@@ -91,8 +138,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| PathBuf::from(SAMPLE_MBOX));
     let started = Instant::now();
 
+    if args.role != Role::All && args.backend != BackendKind::Zeromq {
+        return Err("--role list-server and archive-server run over --backend zeromq".into());
+    }
+    match args.role {
+        Role::All => {}
+        Role::ListServer => return run_list_server_process(&args, &mbox).await,
+        Role::ArchiveServer => return run_archive_server_process(&args).await,
+    }
     let prefix = format!("quickstart-{}", uuid::Uuid::now_v7().simple());
-    let broker = Broker::new(args.backend, args.url.clone(), &prefix);
+    let broker = if args.backend == BackendKind::Zeromq {
+        // One process: a fresh hub on a free loopback port.
+        let dir = args.out.join("hub");
+        let _ = std::fs::remove_dir_all(&dir);
+        Broker::zeromq_hub("tcp://127.0.0.1:*", &dir)?
+    } else {
+        Broker::new(args.backend, args.url.clone(), &prefix)
+    };
     let maildir = Arc::new(MaildirArchive::new(args.out.join("maildir"), !args.no_sync));
     let index = Arc::new(ThreadIndex::open(args.out.join("threads"), !args.no_sync)?);
     let maildir_server = ArchiveServer::start(
@@ -177,8 +239,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Publishes every mail of the mbox, and a `list_created` event for each list
 /// the first time it appears.
-async fn run_list_server(
-    archiver: &QueueArchiver<Arc<dyn Backend>>,
+async fn run_list_server<P: archiver_core::Publisher + 'static>(
+    archiver: &QueueArchiver<P>,
     mbox: &PathBuf,
     default_list: &ListId,
 ) -> Result<Published, Box<dyn std::error::Error>> {
@@ -260,4 +322,133 @@ impl ArchiveServer {
         self.client.close().await?;
         Ok(stats)
     }
+}
+
+/// `--role list-server`: binds the hub, publishes the mbox, and serves
+/// until both archive servers have taken (and acked) everything.
+async fn run_list_server_process(
+    args: &Args,
+    mbox: &PathBuf,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let endpoint = args
+        .url
+        .clone()
+        .unwrap_or_else(|| archiver_examples::broker::DEFAULT_ZMQ_ENDPOINT.to_owned());
+    let hub =
+        backend_zeromq::ZmqHub::bind(backend_zeromq::HubConfig::new(&endpoint, &args.hub_dir))?;
+    println!(
+        "list server: hub on {} (queues in {})",
+        hub.endpoint(),
+        args.hub_dir.display()
+    );
+    let archiver = QueueArchiver::new(
+        "mq-archiver",
+        hub.clone(),
+        ArchiveUrls::new(&args.base_url)?,
+    );
+    let published = run_list_server(&archiver, mbox, &args.default_list).await?;
+    println!(
+        "list server: published {} mails and {} list events (skipped {}, refused {}); waiting for {} to take them",
+        published.mails,
+        published.events,
+        published.skipped,
+        published.refused,
+        SUBSCRIBERS.join(" and ")
+    );
+    let deadline = Instant::now() + FINISH_WITHIN;
+    loop {
+        let status = hub.status().await?;
+        let done = SUBSCRIBERS.iter().all(|name| {
+            status
+                .iter()
+                .any(|q| q.name.as_str() == *name && q.is_drained())
+        });
+        if done {
+            for q in &status {
+                println!("  {:<13} drained; {} dead letters", q.name, q.dead_letters);
+            }
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("the archive servers did not take everything: {status:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    hub.close().await?;
+    println!("  time          {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `--role archive-server`: one archive server consuming from the hub,
+/// from the start of its journal (so it may start before or after the list
+/// server), until idle.
+async fn run_archive_server_process(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let kind = args
+        .subscriber
+        .ok_or("--role archive-server needs --subscriber maildir or thread-index")?;
+    let broker = Broker::new(BackendKind::Zeromq, args.url.clone(), "");
+    let idle = Duration::from_secs(args.idle_exit);
+    let (server, report): (ArchiveServer, Box<dyn Fn() -> String>) = match kind {
+        ArchiveKind::Maildir => {
+            let maildir = Arc::new(MaildirArchive::new(args.out.join("maildir"), !args.no_sync));
+            let server = ArchiveServer::start(
+                &broker,
+                Subscription::new("maildir".parse()?)
+                    .select(Selection::all().only(Kind::Mail))
+                    .start(archiver_core::StartPosition::Beginning),
+                Arc::clone(&maildir),
+            )
+            .await?;
+            let report = move || {
+                format!(
+                    "{} stored, {} already there",
+                    maildir.stored(),
+                    maildir.duplicates()
+                )
+            };
+            (server, Box::new(report))
+        }
+        ArchiveKind::ThreadIndex => {
+            let index = Arc::new(ThreadIndex::open(args.out.join("threads"), !args.no_sync)?);
+            let server = ArchiveServer::start(
+                &broker,
+                Subscription::new("thread-index".parse()?)
+                    .start(archiver_core::StartPosition::Beginning),
+                Arc::clone(&index),
+            )
+            .await?;
+            let report = move || {
+                let threads = index.write_threads().unwrap_or_default();
+                format!(
+                    "{} mails and {} events indexed, {threads} threads",
+                    index.mail_count(),
+                    index.event_count()
+                )
+            };
+            (server, Box::new(report))
+        }
+    };
+    println!("archive server {kind:?}: connected to the hub, consuming");
+    let counters = server.counters();
+    let mut last = counters.snapshot();
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = counters.snapshot();
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        } else if last.acked > 0 && quiet_since.elapsed() >= idle {
+            break;
+        }
+    }
+    let stats = server.stop().await?;
+    println!(
+        "archive server {kind:?}: acked {}: {}; idle for {} s, stopping",
+        stats.acked,
+        report(),
+        args.idle_exit
+    );
+    Ok(())
 }
