@@ -366,7 +366,11 @@ async fn run_list_server_process(
         });
         if done {
             for q in &status {
-                println!("  {:<13} drained; {} dead letters", q.name, q.dead_letters);
+                println!(
+                    "  {:<13} drained; {} dead letters",
+                    q.name.as_str(),
+                    q.dead_letters
+                );
             }
             break;
         }
