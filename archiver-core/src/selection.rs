@@ -147,6 +147,30 @@ impl Selection {
         }
     }
 
+    /// The one kind selected, or None when both are.
+    pub fn only_kind(&self) -> Option<Kind> {
+        self.kinds
+    }
+
+    /// The list patterns as text, the form backends store and send.
+    pub fn pattern_texts(&self) -> Vec<String> {
+        self.lists.iter().map(|p| p.as_str().to_owned()).collect()
+    }
+
+    /// Rebuilds a selection from [`pattern_texts`](Self::pattern_texts) and
+    /// [`only_kind`](Self::only_kind); the first invalid pattern is the
+    /// error.
+    pub fn from_texts<S: AsRef<str>>(
+        lists: impl IntoIterator<Item = S>,
+        kind: Option<Kind>,
+    ) -> Result<Self, InvalidListId> {
+        let lists = lists
+            .into_iter()
+            .map(|text| ListPattern::new(text.as_ref()))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { lists, kinds: kind })
+    }
+
     /// Whether a list is selected, whatever the kind.
     pub fn selects_list(&self, list: &ListId) -> bool {
         self.lists.is_empty() || self.lists.iter().any(|p| p.matches(list))
@@ -192,5 +216,20 @@ mod tests {
             .only(Kind::Event);
         assert!(s.selects_list(&id("a.y")) && !s.selects_list(&id("b.y")));
         assert_eq!(s.kinds(), &[Kind::Event]);
+    }
+
+    #[test]
+    fn texts_round_trip() {
+        let s = Selection::all()
+            .list("*.example.org".parse().unwrap())
+            .list("a.y".parse().unwrap())
+            .only(Kind::Mail);
+        let back = Selection::from_texts(s.pattern_texts(), s.only_kind()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(
+            Selection::from_texts(Vec::<String>::new(), None).unwrap(),
+            Selection::all()
+        );
+        assert!(Selection::from_texts(["no/slash"], None).is_err());
     }
 }

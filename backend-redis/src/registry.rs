@@ -28,15 +28,9 @@ pub(crate) struct SubscriberRecord {
 
 impl SubscriberRecord {
     fn from_subscription(subscription: &Subscription, created_ms: u64) -> Self {
-        let kinds = subscription.selection.kinds();
         Self {
-            lists: subscription
-                .selection
-                .lists()
-                .iter()
-                .map(|p| p.as_str().to_owned())
-                .collect(),
-            kind: (kinds.len() == 1).then(|| kinds[0]),
+            lists: subscription.selection.pattern_texts(),
+            kind: subscription.selection.only_kind(),
             max_attempts: subscription.max_attempts,
             from_beginning: subscription.start == StartPosition::Beginning,
             created_ms,

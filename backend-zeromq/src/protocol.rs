@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use archiver_core::wire::{self, WireError};
-use archiver_core::{Envelope, Kind, ListPattern, Selection, StartPosition, SubscriberName};
+use archiver_core::{
+    DeadLetter, Envelope, Kind, ListPattern, Selection, StartPosition, SubscriberName,
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -108,17 +110,14 @@ impl Hello {
 
     /// The hello for a subscription.
     pub fn for_subscription(subscription: &archiver_core::Subscription) -> Self {
-        let kinds = subscription.selection.kinds();
         Self {
             version: PROTOCOL_VERSION,
             name: subscription.name.to_string(),
-            lists: subscription
+            lists: subscription.selection.pattern_texts(),
+            kind: subscription
                 .selection
-                .lists()
-                .iter()
-                .map(|p| p.as_str().to_owned())
-                .collect(),
-            kind: (kinds.len() == 1).then(|| kinds[0].as_str().to_owned()),
+                .only_kind()
+                .map(|kind| kind.as_str().to_owned()),
             prefetch: subscription.prefetch,
             max_attempts: subscription.max_attempts,
             start: match subscription.start {
@@ -137,13 +136,8 @@ impl Hello {
             ));
         }
         let name = SubscriberName::new(&self.name).map_err(|e| e.to_string())?;
-        let mut selection = Selection::all();
-        for list in &self.lists {
-            selection = selection.list(ListPattern::new(list).map_err(|e| e.to_string())?);
-        }
-        if let Some(kind) = &self.kind {
-            selection = selection.only(kind.parse::<Kind>()?);
-        }
+        let kind = self.kind.as_deref().map(str::parse::<Kind>).transpose()?;
+        let selection = Selection::from_texts(&self.lists, kind).map_err(|e| e.to_string())?;
         if self.prefetch == 0 || self.max_attempts == 0 {
             return Err("prefetch and max_attempts must be at least 1".into());
         }
@@ -159,6 +153,40 @@ impl Hello {
             max_attempts: self.max_attempts,
             start,
         })
+    }
+}
+
+/// A dead letter's metadata, as JSON: the first frame of each dead letter
+/// in a DEAD-LETTERS reply, and the first line of a hub's dead-letter
+/// file. The envelope travels beside it in the one-byte-string form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterMeta {
+    /// How many times it was delivered.
+    pub attempts: u32,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// When.
+    pub dead_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl DeadLetterMeta {
+    /// The metadata of a dead letter.
+    pub fn of(letter: &DeadLetter) -> Self {
+        Self {
+            attempts: letter.attempts,
+            reason: letter.reason.clone(),
+            dead_at: letter.dead_at,
+        }
+    }
+
+    /// The dead letter of this metadata and its envelope.
+    pub fn into_letter(self, envelope: Envelope) -> DeadLetter {
+        DeadLetter {
+            envelope,
+            attempts: self.attempts,
+            reason: self.reason,
+            dead_at: self.dead_at,
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClientConfig, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_TIMEOUT};
 use crate::hub::ZmqHub;
-use crate::protocol::command;
+use crate::protocol::{DeadLetterMeta, command};
 use link::check_endpoint;
 
 /// An archive server's client of one or more hubs. Cheap to clone.
@@ -193,13 +193,6 @@ fn expect_reply<'a>(
         .collect()
 }
 
-#[derive(serde::Deserialize)]
-struct DeadMeta {
-    attempts: u32,
-    reason: String,
-    dead_at: chrono::DateTime<chrono::Utc>,
-}
-
 #[async_trait]
 impl DeadLetters for ZmqClient {
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
@@ -217,15 +210,10 @@ impl DeadLetters for ZmqClient {
                 ));
             }
             for pair in args.chunks(2) {
-                let meta: DeadMeta = serde_json::from_slice(&pair[0])
+                let meta: DeadLetterMeta = serde_json::from_slice(&pair[0])
                     .map_err(|e| BackendError::Broker(format!("dead-letter metadata: {e}")))?;
                 let envelope = wire::from_bytes(bytes::Bytes::from(pair[1].clone()))?;
-                letters.push(DeadLetter {
-                    envelope,
-                    attempts: meta.attempts,
-                    reason: meta.reason,
-                    dead_at: meta.dead_at,
-                });
+                letters.push(meta.into_letter(envelope));
             }
         }
         letters.sort_by_key(|l| l.dead_at);

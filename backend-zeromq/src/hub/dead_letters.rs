@@ -11,15 +11,9 @@ use std::path::{Path, PathBuf};
 use archiver_core::journal::{JournalError, sync_dir, write_durably};
 use archiver_core::wire;
 use archiver_core::{DeadLetter, Envelope, Replay, SubscriberName};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 
-#[derive(Serialize, Deserialize)]
-struct Meta {
-    attempts: u32,
-    reason: String,
-    dead_at: DateTime<Utc>,
-}
+use crate::protocol::DeadLetterMeta;
 
 /// The dead-letter directories of one hub.
 pub struct DeadLetterStore {
@@ -46,7 +40,7 @@ impl DeadLetterStore {
     ) -> Result<(), JournalError> {
         let dir = self.dir(name);
         std::fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
-        let meta = Meta {
+        let meta = DeadLetterMeta {
             attempts,
             reason: reason.to_owned(),
             dead_at: Utc::now(),
@@ -116,14 +110,10 @@ fn read(path: &Path) -> Result<DeadLetter, JournalError> {
         .iter()
         .position(|b| *b == b'\n')
         .ok_or_else(|| corrupt("no metadata line".into()))?;
-    let meta: Meta = serde_json::from_slice(&bytes[..end]).map_err(|e| corrupt(e.to_string()))?;
+    let meta: DeadLetterMeta =
+        serde_json::from_slice(&bytes[..end]).map_err(|e| corrupt(e.to_string()))?;
     let envelope = wire::from_bytes(bytes.slice(end + 1..)).map_err(|e| corrupt(e.to_string()))?;
-    Ok(DeadLetter {
-        envelope,
-        attempts: meta.attempts,
-        reason: meta.reason,
-        dead_at: meta.dead_at,
-    })
+    Ok(meta.into_letter(envelope))
 }
 
 #[cfg(test)]

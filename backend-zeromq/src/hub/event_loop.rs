@@ -269,35 +269,28 @@ impl HubLoop {
                 arity(2)?;
                 let seq = protocol::number::<u64>(&args[0], "the tag")?;
                 let delay = protocol::number::<u64>(&args[1], "the delay")?;
-                let name = self.conns[peer].name.clone();
-                let (settled, doomed) = self.queue(&name).nack(
-                    seq,
-                    peer,
-                    Duration::from_millis(delay),
-                    "nacked",
-                    Instant::now(),
-                );
-                self.credit_back(settled);
-                self.bury(&name, doomed.into_iter().collect());
+                self.settle(peer, |queue| {
+                    queue.nack(
+                        seq,
+                        peer,
+                        Duration::from_millis(delay),
+                        "nacked",
+                        Instant::now(),
+                    )
+                });
                 Ok(())
             }
             command::RELEASE => {
                 arity(1)?;
                 let seq = protocol::number::<u64>(&args[0], "the tag")?;
-                let name = self.conns[peer].name.clone();
-                let (settled, doomed) = self.queue(&name).release(seq, peer);
-                self.credit_back(settled);
-                self.bury(&name, doomed.into_iter().collect());
+                self.settle(peer, |queue| queue.release(seq, peer));
                 Ok(())
             }
             command::REJECT => {
                 arity(2)?;
                 let seq = protocol::number::<u64>(&args[0], "the tag")?;
                 let reason = String::from_utf8_lossy(&args[1]).into_owned();
-                let name = self.conns[peer].name.clone();
-                let (settled, doomed) = self.queue(&name).reject(seq, peer, reason);
-                self.credit_back(settled);
-                self.bury(&name, doomed.into_iter().collect());
+                self.settle(peer, |queue| queue.reject(seq, peer, reason));
                 Ok(())
             }
             _ => Err(format!(
@@ -305,6 +298,20 @@ impl HubLoop {
                 String::from_utf8_lossy(&verb[..verb.len().min(32)])
             )),
         }
+    }
+
+    /// Applies a NACK, RELEASE or REJECT from `peer` to its subscriber's
+    /// queue: the holder's credit comes back, and what reached the attempt
+    /// limit (or was rejected) goes to the dead letters.
+    fn settle(
+        &mut self,
+        peer: &ConnId,
+        apply: impl FnOnce(&mut Queue) -> (Settled, Option<Doomed>),
+    ) {
+        let name = self.conns[peer].name.clone();
+        let (settled, doomed) = apply(self.queue(&name));
+        self.credit_back(settled);
+        self.bury(&name, doomed);
     }
 
     fn queue(&mut self, name: &SubscriberName) -> &mut Queue {
@@ -421,7 +428,7 @@ impl HubLoop {
 
     /// Keeps dead letters; one that cannot be written goes back into the
     /// queue for later.
-    fn bury(&mut self, name: &SubscriberName, doomed: Vec<Doomed>) {
+    fn bury(&mut self, name: &SubscriberName, doomed: impl IntoIterator<Item = Doomed>) {
         for doomed in doomed {
             let kept = self.read_envelope(doomed.seq).and_then(|envelope| {
                 self.dead
@@ -646,12 +653,8 @@ fn dead_letter_frames(letters: impl Iterator<Item = DeadLetter>) -> Vec<Vec<u8>>
     let mut frames = vec![command::DEAD_LETTERS.to_vec()];
     for letter in letters {
         frames.push(
-            serde_json::to_vec(&serde_json::json!({
-                "attempts": letter.attempts,
-                "reason": letter.reason,
-                "dead_at": letter.dead_at,
-            }))
-            .expect("dead-letter metadata serialises"),
+            serde_json::to_vec(&protocol::DeadLetterMeta::of(&letter))
+                .expect("dead-letter metadata serialises"),
         );
         frames.push(wire::to_bytes(&letter.envelope));
     }

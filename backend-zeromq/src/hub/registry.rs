@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use archiver_core::journal::{JournalError, write_durably};
-use archiver_core::{Kind, ListPattern, Selection, SubscriberName};
+use archiver_core::{Kind, Selection, SubscriberName};
 use serde::{Deserialize, Serialize};
 
 /// One subscriber as saved.
@@ -53,14 +53,8 @@ impl Registry {
             .into_iter()
             .map(|(name, saved)| {
                 let name = SubscriberName::new(&name).map_err(|e| corrupt(e.to_string()))?;
-                let mut selection = Selection::all();
-                for list in &saved.lists {
-                    selection =
-                        selection.list(ListPattern::new(list).map_err(|e| corrupt(e.to_string()))?);
-                }
-                if let Some(kind) = saved.kind {
-                    selection = selection.only(kind);
-                }
+                let selection = Selection::from_texts(&saved.lists, saved.kind)
+                    .map_err(|e| corrupt(e.to_string()))?;
                 Ok((
                     name,
                     Registered {
@@ -79,17 +73,11 @@ impl Registry {
     ) -> Result<(), JournalError> {
         let saved: BTreeMap<&str, Saved> = subscribers
             .map(|(name, registered)| {
-                let kinds = registered.selection.kinds();
                 (
                     name.as_str(),
                     Saved {
-                        lists: registered
-                            .selection
-                            .lists()
-                            .iter()
-                            .map(|p| p.as_str().to_owned())
-                            .collect(),
-                        kind: (kinds.len() == 1).then(|| kinds[0]),
+                        lists: registered.selection.pattern_texts(),
+                        kind: registered.selection.only_kind(),
                         max_attempts: registered.max_attempts,
                     },
                 )
