@@ -31,8 +31,8 @@ use crate::registry::{self, SubscriberRecord};
 use crate::retention;
 use crate::settle::RedisSettle;
 
-/// Most entries asked for in one read.
-const BATCH: usize = 64;
+/// Most entries asked for in one read (the prefetch bounds it too).
+const BATCH: usize = 1024;
 
 /// Starts consuming; returns once the subscriber's groups exist.
 pub(crate) async fn subscribe(
@@ -65,6 +65,7 @@ pub(crate) async fn subscribe(
         sender,
         last_confirmed: Utc::now(),
         next_discovery: Instant::now(),
+        next_due: Instant::now(),
         next_claim: Instant::now(),
         next_trim: Instant::now() + shared.config.retention_interval,
     };
@@ -122,6 +123,9 @@ struct Consumer {
     /// loss window reported later.
     last_confirmed: DateTime<Utc>,
     next_discovery: Instant,
+    /// Nacked entries are looked for as often as new streams: a nack's
+    /// delay is met to within the poll interval.
+    next_due: Instant,
     next_claim: Instant,
     next_trim: Instant,
 }
@@ -189,7 +193,10 @@ impl Consumer {
             self.discover().await?;
             self.next_discovery = now + self.shared.config.poll_interval;
         }
-        self.deliver_due(&mut permits).await?;
+        if now >= self.next_due {
+            self.deliver_due(&mut permits).await?;
+            self.next_due = now + self.shared.config.poll_interval;
+        }
         if now >= self.next_claim {
             self.reclaim_idle(&mut permits).await?;
             self.next_claim =

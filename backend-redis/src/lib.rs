@@ -64,6 +64,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ack_batch;
 mod config;
 mod connection;
 mod consumer;
@@ -89,6 +90,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Durability, RedisConfig};
 
+use ack_batch::AckBatcher;
 use error::backend_error;
 use keys::Keys;
 
@@ -99,6 +101,8 @@ pub(crate) struct Shared {
     pub(crate) client: redis::Client,
     /// Multiplexed connection for all non-blocking commands.
     pub(crate) conn: ConnectionManager,
+    /// Where deliveries' acks go, to be sent together.
+    pub(crate) acks: AckBatcher,
     pub(crate) closed: CancellationToken,
 }
 
@@ -139,6 +143,7 @@ impl RedisBackend {
                 keys: Keys::new(&config.prefix),
                 config,
                 client,
+                acks: AckBatcher::start(conn.clone()),
                 conn,
                 closed: CancellationToken::new(),
             }),

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Shared;
-use crate::dead_letters::{PendingRef, bury, settle_entry};
+use crate::dead_letters::{PendingRef, bury};
 use crate::entry::{EntryId, envelope_fields};
 use crate::error::backend_error;
 
@@ -59,11 +59,7 @@ impl RedisSettle {
 impl Settle for RedisSettle {
     async fn ack(self: Box<Self>) -> Result<(), BackendError> {
         self.shared.ensure_open()?;
-        let mut pipe = redis::pipe();
-        settle_entry(&mut pipe, &self.pending());
-        pipe.query_async::<()>(&mut self.shared.conn.clone())
-            .await
-            .map_err(backend_error)
+        self.shared.acks.ack(&self.pending()).await
     }
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
