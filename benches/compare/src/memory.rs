@@ -1,0 +1,238 @@
+//! Peak memory of ours while a backlog is drained: the list server (the
+//! publisher) and the archive server (the consumer) are each a process of
+//! their own (this program re-run in a role), so each reports its own peak
+//! resident set (`VmHWM`).
+//!
+//! The publisher publishes the whole backlog before the consumer starts.
+//! On Redis and RabbitMQ it then exits; a ZeroMQ hub is the list server,
+//! so it stays up and serves the backlog until the queue is drained.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use archiver_examples::broker::{BackendKind, Broker, ZmqTarget};
+use clap::ValueEnum;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::corpus::Corpus;
+use crate::ours::{OursConsumer, OursProducer, subscription};
+use crate::scenario::Pipelining;
+use crate::system::Consumer as _;
+
+/// Key prefix of the backlog on Redis and RabbitMQ.
+const PREFIX: &str = "benchbacklog";
+
+/// What a role prints for the parent, one `@ key value` line each.
+const MARK: &str = "@ ";
+
+/// The two roles a child process plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Publishes the backlog (and, as a ZeroMQ hub, serves it).
+    Publisher,
+    /// Drains the backlog.
+    Consumer,
+}
+
+/// Where the backlog lives: the broker, or the hub's endpoint and journal.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub kind: BackendKind,
+    pub url: String,
+    pub hub_dir: PathBuf,
+}
+
+impl Place {
+    fn broker_for(&self, role: Role) -> anyhow::Result<Broker> {
+        Ok(match (self.kind, role) {
+            (BackendKind::Zeromq, Role::Publisher) => Broker::zeromq_hub(&self.url, &self.hub_dir)?,
+            (kind, _) => Broker::new(kind, Some(self.url.clone()), PREFIX),
+        })
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--child-backend".into(),
+            self.kind
+                .to_possible_value()
+                .expect("a named backend")
+                .get_name()
+                .into(),
+            "--child-url".into(),
+            self.url.clone(),
+            "--child-hub-dir".into(),
+            self.hub_dir.display().to_string(),
+        ]
+    }
+}
+
+/// Peak memory of each side, and how fast the backlog drained.
+#[derive(Debug, Clone, Copy)]
+pub struct Footprint {
+    pub backlog: u64,
+    pub publisher_peak_kib: u64,
+    pub consumer_peak_kib: u64,
+    pub drain: Duration,
+}
+
+/// Runs both roles as child processes of `exe`.
+pub async fn measure(
+    exe: &Path,
+    place: &Place,
+    corpus: &Path,
+    backlog: u64,
+    prefetch: u16,
+) -> anyhow::Result<Footprint> {
+    let common = |role: &str| {
+        let mut command = Command::new(exe);
+        command
+            .args(["--child", role, "--backlog", &backlog.to_string()])
+            .args(["--prefetch", &prefetch.to_string()])
+            .arg("--corpus")
+            .arg(corpus)
+            .args(place.args())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    };
+    let mut publisher = Reporter::spawn(common("publisher"))?;
+    publisher.expect("filled").await?;
+    let mut consumer = Reporter::spawn(common("consumer"))?;
+    let drain_secs: f64 = consumer.expect("drained").await?.parse()?;
+    let consumer_peak_kib = consumer.expect("peak-kib").await?.parse()?;
+    let publisher_peak_kib = publisher.expect("peak-kib").await?.parse()?;
+    publisher.finish().await?;
+    consumer.finish().await?;
+    Ok(Footprint {
+        backlog,
+        publisher_peak_kib,
+        consumer_peak_kib,
+        drain: Duration::from_secs_f64(drain_secs),
+    })
+}
+
+/// A child process whose `@` lines are read in order.
+struct Reporter {
+    child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Reporter {
+    fn spawn(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command.spawn()?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        Ok(Self {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// The value of the next `@ key value` line, which must be `key`.
+    async fn expect(&mut self, key: &str) -> anyhow::Result<String> {
+        while let Some(line) = self.lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix(MARK) {
+                let (got, value) = rest.split_once(' ').unwrap_or((rest, ""));
+                ensure!(got == key, "the child said {got:?} where {key:?} was due");
+                return Ok(value.to_owned());
+            }
+        }
+        let status = self.child.wait().await?;
+        bail!("the child ended ({status}) before saying {key:?}")
+    }
+
+    async fn finish(mut self) -> anyhow::Result<()> {
+        let status = self.child.wait().await?;
+        ensure!(status.success(), "the child failed: {status}");
+        Ok(())
+    }
+}
+
+/// This process's peak resident set, from `/proc/self/status`.
+fn peak_kib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .context("no VmHWM in /proc/self/status")?;
+    Ok(line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?)
+}
+
+/// Plays `role` in a child process.
+pub async fn play(
+    role: Role,
+    place: &Place,
+    corpus: &Path,
+    backlog: u64,
+    prefetch: u16,
+) -> anyhow::Result<()> {
+    let broker = place.broker_for(role)?;
+    match role {
+        Role::Publisher => publish(&broker, corpus, backlog, prefetch).await?,
+        Role::Consumer => consume(&broker, backlog, prefetch).await?,
+    }
+    println!("{MARK}peak-kib {}", peak_kib()?);
+    Ok(())
+}
+
+async fn publish(
+    broker: &Broker,
+    corpus: &Path,
+    backlog: u64,
+    prefetch: u16,
+) -> anyhow::Result<()> {
+    let corpus = Arc::new(Corpus::load(corpus)?);
+    let client = broker.client().await?;
+    drop(client.subscribe(&subscription(0, prefetch)).await?);
+    let producer = OursProducer(client);
+    let pipelining = Pipelining {
+        batch: 32,
+        in_flight: 8,
+    };
+    crate::scenario::send_range(&producer, &corpus, 0..backlog, pipelining).await?;
+    println!("{MARK}filled");
+    if let Broker::Zeromq(ZmqTarget::Hub(hub)) = broker {
+        // The hub serves the backlog: it stays until the queue is drained.
+        loop {
+            let status = hub.status().await?;
+            if status.iter().all(|queue| queue.is_drained()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        hub.close().await?;
+    }
+    Ok(())
+}
+
+async fn consume(broker: &Broker, backlog: u64, prefetch: u16) -> anyhow::Result<()> {
+    let client = broker.client().await?;
+    let deliveries = client.subscribe(&subscription(0, prefetch)).await?;
+    let mut consumer = OursConsumer {
+        deliveries,
+        prefetch: usize::from(prefetch),
+    };
+    let start = Instant::now();
+    // A count, not a set of ids: the set would be most of what is measured.
+    // Nothing fails here, so nothing is delivered twice (the throughput
+    // runs check that).
+    let mut acked = 0;
+    let mut arrivals = Vec::new();
+    while acked < backlog {
+        arrivals.clear();
+        consumer.receive(&mut arrivals).await?;
+        acked += arrivals.len() as u64;
+    }
+    println!("{MARK}drained {}", start.elapsed().as_secs_f64());
+    drop(consumer);
+    broker.purge().await?;
+    Ok(())
+}
