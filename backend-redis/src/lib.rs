@@ -64,7 +64,7 @@
 //! # Ok(()) }
 //! ```
 
-mod ack_batch;
+mod batcher;
 mod config;
 mod connection;
 mod consumer;
@@ -90,9 +90,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Durability, RedisConfig};
 
-use ack_batch::AckBatcher;
+use batcher::Batcher;
 use error::backend_error;
 use keys::Keys;
+use settle::Ack;
 
 /// What every handle of one client shares.
 pub(crate) struct Shared {
@@ -101,8 +102,10 @@ pub(crate) struct Shared {
     pub(crate) client: redis::Client,
     /// Multiplexed connection for all non-blocking commands.
     pub(crate) conn: ConnectionManager,
+    /// Where publishes go, to be sent together.
+    pub(crate) publishes: Batcher<Envelope>,
     /// Where deliveries' acks go, to be sent together.
-    pub(crate) acks: AckBatcher,
+    pub(crate) acks: Batcher<Ack>,
     pub(crate) closed: CancellationToken,
 }
 
@@ -141,9 +144,14 @@ impl RedisBackend {
         Ok(Self {
             shared: Arc::new(Shared {
                 keys: Keys::new(&config.prefix),
+                publishes: publish::batcher(
+                    conn.clone(),
+                    Keys::new(&config.prefix),
+                    config.durability,
+                ),
                 config,
                 client,
-                acks: AckBatcher::start(conn.clone()),
+                acks: settle::ack_batcher(conn.clone()),
                 conn,
                 closed: CancellationToken::new(),
             }),

@@ -1,30 +1,72 @@
 //! Publish: one XADD into the stream of the envelope's kind and list, with
 //! the stream registered so consumers find it; its reply (and WAIT or
-//! WAITAOF when configured) is the durability point.
+//! WAITAOF when configured) is the durability point. Concurrent publishes
+//! go out together in one pipeline ([`crate::batcher`]): one registration
+//! per stream, the XADDs, and one WAIT or WAITAOF that covers them all.
 
-use archiver_core::{BackendError, Envelope};
+use std::collections::BTreeSet;
+
+use archiver_core::{BackendError, Envelope, wire};
 use redis::Value;
+use redis::aio::ConnectionManager;
 
 use crate::Shared;
+use crate::batcher::Batcher;
 use crate::config::Durability;
-use crate::entry::{envelope_fields, int, items, text};
+use crate::entry::{BODY, int, items, text};
 use crate::error::backend_error;
 use crate::keys::Keys;
 
 pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), BackendError> {
     shared.ensure_open()?;
     BackendError::check_size(envelope, shared.config.max_envelope_bytes)?;
-    let key = shared.keys.stream(envelope.kind, &envelope.list_id);
+    shared.publishes.submit(envelope.clone()).await
+}
+
+/// The client's publishing task, on its multiplexed connection.
+pub(crate) fn batcher(
+    conn: ConnectionManager,
+    keys: Keys,
+    durability: Durability,
+) -> Batcher<Envelope> {
+    Batcher::start(move |batch: Vec<Envelope>| {
+        let mut conn = conn.clone();
+        let pipe = pipeline(&keys, durability, &batch);
+        let streams: Vec<String> = batch
+            .iter()
+            .map(|envelope| keys.stream(envelope.kind, &envelope.list_id))
+            .collect();
+        async move {
+            let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(backend_error)?;
+            for ((envelope, stream), reply) in batch.iter().zip(&streams).zip(&replies) {
+                let entry_id = text(reply).unwrap_or_default();
+                tracing::debug!(envelope_id = %envelope.id, %stream, %entry_id, "published");
+            }
+            check_durability(durability, replies.get(batch.len()))
+        }
+    })
+}
+
+/// SADD of the batch's streams, an XADD per envelope (their replies come
+/// first), then the durability wait.
+fn pipeline(keys: &Keys, durability: Durability, batch: &[Envelope]) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    pipe.cmd("SADD")
-        .arg(shared.keys.streams())
-        .arg(Keys::stream_member(envelope.kind, &envelope.list_id))
-        .ignore();
-    let xadd = pipe.cmd("XADD").arg(&key).arg("*");
-    for (field, value) in envelope_fields(envelope) {
-        xadd.arg(field).arg(value);
+    let members: BTreeSet<String> = batch
+        .iter()
+        .map(|envelope| Keys::stream_member(envelope.kind, &envelope.list_id))
+        .collect();
+    pipe.cmd("SADD").arg(keys.streams()).arg(members).ignore();
+    for envelope in batch {
+        let xadd = pipe
+            .cmd("XADD")
+            .arg(keys.stream(envelope.kind, &envelope.list_id))
+            .arg("*");
+        for (field, value) in wire::to_fields(envelope) {
+            xadd.arg(field).arg(value);
+        }
+        xadd.arg(BODY).arg(&envelope.body[..]);
     }
-    match shared.config.durability {
+    match durability {
         Durability::Reply => {}
         Durability::Replicas { count, timeout } => {
             pipe.cmd("WAIT").arg(count).arg(timeout.as_millis() as u64);
@@ -36,16 +78,9 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
                 .arg(timeout.as_millis() as u64);
         }
     }
-    let replies: Vec<Value> = pipe
-        .query_async(&mut shared.conn.clone())
-        .await
-        .map_err(backend_error)?;
-    let entry_id = replies.first().and_then(text).unwrap_or_default();
-    tracing::debug!(envelope_id = %envelope.id, stream = %key, %entry_id, "published");
-    check_durability(shared.config.durability, replies.get(1))
+    pipe
 }
 
-/// Whether WAIT / WAITAOF saw enough copies.
 fn check_durability(durability: Durability, reply: Option<&Value>) -> Result<(), BackendError> {
     match (durability, reply) {
         (Durability::Reply, _) => Ok(()),

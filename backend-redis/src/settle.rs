@@ -1,16 +1,76 @@
 //! Settling a Redis delivery: XACK, a delayed retry, or the dead letters.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use archiver_core::{BackendError, Envelope, Settle, SubscriberName, attempt_limit_reached};
 use async_trait::async_trait;
+use redis::aio::ConnectionManager;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Shared;
+use crate::batcher::Batcher;
 use crate::dead_letters::{PendingRef, bury};
 use crate::entry::{EntryId, envelope_fields};
 use crate::error::backend_error;
+
+/// An ack waiting for its batch.
+pub(crate) struct Ack {
+    stream: String,
+    group: String,
+    id: EntryId,
+    /// Replayed entries are deleted once settled.
+    delete_after: bool,
+}
+
+impl Ack {
+    fn of(pending: &PendingRef<'_>) -> Self {
+        Self {
+            stream: pending.stream.to_owned(),
+            group: pending.group.as_str().to_owned(),
+            id: pending.id,
+            delete_after: pending.delete_after,
+        }
+    }
+}
+
+/// The client's acking task, on its multiplexed connection.
+pub(crate) fn ack_batcher(conn: ConnectionManager) -> Batcher<Ack> {
+    Batcher::start(move |acks: Vec<Ack>| {
+        let mut conn = conn.clone();
+        let pipe = ack_pipeline(&acks);
+        async move {
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(backend_error)
+        }
+    })
+}
+
+/// One XACK per (stream, group) with all its ids, then the XDELs.
+fn ack_pipeline(acks: &[Ack]) -> redis::Pipeline {
+    let mut by_group: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+    let mut deletes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for ack in acks {
+        let id = ack.id.to_string();
+        if ack.delete_after {
+            deletes.entry(&ack.stream).or_default().push(id.clone());
+        }
+        by_group
+            .entry((&ack.stream, &ack.group))
+            .or_default()
+            .push(id);
+    }
+    let mut pipe = redis::pipe();
+    for ((stream, group), ids) in by_group {
+        pipe.cmd("XACK").arg(stream).arg(group).arg(ids).ignore();
+    }
+    for (stream, ids) in deletes {
+        pipe.cmd("XDEL").arg(stream).arg(ids).ignore();
+    }
+    pipe
+}
 
 /// One pending entry handed to a consumer; holds its in-flight permit.
 pub(crate) struct RedisSettle {
@@ -59,7 +119,7 @@ impl RedisSettle {
 impl Settle for RedisSettle {
     async fn ack(self: Box<Self>) -> Result<(), BackendError> {
         self.shared.ensure_open()?;
-        self.shared.acks.ack(&self.pending()).await
+        self.shared.acks.submit(Ack::of(&self.pending())).await
     }
 
     async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
