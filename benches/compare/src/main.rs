@@ -294,9 +294,11 @@ fn contenders(which: Which, args: &Args, scratch: &Path) -> anyhow::Result<Conte
     })
 }
 
-/// Runs one measurement for each contender, in turn.
+/// Runs one measurement for each contender, in turn (`fans_out`: one that
+/// needs several durable subscribers).
 async fn each<T, F>(
     contenders: &Contenders,
+    fans_out: bool,
     what: &str,
     show: impl Fn(&T) -> String,
     measure: F,
@@ -308,6 +310,10 @@ where
     for (name, system) in contenders.all() {
         if !contenders.chosen.iter().any(|chosen| chosen == name) {
             outcomes.push(Outcome::NotApplicable("not chosen in this run"));
+            continue;
+        }
+        if let (Some(why), true) = (system.no_fan_out(), fans_out) {
+            outcomes.push(Outcome::NotApplicable(why));
             continue;
         }
         let outcome = Outcome::from_result(measure(system).await);
@@ -377,7 +383,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         eprintln!("{}", contenders.backend);
         for (producers, consumers) in [(1, 1), (4, 4)] {
             let what = format!("{producers} → {consumers}, {} mails", counts.mails);
-            let outcomes = each(&contenders, &what, show_rate, async |system| {
+            let outcomes = each(&contenders, false, &what, show_rate, async |system| {
                 scenario::throughput(
                     system,
                     &corpus,
@@ -398,10 +404,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         }
         for subscribers in &args.fan_out {
             let what = format!("fan-out to {subscribers}, {} mails", counts.fan_out_mails);
-            let outcomes = each(&contenders, &what, show_rate, async |system| {
-                if system.name() == "raw zmq" {
-                    return Err(anyhow::anyhow!("not applicable"));
-                }
+            let outcomes = each(&contenders, true, &what, show_rate, async |system| {
                 scenario::fan_out(
                     system,
                     &corpus,
@@ -411,21 +414,14 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
                 )
                 .await
             })
-            .await
-            .into_iter()
-            .map(|outcome| match outcome {
-                Outcome::Failed(error) if error == "not applicable" => {
-                    Outcome::NotApplicable("PUSH/PULL deals each mail to one consumer")
-                }
-                other => other,
-            })
-            .collect();
+            .await;
             let measure = format!("publish only, {subscribers} durable subscriber(s)");
             report.rates.push(rate_row(&contenders, measure, outcomes));
         }
         let what = format!("latency at {}/s, {} mails", args.rate, counts.latency_mails);
         let outcomes = each(
             &contenders,
+            false,
             &what,
             |l: &scenario::Latency| {
                 format!(

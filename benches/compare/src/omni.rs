@@ -65,10 +65,6 @@ impl OmniRedis {
 
 #[async_trait]
 impl System for OmniRedis {
-    fn name(&self) -> &'static str {
-        "omniqueue"
-    }
-
     async fn prepare(&self, subscribers: usize) -> anyhow::Result<()> {
         create_groups(&mut self.admin.connection().await?, STREAM, subscribers).await
     }
@@ -137,10 +133,6 @@ impl OmniRabbit {
 
 #[async_trait]
 impl System for OmniRabbit {
-    fn name(&self) -> &'static str {
-        "omniqueue"
-    }
-
     async fn prepare(&self, subscribers: usize) -> anyhow::Result<()> {
         self.topology.declare(subscribers).await
     }

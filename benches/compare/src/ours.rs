@@ -60,10 +60,6 @@ pub fn subscription(index: usize, prefetch: u16) -> Subscription {
 
 #[async_trait]
 impl System for Ours {
-    fn name(&self) -> &'static str {
-        "ours"
-    }
-
     async fn prepare(&self, subscribers: usize) -> anyhow::Result<()> {
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
         let broker = match self.kind {

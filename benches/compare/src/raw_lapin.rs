@@ -140,10 +140,6 @@ impl RawLapin {
 
 #[async_trait]
 impl System for RawLapin {
-    fn name(&self) -> &'static str {
-        "raw lapin"
-    }
-
     async fn prepare(&self, subscribers: usize) -> anyhow::Result<()> {
         self.topology.declare(subscribers).await
     }

@@ -74,10 +74,6 @@ pub async fn delete(conn: &mut MultiplexedConnection, stream: &str) -> anyhow::R
 
 #[async_trait]
 impl System for RawRedis {
-    fn name(&self) -> &'static str {
-        "raw redis-rs"
-    }
-
     async fn prepare(&self, subscribers: usize) -> anyhow::Result<()> {
         create_groups(&mut self.connection().await?, STREAM, subscribers).await
     }

@@ -34,8 +34,8 @@ impl RawZmq {
 
 #[async_trait]
 impl System for RawZmq {
-    fn name(&self) -> &'static str {
-        "raw zmq"
+    fn no_fan_out(&self) -> Option<&'static str> {
+        Some("PUSH/PULL deals each mail to one consumer")
     }
 
     async fn prepare(&self, subscribers: usize) -> anyhow::Result<()> {

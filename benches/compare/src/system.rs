@@ -41,8 +41,10 @@ pub trait Consumer: Send {
 /// A contender on one broker.
 #[async_trait]
 pub trait System: Send + Sync {
-    /// How the table names it.
-    fn name(&self) -> &'static str;
+    /// Why it cannot have several durable subscribers, if it cannot.
+    fn no_fan_out(&self) -> Option<&'static str> {
+        None
+    }
 
     /// Creates `subscribers` durable subscribers (queues, groups), empty,
     /// named `0..subscribers`, so what is published next reaches each.
