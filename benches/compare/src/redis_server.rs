@@ -61,13 +61,30 @@ impl RedisServer {
     }
 
     /// Empties it and rewrites its append-only file, so the next scenario
-    /// starts on a small file.
+    /// starts on a small file; returns once the rewrite is over, so that it
+    /// does not compete with the next contender's fsyncs.
     pub fn reset(&self) -> anyhow::Result<()> {
         let mut conn = redis::Client::open(self.url())?.get_connection()?;
         let () = redis::cmd("FLUSHALL").query(&mut conn)?;
         // Refused while a rewrite is under way; that one shrinks it too.
         let _ = redis::cmd("BGREWRITEAOF").query::<redis::Value>(&mut conn);
-        Ok(())
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let info: String = redis::cmd("INFO").arg("persistence").query(&mut conn)?;
+            let busy = info.lines().any(|line| {
+                matches!(
+                    line.trim(),
+                    "aof_rewrite_in_progress:1" | "aof_rewrite_scheduled:1"
+                )
+            });
+            if !busy {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the bench's Redis still rewrites its append-only file after 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
