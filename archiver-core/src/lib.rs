@@ -64,5 +64,5 @@ pub use memory::MemoryBackend;
 pub use runner::{
     Handler, HandlerError, RunCounters, RunStats, Runner, RunningRunner, shutdown_signal,
 };
-pub use selection::{ListPattern, Selection};
+pub use selection::{ListPattern, MAX_PATTERN_LABELS, MAX_SELECTION_PATTERNS, Selection};
 pub use spool::{SpoolOptions, SpoolStatus};

@@ -32,10 +32,34 @@ enum Label {
     Any,
 }
 
+/// Most labels a pattern may have. A list id has at most 100 (200 bytes,
+/// labels of one byte and dots), so a longer pattern could only match by
+/// way of `#`s, and every label costs matching time on every envelope.
+pub const MAX_PATTERN_LABELS: usize = 32;
+
+/// Most list patterns in one selection: a selection is matched against
+/// every envelope of the journal, so a peer must not make that unbounded.
+pub const MAX_SELECTION_PATTERNS: usize = 1024;
+
+/// Most labels a list id can have (one-byte labels and dots).
+const MAX_LIST_ID_LABELS: usize = crate::list::MAX_LIST_ID_LEN.div_ceil(2);
+
 impl ListPattern {
     /// Parses a pattern; a plain list id is a pattern matching only itself.
+    /// Refused: more than [`MAX_PATTERN_LABELS`] labels, or more bytes than
+    /// a list id may have.
     pub fn new(text: &str) -> Result<Self, InvalidListId> {
         let text = text.trim().to_ascii_lowercase();
+        let refuse = |reason| InvalidListId {
+            value: text.chars().take(64).collect(),
+            reason,
+        };
+        if text.split('.').count() > MAX_PATTERN_LABELS {
+            return Err(refuse("a pattern has more than 32 labels"));
+        }
+        if text.len() > crate::list::MAX_LIST_ID_LEN {
+            return Err(refuse("a pattern is longer than 200 bytes"));
+        }
         let labels = text
             .split('.')
             .map(|label| match label {
@@ -63,22 +87,50 @@ impl ListPattern {
 
     /// Whether `list` is selected by this pattern.
     pub fn matches(&self, list: &ListId) -> bool {
-        let labels: Vec<&str> = list.as_str().split('.').collect();
-        matches_labels(&self.labels, &labels)
+        self.matches_counting(list, &mut 0)
+    }
+
+    /// [`matches`](Self::matches), adding the matcher's steps to `steps`.
+    fn matches_counting(&self, list: &ListId, steps: &mut usize) -> bool {
+        if self.is_exact() {
+            *steps += 1;
+            return self.text == list.as_str();
+        }
+        matches_labels(&self.labels, list.as_str().split('.'), steps)
     }
 }
 
-fn matches_labels(pattern: &[Label], labels: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => labels.is_empty(),
-        Some((Label::Any, rest)) => {
-            (0..=labels.len()).any(|skip| matches_labels(rest, &labels[skip..]))
-        }
-        Some((Label::One, rest)) => !labels.is_empty() && matches_labels(rest, &labels[1..]),
-        Some((Label::Exact(e), rest)) => {
-            labels.first() == Some(&e.as_str()) && matches_labels(rest, &labels[1..])
-        }
+/// Label matching by dynamic programming over (pattern label, list label):
+/// `row[j]` says whether the pattern's labels so far match the list's
+/// first `j` labels. One pass per pattern label, so at most
+/// (pattern labels) × (list labels + 1) steps, never backtracking.
+fn matches_labels<'a>(
+    pattern: &[Label],
+    labels: impl Iterator<Item = &'a str>,
+    steps: &mut usize,
+) -> bool {
+    let mut list = [""; MAX_LIST_ID_LABELS];
+    let mut len = 0;
+    for label in labels {
+        list[len] = label;
+        len += 1;
     }
+    let list = &list[..len];
+    let mut row = [false; MAX_LIST_ID_LABELS + 1];
+    row[0] = true;
+    for label in pattern {
+        let mut next = [false; MAX_LIST_ID_LABELS + 1];
+        for j in 0..=list.len() {
+            *steps += 1;
+            next[j] = match label {
+                Label::Any => row[j] || (j > 0 && next[j - 1]),
+                Label::One => j > 0 && row[j - 1],
+                Label::Exact(e) => j > 0 && row[j - 1] && list[j - 1] == e,
+            };
+        }
+        row = next;
+    }
+    row[list.len()]
 }
 
 impl fmt::Display for ListPattern {
@@ -159,7 +211,7 @@ impl Selection {
 
     /// Rebuilds a selection from [`pattern_texts`](Self::pattern_texts) and
     /// [`only_kind`](Self::only_kind); the first invalid pattern is the
-    /// error.
+    /// error, and so are more than [`MAX_SELECTION_PATTERNS`] patterns.
     pub fn from_texts<S: AsRef<str>>(
         lists: impl IntoIterator<Item = S>,
         kind: Option<Kind>,
@@ -167,7 +219,13 @@ impl Selection {
         let lists = lists
             .into_iter()
             .map(|text| ListPattern::new(text.as_ref()))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        if lists.len() > MAX_SELECTION_PATTERNS {
+            return Err(InvalidListId {
+                value: format!("{} patterns", lists.len()),
+                reason: "a selection has more than 1024 patterns",
+            });
+        }
         Ok(Self { lists, kinds: kind })
     }
 
@@ -231,5 +289,42 @@ mod tests {
             Selection::all()
         );
         assert!(Selection::from_texts(["no/slash"], None).is_err());
+        let at_cap = vec!["a.example.org"; MAX_SELECTION_PATTERNS];
+        assert!(Selection::from_texts(&at_cap, None).is_ok());
+        let over_cap = vec!["a.example.org"; MAX_SELECTION_PATTERNS + 1];
+        assert!(Selection::from_texts(&over_cap, None).is_err());
+    }
+
+    #[test]
+    fn patterns_over_the_label_cap_are_refused() {
+        let at_cap = vec!["#"; MAX_PATTERN_LABELS].join(".");
+        assert!(ListPattern::new(&at_cap).is_ok());
+        let over_cap = vec!["#"; MAX_PATTERN_LABELS + 1].join(".");
+        let error = ListPattern::new(&over_cap).unwrap_err();
+        assert!(error.to_string().contains("more than 32 labels"), "{error}");
+        let four_hundred = vec!["#"; 400].join(".");
+        assert!(ListPattern::new(&four_hundred).is_err());
+        assert!(ListPattern::new(&"a".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn matching_a_pattern_at_the_cap_takes_few_steps() {
+        // The longest list id (100 one-letter labels) against the patterns
+        // a backtracking matcher is slowest on: `#`s with a last label that
+        // never matches, and `#`s alternating with `*`.
+        let longest = id(&vec!["a"; MAX_LIST_ID_LABELS].join("."));
+        assert_eq!(longest.as_str().len(), crate::list::MAX_LIST_ID_LEN - 1);
+        let mut hashes = vec!["#"; MAX_PATTERN_LABELS - 1];
+        hashes.push("b");
+        let alternating: Vec<&str> = (0..MAX_PATTERN_LABELS)
+            .map(|i| if i % 2 == 0 { "#" } else { "*" })
+            .collect();
+        for (pattern, expected) in [(hashes.join("."), false), (alternating.join("."), true)] {
+            let pattern = ListPattern::new(&pattern).unwrap();
+            let mut steps = 0;
+            assert_eq!(pattern.matches_counting(&longest, &mut steps), expected);
+            assert!(steps < 1_000_000, "{steps} steps for {pattern}");
+            assert!(steps <= MAX_PATTERN_LABELS * (MAX_LIST_ID_LABELS + 1));
+        }
     }
 }
