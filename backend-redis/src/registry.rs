@@ -3,7 +3,7 @@
 //! instance agree on where each consumer group starts.
 
 use archiver_core::{
-    Kind, ListId, ListPattern, Selection, StartPosition, SubscriberName, Subscription,
+    InvalidListId, Kind, ListId, Selection, StartPosition, SubscriberName, Subscription,
 };
 use redis::RedisResult;
 use redis::aio::ConnectionManager;
@@ -37,24 +37,24 @@ impl SubscriberRecord {
         }
     }
 
-    /// The selection this record stands for.
-    pub(crate) fn selection(&self) -> Selection {
-        let mut selection = Selection::all();
-        for pattern in &self.lists {
-            if let Ok(pattern) = ListPattern::new(pattern) {
-                selection = selection.list(pattern);
-            }
-        }
-        match self.kind {
-            Some(kind) => selection.only(kind),
-            None => selection,
-        }
+    /// The selection this record stands for; a stored pattern that is
+    /// invalid (over the caps of a later version, say) makes the whole
+    /// record invalid rather than dropping it, which could leave no
+    /// pattern, that is every list.
+    pub(crate) fn selection(&self) -> Result<Selection, InvalidListId> {
+        Selection::from_texts(&self.lists, self.kind)
     }
 
-    /// Whether this subscriber reads the stream of `kind` and `list`.
+    /// Whether this subscriber reads the stream of `kind` and `list`:
+    /// never while its stored selection is invalid (logged as an error).
     pub(crate) fn selects(&self, kind: Kind, list: &ListId) -> bool {
-        let selection = self.selection();
-        selection.kinds().contains(&kind) && selection.selects_list(list)
+        match self.selection() {
+            Ok(selection) => selection.kinds().contains(&kind) && selection.selects_list(list),
+            Err(error) => {
+                tracing::error!(%error, "a stored subscriber selection is invalid; it receives nothing until it subscribes again");
+                false
+            }
+        }
     }
 
     /// Where its consumer groups start: the first entry it must receive is
@@ -167,4 +167,39 @@ pub(crate) async fn streams(
 
 fn json(record: &SubscriberRecord) -> String {
     serde_json::to_string(record).expect("a subscriber record serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(lists: &[&str]) -> SubscriberRecord {
+        SubscriberRecord {
+            lists: lists.iter().map(|l| (*l).to_owned()).collect(),
+            kind: None,
+            max_attempts: 5,
+            from_beginning: false,
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_stored_record_with_invalid_patterns_selects_nothing() {
+        let list = ListId::new("dev.lists.example.org").unwrap();
+        assert!(
+            record(&[]).selects(Kind::Mail, &list),
+            "no pattern: every list"
+        );
+        assert!(record(&["*.lists.example.org"]).selects(Kind::Mail, &list));
+        let four_hundred = vec!["#"; 400].join(".");
+        for lists in [
+            vec![four_hundred.as_str()],
+            vec!["no/slash"],
+            vec!["no/slash", "*.lists.example.org"],
+        ] {
+            let record = record(&lists);
+            assert!(record.selection().is_err(), "{lists:?}");
+            assert!(!record.selects(Kind::Mail, &list), "{lists:?} falls open");
+        }
+    }
 }
