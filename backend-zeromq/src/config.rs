@@ -18,6 +18,25 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// archive server's unsettled deliveries go to the others after this.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest delay a NACK may ask for by default: a longer one is cut to
+/// this, so no peer can pin the journal with a delay of centuries.
+pub const DEFAULT_MAX_NACK_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long a connection may hold a delivery unsettled by default: after
+/// this it goes back to the queue, counted as an attempt, even if the
+/// connection still pings (a mail that hangs every consumer reaches the
+/// dead letters).
+pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(5 * 60);
+
+/// Most envelope bytes a hub has delivered and not yet seen settled on one
+/// connection by default, whatever its prefetch: a peer that never reads
+/// costs the hub at most this.
+pub const DEFAULT_MAX_UNACKED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most dead-letter bytes in one DEAD-LETTERS reply page by default (a
+/// page holds at least one dead letter, whatever its size).
+pub const DEFAULT_DEAD_LETTER_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
 /// A user name and password for ZAP PLAIN. PLAIN sends them in clear text,
 /// like everything else on these sockets: see the crate docs.
 #[derive(Clone, PartialEq, Eq)]
@@ -73,6 +92,16 @@ pub struct HubConfig {
     pub max_envelope_bytes: usize,
     /// When a publish is durable (default: synced to disk before `Ok`).
     pub sync: SyncPolicy,
+    /// Longest NACK delay honoured ([`DEFAULT_MAX_NACK_DELAY`]).
+    pub max_nack_delay: Duration,
+    /// How long a delivery may stay unsettled ([`DEFAULT_ACK_DEADLINE`]).
+    pub ack_deadline: Duration,
+    /// Most unsettled envelope bytes per connection
+    /// ([`DEFAULT_MAX_UNACKED_BYTES`]).
+    pub max_unacked_bytes: usize,
+    /// Most bytes per DEAD-LETTERS reply page
+    /// ([`DEFAULT_DEAD_LETTER_PAGE_BYTES`]).
+    pub dead_letter_page_bytes: usize,
 }
 
 impl HubConfig {
@@ -87,6 +116,10 @@ impl HubConfig {
             timeout: DEFAULT_TIMEOUT,
             max_envelope_bytes: DEFAULT_MAX_ENVELOPE_BYTES,
             sync: SyncPolicy::Always,
+            max_nack_delay: DEFAULT_MAX_NACK_DELAY,
+            ack_deadline: DEFAULT_ACK_DEADLINE,
+            max_unacked_bytes: DEFAULT_MAX_UNACKED_BYTES,
+            dead_letter_page_bytes: DEFAULT_DEAD_LETTER_PAGE_BYTES,
         }
     }
 
@@ -113,6 +146,32 @@ impl HubConfig {
     /// Sets the largest envelope body accepted.
     pub fn max_envelope_bytes(mut self, limit: usize) -> Self {
         self.max_envelope_bytes = limit;
+        self
+    }
+
+    /// Sets the longest NACK delay honoured; longer ones are cut to it.
+    pub fn max_nack_delay(mut self, limit: Duration) -> Self {
+        self.max_nack_delay = limit;
+        self
+    }
+
+    /// Sets how long a delivery may stay unsettled before it goes back to
+    /// the queue as a failed attempt.
+    pub fn ack_deadline(mut self, deadline: Duration) -> Self {
+        self.ack_deadline = deadline;
+        self
+    }
+
+    /// Sets the most unsettled envelope bytes one connection may hold (at
+    /// least one delivery is always allowed, whatever its size).
+    pub fn max_unacked_bytes(mut self, limit: usize) -> Self {
+        self.max_unacked_bytes = limit;
+        self
+    }
+
+    /// Sets the most bytes per DEAD-LETTERS reply page.
+    pub fn dead_letter_page_bytes(mut self, limit: usize) -> Self {
+        self.dead_letter_page_bytes = limit;
         self
     }
 }

@@ -18,8 +18,16 @@
 //!   attempt count and the dead letters (kept as files, listed and replayed
 //!   over the wire) behave as on the brokers.
 //! - **Credit**: the hub never has more than a connection's prefetch
-//!   unsettled on it, so neither side's memory grows with the backlog,
-//!   which stays on disk.
+//!   unsettled on it, nor more than [`DEFAULT_MAX_UNACKED_BYTES`] of
+//!   envelopes, so neither side's memory grows with the backlog, which
+//!   stays on disk, and a peer that never reads costs the hub at most
+//!   that bound. A delivery unsettled past the ack deadline
+//!   ([`DEFAULT_ACK_DEADLINE`]) goes back to the queue as a failed
+//!   attempt; a NACK delay is cut to [`DEFAULT_MAX_NACK_DELAY`].
+//! - **What a subscriber pins**: every subscriber keeps the journal from
+//!   its floor on. [`ZmqHub::status`] lists each with where it pins the
+//!   journal and since when; [`ZmqHub::delete_subscriber`] deletes one
+//!   that was abandoned.
 //! - **Heartbeats** both ways: a connection silent for the timeout (10 s by
 //!   default) is dropped and what it held goes to the subscriber's other
 //!   connections; a client whose hub falls silent reconnects, and says
@@ -42,6 +50,23 @@
 //! every peer without a listed user and password, and such a client gets
 //! [`BackendError::Auth`](archiver_core::BackendError::Auth) from
 //! `subscribe`, not silence.
+//!
+//! # What a peer can make the hub hold
+//!
+//! Patterns are capped ([`archiver_core::MAX_PATTERN_LABELS`] labels,
+//! [`archiver_core::MAX_SELECTION_PATTERNS`] per selection) and matched in
+//! time linear in pattern labels × list labels; credit and the ack
+//! deadline bound what a connection holds; dead letters are counted
+//! without being read and listed a page at a time. The hub reads a
+//! message frame by frame and copies out at most
+//! [`protocol::MAX_MESSAGE_BYTES`]; the rest is dropped as it is read.
+//! **Residual:** libzmq 4.3 holds a whole multipart message before its
+//! first frame can be read, and caps only each frame's size, so a peer
+//! can make the hub's libzmq buffer one large multipart message (its
+//! memory rises by that message's size, once, until it is read and
+//! dropped). Only peers that pass authentication can do this on a hub
+//! with credentials: configure them ([`HubConfig::allow`]) on any network
+//! that is not wholly trusted.
 //!
 //! # Wire format
 //!
@@ -83,7 +108,8 @@ mod zap;
 
 pub use client::ZmqClient;
 pub use config::{
-    ClientConfig, Credentials, DEFAULT_HEARTBEAT, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_TIMEOUT,
-    HubConfig,
+    ClientConfig, Credentials, DEFAULT_ACK_DEADLINE, DEFAULT_DEAD_LETTER_PAGE_BYTES,
+    DEFAULT_HEARTBEAT, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_MAX_NACK_DELAY,
+    DEFAULT_MAX_UNACKED_BYTES, DEFAULT_TIMEOUT, HubConfig,
 };
 pub use hub::{QueueStatus, ZmqHub};

@@ -20,9 +20,20 @@ use serde::{Deserialize, Serialize};
 /// The protocol version a hello carries; a hub refuses any other.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Largest message a hub accepts from an archive server: commands are
-/// small, so anything bigger is garbage (libzmq drops the peer).
+/// Largest frame a hub accepts from an archive server: commands are
+/// small, so anything bigger is garbage (libzmq drops the peer). libzmq
+/// applies it per frame, hence the two limits below for whole messages.
 pub const MAX_COMMAND_BYTES: i64 = 64 * 1024;
+
+/// Most frames of one message a hub reads: an ACK of a whole prefetch
+/// (65,535 tags) and its command. A longer message is refused, its further
+/// frames dropped as they are read.
+pub const MAX_MESSAGE_FRAMES: usize = u16::MAX as usize + 2;
+
+/// Most bytes of one message a hub copies out of libzmq (an ACK of 65,535
+/// tags is about 1.3 MB); past it, frames are dropped unread and the
+/// message is refused.
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Command names, the first frame of every message.
 pub mod command {

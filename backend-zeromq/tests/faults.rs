@@ -14,8 +14,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -23,7 +21,7 @@ use archiver_core::conformance::faults::corpus_envelopes;
 use archiver_core::{Backend, Envelope, Publisher, Subscriber, Subscription};
 use backend_zeromq::{ClientConfig, HubConfig, ZmqClient, ZmqHub};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use support::{Role, free_port};
 
 const SUBSCRIBER: &str = "faults";
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -46,80 +44,6 @@ fn index(envelope: &Envelope) -> usize {
 
 fn subscription() -> Subscription {
     Subscription::new(SUBSCRIBER.parse().unwrap()).prefetch(16)
-}
-
-/// A free loopback port (a restarted hub must bind the same one).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process of this test binary in a role, with its stdout lines.
-struct Role {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl Role {
-    fn start(role: &str, env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(std::env::current_exe().unwrap());
-        command
-            .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-            .env("FAULT_ROLE", role)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            // The child's own lines are marked "@ " (libtest may print
-            // "test child ... " before the first one); others are libtest's.
-            let lines = BufReader::new(stdout).lines().map_while(Result::ok);
-            for line in lines.filter_map(|l| l.split_once("@ ").map(|(_, ours)| ours.to_owned())) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Self {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    /// The next line, failing the test at the deadline.
-    async fn line(&mut self, what: &str) -> Option<String> {
-        tokio::time::timeout(DEADLINE, self.lines.recv())
-            .await
-            .unwrap_or_else(|_| panic!("{what}: no line from the child within {DEADLINE:?}"))
-    }
-
-    fn say(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Counts one archive server's deliveries.

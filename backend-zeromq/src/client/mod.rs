@@ -193,29 +193,60 @@ fn expect_reply<'a>(
         .collect()
 }
 
+/// The dead letters of one DEAD-LETTERS reply page: metadata and envelope
+/// frames in pairs.
+fn dead_letter_page(frames: &[Vec<u8>]) -> Result<Vec<DeadLetter>, BackendError> {
+    if !frames.len().is_multiple_of(2) {
+        return Err(BackendError::Broker(
+            "dead-letter reply frames do not pair".into(),
+        ));
+    }
+    frames
+        .chunks(2)
+        .map(|pair| {
+            let meta: DeadLetterMeta = serde_json::from_slice(&pair[0])
+                .map_err(|e| BackendError::Broker(format!("dead-letter metadata: {e}")))?;
+            let envelope = wire::from_bytes(bytes::Bytes::from(pair[1].clone()))?;
+            Ok(meta.into_letter(envelope))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl DeadLetters for ZmqClient {
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
-        let replies = self
-            .ask_all(vec![
-                command::DEAD_LETTERS.to_vec(),
-                name.as_str().as_bytes().to_vec(),
-            ])
-            .await?;
-        let mut letters = Vec::new();
-        for args in expect_reply(&replies, command::DEAD_LETTERS)? {
-            if !args.len().is_multiple_of(2) {
-                return Err(BackendError::Broker(
-                    "dead-letter reply frames do not pair".into(),
-                ));
+        self.ensure_open()?;
+        let inner = Arc::clone(&self.inner);
+        let name = name.as_str().as_bytes().to_vec();
+        let mut letters = tokio::task::spawn_blocking(move || {
+            let mut letters = Vec::new();
+            for endpoint in &inner.config.endpoints {
+                // Page by page, each after the mark the previous one gave.
+                let mut after = Vec::new();
+                loop {
+                    let frames = vec![command::DEAD_LETTERS.to_vec(), name.clone(), after];
+                    let reply = request::request(
+                        &inner.context,
+                        endpoint,
+                        inner.config.credentials.as_ref(),
+                        frames,
+                        inner.config.connect_timeout,
+                    )?;
+                    let args = expect_reply(std::slice::from_ref(&reply), command::DEAD_LETTERS)?;
+                    let (next, pairs) = args[0].split_first().ok_or_else(|| {
+                        BackendError::Broker("a dead-letter page without its mark".into())
+                    })?;
+                    letters.extend(dead_letter_page(pairs)?);
+                    if next.is_empty() {
+                        break;
+                    }
+                    after = next.clone();
+                }
             }
-            for pair in args.chunks(2) {
-                let meta: DeadLetterMeta = serde_json::from_slice(&pair[0])
-                    .map_err(|e| BackendError::Broker(format!("dead-letter metadata: {e}")))?;
-                let envelope = wire::from_bytes(bytes::Bytes::from(pair[1].clone()))?;
-                letters.push(meta.into_letter(envelope));
-            }
-        }
+            Ok::<_, BackendError>(letters)
+        })
+        .await
+        .map_err(|e| BackendError::Unavailable(format!("request task failed: {e}")))??;
         letters.sort_by_key(|l| l.dead_at);
         Ok(letters)
     }

@@ -52,23 +52,81 @@ impl DeadLetterStore {
         write_durably(&path, &bytes)
     }
 
-    /// The subscriber's dead letters, oldest first, with their files.
-    pub fn list(&self, name: &SubscriberName) -> Result<Vec<(PathBuf, DeadLetter)>, JournalError> {
+    /// The subscriber's dead-letter files, in file order (journal order),
+    /// without reading them.
+    fn files(&self, name: &SubscriberName) -> Result<Vec<PathBuf>, JournalError> {
         let dir = self.dir(name);
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(JournalError::io(&dir, e)),
         };
-        let mut letters = Vec::new();
+        let mut files = Vec::new();
         for entry in entries {
             let path = entry.map_err(|e| JournalError::io(&dir, e))?.path();
             if path.extension().is_some_and(|x| x == "dead") {
-                letters.push((path.clone(), read(&path)?));
+                files.push(path);
             }
         }
+        files.sort();
+        Ok(files)
+    }
+
+    /// How many dead letters the subscriber has: the directory is listed,
+    /// no file is read.
+    pub fn count(&self, name: &SubscriberName) -> Result<usize, JournalError> {
+        self.files(name).map(|files| files.len())
+    }
+
+    /// The subscriber's dead letters, oldest first, with their files.
+    pub fn list(&self, name: &SubscriberName) -> Result<Vec<(PathBuf, DeadLetter)>, JournalError> {
+        let mut letters = self
+            .files(name)?
+            .into_iter()
+            .map(|path| read(&path).map(|letter| (path, letter)))
+            .collect::<Result<Vec<_>, _>>()?;
         letters.sort_by(|a, b| (a.1.dead_at, &a.0).cmp(&(b.1.dead_at, &b.0)));
         Ok(letters)
+    }
+
+    /// One page of the subscriber's dead letters in file order: those after
+    /// the file named `after` (from the start when empty), up to about
+    /// `max_bytes` of files but at least one. Returns them with the name to
+    /// continue after, `None` on the last page.
+    pub fn page(
+        &self,
+        name: &SubscriberName,
+        after: &str,
+        max_bytes: usize,
+    ) -> Result<(Vec<DeadLetter>, Option<String>), JournalError> {
+        let file_name = |path: &Path| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let files = self.files(name)?;
+        let rest = files
+            .iter()
+            .skip_while(|path| file_name(path).as_str() <= after);
+        let mut letters = Vec::new();
+        let mut bytes = 0;
+        let mut last = None;
+        let mut rest = rest.peekable();
+        while let Some(path) = rest.next() {
+            let size = std::fs::metadata(path)
+                .map_err(|e| JournalError::io(path, e))?
+                .len() as usize;
+            if !letters.is_empty() && bytes + size > max_bytes {
+                return Ok((letters, last));
+            }
+            letters.push(read(path)?);
+            bytes += size;
+            last = Some(file_name(path));
+            if rest.peek().is_none() {
+                last = None;
+            }
+        }
+        Ok((letters, last))
     }
 
     /// The dead letters `which` covers (oldest first), with their files.
@@ -151,5 +209,39 @@ mod tests {
         assert_eq!(store.list(&name).unwrap().len(), 2);
         store.remove_all(&name).unwrap();
         assert!(store.list(&name).unwrap().is_empty());
+    }
+
+    #[test]
+    fn dead_letters_are_counted_and_paged_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetterStore::new(dir.path().to_owned());
+        let name: SubscriberName = "web".parse().unwrap();
+        let list = ListId::new("a.example.org").unwrap();
+        let envelopes: Vec<Envelope> = (0..5)
+            .map(|_| Envelope::event(&ListEvent::now(list.clone(), ListChange::ListDeleted)))
+            .collect();
+        for (seq, envelope) in envelopes.iter().enumerate().rev() {
+            store.add(&name, seq as u64, envelope, 5, "broken").unwrap();
+        }
+        assert_eq!(store.count(&name).unwrap(), 5);
+        let one_file = std::fs::metadata(&store.files(&name).unwrap()[0])
+            .unwrap()
+            .len() as usize;
+        let mut seen = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (letters, next) = store.page(&name, &after, one_file * 2).unwrap();
+            assert!(
+                !letters.is_empty() && letters.len() <= 2,
+                "{}",
+                letters.len()
+            );
+            seen.extend(letters.into_iter().map(|l| l.envelope));
+            match next {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        assert_eq!(seen, envelopes, "every one, in journal order");
     }
 }

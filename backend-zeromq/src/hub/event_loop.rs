@@ -26,6 +26,8 @@ pub enum HubCommand {
     Published(Option<(Envelope, oneshot::Sender<()>)>),
     /// Report every queue's state.
     Status(oneshot::Sender<Vec<QueueStatus>>),
+    /// Delete a subscriber with its queue and dead letters.
+    Delete(SubscriberName, oneshot::Sender<Result<(), String>>),
     /// Save the cursors and stop.
     Close(oneshot::Sender<()>),
 }
@@ -35,7 +37,17 @@ struct Conn {
     name: SubscriberName,
     prefetch: usize,
     inflight: usize,
+    /// Envelope bytes delivered to it and not settled.
+    inflight_bytes: usize,
     last_seen: Instant,
+}
+
+/// What the hub allows one peer (from [`crate::HubConfig`]).
+pub struct Limits {
+    pub max_nack_delay: Duration,
+    pub ack_deadline: Duration,
+    pub max_unacked_bytes: usize,
+    pub dead_letter_page_bytes: usize,
 }
 
 /// Everything the thread owns.
@@ -48,6 +60,7 @@ pub struct HubLoop {
     pub registry: Registry,
     pub queues: BTreeMap<SubscriberName, Queue>,
     pub welcome: Welcome,
+    pub limits: Limits,
     conns: HashMap<ConnId, Conn>,
     last_ping: Instant,
 }
@@ -70,6 +83,7 @@ impl HubLoop {
         registry: Registry,
         queues: BTreeMap<SubscriberName, Queue>,
         welcome: Welcome,
+        limits: Limits,
     ) -> Self {
         Self {
             router,
@@ -80,6 +94,7 @@ impl HubLoop {
             registry,
             queues,
             welcome,
+            limits,
             conns: HashMap::new(),
             last_ping: Instant::now(),
         }
@@ -125,6 +140,9 @@ impl HubLoop {
                         HubCommand::Status(reply) => {
                             let _ = reply.send(self.status());
                         }
+                        HubCommand::Delete(name, reply) => {
+                            let _ = reply.send(self.unsubscribe(&name));
+                        }
                         HubCommand::Close(reply) => {
                             self.save_floors();
                             let _ = reply.send(());
@@ -155,9 +173,9 @@ impl HubLoop {
 
     fn read_router(&mut self) {
         for _ in 0..BATCH {
-            let frames = match self.router.recv_multipart(zmq::DONTWAIT) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EAGAIN) => return,
+            let (frames, whole) = match self.recv_message() {
+                Ok(Some(message)) => message,
+                Ok(None) => return,
                 Err(error) => {
                     tracing::error!(%error, "receiving on the hub socket failed");
                     return;
@@ -169,11 +187,48 @@ impl HubLoop {
             if let Some(conn) = self.conns.get_mut(&peer) {
                 conn.last_seen = Instant::now();
             }
-            if let Err(reason) = self.handle(&peer, rest) {
+            let handled = if whole {
+                self.handle(&peer, rest)
+            } else {
+                Err(format!(
+                    "a message of more than {} frames or {} bytes is refused",
+                    protocol::MAX_MESSAGE_FRAMES,
+                    protocol::MAX_MESSAGE_BYTES
+                ))
+            };
+            if let Err(reason) = handled {
                 tracing::warn!(peer = %hex(&peer), %reason, "malformed message from a peer refused");
                 self.send(&peer, vec![command::ERROR.to_vec(), reason.into_bytes()]);
             }
         }
+    }
+
+    /// Receives one message frame by frame into one `zmq::Message`, copying
+    /// out at most [`protocol::MAX_MESSAGE_FRAMES`] frames and
+    /// [`protocol::MAX_MESSAGE_BYTES`] bytes; the frames past that are
+    /// received and dropped, never copied. `None` when nothing is waiting;
+    /// the flag is false when frames were dropped.
+    fn recv_message(&self) -> zmq::Result<Option<(Vec<Vec<u8>>, bool)>> {
+        let mut frame = zmq::Message::new();
+        match self.router.recv(&mut frame, zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) => return Ok(None),
+            Err(error) => return Err(error),
+        }
+        let mut kept = frame.len();
+        let mut frames = vec![frame.to_vec()];
+        let mut whole = true;
+        while frame.get_more() {
+            self.router.recv(&mut frame, 0)?;
+            whole = whole
+                && frames.len() < protocol::MAX_MESSAGE_FRAMES
+                && kept + frame.len() <= protocol::MAX_MESSAGE_BYTES;
+            if whole {
+                kept += frame.len();
+                frames.push(frame.to_vec());
+            }
+        }
+        Ok(Some((frames, whole)))
     }
 
     /// Handles one message; an `Err` is a malformed message, answered with
@@ -200,10 +255,20 @@ impl HubLoop {
                 Ok(())
             }
             command::DEAD_LETTERS => {
-                arity(1)?;
-                let name = subscriber(&args[0])?;
-                let reply = match self.dead.list(&name) {
-                    Ok(letters) => dead_letter_frames(letters.into_iter().map(|(_, l)| l)),
+                if args.len() > 2 {
+                    arity(2)?;
+                }
+                let name = subscriber(args.first().ok_or("DEAD-LETTERS needs a name")?)?;
+                let after = match args.get(1) {
+                    Some(after) => std::str::from_utf8(after)
+                        .map_err(|_| "the page mark is not UTF-8".to_owned())?,
+                    None => "",
+                };
+                let page = self
+                    .dead
+                    .page(&name, after, self.limits.dead_letter_page_bytes);
+                let reply = match page {
+                    Ok((letters, next)) => dead_letter_frames(letters, next),
                     Err(e) => vec![command::ERROR.to_vec(), e.to_string().into_bytes()],
                 };
                 self.send(peer, reply);
@@ -269,14 +334,9 @@ impl HubLoop {
                 arity(2)?;
                 let seq = protocol::number::<u64>(&args[0], "the tag")?;
                 let delay = protocol::number::<u64>(&args[1], "the delay")?;
+                let delay = Duration::from_millis(delay).min(self.limits.max_nack_delay);
                 self.settle(peer, |queue| {
-                    queue.nack(
-                        seq,
-                        peer,
-                        Duration::from_millis(delay),
-                        "nacked",
-                        Instant::now(),
-                    )
+                    queue.nack(seq, peer, delay, "nacked", Instant::now())
                 });
                 Ok(())
             }
@@ -336,7 +396,7 @@ impl HubLoop {
             self.drop_conn(peer, "said hello again");
         }
         let registered = Registered {
-            selection: hello.selection,
+            selection: Ok(hello.selection),
             max_attempts: hello.max_attempts,
         };
         if let Err(error) = self.register(&hello.name, registered, hello.start) {
@@ -358,6 +418,7 @@ impl HubLoop {
                 name: hello.name,
                 prefetch: usize::from(hello.prefetch),
                 inflight: 0,
+                inflight_bytes: 0,
                 last_seen: Instant::now(),
             },
         );
@@ -463,6 +524,23 @@ impl HubLoop {
     fn credit_back(&mut self, settled: Settled) {
         if let Some(conn) = settled.held_by.and_then(|c| self.conns.get_mut(&c)) {
             conn.inflight = conn.inflight.saturating_sub(1);
+            conn.inflight_bytes = conn.inflight_bytes.saturating_sub(settled.bytes);
+        }
+    }
+
+    /// Takes back deliveries held past the ack deadline.
+    fn expire_deliveries(&mut self, now: Instant) {
+        let deadline = self.limits.ack_deadline;
+        let names: Vec<SubscriberName> = self.queues.keys().cloned().collect();
+        for name in names {
+            let (settled, doomed) = self.queue(&name).expire(now, deadline);
+            if !settled.is_empty() {
+                tracing::warn!(subscriber = %name, count = settled.len(), ?deadline, "deliveries not settled within the ack deadline go back to the queue");
+            }
+            for settled in settled {
+                self.credit_back(settled);
+            }
+            self.bury(&name, doomed);
         }
     }
 
@@ -484,6 +562,7 @@ impl HubLoop {
             return;
         }
         self.last_ping = now;
+        self.expire_deliveries(now);
         let silent: Vec<ConnId> = self
             .conns
             .iter()
@@ -511,8 +590,14 @@ impl HubLoop {
         for name in names {
             loop {
                 let conns = &self.conns;
-                let has_credit =
-                    |id: &ConnId| conns.get(id).is_some_and(|c| c.inflight < c.prefetch);
+                let max_bytes = self.limits.max_unacked_bytes;
+                // At least one delivery whatever its size, then up to the
+                // prefetch and the byte bound.
+                let has_credit = |id: &ConnId| {
+                    conns.get(id).is_some_and(|c| {
+                        c.inflight == 0 || (c.inflight < c.prefetch && c.inflight_bytes < max_bytes)
+                    })
+                };
                 let queue = self.queues.get_mut(&name).expect("listed above");
                 if !queue.consumers.iter().any(has_credit) {
                     break;
@@ -537,18 +622,19 @@ impl HubLoop {
                         }
                     },
                 };
+                let mut frames = vec![command::DELIVER.to_vec(), protocol::tag(ready.seq)];
+                let envelope_frames = protocol::envelope_frames(&envelope);
+                let bytes: usize = envelope_frames.iter().map(Vec::len).sum();
                 let queue = self.queues.get_mut(&name).expect("listed above");
-                let attempt = queue.delivered(ready.seq, ready.deliveries, peer.clone());
-                let mut frames = vec![
-                    command::DELIVER.to_vec(),
-                    protocol::tag(ready.seq),
-                    attempt.to_string().into_bytes(),
-                ];
-                frames.extend(protocol::envelope_frames(&envelope));
+                let attempt =
+                    queue.delivered(ready.seq, ready.deliveries, peer.clone(), bytes, now);
+                frames.push(attempt.to_string().into_bytes());
+                frames.extend(envelope_frames);
                 tracing::trace!(subscriber = %name, seq = ready.seq, attempt, peer = %hex(&peer), "deliver");
                 if self.send(&peer, frames) {
                     if let Some(conn) = self.conns.get_mut(&peer) {
                         conn.inflight += 1;
+                        conn.inflight_bytes += bytes;
                     }
                 } else {
                     ready.envelope = Some(envelope);
@@ -618,7 +704,15 @@ impl HubLoop {
                     connections: q.consumers.len(),
                     unsettled,
                     unexamined,
-                    dead_letters: self.dead.list(&q.name).map_or(0, |l| l.len()),
+                    dead_letters: self.dead.count(&q.name).unwrap_or(0),
+                    error: q
+                        .registered
+                        .selection
+                        .as_ref()
+                        .err()
+                        .map(|u| u.error.clone()),
+                    pinned_from: q.floor(),
+                    floor_moved_at: q.floor_moved_at,
                 }
             })
             .collect()
@@ -647,10 +741,14 @@ fn replay_selection(frames: &[Vec<u8>]) -> Result<Replay, String> {
         .map(Replay::Only)
 }
 
-/// The reply to DEAD-LETTERS: per dead letter, a JSON frame (`attempts`,
+/// The reply to DEAD-LETTERS: the mark to ask the next page after (empty
+/// on the last page), then per dead letter a JSON frame (`attempts`,
 /// `reason`, `dead_at`) and the envelope as one byte string.
-fn dead_letter_frames(letters: impl Iterator<Item = DeadLetter>) -> Vec<Vec<u8>> {
-    let mut frames = vec![command::DEAD_LETTERS.to_vec()];
+fn dead_letter_frames(letters: Vec<DeadLetter>, next: Option<String>) -> Vec<Vec<u8>> {
+    let mut frames = vec![
+        command::DEAD_LETTERS.to_vec(),
+        next.unwrap_or_default().into_bytes(),
+    ];
     for letter in letters {
         frames.push(
             serde_json::to_vec(&protocol::DeadLetterMeta::of(&letter))

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use archiver_core::journal::{Journal, JournalError, JournalOptions};
-use archiver_core::{BackendError, Envelope, Publisher};
+use archiver_core::{BackendError, Envelope, Publisher, SubscriberName};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
@@ -25,7 +25,7 @@ use crate::mailbox::{Mailbox, mailbox};
 use crate::protocol::{MAX_COMMAND_BYTES, Welcome};
 use crate::zap::{self, ZapHandler};
 use dead_letters::DeadLetterStore;
-use event_loop::{HubCommand, HubLoop};
+use event_loop::{HubCommand, HubLoop, Limits};
 use queue::Queue;
 use registry::Registry;
 pub use status::QueueStatus;
@@ -182,6 +182,12 @@ impl ZmqHub {
             registry,
             queues,
             welcome,
+            Limits {
+                max_nack_delay: config.max_nack_delay,
+                ack_deadline: config.ack_deadline,
+                max_unacked_bytes: config.max_unacked_bytes,
+                dead_letter_page_bytes: config.dead_letter_page_bytes,
+            },
         );
         let thread = std::thread::Builder::new()
             .name("zmq-hub".into())
@@ -233,7 +239,8 @@ impl ZmqHub {
         ZmqClient::attached(config, self.clone())
     }
 
-    /// Every durable subscriber's queue.
+    /// Every durable subscriber's queue, with what it pins of the journal
+    /// and since when: an operator's list of subscribers.
     pub async fn status(&self) -> Result<Vec<QueueStatus>, BackendError> {
         let (reply, answer) = oneshot::channel();
         self.inner
@@ -241,6 +248,22 @@ impl ZmqHub {
             .send(HubCommand::Status(reply))
             .map_err(|_| BackendError::Closed)?;
         answer.await.map_err(|_| BackendError::Closed)
+    }
+
+    /// Deletes a subscriber with its queue and dead letters, as an archive
+    /// server's `unsubscribe` does: its connections are told it is gone
+    /// and the journal no longer keeps records for it. Deleting one that
+    /// does not exist is not an error.
+    pub async fn delete_subscriber(&self, name: &SubscriberName) -> Result<(), BackendError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .mailbox
+            .send(HubCommand::Delete(name.clone(), reply))
+            .map_err(|_| BackendError::Closed)?;
+        answer
+            .await
+            .map_err(|_| BackendError::Closed)?
+            .map_err(|e| BackendError::Broker(format!("deleting subscriber {name}: {e}")))
     }
 
     /// Saves every queue's position, stops serving and closes the journal.

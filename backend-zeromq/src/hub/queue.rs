@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use archiver_core::journal::{Journal, JournalError};
 use archiver_core::{Envelope, SubscriberName, attempt_limit_reached};
+use chrono::{DateTime, Utc};
 
 use super::record;
 use super::registry::Registered;
@@ -44,6 +45,27 @@ pub struct Doomed {
 pub struct Settled {
     /// The connection that held it, whose credit comes back.
     pub held_by: Option<ConnId>,
+    /// The delivery's size, which comes back to that connection's byte
+    /// credit.
+    pub bytes: usize,
+}
+
+/// A delivery in flight: who holds it, its attempt, its size, and since
+/// when (for the ack deadline).
+struct Held {
+    conn: ConnId,
+    attempts: u32,
+    bytes: usize,
+    since: Instant,
+}
+
+impl Held {
+    fn settled(&self) -> Settled {
+        Settled {
+            held_by: Some(self.conn.clone()),
+            bytes: self.bytes,
+        }
+    }
 }
 
 /// One subscriber's queue.
@@ -55,7 +77,7 @@ pub struct Queue {
     ready: VecDeque<Ready>,
     delayed: BTreeSet<(Instant, u64)>,
     delayed_deliveries: HashMap<u64, u32>,
-    inflight: HashMap<u64, (ConnId, u32)>,
+    inflight: HashMap<u64, Held>,
     /// Every sequence in `ready`, `delayed` or `inflight`.
     unsettled: BTreeSet<u64>,
     /// The floor last saved as the journal cursor.
@@ -63,6 +85,9 @@ pub struct Queue {
     /// Connections consuming this queue, served in turn.
     pub consumers: Vec<ConnId>,
     turn: usize,
+    /// When the floor last moved (or the hub opened the queue): how long
+    /// this queue has held the journal where it is.
+    pub floor_moved_at: DateTime<Utc>,
 }
 
 impl Queue {
@@ -80,6 +105,7 @@ impl Queue {
             saved_floor: floor,
             consumers: Vec::new(),
             turn: 0,
+            floor_moved_at: Utc::now(),
         }
     }
 
@@ -99,6 +125,7 @@ impl Queue {
         if floor != self.saved_floor {
             journal.set_cursor(&Self::cursor_name(&self.name), floor)?;
             self.saved_floor = floor;
+            self.floor_moved_at = Utc::now();
         }
         Ok(())
     }
@@ -153,6 +180,11 @@ impl Queue {
     /// Reads on from `next` until something is selected or the journal's
     /// end is reached.
     fn scan(&mut self, journal: &Journal) {
+        if self.registered.selection.is_err() {
+            // Receives nothing, and keeps its place for when a hello
+            // replaces the selection.
+            return;
+        }
         while self.ready.is_empty() && self.next < journal.next_seq() {
             let records = match journal.read(self.next, SCAN_RECORDS, SCAN_BYTES) {
                 Ok(records) if !records.is_empty() => records,
@@ -175,7 +207,7 @@ impl Queue {
                     .only_for
                     .as_ref()
                     .is_none_or(|only| *only == self.name);
-                if for_us && self.registered.selection.matches(&hub_record.envelope) {
+                if for_us && self.registered.selects(&hub_record.envelope) {
                     self.unsettled.insert(r.seq);
                     self.ready.push_back(Ready {
                         seq: r.seq,
@@ -187,10 +219,26 @@ impl Queue {
         }
     }
 
-    /// Records a delivery as in flight on `conn`; returns its attempt.
-    pub fn delivered(&mut self, seq: u64, deliveries: u32, conn: ConnId) -> u32 {
+    /// Records a delivery of `bytes` as in flight on `conn` from `now`;
+    /// returns its attempt.
+    pub fn delivered(
+        &mut self,
+        seq: u64,
+        deliveries: u32,
+        conn: ConnId,
+        bytes: usize,
+        now: Instant,
+    ) -> u32 {
         let attempt = deliveries + 1;
-        self.inflight.insert(seq, (conn, attempt));
+        self.inflight.insert(
+            seq,
+            Held {
+                conn,
+                attempts: attempt,
+                bytes,
+                since: now,
+            },
+        );
         attempt
     }
 
@@ -206,10 +254,8 @@ impl Queue {
         if !self.unsettled.remove(&seq) {
             return Settled::default();
         }
-        if let Some((conn, _)) = self.inflight.remove(&seq) {
-            return Settled {
-                held_by: Some(conn),
-            };
+        if let Some(held) = self.inflight.remove(&seq) {
+            return held.settled();
         }
         self.ready.retain(|r| r.seq != seq);
         if self.delayed_deliveries.remove(&seq).is_some() {
@@ -220,9 +266,12 @@ impl Queue {
 
     /// Takes `seq` back from `conn` if that connection holds it; `None` for
     /// a stale settlement (the delivery went elsewhere since).
-    fn take_back(&mut self, seq: u64, conn: &ConnId) -> Option<u32> {
+    fn take_back(&mut self, seq: u64, conn: &ConnId) -> Option<(Settled, u32)> {
         match self.inflight.get(&seq) {
-            Some((holder, _)) if holder == conn => self.inflight.remove(&seq).map(|(_, a)| a),
+            Some(held) if held.conn == *conn => self
+                .inflight
+                .remove(&seq)
+                .map(|held| (held.settled(), held.attempts)),
             _ => None,
         }
     }
@@ -237,11 +286,8 @@ impl Queue {
         how: &str,
         now: Instant,
     ) -> (Settled, Option<Doomed>) {
-        let Some(attempts) = self.take_back(seq, conn) else {
+        let Some((settled, attempts)) = self.take_back(seq, conn) else {
             return (Settled::default(), None);
-        };
-        let settled = Settled {
-            held_by: Some(conn.clone()),
         };
         if let Some(reason) = attempt_limit_reached(how, attempts, self.registered.max_attempts) {
             return (settled, Some(self.doom(seq, attempts, reason)));
@@ -261,22 +307,16 @@ impl Queue {
 
     /// Dropped unsettled by its consumer: back to the front, attempt counted.
     pub fn release(&mut self, seq: u64, conn: &ConnId) -> (Settled, Option<Doomed>) {
-        let Some(attempts) = self.take_back(seq, conn) else {
+        let Some((settled, attempts)) = self.take_back(seq, conn) else {
             return (Settled::default(), None);
         };
-        let settled = Settled {
-            held_by: Some(conn.clone()),
-        };
-        (settled, self.requeue_front(seq, attempts))
+        (settled, self.requeue_front(seq, attempts, "abandoned"))
     }
 
     /// Cannot ever succeed: to the dead letters.
     pub fn reject(&mut self, seq: u64, conn: &ConnId, reason: String) -> (Settled, Option<Doomed>) {
-        let Some(attempts) = self.take_back(seq, conn) else {
+        let Some((settled, attempts)) = self.take_back(seq, conn) else {
             return (Settled::default(), None);
-        };
-        let settled = Settled {
-            held_by: Some(conn.clone()),
         };
         (settled, Some(self.doom(seq, attempts, reason)))
     }
@@ -286,25 +326,46 @@ impl Queue {
     /// attempt limit.
     pub fn abandon(&mut self, conn: &ConnId) -> Vec<Doomed> {
         self.consumers.retain(|c| c != conn);
-        let mut held: Vec<(u64, u32)> = self
-            .inflight
-            .iter()
-            .filter(|(_, (holder, _))| holder == conn)
-            .map(|(seq, (_, attempts))| (*seq, *attempts))
-            .collect();
-        held.sort_unstable();
-        let mut doomed = Vec::new();
-        for &(seq, attempts) in held.iter().rev() {
-            self.inflight.remove(&seq);
-            doomed.extend(self.requeue_front(seq, attempts));
-        }
-        doomed
+        self.take_back_all(|held| held.conn == *conn, "abandoned").1
     }
 
-    fn requeue_front(&mut self, seq: u64, attempts: u32) -> Option<Doomed> {
-        if let Some(reason) =
-            attempt_limit_reached("abandoned", attempts, self.registered.max_attempts)
-        {
+    /// Deliveries held unsettled for `deadline` or longer go back to the
+    /// front of the queue, each counted as an attempt (so a mail that hangs
+    /// every consumer reaches the dead letters); returns the holders'
+    /// credit and what reached the attempt limit.
+    pub fn expire(&mut self, now: Instant, deadline: Duration) -> (Vec<Settled>, Vec<Doomed>) {
+        self.take_back_all(
+            |held| now.saturating_duration_since(held.since) >= deadline,
+            "not settled within the ack deadline",
+        )
+    }
+
+    /// Takes back every delivery `which` picks, in order, to the front of
+    /// the queue.
+    fn take_back_all(
+        &mut self,
+        which: impl Fn(&Held) -> bool,
+        how: &str,
+    ) -> (Vec<Settled>, Vec<Doomed>) {
+        let mut taken: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, held)| which(held))
+            .map(|(seq, _)| *seq)
+            .collect();
+        taken.sort_unstable();
+        let mut settled = Vec::new();
+        let mut doomed = Vec::new();
+        for seq in taken.into_iter().rev() {
+            let held = self.inflight.remove(&seq).expect("listed above");
+            settled.push(held.settled());
+            doomed.extend(self.requeue_front(seq, held.attempts, how));
+        }
+        (settled, doomed)
+    }
+
+    fn requeue_front(&mut self, seq: u64, attempts: u32, how: &str) -> Option<Doomed> {
+        if let Some(reason) = attempt_limit_reached(how, attempts, self.registered.max_attempts) {
             return Some(self.doom(seq, attempts, reason));
         }
         self.ready.push_front(Ready {
@@ -347,7 +408,7 @@ mod tests {
         Queue::new(
             "web".parse().unwrap(),
             Registered {
-                selection: Selection::all(),
+                selection: Ok(Selection::all()),
                 max_attempts,
             },
             0,
@@ -375,7 +436,7 @@ mod tests {
             .map(|_| q.next_ready(&journal, now).unwrap())
             .collect();
         for r in &taken {
-            q.delivered(r.seq, r.deliveries, conn.clone());
+            q.delivered(r.seq, r.deliveries, conn.clone(), 1, now);
         }
         assert!(q.next_ready(&journal, now).is_none());
         assert_eq!(q.floor(), 0);
@@ -395,9 +456,12 @@ mod tests {
         let now = Instant::now();
         let (a, b) = (b"a".to_vec(), b"b".to_vec());
         let first = q.next_ready(&journal, now).unwrap();
-        assert_eq!(q.delivered(first.seq, first.deliveries, a.clone()), 1);
+        assert_eq!(
+            q.delivered(first.seq, first.deliveries, a.clone(), 1, now),
+            1
+        );
         let second = q.next_ready(&journal, now).unwrap();
-        q.delivered(second.seq, second.deliveries, a.clone());
+        q.delivered(second.seq, second.deliveries, a.clone(), 1, now);
         assert!(q.abandon(&a).is_empty());
         let again = q.next_ready(&journal, now).unwrap();
         assert_eq!(
@@ -405,7 +469,10 @@ mod tests {
             (0, 1),
             "back in order, at the front"
         );
-        assert_eq!(q.delivered(again.seq, again.deliveries, b.clone()), 2);
+        assert_eq!(
+            q.delivered(again.seq, again.deliveries, b.clone(), 1, now),
+            2
+        );
         assert_eq!(
             q.nack(0, &a, Duration::ZERO, "nacked", now).0,
             Settled::default(),
@@ -425,7 +492,7 @@ mod tests {
         let now = Instant::now();
         let conn = b"c".to_vec();
         let r = q.next_ready(&journal, now).unwrap();
-        q.delivered(r.seq, r.deliveries, conn.clone());
+        q.delivered(r.seq, r.deliveries, conn.clone(), 1, now);
         q.nack(0, &conn, Duration::from_secs(1), "nacked", now);
         assert!(q.next_ready(&journal, now).is_none());
         assert_eq!(q.next_due(), Some(now + Duration::from_secs(1)));
@@ -433,6 +500,33 @@ mod tests {
         assert!(
             q.next_ready(&journal, now + Duration::from_secs(2))
                 .is_none()
+        );
+        assert_eq!(q.floor(), 1);
+    }
+
+    #[tokio::test]
+    async fn deliveries_past_the_ack_deadline_come_back_as_attempts() {
+        let (_dir, journal) = journal_with(1).await;
+        let mut q = queue(2);
+        let now = Instant::now();
+        let deadline = Duration::from_secs(60);
+        let conn = b"c".to_vec();
+        let r = q.next_ready(&journal, now).unwrap();
+        q.delivered(r.seq, r.deliveries, conn.clone(), 10, now);
+        let (settled, doomed) = q.expire(now + deadline / 2, deadline);
+        assert!(settled.is_empty() && doomed.is_empty(), "not due yet");
+        let (settled, doomed) = q.expire(now + deadline, deadline);
+        assert_eq!(settled[0].bytes, 10);
+        assert!(doomed.is_empty());
+        let again = q.next_ready(&journal, now).unwrap();
+        assert_eq!(again.deliveries, 1, "the expiry counted as an attempt");
+        q.delivered(again.seq, again.deliveries, conn.clone(), 10, now);
+        let (_, doomed) = q.expire(now + deadline, deadline);
+        assert_eq!(doomed[0].attempts, 2, "the attempt limit reached");
+        assert!(
+            doomed[0].reason.contains("ack deadline"),
+            "{}",
+            doomed[0].reason
         );
         assert_eq!(q.floor(), 1);
     }

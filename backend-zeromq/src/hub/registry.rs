@@ -21,8 +21,31 @@ struct Saved {
 /// A subscriber's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
-    pub selection: Selection,
+    /// What it receives, or why its stored selection cannot be used.
+    pub selection: Result<Selection, Unusable>,
     pub max_attempts: u32,
+}
+
+/// A stored selection this hub refuses (written before a cap existed, or
+/// by hand): the subscriber receives nothing until a hello replaces it,
+/// rather than falling open to every list. Kept as stored, so saving the
+/// registry does not turn it into "every list" either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unusable {
+    lists: Vec<String>,
+    kind: Option<Kind>,
+    /// Why it is refused.
+    pub error: String,
+}
+
+impl Registered {
+    /// Whether the subscriber receives this envelope: never while its
+    /// selection is unusable.
+    pub fn selects(&self, envelope: &archiver_core::Envelope) -> bool {
+        self.selection
+            .as_ref()
+            .is_ok_and(|selection| selection.matches(envelope))
+    }
 }
 
 /// The registry file.
@@ -53,8 +76,15 @@ impl Registry {
             .into_iter()
             .map(|(name, saved)| {
                 let name = SubscriberName::new(&name).map_err(|e| corrupt(e.to_string()))?;
-                let selection = Selection::from_texts(&saved.lists, saved.kind)
-                    .map_err(|e| corrupt(e.to_string()))?;
+                let selection =
+                    Selection::from_texts(&saved.lists, saved.kind).map_err(|e| {
+                        tracing::error!(subscriber = %name, error = %e, "the stored selection is refused; the subscriber receives nothing until it says hello with a valid one");
+                        Unusable {
+                            lists: saved.lists,
+                            kind: saved.kind,
+                            error: format!("stored selection refused: {e}"),
+                        }
+                    });
                 Ok((
                     name,
                     Registered {
@@ -75,10 +105,17 @@ impl Registry {
             .map(|(name, registered)| {
                 (
                     name.as_str(),
-                    Saved {
-                        lists: registered.selection.pattern_texts(),
-                        kind: registered.selection.only_kind(),
-                        max_attempts: registered.max_attempts,
+                    match &registered.selection {
+                        Ok(selection) => Saved {
+                            lists: selection.pattern_texts(),
+                            kind: selection.only_kind(),
+                            max_attempts: registered.max_attempts,
+                        },
+                        Err(unusable) => Saved {
+                            lists: unusable.lists.clone(),
+                            kind: unusable.kind,
+                            max_attempts: registered.max_attempts,
+                        },
                     },
                 )
             })
@@ -101,20 +138,44 @@ mod tests {
         subscribers.insert(
             SubscriberName::new("web").unwrap(),
             Registered {
-                selection: Selection::all()
+                selection: Ok(Selection::all()
                     .list("*.example.org".parse().unwrap())
-                    .only(Kind::Event),
+                    .only(Kind::Event)),
                 max_attempts: 3,
             },
         );
         subscribers.insert(
             SubscriberName::new("all").unwrap(),
             Registered {
-                selection: Selection::all(),
+                selection: Ok(Selection::all()),
                 max_attempts: 5,
             },
         );
         registry.save(subscribers.iter()).unwrap();
         assert_eq!(registry.load().unwrap(), subscribers);
+    }
+
+    #[test]
+    fn a_stored_selection_over_the_caps_selects_nothing_and_stays_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("subscribers.json");
+        let hashes = vec!["#"; 400].join(".");
+        let stored = serde_json::json!({
+            "old": {"lists": [hashes], "kind": null, "max_attempts": 5},
+        });
+        std::fs::write(&path, stored.to_string()).unwrap();
+        let registry = Registry::new(path);
+        let loaded = registry.load().unwrap();
+        let old = &loaded[&SubscriberName::new("old").unwrap()];
+        let error = old.selection.as_ref().unwrap_err();
+        assert!(error.error.contains("more than 32 labels"), "{error:?}");
+        let list = archiver_core::ListId::new("a.example.org").unwrap();
+        let event = archiver_core::Envelope::event(&archiver_core::ListEvent::now(
+            list,
+            archiver_core::ListChange::ListDeleted,
+        ));
+        assert!(!old.selects(&event), "never falls open to every list");
+        registry.save(loaded.iter()).unwrap();
+        assert_eq!(registry.load().unwrap(), loaded, "saved back as it was");
     }
 }

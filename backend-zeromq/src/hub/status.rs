@@ -2,6 +2,7 @@
 //! queues.
 
 use archiver_core::SubscriberName;
+use chrono::{DateTime, Utc};
 
 /// One durable subscriber's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,17 @@ pub struct QueueStatus {
     pub unexamined: u64,
     /// Dead letters kept for it.
     pub dead_letters: usize,
+    /// Why it receives nothing: its stored selection is refused (over the
+    /// pattern caps, say) until a hello replaces it.
+    pub error: Option<String>,
+    /// The first journal sequence it still needs: the journal keeps every
+    /// record from here on for it (an abandoned subscriber keeps them all;
+    /// [`ZmqHub::delete_subscriber`](crate::ZmqHub::delete_subscriber)
+    /// lets them go).
+    pub pinned_from: u64,
+    /// Since when it has pinned the journal there: when its floor last
+    /// moved, or when the hub opened it.
+    pub floor_moved_at: DateTime<Utc>,
 }
 
 impl QueueStatus {
