@@ -251,6 +251,6 @@ async fn a_second_list_server_on_the_same_spool_is_refused() {
     .with_spool(options(dir.path()));
     assert!(matches!(
         second,
-        Err(archiver_core::journal::JournalError::Locked(_))
+        Err(archiver_core::journal::JournalError::Locked { .. })
     ));
 }
