@@ -65,4 +65,4 @@ pub use runner::{
     Handler, HandlerError, RunCounters, RunStats, Runner, RunningRunner, shutdown_signal,
 };
 pub use selection::{ListPattern, Selection};
-pub use spool::{SpoolOptions, SpoolStatus};
+pub use spool::{SpoolOptions, SpoolStatus, Stuck};
