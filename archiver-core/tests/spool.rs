@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use archiver_core::conformance::faults::wait_until;
 use archiver_core::{
     ArchiveError, ArchiveUrls, Archiver, BackendError, Deliveries, Envelope, ListId, MailingList,
     MemoryBackend, Outcome, Publisher, QueueArchiver, SpoolOptions, Subscriber, SubscriberName,
@@ -311,18 +312,6 @@ async fn an_orphaned_spool_is_adopted_and_drained_in_order() {
     assert_eq!(left.depth, 0);
 }
 
-/// Polls `done` every 10 ms until it holds; fails after `within`.
-async fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Receives until every mail of `wanted` arrived (duplicates allowed: at
 /// least once), acking each; returns them in first-arrival order.
 async fn receive_all(deliveries: &mut Deliveries, wanted: &[Bytes]) -> Vec<Bytes> {
@@ -363,7 +352,7 @@ async fn a_refused_record_whose_set_aside_fails_stays_in_the_spool() {
         let tried = switch.attempts.load(Ordering::SeqCst);
         switch.refuse.store(true, Ordering::SeqCst);
         switch.down.store(false, Ordering::SeqCst);
-        wait_until(Duration::from_secs(5), "the drain to try", || {
+        wait_until("the drain to try", Duration::from_secs(5), || {
             switch.attempts.load(Ordering::SeqCst) >= tried + 3
         })
         .await;
@@ -395,7 +384,7 @@ async fn a_refused_record_is_set_aside_with_its_reason() {
     archive(&archiver, 0..2).await;
     switch.refuse.store(true, Ordering::SeqCst);
     switch.down.store(false, Ordering::SeqCst);
-    wait_until(Duration::from_secs(5), "the set-aside", || {
+    wait_until("the set-aside", Duration::from_secs(5), || {
         archiver.spool_status().unwrap().depth == 0
     })
     .await;
@@ -474,7 +463,7 @@ async fn the_drain_survives_a_failed_cursor_save_and_goes_on() {
             .all(|o| *o == Outcome::Spooled)
     );
     receive_all(&mut deliveries, &(3..5).map(mail).collect::<Vec<_>>()).await;
-    wait_until(Duration::from_secs(5), "the spool to drain", || {
+    wait_until("the spool to drain", Duration::from_secs(5), || {
         archiver.spool_status().unwrap().depth == 0
     })
     .await;

@@ -469,64 +469,10 @@ async fn a_deleted_directory_answers_gone_and_takes_no_more_appends() {
     assert_eq!(journal.next_seq(), 3, "nothing answered Gone is readable");
 }
 
-/// A tmpfs of `size` on a fresh directory, unmounted when dropped.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    /// None (the caller skips) when this machine cannot mount one, except
-    /// under CI (`CI=true`), where that fails the test.
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status();
-        match mounted {
-            Ok(status) if status.success() => Some(Self(dir)),
-            other => {
-                let why = format!("cannot mount a tmpfs (needs root): {other:?}");
-                assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-                eprintln!("skipped: {why}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy, so a journal a failed test left open cannot keep it.
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
-/// Fills the file system at `dir` with a file, then frees `room` bytes of it.
-fn fill_up(dir: &Path, room: u64) -> PathBuf {
-    let path = dir.join("ballast");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0xa5u8; 64 << 10];
-    let mut size = 0u64;
-    loop {
-        match file.write(&chunk) {
-            Ok(n) => size += n as u64,
-            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-            Err(e) => panic!("filling {}: {e}", path.display()),
-        }
-    }
-    file.set_len(size.saturating_sub(room)).unwrap();
-    path
-}
-
 #[tokio::test]
 async fn no_space_in_a_group_that_crosses_a_segment_boundary_loses_nothing_and_recovers() {
-    let Some(fs) = Tmpfs::mount("20m") else {
+    let mount_point = tempfile::tempdir().unwrap();
+    let Some(fs) = crate::conformance::faults::Tmpfs::mount(mount_point.path(), "20m") else {
         return;
     };
     let dir = fs.path().join("journal");
@@ -543,7 +489,7 @@ async fn no_space_in_a_group_that_crosses_a_segment_boundary_loses_nothing_and_r
     // new segment, for which there is no room.
     let first = segment::path(&dir, 0);
     let before = std::fs::metadata(&first).unwrap().len();
-    let ballast = fill_up(fs.path(), 512 << 10);
+    let ballast = fs.fill_up(512 << 10);
     let answers = append_group(&journal, (9..19).map(big).collect()).await;
     assert!(answers.iter().all(Result::is_err), "{answers:?}");
     assert_eq!(journal.next_seq(), 9);

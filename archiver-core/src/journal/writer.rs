@@ -231,22 +231,21 @@ impl Writer {
     /// Writes and (per policy) syncs one group, then answers each append.
     fn commit(&mut self, appends: Vec<(Bytes, AppendReply)>) {
         let payloads: Vec<&Bytes> = appends.iter().map(|(p, _)| p).collect();
-        let result = self.try_commit(&payloads).map_err(|error| {
-            let refused = match &error {
+        let result = self.try_commit(&payloads);
+        if let Err(error) = &result {
+            let refused = match error {
                 JournalError::Gone(_) => "its directory or segment was deleted",
                 _ if self.stopped.is_some() => "no more appends until reopened",
                 _ => "the group was refused and rolled back; appends go on",
             };
             tracing::error!(%error, records = payloads.len(), "journal: write failed; {refused}");
-            error.to_string()
-        });
+        }
         for (i, (_, reply)) in appends.into_iter().enumerate() {
             let _ = reply.send(match &result {
                 Ok(first) => Ok(first + i as u64),
-                Err(_) if matches!(self.stopped, Some(Stopped::Gone(_))) => {
-                    Err(self.stopped.as_ref().expect("just matched").error())
-                }
-                Err(reason) => Err(JournalError::Failed(reason.clone())),
+                Err(JournalError::Gone(path)) => Err(JournalError::Gone(path.clone())),
+                Err(JournalError::Failed(reason)) => Err(JournalError::Failed(reason.clone())),
+                Err(other) => Err(JournalError::Failed(other.to_string())),
             });
         }
     }
