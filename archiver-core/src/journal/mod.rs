@@ -371,7 +371,14 @@ impl Journal {
             if bytes >= max_bytes && !records.is_empty() {
                 break;
             }
-            let (header, payload) = segment::read_at(&file, &path, format, offset, seq)?;
+            let (header, payload) = segment::read_at(
+                &file,
+                &path,
+                format,
+                offset,
+                seq,
+                self.shared.options.max_record,
+            )?;
             bytes += payload.len();
             records.push(Record {
                 seq,
@@ -391,7 +398,15 @@ impl Journal {
         let found = locate(&self.shared.segments.lock().expect("journal lock"), seq);
         found
             .map(|(file, path, format, offset)| {
-                segment::read_at(&file, &path, format, offset, seq).map(|(h, _)| h.appended_at())
+                segment::read_at(
+                    &file,
+                    &path,
+                    format,
+                    offset,
+                    seq,
+                    self.shared.options.max_record,
+                )
+                .map(|(h, _)| h.appended_at())
             })
             .transpose()
     }

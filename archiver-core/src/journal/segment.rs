@@ -140,30 +140,33 @@ impl Segment {
     }
 }
 
-/// Reads the record `seq` at `offset` of a segment in `format`, checked.
+/// Reads the record `seq` at `offset` of a segment in `format`, checked;
+/// a length above `max_record` (changed since the scan) is corruption.
 pub(crate) fn read_at(
     file: &File,
     path: &Path,
     format: Format,
     offset: u64,
     seq: u64,
+    max_record: usize,
 ) -> Result<(Header, Vec<u8>), JournalError> {
     let header_len = format.header_len();
     let mut bytes = vec![0u8; header_len];
     file.read_exact_at(&mut bytes, offset)
         .map_err(|e| JournalError::io(path, e))?;
-    let len = format.claimed_len(&bytes) as usize;
     let corrupt = |reason: String| JournalError::Corrupt {
         path: path.to_owned(),
         offset,
         reason: format!("record {seq} no longer checks out: {reason}"),
     };
-    // The length was checked when the record was written or scanned; a
-    // changed one is caught by the checksum below.
-    bytes.resize(header_len + len.min(u32::MAX as usize), 0);
+    let len = format.claimed_len(&bytes) as usize;
+    if len > max_record {
+        return Err(corrupt(format!("a length of {len} bytes")));
+    }
+    bytes.resize(header_len + len, 0);
     file.read_exact_at(&mut bytes[header_len..], offset + header_len as u64)
         .map_err(|e| corrupt(e.to_string()))?;
-    let (header, _) = record::decode(format, &bytes, usize::MAX).map_err(corrupt)?;
+    let (header, _) = record::decode(format, &bytes, max_record).map_err(corrupt)?;
     if header.seq != seq {
         return Err(corrupt(format!("it says sequence {}", header.seq)));
     }
