@@ -502,7 +502,7 @@ impl<P: Publisher> Drain<P> {
         let dir = self.options.dir.join(REJECTED);
         let path = dir.join(format!("{:020}.envelope", record.seq));
         let kept = create_dir_durably(&dir)
-            .and_then(|_| write_durably(&path.with_extension("reason"), reason.as_bytes()))
+            .and_then(|()| write_durably(&path.with_extension("reason"), reason.as_bytes()))
             .and_then(|()| write_durably(&path, &record.payload));
         match kept {
             Ok(()) => {

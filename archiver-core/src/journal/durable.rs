@@ -19,7 +19,7 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&aside, path).map_err(|e| JournalError::io(path, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent(path))
 }
 
 /// Makes created, renamed or removed entries of `dir` durable.
@@ -30,9 +30,8 @@ pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
 }
 
 /// Creates `dir` and any missing parents, syncing the parent of each one
-/// created, so the new entries survive a power loss. Returns whether
-/// anything was created.
-pub fn create_dir_durably(dir: &Path) -> Result<bool, JournalError> {
+/// created, so the new entries survive a power loss.
+pub fn create_dir_durably(dir: &Path) -> Result<(), JournalError> {
     let mut missing = Vec::new();
     let mut at = dir;
     while !at.exists() {
@@ -43,11 +42,35 @@ pub fn create_dir_durably(dir: &Path) -> Result<bool, JournalError> {
         }
     }
     if missing.is_empty() {
-        return Ok(false);
+        return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
     for created in missing.iter().rev() {
-        sync_dir(created.parent().unwrap_or(Path::new(".")))?;
+        sync_dir(parent(created))?;
     }
-    Ok(true)
+    Ok(())
+}
+
+/// The directory holding `path` (`.` for a bare name).
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_are_created_with_their_parents_relative_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        create_dir_durably(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_durably(&deep).unwrap();
+        assert_eq!(parent(Path::new("bare")), Path::new("."));
+        assert_eq!(parent(&deep), dir.path().join("a/b"));
+    }
 }
