@@ -29,6 +29,9 @@ pub enum ArchiveError {
     /// The broker was unavailable and the local spool could not keep it.
     #[error("spooling failed: {0}")]
     Spool(#[from] JournalError),
+    /// A spool operation on an archiver configured without a spool.
+    #[error("this archiver has no spool")]
+    NoSpool,
 }
 
 /// The archive base URL cannot be used.
@@ -220,6 +223,19 @@ impl<P: Publisher> QueueArchiver<P> {
     {
         self.spool = Some(Spool::open(options, self.publisher.clone())?);
         Ok(self)
+    }
+
+    /// Adopts the spool in `dir` that no live process holds (e.g. one a
+    /// list server left under another name, such as after a change of
+    /// runner slices): its undrained envelopes are appended to this
+    /// archiver's spool, in order, and drained with it; `dir` is deleted
+    /// unless it holds set-aside envelopes. Call it at start for each
+    /// stale spool directory. Returns how many envelopes were adopted.
+    /// Fails with `Locked` when a process holds `dir`, and with
+    /// [`ArchiveError::NoSpool`] when this archiver has no spool.
+    pub async fn adopt_spool(&self, dir: impl AsRef<std::path::Path>) -> Result<u64, ArchiveError> {
+        let spool = self.spool.as_ref().ok_or(ArchiveError::NoSpool)?;
+        Ok(spool.adopt(dir.as_ref()).await?)
     }
 
     /// The spool's depth, age and counters; None without a spool.

@@ -65,4 +65,4 @@ pub use runner::{
     Handler, HandlerError, RunCounters, RunStats, Runner, RunningRunner, shutdown_signal,
 };
 pub use selection::{ListPattern, MAX_PATTERN_LABELS, MAX_SELECTION_PATTERNS, Selection};
-pub use spool::{SpoolOptions, SpoolStatus};
+pub use spool::{SpoolOptions, SpoolStatus, Stuck};

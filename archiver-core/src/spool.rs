@@ -15,10 +15,18 @@
 //! confirmed; a crash between the confirm and the cursor move publishes
 //! those again on restart (at least once: archives de-duplicate by
 //! Message-ID-Hash).
+//!
+//! A record leaves the spool only when the broker confirmed it, or when
+//! the broker refused it for good and it is durably set aside in
+//! `rejected/` (`<seq>.envelope` and `<seq>.reason`, each synced, the
+//! directory synced). While a record can be neither, because setting it
+//! aside fails or the journal cannot be read, the drain stays on it,
+//! retrying with back-off, and [`SpoolStatus::stuck_at`] says where and
+//! why (logged at error level every report interval).
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
@@ -29,7 +37,9 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{BackendError, Publisher};
 use crate::backoff::Backoff;
 use crate::envelope::Envelope;
-use crate::journal::{Journal, JournalError, JournalOptions, Record};
+use crate::journal::{
+    Journal, JournalError, JournalOptions, Record, create_dir_durably, write_durably,
+};
 use crate::wire;
 
 /// The journal cursor of the drain.
@@ -82,6 +92,19 @@ pub struct SpoolStatus {
     /// Envelopes the broker refused for good (e.g. too large for it); kept
     /// as files in `<dir>/rejected/` for an operator.
     pub rejected: u64,
+    /// The record the drain cannot get past, when it cannot: neither
+    /// published nor set aside (e.g. `rejected/` cannot be written), or
+    /// unreadable. It is retried with back-off; nothing behind it moves.
+    pub stuck_at: Option<Stuck>,
+}
+
+/// Where the drain is stuck, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    /// The journal sequence of the record.
+    pub seq: u64,
+    /// The last error.
+    pub error: String,
 }
 
 /// Counters shared by the spool and its drain task.
@@ -90,11 +113,14 @@ struct Counters {
     spooled: AtomicU64,
     drained: AtomicU64,
     rejected: AtomicU64,
+    stuck: Mutex<Option<Stuck>>,
 }
 
-/// A spool and its running drain task.
+/// A spool and its running drain task. Dropping it stops the task and
+/// releases the directory at once, so it can be reopened right away.
 pub(crate) struct Spool {
     journal: Journal,
+    options: SpoolOptions,
     counters: Arc<Counters>,
     publish_timeout: Duration,
     stop: CancellationToken,
@@ -129,15 +155,15 @@ impl Spool {
             journal: journal.clone(),
             publisher,
             counters: counters.clone(),
-            rejected_dir: options.dir.join("rejected"),
             options: options.clone(),
             stop: stop.clone(),
             drained_to: drained_to.clone(),
         };
         Ok(Self {
             journal,
-            counters,
             publish_timeout: options.publish_timeout,
+            options,
+            counters,
             stop,
             drain: tokio::sync::Mutex::new(Some(tokio::spawn(drain.run()))),
             drained_to,
@@ -165,6 +191,38 @@ impl Spool {
             tracing::debug!(envelope_id = %envelope.id, seq, "spooled");
         }
         Ok(())
+    }
+
+    /// Takes over the spool in `dir` that no live process holds (e.g. one
+    /// a list server with another spool name left behind): appends its
+    /// undrained envelopes, in order, to this spool (each synced), marks
+    /// them drained there, and deletes `dir` unless it holds set-aside
+    /// envelopes. Returns how many were adopted. A crash midway adopts
+    /// some twice (at least once). `Locked` when a process holds `dir`.
+    pub async fn adopt(&self, dir: &Path) -> Result<u64, JournalError> {
+        let orphan = Journal::open(dir, self.options.journal.clone())?;
+        let mut next = orphan.cursor(DRAIN_CURSOR).unwrap_or(0);
+        let mut adopted = 0;
+        loop {
+            let records = orphan.read(next, self.options.drain_batch, 8 << 20)?;
+            let Some(last) = records.last().map(|r| r.seq) else {
+                break;
+            };
+            for record in records {
+                self.journal.append(record.payload).await?;
+                self.counters.spooled.fetch_add(1, Ordering::Relaxed);
+                adopted += 1;
+            }
+            next = last + 1;
+            orphan.set_cursor(DRAIN_CURSOR, next)?;
+        }
+        orphan.close().await?;
+        let keep = dir.join(REJECTED).exists();
+        if !keep {
+            std::fs::remove_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
+        }
+        tracing::warn!(dir = %dir.display(), adopted, kept = keep, "spool: adopted an orphaned spool");
+        Ok(adopted)
     }
 
     /// Depth, age and counters.
@@ -219,18 +277,40 @@ fn status(journal: &Journal, counters: &Counters) -> SpoolStatus {
         spooled: counters.spooled.load(Ordering::Relaxed),
         drained: counters.drained.load(Ordering::Relaxed),
         rejected: counters.rejected.load(Ordering::Relaxed),
+        stuck_at: counters.stuck.lock().expect("spool lock").clone(),
     }
 }
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.drain.get_mut().take() {
+            task.abort();
+        }
+        // After `shutdown` the journal is closed already.
+        let _ = self.journal.close_blocking();
+    }
+}
+
+/// The directory under the spool's where refused envelopes are set aside.
+const REJECTED: &str = "rejected";
 
 /// The background task publishing the spool's envelopes in order.
 struct Drain<P> {
     journal: Journal,
     publisher: Arc<P>,
     counters: Arc<Counters>,
-    rejected_dir: PathBuf,
     options: SpoolOptions,
     stop: CancellationToken,
     drained_to: watch::Sender<u64>,
+}
+
+/// What became of a record.
+enum Done {
+    /// The broker confirmed it.
+    Published,
+    /// Refused for good, and durably set aside.
+    SetAside,
 }
 
 /// How far one drain step got.
@@ -241,6 +321,17 @@ enum Step {
     Published,
     /// The broker failed this record; what came before it is done.
     Failed(BackendError),
+    /// This record can be neither published nor set aside, or the journal
+    /// failed; what came before it is done.
+    Stuck(Stuck),
+}
+
+/// Why a record was not done.
+enum NotDone {
+    /// The broker may take it later.
+    Transient(BackendError),
+    /// Refused for good, and setting it aside failed.
+    NotSetAside(String),
 }
 
 impl<P: Publisher> Drain<P> {
@@ -252,13 +343,15 @@ impl<P: Publisher> Drain<P> {
             if self.stop.is_cancelled() {
                 return;
             }
-            let step = match self.step().await {
-                Ok(step) => step,
-                Err(error) => {
-                    tracing::error!(%error, "spool: the journal failed; draining stops");
-                    return;
-                }
-            };
+            let step = self.step().await.unwrap_or_else(|error| {
+                Step::Stuck(Stuck {
+                    seq: self.journal.cursor(DRAIN_CURSOR).unwrap_or(0),
+                    error: format!("the spool's journal: {error}"),
+                })
+            });
+            if !matches!(step, Step::Stuck(_)) {
+                self.set_stuck(None);
+            }
             match step {
                 Step::Idle => {
                     if let Some(since) = backlog_since.take() {
@@ -291,16 +384,38 @@ impl<P: Publisher> Drain<P> {
                         () = tokio::time::sleep(wait) => {}
                     }
                 }
+                Step::Stuck(stuck) => {
+                    failures += 1;
+                    backlog_since.get_or_insert_with(Instant::now);
+                    let wait = self.options.backoff.delay(failures);
+                    if self.set_stuck(Some(stuck.clone())) {
+                        // Newly stuck: said at once, then with each report.
+                        last_report = Instant::now();
+                        tracing::error!(seq = stuck.seq, error = %stuck.error, "spool: stuck; retrying with back-off");
+                    }
+                    tokio::select! {
+                        () = self.stop.cancelled() => return,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
             }
             if backlog_since.is_some() && last_report.elapsed() >= self.options.report_interval {
                 last_report = Instant::now();
                 let status = status(&self.journal, &self.counters);
-                tracing::warn!(
-                    depth = status.depth,
-                    oldest_age = ?status.oldest_age,
-                    drained = status.drained,
-                    "spool: waiting for the broker"
-                );
+                match &status.stuck_at {
+                    Some(stuck) => tracing::error!(
+                        depth = status.depth,
+                        seq = stuck.seq,
+                        error = %stuck.error,
+                        "spool: stuck; a record can be neither published nor set aside"
+                    ),
+                    None => tracing::warn!(
+                        depth = status.depth,
+                        oldest_age = ?status.oldest_age,
+                        drained = status.drained,
+                        "spool: waiting for the broker"
+                    ),
+                }
             }
         }
     }
@@ -315,12 +430,17 @@ impl<P: Publisher> Drain<P> {
         }
         let results = join_all(records.iter().map(|record| self.publish(record))).await;
         let mut done = from;
+        let mut set_aside = 0;
         let mut failure = None;
         for (record, result) in records.iter().zip(results) {
             match result {
-                Ok(()) => done = record.seq + 1,
+                Ok(Done::Published) => done = record.seq + 1,
+                Ok(Done::SetAside) => {
+                    done = record.seq + 1;
+                    set_aside += 1;
+                }
                 Err(error) => {
-                    failure = Some(error);
+                    failure = Some((record.seq, error));
                     break;
                 }
             }
@@ -329,24 +449,34 @@ impl<P: Publisher> Drain<P> {
             self.journal.set_cursor(DRAIN_CURSOR, done)?;
             self.counters
                 .drained
-                .fetch_add(done - from, Ordering::Relaxed);
+                .fetch_add(done - from - set_aside, Ordering::Relaxed);
+            self.counters
+                .rejected
+                .fetch_add(set_aside, Ordering::Relaxed);
             self.drained_to.send_replace(done);
         }
         Ok(match failure {
-            Some(error) => Step::Failed(error),
+            Some((_, NotDone::Transient(error))) => Step::Failed(error),
+            Some((seq, NotDone::NotSetAside(error))) => Step::Stuck(Stuck { seq, error }),
             None => Step::Published,
         })
     }
 
-    /// Publishes one record; one that can never be published is set aside
-    /// in `rejected/` and counts as done.
-    async fn publish(&self, record: &Record) -> Result<(), BackendError> {
+    /// Records where the drain is stuck (None: not stuck); true when that
+    /// is news.
+    fn set_stuck(&self, stuck: Option<Stuck>) -> bool {
+        let mut current = self.counters.stuck.lock().expect("spool lock");
+        let news = current.as_ref().map(|s| s.seq) != stuck.as_ref().map(|s| s.seq);
+        *current = stuck;
+        news && current.is_some()
+    }
+
+    /// Publishes one record; one that can never be published is durably
+    /// set aside in `rejected/` and counts as done.
+    async fn publish(&self, record: &Record) -> Result<Done, NotDone> {
         let envelope = match wire::from_bytes(record.payload.clone()) {
             Ok(envelope) => envelope,
-            Err(error) => {
-                self.reject(record, &format!("unreadable: {error}"));
-                return Ok(());
-            }
+            Err(error) => return self.reject(record, &format!("unreadable: {error}")),
         };
         let published = tokio::time::timeout(
             self.options.publish_timeout,
@@ -360,29 +490,28 @@ impl<P: Publisher> Drain<P> {
             )))
         });
         match published {
-            Err(error) if !error.is_transient() => {
-                self.reject(record, &error.to_string());
-                Ok(())
-            }
-            other => other,
+            Ok(()) => Ok(Done::Published),
+            Err(error) if !error.is_transient() => self.reject(record, &error.to_string()),
+            Err(error) => Err(NotDone::Transient(error)),
         }
     }
 
-    fn reject(&self, record: &Record, reason: &str) {
-        let path = self
-            .rejected_dir
-            .join(format!("{:020}.envelope", record.seq));
-        let kept = std::fs::create_dir_all(&self.rejected_dir)
-            .and_then(|()| std::fs::write(&path, &record.payload))
-            .and_then(|()| std::fs::File::open(&path)?.sync_all());
-        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+    /// Sets a refused record aside: its reason, then its bytes, each
+    /// written durably (file and directory synced).
+    fn reject(&self, record: &Record, reason: &str) -> Result<Done, NotDone> {
+        let dir = self.options.dir.join(REJECTED);
+        let path = dir.join(format!("{:020}.envelope", record.seq));
+        let kept = create_dir_durably(&dir)
+            .and_then(|()| write_durably(&path.with_extension("reason"), reason.as_bytes()))
+            .and_then(|()| write_durably(&path, &record.payload));
         match kept {
             Ok(()) => {
-                tracing::error!(seq = record.seq, path = %path.display(), reason, "spool: envelope refused for good; set aside")
+                tracing::error!(seq = record.seq, path = %path.display(), reason, "spool: envelope refused for good; set aside");
+                Ok(Done::SetAside)
             }
-            Err(error) => {
-                tracing::error!(seq = record.seq, reason, %error, "spool: envelope refused for good, and setting it aside failed")
-            }
+            Err(error) => Err(NotDone::NotSetAside(format!(
+                "refused for good ({reason}), and setting it aside failed: {error}"
+            ))),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use archiver_core::conformance::faults::wait_until;
 use archiver_core::{
     ArchiveError, ArchiveUrls, Archiver, BackendError, Deliveries, Envelope, ListId, MailingList,
     MemoryBackend, Outcome, Publisher, QueueArchiver, SpoolOptions, Subscriber, SubscriberName,
@@ -23,11 +24,23 @@ struct Switch {
     broker: MemoryBackend,
     down: Arc<AtomicBool>,
     stall_ms: Arc<AtomicU64>,
+    /// Refuses every publish for good (`TooLarge`), as a broker whose limit
+    /// is below the envelope would.
+    refuse: Arc<AtomicBool>,
+    /// Publishes attempted, whatever their outcome.
+    attempts: Arc<AtomicU64>,
 }
 
 #[async_trait]
 impl Publisher for Switch {
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(BackendError::TooLarge {
+                size: envelope.body.len(),
+                limit: 1,
+            });
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(BackendError::Unavailable("switched off".into()));
         }
@@ -45,6 +58,8 @@ impl Switch {
             broker: MemoryBackend::with_max_envelope_bytes(1 << 20),
             down: Arc::default(),
             stall_ms: Arc::default(),
+            refuse: Arc::default(),
+            attempts: Arc::default(),
         }
     }
 }
@@ -249,8 +264,252 @@ async fn a_second_list_server_on_the_same_spool_is_refused() {
         ArchiveUrls::new("https://archive.example.org/").unwrap(),
     )
     .with_spool(options(dir.path()));
+    match second {
+        Err(error @ archiver_core::journal::JournalError::Locked { .. }) => assert!(
+            error
+                .to_string()
+                .contains(&format!("in this process (pid {})", std::process::id())),
+            "{error}"
+        ),
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("expected Locked, the spool opened"),
+    }
+}
+
+#[tokio::test]
+async fn an_orphaned_spool_is_adopted_and_drained_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (
+        dir.path().join("slice-0-of-2"),
+        dir.path().join("slice-0-of-1"),
+    );
+    let switch = Switch::new();
+    let mut deliveries = subscribe(&switch).await;
+    switch.down.store(true, Ordering::SeqCst);
+    {
+        let archiver = archiver(&switch, &old);
+        archive(&archiver, 0..3).await;
+        archiver.shutdown(Duration::from_millis(50)).await;
+    }
+    let archiver = archiver(&switch, &new);
+    archive(&archiver, 3..4).await;
+    let held = self::archiver(&switch, &dir.path().join("held"));
     assert!(matches!(
-        second,
-        Err(archiver_core::journal::JournalError::Locked(_))
+        archiver.adopt_spool(dir.path().join("held")).await,
+        Err(ArchiveError::Spool(
+            archiver_core::journal::JournalError::Locked { .. }
+        ))
     ));
+    drop(held);
+    assert_eq!(archiver.adopt_spool(&old).await.unwrap(), 3);
+    assert!(!old.exists(), "the adopted spool is removed");
+    let status = archiver.spool_status().unwrap();
+    assert_eq!((status.depth, status.spooled), (4, 4));
+    switch.down.store(false, Ordering::SeqCst);
+    let bodies = receive(&mut deliveries, 4).await;
+    assert_eq!(bodies, [mail(3), mail(0), mail(1), mail(2)]);
+    let left = archiver.shutdown(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(left.depth, 0);
+}
+
+/// Receives until every mail of `wanted` arrived (duplicates allowed: at
+/// least once), acking each; returns them in first-arrival order.
+async fn receive_all(deliveries: &mut Deliveries, wanted: &[Bytes]) -> Vec<Bytes> {
+    let mut seen: Vec<Bytes> = Vec::new();
+    while !wanted.iter().all(|w| seen.contains(w)) {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("only {} distinct of {} delivered", seen.len(), wanted.len())
+            })
+            .unwrap()
+            .unwrap();
+        let body = delivery.envelope().body.clone();
+        if !seen.contains(&body) {
+            seen.push(body);
+        }
+        delivery.ack().await.unwrap();
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_refused_record_whose_set_aside_fails_stays_in_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Switch::new();
+    let mut deliveries = subscribe(&switch).await;
+    {
+        let archiver = archiver(&switch, dir.path());
+        switch.down.store(true, Ordering::SeqCst);
+        assert!(
+            archive(&archiver, 0..3)
+                .await
+                .iter()
+                .all(|o| *o == Outcome::Spooled)
+        );
+        // `rejected` cannot become a directory: nothing can be set aside.
+        std::fs::write(dir.path().join("rejected"), b"in the way").unwrap();
+        let tried = switch.attempts.load(Ordering::SeqCst);
+        switch.refuse.store(true, Ordering::SeqCst);
+        switch.down.store(false, Ordering::SeqCst);
+        wait_until("the drain to try", Duration::from_secs(5), || {
+            switch.attempts.load(Ordering::SeqCst) >= tried + 3
+        })
+        .await;
+        let status = archiver.spool_status().unwrap();
+        assert_eq!((status.depth, status.rejected), (3, 0), "{status:?}");
+        let stuck = status.stuck_at.expect("the drain says where it is stuck");
+        assert_eq!(stuck.seq, 0);
+        assert!(
+            stuck.error.contains("setting it aside failed"),
+            "{}",
+            stuck.error
+        );
+        archiver.shutdown(Duration::from_millis(50)).await;
+    }
+    std::fs::remove_file(dir.path().join("rejected")).unwrap();
+    switch.refuse.store(false, Ordering::SeqCst);
+    let archiver = archiver(&switch, dir.path());
+    let bodies = receive(&mut deliveries, 3).await;
+    assert_eq!(bodies, (0..3).map(mail).collect::<Vec<_>>());
+    archiver.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_refused_record_is_set_aside_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Switch::new();
+    let archiver = archiver(&switch, dir.path());
+    switch.down.store(true, Ordering::SeqCst);
+    archive(&archiver, 0..2).await;
+    switch.refuse.store(true, Ordering::SeqCst);
+    switch.down.store(false, Ordering::SeqCst);
+    wait_until("the set-aside", Duration::from_secs(5), || {
+        archiver.spool_status().unwrap().depth == 0
+    })
+    .await;
+    let status = archiver.spool_status().unwrap();
+    assert_eq!(status.rejected, 2);
+    let rejected = dir.path().join("rejected");
+    let mut names: Vec<String> = std::fs::read_dir(&rejected)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "00000000000000000000.envelope",
+            "00000000000000000000.reason",
+            "00000000000000000001.envelope",
+            "00000000000000000001.reason"
+        ]
+    );
+    let envelope = archiver_core::wire::from_bytes(
+        std::fs::read(rejected.join("00000000000000000001.envelope"))
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    assert_eq!(envelope.body, mail(1));
+    let reason = std::fs::read_to_string(rejected.join("00000000000000000001.reason")).unwrap();
+    assert!(reason.contains("exceeds"), "{reason}");
+}
+
+#[tokio::test]
+async fn dropping_the_archiver_without_shutdown_releases_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Switch::new();
+    let mut deliveries = subscribe(&switch).await;
+    let archiver = archiver(&switch, dir.path());
+    switch.down.store(true, Ordering::SeqCst);
+    archive(&archiver, 0..2).await;
+    drop(archiver);
+    let archiver = QueueArchiver::new(
+        "spool-test",
+        switch.clone(),
+        ArchiveUrls::new("https://archive.example.org/").unwrap(),
+    )
+    .with_spool(options(dir.path()))
+    .expect("the dropped archiver's spool is free at once");
+    switch.down.store(false, Ordering::SeqCst);
+    assert_eq!(receive(&mut deliveries, 2).await, [mail(0), mail(1)]);
+    archiver.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_drain_survives_a_failed_cursor_save_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Switch::new();
+    let mut deliveries = subscribe(&switch).await;
+    let archiver = archiver(&switch, dir.path());
+    switch.down.store(true, Ordering::SeqCst);
+    archive(&archiver, 0..3).await;
+    // The cursor file cannot be replaced while this directory is there.
+    let obstacle = dir.path().join("cursors.json.new");
+    std::fs::create_dir(&obstacle).unwrap();
+    switch.down.store(false, Ordering::SeqCst);
+    receive_all(&mut deliveries, &(0..3).map(mail).collect::<Vec<_>>()).await;
+    assert_eq!(
+        archiver.spool_status().unwrap().depth,
+        3,
+        "the cursor could not move"
+    );
+    std::fs::remove_dir(&obstacle).unwrap();
+    assert!(
+        archive(&archiver, 3..5)
+            .await
+            .iter()
+            .all(|o| *o == Outcome::Spooled)
+    );
+    receive_all(&mut deliveries, &(3..5).map(mail).collect::<Vec<_>>()).await;
+    wait_until("the spool to drain", Duration::from_secs(5), || {
+        archiver.spool_status().unwrap().depth == 0
+    })
+    .await;
+    archiver.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_deleted_spool_directory_refuses_further_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let switch = Switch::new();
+    let archiver = archiver(&switch, &spool_dir);
+    switch.down.store(true, Ordering::SeqCst);
+    archive(&archiver, 0..5).await;
+    std::fs::remove_dir_all(&spool_dir).unwrap();
+    for i in 5..10 {
+        match archiver.archive_message(&list(), mail(i)).await {
+            Err(ArchiveError::Spool(error)) => {
+                assert!(error.to_string().contains("gone"), "mail {i}: {error}")
+            }
+            other => panic!("mail {i}: expected the spool to refuse, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_spool_written_by_the_v1_journal_opens_and_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spool-v1");
+    for name in ["00000000000000000000.log", "cursors.json"] {
+        std::fs::copy(fixture.join(name), dir.path().join(name)).unwrap();
+    }
+    let switch = Switch::new();
+    let mut deliveries = subscribe(&switch).await;
+    let archiver = archiver(&switch, dir.path());
+    assert_eq!(
+        receive(&mut deliveries, 3).await,
+        (0..3).map(mail).collect::<Vec<_>>()
+    );
+    // New mail goes on behind it, and all of it survives a restart.
+    switch.down.store(true, Ordering::SeqCst);
+    archive(&archiver, 3..5).await;
+    archiver.shutdown(Duration::from_millis(50)).await;
+    switch.down.store(false, Ordering::SeqCst);
+    let archiver = self::archiver(&switch, dir.path());
+    assert_eq!(receive(&mut deliveries, 2).await, [mail(3), mail(4)]);
+    let left = archiver.shutdown(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(left.depth, 0);
 }

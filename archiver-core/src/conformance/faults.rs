@@ -1,6 +1,6 @@
 //! Helpers for backends' fault tests (which kill brokers and processes and
-//! so cannot be shared scenarios): test mail from the corpus, and waiting
-//! on a condition with a deadline.
+//! so cannot be shared scenarios): test mail from the corpus, waiting on a
+//! condition with a deadline, and a small file system that fills up.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,6 +63,75 @@ pub async fn wait_until(what: &str, within: Duration, done: impl FnMut() -> bool
         poll_until(within, done).await,
         "{what}: not reached within {within:?}"
     );
+}
+
+/// A tmpfs mounted on a directory for a test of a full disk, unmounted
+/// when dropped. Needs root.
+pub struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=`, e.g. `"20m"`) on the
+    /// existing directory `dir`. None when this machine cannot (the test
+    /// says so and skips), except under CI (`CI=true`), where that fails
+    /// the test: a skipped disk-full test must not pass unnoticed there.
+    pub fn mount(dir: &std::path::Path, size: &str) -> Option<Self> {
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status();
+        match mounted {
+            Ok(status) if status.success() => Some(Self {
+                dir: dir.to_owned(),
+            }),
+            other => {
+                let why = format!(
+                    "cannot mount a tmpfs on {} (needs root): {other:?}",
+                    dir.display()
+                );
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+                eprintln!("skipped: {why}");
+                None
+            }
+        }
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Fills the file system with one file until no space is left, then
+    /// frees `room` bytes of it; returns the file, to delete to free the
+    /// rest.
+    pub fn fill_up(&self, room: u64) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.join("ballast");
+        let mut file = std::fs::File::create(&path).expect("ballast file");
+        let chunk = vec![0xa5u8; 64 << 10];
+        let mut size = 0u64;
+        loop {
+            match file.write(&chunk) {
+                Ok(n) => size += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        file.set_len(size.saturating_sub(room))
+            .expect("ballast shrinks");
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy, so a file a failed test left open cannot keep it mounted.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
 }
 
 /// A small mail with a unique Message-ID on `list`.

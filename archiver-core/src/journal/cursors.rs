@@ -3,10 +3,10 @@
 //! directory synced.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::JournalError;
+use super::durable::write_durably;
 
 const FILE: &str = "cursors.json";
 
@@ -42,26 +42,4 @@ impl CursorFile {
             &serde_json::to_vec(cursors).expect("a map of numbers serialises"),
         )
     }
-}
-
-/// Replaces the file at `path` with `bytes` atomically and durably: written
-/// aside, synced, renamed over it, and its directory synced. A crash leaves
-/// the old content or the new, never a mix.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(".new");
-    let aside = PathBuf::from(aside);
-    let io = |e| JournalError::io(&aside, e);
-    let mut file = std::fs::File::create(&aside).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&aside, path).map_err(|e| JournalError::io(path, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// Makes created, renamed or removed entries of `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| JournalError::io(dir, e))
 }

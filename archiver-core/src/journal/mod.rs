@@ -6,19 +6,32 @@
 //!
 //! # Guarantees
 //!
-//! - **Crash-safe.** Every record carries a CRC-32C over its sequence,
-//!   time and payload. On open, segments are scanned; a torn or partial
-//!   write at the tail of the last segment (from `kill -9` or power loss)
-//!   is detected and cut off, and every record whose append returned `Ok`
-//!   under [`SyncPolicy::Always`] is there. Damage anywhere else is not a
-//!   torn write and is reported as [`JournalError::Corrupt`], never skipped.
+//! - **Crash-safe.** Every record carries CRC-32Cs over its header and its
+//!   payload, and the sequence below which the journal was synced when it
+//!   was written. On open, segments are scanned; damage in the last
+//!   segment that only records never synced can have (a torn or partial
+//!   write from `kill -9` or power loss) is cut off, and every record whose
+//!   append returned `Ok` under [`SyncPolicy::Always`] is there. Damage
+//!   followed by a record written after the damaged one was synced (a
+//!   flipped bit in an acknowledged record), or damage in any other
+//!   segment, is reported as [`JournalError::Corrupt`] (file and offset),
+//!   never cut or skipped. One limit: damage to the records of the very
+//!   last write, with nothing written after them, looks like a torn write
+//!   and is cut.
+//! - **Keeps going after a failed write.** A write or sync that fails (no
+//!   space left) answers its group with errors and rolls back to what was
+//!   synced (see `writer.rs`); the next append is taken again.
+//! - **Knows when its files are gone.** A deleted directory or segment is
+//!   noticed after each group's sync, before its appends are answered:
+//!   [`JournalError::Gone`], and no more appends.
 //! - **Group commit.** One writer thread takes every append waiting, writes
 //!   them in one `write`, and makes them durable with one `fdatasync`; each
 //!   append returns after the sync covering it ([`SyncPolicy::Always`]) or
 //!   right after the write, with a sync at most N ms later
 //!   ([`SyncPolicy::Within`]).
 //! - **One process at a time.** The directory is locked while open; a second
-//!   opener gets [`JournalError::Locked`]. The lock dies with the process.
+//!   opener gets [`JournalError::Locked`], naming the holder's pid (written
+//!   in `LOCK`). The lock dies with the process.
 //!
 //! # Why our own segment log
 //!
@@ -45,10 +58,14 @@
 //!
 //! # Layout
 //!
-//! `LOCK`, `cursors.json`, and segments `<first sequence, 20 digits>.log`
-//! of records (see `record.rs`). A segment is closed at `segment_size`
-//! and synced before the next is written, so only the last one can have a
-//! torn tail. Segments every cursor has passed are deleted.
+//! `LOCK`, `cursors.json`, and segments `<first sequence, 20 digits>.log`:
+//! a format header, then records (see `record.rs`; format v2 since the
+//! journal could tell a torn tail from corruption; v1 segments, from
+//! before, are still read and drained, and appends go on in a new v2
+//! segment). A segment is closed at `segment_size` and synced before the
+//! next is written, so only the last one can have a torn tail. Segments
+//! every cursor has passed are deleted. The directory, and each segment
+//! created in it, is synced into its parent before an `Ok` depends on it.
 //!
 //! ```
 //! # async fn demo() -> Result<(), archiver_core::journal::JournalError> {
@@ -65,7 +82,9 @@
 //! ```
 
 mod cursors;
+mod durable;
 mod record;
+mod scan;
 mod segment;
 mod writer;
 
@@ -81,7 +100,9 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
 use cursors::CursorFile;
-pub use cursors::{sync_dir, write_durably};
+pub use durable::{create_dir_durably, sync_dir, write_durably};
+use record::Format;
+use scan::Verdict;
 use segment::Segment;
 
 /// When an append is durable relative to its `Ok`.
@@ -143,8 +164,17 @@ pub enum JournalError {
         reason: String,
     },
     /// Another process (or another handle here) has the journal open.
-    #[error("journal {0} is open in another process")]
-    Locked(PathBuf),
+    #[error("journal {dir} is open{}", holder_text(*.holder))]
+    Locked {
+        /// The journal's directory.
+        dir: PathBuf,
+        /// The pid the holder wrote in the lock file, when it could be read.
+        holder: Option<u32>,
+    },
+    /// The journal's directory or segment was deleted while open: what is
+    /// appended would be lost with it, so no more appends are taken.
+    #[error("journal file {0} is gone (deleted while open); no more appends are taken")]
+    Gone(PathBuf),
     /// The record is larger than [`JournalOptions::max_record`].
     #[error("record of {size} bytes exceeds the journal's limit of {limit} bytes")]
     TooLarge {
@@ -153,14 +183,23 @@ pub enum JournalError {
         /// The limit.
         limit: usize,
     },
-    /// A write or sync failed earlier; whether the records of that group
-    /// reached the disk is unknown, so the journal takes no more appends.
-    /// Reopen it: recovery finds what is there.
-    #[error("the journal stopped after a failed write and must be reopened: {0}")]
+    /// A write or sync failed: this append was not taken (the journal
+    /// rolled back and takes the next one), or, when acknowledged records
+    /// were waiting for the failed sync, the journal takes no more appends
+    /// until reopened.
+    #[error("journal write failed: {0}")]
     Failed(String),
     /// The journal was closed.
     #[error("the journal is closed")]
     Closed,
+}
+
+fn holder_text(holder: Option<u32>) -> String {
+    match holder {
+        Some(pid) if pid == std::process::id() => format!(" in this process (pid {pid})"),
+        Some(pid) => format!(" in process {pid}"),
+        None => " in another process".into(),
+    }
 }
 
 impl JournalError {
@@ -201,8 +240,18 @@ struct Shared {
     /// The sequence the next committed record will have: records below it
     /// are readable.
     committed: watch::Sender<u64>,
-    cursors: Mutex<BTreeMap<String, u64>>,
+    cursors: Mutex<Cursors>,
     cursor_file: CursorFile,
+    /// The directory, opened once: the writer checks it was not deleted.
+    dir_handle: std::fs::File,
+}
+
+/// The cursors in memory, as last saved.
+struct Cursors {
+    saved: BTreeMap<String, u64>,
+    /// Set when the journal is closed: the directory may belong to the
+    /// next opener, so no cursor moves any more.
+    closed: bool,
 }
 
 impl Journal {
@@ -211,19 +260,9 @@ impl Journal {
     /// acknowledged is kept.
     pub fn open(dir: impl AsRef<Path>, options: JournalOptions) -> Result<Self, JournalError> {
         let dir = dir.as_ref().to_owned();
-        std::fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
-        let lock_path = dir.join("LOCK");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| JournalError::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(JournalError::Locked(dir)),
-            Err(std::fs::TryLockError::Error(e)) => return Err(JournalError::io(&lock_path, e)),
-        }
+        create_dir_durably(&dir)?;
+        let lock = lock(&dir)?;
+        let dir_handle = std::fs::File::open(&dir).map_err(|e| JournalError::io(&dir, e))?;
         let segments = recover(&dir, &options)?;
         let next_seq = segments.back().map_or(0, Segment::next_seq);
         let cursor_file = CursorFile::new(&dir);
@@ -232,8 +271,12 @@ impl Journal {
             options,
             segments: Mutex::new(segments),
             committed: watch::Sender::new(next_seq),
-            cursors: Mutex::new(cursors),
+            cursors: Mutex::new(Cursors {
+                saved: cursors,
+                closed: false,
+            }),
             cursor_file,
+            dir_handle,
             dir,
         });
         let requests = writer::start(shared.clone(), lock)?;
@@ -272,9 +315,35 @@ impl Journal {
     pub async fn close(self) -> Result<(), JournalError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(writer::Request::Close { reply })
+            .send(writer::Request::Close {
+                reply: writer::CloseReply::Async(reply),
+            })
             .map_err(|_| JournalError::Closed)?;
         answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// [`close`](Self::close), blocking the calling thread until the
+    /// directory is released (for a `Drop`): a reopen right after it
+    /// succeeds.
+    pub fn close_blocking(&self) -> Result<(), JournalError> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.requests
+            .send(writer::Request::Close {
+                reply: writer::CloseReply::Blocking(reply),
+            })
+            .map_err(|_| JournalError::Closed)?;
+        answer.recv().map_err(|_| JournalError::Closed)?
+    }
+
+    /// Tests only: holds the writer until the returned sender is dropped,
+    /// so appends sent meanwhile are written as one group.
+    #[cfg(test)]
+    fn hold(&self) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel();
+        self.requests
+            .send(writer::Request::Hold(held))
+            .expect("the writer runs");
+        release
     }
 
     /// Up to `max_records` committed records from sequence `from` on, in
@@ -293,18 +362,23 @@ impl Journal {
             let from = from.max(segments.front().map_or(0, |s| s.first_seq));
             (from..committed)
                 .take(max_records)
-                .map_while(|seq| {
-                    locate(&segments, seq).map(|(file, path, offset)| (seq, file, path, offset))
-                })
+                .map_while(|seq| locate(&segments, seq).map(|found| (seq, found)))
                 .collect()
         };
         let mut records = Vec::with_capacity(wanted.len());
         let mut bytes = 0;
-        for (seq, file, path, offset) in wanted {
+        for (seq, (file, path, format, offset)) in wanted {
             if bytes >= max_bytes && !records.is_empty() {
                 break;
             }
-            let (header, payload) = segment::read_at(&file, &path, offset, seq)?;
+            let (header, payload) = segment::read_at(
+                &file,
+                &path,
+                format,
+                offset,
+                seq,
+                self.shared.options.max_record,
+            )?;
             bytes += payload.len();
             records.push(Record {
                 seq,
@@ -323,8 +397,16 @@ impl Journal {
         }
         let found = locate(&self.shared.segments.lock().expect("journal lock"), seq);
         found
-            .map(|(file, path, offset)| {
-                segment::read_header_at(&file, &path, offset).map(|h| h.appended_at())
+            .map(|(file, path, format, offset)| {
+                segment::read_at(
+                    &file,
+                    &path,
+                    format,
+                    offset,
+                    seq,
+                    self.shared.options.max_record,
+                )
+                .map(|(h, _)| h.appended_at())
             })
             .transpose()
     }
@@ -354,31 +436,45 @@ impl Journal {
             .cursors
             .lock()
             .expect("journal lock")
+            .saved
             .get(name)
             .copied()
     }
 
     /// Moves (or creates) cursor `name` durably, then deletes the segments
-    /// every cursor has passed.
+    /// every cursor has passed. On an error the cursor stays where it was.
     pub fn set_cursor(&self, name: &str, next: u64) -> Result<(), JournalError> {
-        {
-            let mut cursors = self.shared.cursors.lock().expect("journal lock");
-            cursors.insert(name.to_owned(), next);
-            self.shared.cursor_file.save(&cursors)?;
-        }
-        self.drop_consumed()
+        self.change_cursors(|saved| {
+            saved.insert(name.to_owned(), next);
+        })
     }
 
     /// Removes cursor `name`, so it no longer holds records back.
     pub fn remove_cursor(&self, name: &str) -> Result<(), JournalError> {
-        {
-            let mut cursors = self.shared.cursors.lock().expect("journal lock");
-            if cursors.remove(name).is_none() {
-                return Ok(());
-            }
-            self.shared.cursor_file.save(&cursors)?;
+        if self.cursor(name).is_none() {
+            return Ok(());
         }
-        self.drop_consumed()
+        self.change_cursors(|saved| {
+            saved.remove(name);
+        })
+    }
+
+    /// Saves the cursors as `change` leaves them, then takes them as
+    /// saved and deletes what every cursor has passed; all under the
+    /// cursors' lock, so a close cannot come in between.
+    fn change_cursors(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, u64>),
+    ) -> Result<(), JournalError> {
+        let mut cursors = self.shared.cursors.lock().expect("journal lock");
+        if cursors.closed {
+            return Err(JournalError::Closed);
+        }
+        let mut changed = cursors.saved.clone();
+        change(&mut changed);
+        self.shared.cursor_file.save(&changed)?;
+        cursors.saved = changed;
+        self.drop_consumed(&cursors.saved)
     }
 
     /// The journal's directory.
@@ -387,16 +483,8 @@ impl Journal {
     }
 
     /// Deletes segments (never the last) that all cursors have passed.
-    fn drop_consumed(&self) -> Result<(), JournalError> {
-        let Some(slowest) = self
-            .shared
-            .cursors
-            .lock()
-            .expect("journal lock")
-            .values()
-            .min()
-            .copied()
-        else {
+    fn drop_consumed(&self, cursors: &BTreeMap<String, u64>) -> Result<(), JournalError> {
+        let Some(slowest) = cursors.values().min().copied() else {
             return Ok(());
         };
         let mut passed = Vec::new();
@@ -413,15 +501,58 @@ impl Journal {
     }
 }
 
-/// Where record `seq` is: its segment's file and path, and its offset.
-fn locate(segments: &VecDeque<Segment>, seq: u64) -> Option<(Arc<std::fs::File>, PathBuf, u64)> {
+/// Where record `seq` is: its segment's file, path and format, and its
+/// offset.
+fn locate(
+    segments: &VecDeque<Segment>,
+    seq: u64,
+) -> Option<(Arc<std::fs::File>, PathBuf, Format, u64)> {
     let segment = segments.iter().rev().find(|s| s.holds(seq))?;
     let offset = segment.offsets[(seq - segment.first_seq) as usize];
-    Some((segment.file.clone(), segment.path.clone(), offset))
+    Some((
+        segment.file.clone(),
+        segment.path.clone(),
+        segment.format,
+        offset,
+    ))
 }
 
-/// Scans every segment: a damaged tail of the last one is cut off (a torn
-/// write); damage elsewhere, or a gap between segments, is corruption.
+/// Locks the journal directory for this process and writes our pid in the
+/// lock file, for the error a second opener gets.
+fn lock(dir: &Path) -> Result<std::fs::File, JournalError> {
+    use std::io::{Read, Write};
+    let lock_path = dir.join("LOCK");
+    let io = |e| JournalError::io(&lock_path, e);
+    let mut lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let holder = lock
+                .read_to_string(&mut pid)
+                .ok()
+                .and_then(|_| pid.trim().parse().ok());
+            return Err(JournalError::Locked {
+                dir: dir.to_owned(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    lock.set_len(0).map_err(io)?;
+    write!(lock, "{}", std::process::id()).map_err(io)?;
+    Ok(lock)
+}
+
+/// Scans every segment: a torn tail of the last one is cut off; damage an
+/// acknowledged record has, damage in any other segment, or a gap between
+/// segments, is corruption.
 fn recover(dir: &Path, options: &JournalOptions) -> Result<VecDeque<Segment>, JournalError> {
     let found = segment::list(dir)?;
     let mut segments = VecDeque::with_capacity(found.len());
@@ -438,11 +569,18 @@ fn recover(dir: &Path, options: &JournalOptions) -> Result<VecDeque<Segment>, Jo
         }
         let (segment, damage) = Segment::scan(first_seq, path, options.max_record)?;
         if let Some(damage) = damage {
-            if i != last {
+            if i != last || damage.verdict == Verdict::Corrupt {
+                let reason = match damage.verdict {
+                    Verdict::Corrupt => format!(
+                        "{}, and records written after it was synced follow: an acknowledged record is damaged",
+                        damage.reason
+                    ),
+                    Verdict::TornTail => damage.reason,
+                };
                 return Err(JournalError::Corrupt {
                     path: segment.path,
                     offset: damage.offset,
-                    reason: damage.reason,
+                    reason,
                 });
             }
             tracing::warn!(

@@ -1,14 +1,19 @@
 //! Segment files: `<first sequence, 20 digits>.log`, records back to back.
 //! Opening one scans it, checking every record, and indexes where each
-//! record starts.
+//! record starts. A v2 segment starts with a header naming its format;
+//! v1 segments (no header) are read, never appended to.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::io::Read;
+
 use super::JournalError;
-use super::record::{HEADER_LEN, Header};
+use super::durable::sync_dir;
+use super::record::{self, Format, Header, SEGMENT_MAGIC};
+use super::scan::{self, Damage};
 
 /// File name suffix of segments.
 const SUFFIX: &str = ".log";
@@ -45,91 +50,83 @@ pub(crate) struct Segment {
     pub first_seq: u64,
     pub path: PathBuf,
     pub file: Arc<File>,
+    /// The record layout of this file; appends go only to v2 segments.
+    pub format: Format,
     /// Byte offset of each record, in sequence order.
     pub offsets: Vec<u64>,
-    /// Bytes of valid records.
+    /// Bytes of the segment header and valid records.
     pub len: u64,
 }
 
-/// Where a scan stopped before the end of the file.
-pub(crate) struct Damage {
-    pub offset: u64,
-    pub reason: String,
-}
-
 impl Segment {
-    /// Opens a segment and checks every record. Stops at the first record
-    /// that is torn, fails its checksum or is out of sequence; the caller
-    /// decides whether that is a torn tail (last segment) or corruption.
+    /// Opens a segment and checks every record (see [`scan`]); the caller
+    /// decides what damage means where (only the last segment may have a
+    /// torn tail).
     pub fn scan(
         first_seq: u64,
         path: PathBuf,
         max_record: usize,
     ) -> Result<(Self, Option<Damage>), JournalError> {
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .map_err(|e| JournalError::io(&path, e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| JournalError::io(&path, e))?
-            .len();
-        let mut offsets = Vec::new();
-        let mut offset = 0u64;
-        let mut payload = Vec::new();
-        let damage = loop {
-            if offset == size {
-                break None;
-            }
-            let expected = first_seq + offsets.len() as u64;
-            let damaged = |reason: String| Some(Damage { offset, reason });
-            if size - offset < HEADER_LEN as u64 {
-                break damaged(format!("{} bytes, shorter than a header", size - offset));
-            }
-            let header = read_header_at(&file, &path, offset)?;
-            let end = offset + HEADER_LEN as u64 + u64::from(header.len);
-            if header.len as usize > max_record || end > size {
-                break damaged(format!("a record of {} bytes does not fit", header.len));
-            }
-            payload.resize(header.len as usize, 0);
-            file.read_exact_at(&mut payload, offset + HEADER_LEN as u64)
-                .map_err(|e| JournalError::io(&path, e))?;
-            if !header.matches(&payload) {
-                break damaged("checksum mismatch".into());
-            }
-            if header.seq != expected {
-                break damaged(format!("sequence {} where {expected} was due", header.seq));
-            }
-            offsets.push(offset);
-            offset = end;
-        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| JournalError::io(&path, e))?;
+        let found = scan::scan(&bytes, first_seq, max_record);
         let segment = Self {
             first_seq,
             path,
             file: Arc::new(file),
-            offsets,
-            len: offset,
+            format: found.format,
+            offsets: found.offsets,
+            len: found.len,
         };
-        Ok((segment, damage))
+        Ok((segment, found.damage))
     }
 
-    /// Creates an empty segment.
+    /// Creates an empty v2 segment, its header synced, and syncs the
+    /// directory so the file survives a power loss.
     pub fn create(dir: &Path, first_seq: u64) -> Result<Self, JournalError> {
         let path = path(dir, first_seq);
+        let io = |e| JournalError::io(&path, e);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| JournalError::io(&path, e))?;
-        Ok(Self {
+            .map_err(io)?;
+        let mut segment = Self {
             first_seq,
             path,
             file: Arc::new(file),
+            format: Format::V2,
             offsets: Vec::new(),
             len: 0,
-        })
+        };
+        // Removed again if the header cannot be written (e.g. no space).
+        match segment.write_header().and_then(|()| sync_dir(dir)) {
+            Ok(()) => Ok(segment),
+            Err(error) => {
+                let _ = std::fs::remove_file(&segment.path);
+                Err(error)
+            }
+        }
+    }
+
+    /// Empties the segment and writes a v2 header, synced: for a last
+    /// segment that holds no record (empty, or its header torn).
+    pub fn write_header(&mut self) -> Result<(), JournalError> {
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.write_all_at(SEGMENT_MAGIC, 0))
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| JournalError::io(&self.path, e))?;
+        self.format = Format::V2;
+        self.len = Format::V2.segment_header_len();
+        Ok(())
     }
 
     /// The sequence the next record appended here gets.
@@ -143,35 +140,36 @@ impl Segment {
     }
 }
 
-/// Reads the record at `offset` and checks it.
+/// Reads the record `seq` at `offset` of a segment in `format`, checked;
+/// a length above `max_record` (changed since the scan) is corruption.
 pub(crate) fn read_at(
     file: &File,
     path: &Path,
+    format: Format,
     offset: u64,
     seq: u64,
+    max_record: usize,
 ) -> Result<(Header, Vec<u8>), JournalError> {
-    let header = read_header_at(file, path, offset)?;
-    let mut payload = vec![0u8; header.len as usize];
-    file.read_exact_at(&mut payload, offset + HEADER_LEN as u64)
+    let header_len = format.header_len();
+    let mut bytes = vec![0u8; header_len];
+    file.read_exact_at(&mut bytes, offset)
         .map_err(|e| JournalError::io(path, e))?;
-    if header.seq != seq || !header.matches(&payload) {
-        return Err(JournalError::Corrupt {
-            path: path.to_owned(),
-            offset,
-            reason: format!("record {seq} no longer matches its checksum"),
-        });
+    let corrupt = |reason: String| JournalError::Corrupt {
+        path: path.to_owned(),
+        offset,
+        reason: format!("record {seq} no longer checks out: {reason}"),
+    };
+    let len = format.claimed_len(&bytes) as usize;
+    if len > max_record {
+        return Err(corrupt(format!("a length of {len} bytes")));
     }
-    Ok((header, payload))
-}
-
-/// Reads only the header of the record at `offset`.
-pub(crate) fn read_header_at(
-    file: &File,
-    path: &Path,
-    offset: u64,
-) -> Result<Header, JournalError> {
-    let mut header = [0u8; HEADER_LEN];
-    file.read_exact_at(&mut header, offset)
-        .map_err(|e| JournalError::io(path, e))?;
-    Ok(Header::parse(&header))
+    bytes.resize(header_len + len, 0);
+    file.read_exact_at(&mut bytes[header_len..], offset + header_len as u64)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let (header, _) = record::decode(format, &bytes, max_record).map_err(corrupt)?;
+    if header.seq != seq {
+        return Err(corrupt(format!("it says sequence {}", header.seq)));
+    }
+    bytes.drain(..header_len);
+    Ok((header, bytes))
 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use archiver_core::journal::{JournalError, sync_dir, write_durably};
+use archiver_core::journal::{JournalError, create_dir_durably, sync_dir, write_durably};
 use archiver_core::wire;
 use archiver_core::{DeadLetter, Envelope, Replay, SubscriberName};
 use chrono::Utc;
@@ -39,7 +39,8 @@ impl DeadLetterStore {
         reason: &str,
     ) -> Result<(), JournalError> {
         let dir = self.dir(name);
-        std::fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, e))?;
+        // Synced into its parent: the letter must not vanish with it.
+        create_dir_durably(&dir)?;
         let meta = DeadLetterMeta {
             attempts,
             reason: reason.to_owned(),
