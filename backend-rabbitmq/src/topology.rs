@@ -165,8 +165,8 @@ pub(crate) async fn declare_subscriber(
     Ok(channel)
 }
 
-/// Binds the selection's keys and removes bindings an earlier selection of
-/// this subscriber left, which `<p>.sub.<name>` remembers (RabbitMQ cannot
+/// Binds the selection's keys, then removes bindings an earlier selection
+/// of this subscriber left, which `<p>.sub.<name>` remembers (RabbitMQ cannot
 /// list bindings over AMQP).
 async fn rebind(
     channel: &Channel,
@@ -197,17 +197,9 @@ async fn rebind(
     let new: BTreeSet<String> = Names::binding_keys(&subscription.selection)
         .into_iter()
         .collect();
-    for key in old.difference(&new) {
-        channel
-            .queue_unbind(
-                queue.into(),
-                names.exchange().into(),
-                key.as_str().into(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend_error)?;
-    }
+    // Every new key is bound before any old one goes: a list selected by
+    // both (through a pattern before, its exact id now, or the reverse)
+    // is routed to the queue at every moment.
     for key in &new {
         channel
             .queue_bind(
@@ -215,6 +207,17 @@ async fn rebind(
                 names.exchange().into(),
                 key.as_str().into(),
                 QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend_error)?;
+    }
+    for key in old.difference(&new) {
+        channel
+            .queue_unbind(
+                queue.into(),
+                names.exchange().into(),
+                key.as_str().into(),
                 FieldTable::default(),
             )
             .await
