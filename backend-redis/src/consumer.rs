@@ -55,7 +55,7 @@ pub(crate) async fn subscribe(
         shared: Arc::clone(shared),
         read_conn,
         name: subscription.name.clone(),
-        consumer: format!("c-{}", uuid::Uuid::now_v7().simple()),
+        consumer: shared.config.consumer_name.clone(),
         run_id: run_id(&mut conn).await.map_err(backend_error)?,
         record,
         groups: Vec::new(),

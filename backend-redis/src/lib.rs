@@ -21,6 +21,12 @@
 //!
 //! # Delivery
 //!
+//! - every consumer of one process instance reads under one stable name,
+//!   [`RedisConfig::consumer_name`] (the host name by default), so
+//!   subscribing again or restarting adds no consumer; consumers of
+//!   retired instances are removed with
+//!   [`RedisBackend::remove_consumers_without_pending`], which never drops
+//!   an entry still pending;
 //! - attempts are Redis's own delivery counter (XPENDING), 1 on first read;
 //! - `nack(delay)` leaves the entry pending and records it in
 //!   `<prefix>:delayed:<name>`; a consumer claims it (XCLAIM) when due;
@@ -68,6 +74,7 @@ mod batcher;
 mod config;
 mod connection;
 mod consumer;
+mod consumers;
 mod dead_letters;
 mod entry;
 mod error;
@@ -182,6 +189,20 @@ impl RedisBackend {
         )
         .await
         .map_err(backend_error)
+    }
+
+    /// Removes the consumers of the subscriber's groups that have nothing
+    /// pending, except this instance's ([`RedisConfig::consumer_name`]):
+    /// those of instances renamed or retired. Each removal checks and
+    /// deletes in one script, so an entry pending for a consumer is never
+    /// dropped. For an operator or a maintenance job, not a hot path;
+    /// returns how many were removed.
+    pub async fn remove_consumers_without_pending(
+        &self,
+        name: &SubscriberName,
+    ) -> Result<usize, BackendError> {
+        self.shared.ensure_open()?;
+        consumers::remove_without_pending(&self.shared, name).await
     }
 
     /// Deletes every key under this client's prefix: for tests and for
