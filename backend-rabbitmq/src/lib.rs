@@ -41,8 +41,10 @@
 //!
 //! `publish` returns Ok once the broker confirmed the message (publisher
 //! confirm): routed to every bound queue and, for durable queues, written
-//! (fsynced for quorum queues). A nack, or a message no queue takes while
-//! [`RabbitConfig::keep_unrouted`] is off, is an error. With it on (the
+//! (fsynced for quorum queues). A nack is a (transient) error; a message no
+//! queue takes while [`RabbitConfig::keep_unrouted`] is off is
+//! [`BackendError::Unroutable`], which is not transient: a spool sets it
+//! aside instead of retrying it. With it on (the
 //! default), messages no subscriber selects go to `<p>.unrouted` through
 //! the exchange's alternate exchange instead of being lost.
 //!
