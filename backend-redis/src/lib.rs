@@ -53,6 +53,13 @@
 //! | `appendonly yes`, `appendfsync everysec` (default) | up to the last second of publishes |
 //! | `appendonly yes`, `appendfsync always` | nothing that was answered |
 //!
+//! Only the last row keeps the promise of
+//! [`Publisher::publish`](archiver_core::Publisher::publish) with the
+//! default [`Durability::Reply`]; at connect the backend reads the server's
+//! settings (`CONFIG GET appendonly appendfsync save`, else `INFO
+//! persistence`) and logs a warning saying what a returned publish
+//! survives, or that its persistence is unknown.
+//!
 //! [`Durability::Replicas`] adds `WAIT` (replicas have it);
 //! [`Durability::Fsync`] adds `WAITAOF` (Redis 7.2+: fsynced). A consumer
 //! that finds its groups gone after a restart without persistence re-creates
@@ -79,6 +86,7 @@ mod dead_letters;
 mod entry;
 mod error;
 mod keys;
+mod persistence;
 mod publish;
 mod registry;
 mod retention;
@@ -148,6 +156,17 @@ impl RedisBackend {
             ensure_waitaof(&mut conn).await?;
         }
         tracing::info!(url = %config.redacted_url(), prefix = %config.prefix, "connected to Redis");
+        let persistence = persistence::Persistence::read(&mut conn).await;
+        match (persistence.warning(), config.durability) {
+            (_, Durability::Fsync { .. }) => {
+                tracing::info!("publishes wait for WAITAOF: a returned publish is fsynced")
+            }
+            (Some(warning), _) => tracing::warn!(?persistence, "{warning}"),
+            (None, _) => tracing::info!(
+                ?persistence,
+                "Redis fsyncs every write (appendfsync always): a returned publish survives a crash of Redis and its host"
+            ),
+        }
         Ok(Self {
             shared: Arc::new(Shared {
                 keys: Keys::new(&config.prefix),
