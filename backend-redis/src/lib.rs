@@ -36,7 +36,11 @@
 //! - at the attempt limit, and on `reject`, the entry is copied to
 //!   `<prefix>:dead:<name>` with its reason and acknowledged, atomically;
 //!   replay moves it to `<prefix>:replay:<name>`, which the subscriber's
-//!   consumers also read;
+//!   consumers also read; [`RedisBackend::dead_letter_page`] lists every
+//!   dead letter a page at a time, malformed ones too;
+//! - an entry whose kind and list id are not those of its stream (or, for a
+//!   replayed one, of the stream it was first added to) is dead-lettered
+//!   as malformed, never delivered;
 //! - retention trims a stream only below what every subscriber has
 //!   acknowledged, and never entries younger than
 //!   [`RedisConfig::retention_min_age`]; consumers trim every
@@ -104,6 +108,7 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Durability, RedisConfig};
+pub use dead_letters::{DeadLetterPage, RawDeadLetter};
 
 use batcher::Batcher;
 use error::backend_error;
@@ -222,6 +227,38 @@ impl RedisBackend {
     ) -> Result<usize, BackendError> {
         self.shared.ensure_open()?;
         consumers::remove_without_pending(&self.shared, name).await
+    }
+
+    /// Up to `limit` of the subscriber's dead letters after the one with id
+    /// `after` (from the oldest without), malformed ones included as they
+    /// are stored: `XRANGE` with `COUNT` from an exclusive start, so any
+    /// number of dead letters can be paged through.
+    pub async fn dead_letter_page(
+        &self,
+        name: &SubscriberName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DeadLetterPage, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::page(
+            &mut self.shared.conn.clone(),
+            &self.shared.keys,
+            name,
+            after,
+            limit,
+        )
+        .await
+    }
+
+    /// Deletes the subscriber's malformed dead letters (those
+    /// [`RawDeadLetter::is_malformed`] says), which replay never puts back;
+    /// returns how many.
+    pub async fn purge_malformed_dead_letters(
+        &self,
+        name: &SubscriberName,
+    ) -> Result<usize, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::purge_malformed(&mut self.shared.conn.clone(), &self.shared.keys, name).await
     }
 
     /// Deletes every key under this client's prefix: for tests and for
