@@ -33,7 +33,12 @@
 //!   delay, a copy waits in `<p>.retry.<name>.<ms>` (one queue per delay,
 //!   rounded up to a power of two of ms) whose TTL dead-letters it back;
 //! - at the attempt limit, and on `reject`, a copy with the reason goes to
-//!   `<p>.dead.<name>`; listing and replay use `basic.get` on it;
+//!   `<p>.dead.<name>`; listing and replay use `basic.get` on it
+//!   ([`RabbitBackend::dead_letter_page`]: the first `limit`, malformed
+//!   ones too, and the total);
+//! - a message whose kind and list id are not those of the routing key it
+//!   was first published with (its own, or the `origin` header on copies)
+//!   is dead-lettered as malformed, never delivered;
 //! - every copy is confirmed before the original is acknowledged;
 //! - a consumer that vanishes: the broker requeues what it held.
 //!
@@ -85,6 +90,7 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{QueueType, RabbitConfig};
+pub use dead_letters::{DeadLetterPage, RawDeadLetter};
 
 use error::backend_error;
 use link::Link;
@@ -200,6 +206,31 @@ impl RabbitBackend {
     /// The configuration in force.
     pub fn config(&self) -> &RabbitConfig {
         &self.shared.config
+    }
+
+    /// The subscriber's first `limit` dead letters, oldest first, malformed
+    /// ones included as they are, and how many the queue holds (from a
+    /// passive declare). An AMQP queue can only be read from its head, so
+    /// listing cannot start further on: past the first `limit`, replay or
+    /// purge the ones seen, or raise `limit`.
+    pub async fn dead_letter_page(
+        &self,
+        name: &SubscriberName,
+        limit: usize,
+    ) -> Result<DeadLetterPage, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::page(&self.shared, name, limit).await
+    }
+
+    /// Deletes the subscriber's malformed dead letters (those
+    /// [`RawDeadLetter::is_malformed`] says), which replay never puts back;
+    /// returns how many.
+    pub async fn purge_malformed_dead_letters(
+        &self,
+        name: &SubscriberName,
+    ) -> Result<usize, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::purge_malformed(&self.shared, name).await
     }
 
     /// Deletes every exchange and queue this client declared (for tests and
