@@ -27,6 +27,24 @@
 //! themselves. Classic durable queues ([`QueueType::Classic`]) are lighter
 //! on a single node but count no deliveries.
 //!
+//! A subscriber's quorum queue dead-letters at least once
+//! (`x-dead-letter-strategy: at-least-once`, which needs `x-overflow:
+//! reject-publish`): a message reaching the delivery limit while
+//! `<p>.dead.<name>` is missing or refusing stays in the broker until that
+//! queue takes it, instead of being dropped. Queue arguments cannot change,
+//! so queues declared by an earlier version (without these arguments) are
+//! kept as they are and get the same behaviour from a policy (RabbitMQ
+//! 3.10+; the queue's own arguments still win, so it changes nothing
+//! else), for the default prefix `archiver`:
+//!
+//! ```text
+//! rabbitmqctl set_policy --apply-to queues archiver-at-least-once '^archiver\.q\.' \
+//!     '{"dead-letter-strategy":"at-least-once","overflow":"reject-publish"}'
+//! ```
+//!
+//! (A queue takes one policy, the highest priority one that matches: merge
+//! these two keys into a policy already applying to these queues.)
+//!
 //! # Delivery
 //!
 //! - `nack` without delay requeues (the quorum queue counts it); with a

@@ -118,10 +118,10 @@ pub(crate) async fn declare_subscriber(
     let mut channel = confirm_channel(connection).await?;
     declare_exchanges(&channel, shared).await?;
     let dead = names.dead(name);
-    channel
-        .queue_declare(dead.as_str().into(), durable(), FieldTable::default())
-        .await
-        .map_err(backend_error)?;
+    // A classic durable queue: listing takes its messages and puts them
+    // back where they were (a quorum queue would move them to its end and
+    // count each listing as a delivery).
+    channel = declare_or_keep(connection, channel, &dead, vec![]).await?;
     shared.record(&dead, Entity::Queue);
 
     let queue = names.queue(name);
@@ -135,34 +135,55 @@ pub(crate) async fn declare_subscriber(
             // Returned more often than this, the broker dead-letters it.
             let limit = i64::from(subscription.max_attempts.saturating_sub(1));
             arguments.push(("x-delivery-limit", AMQPValue::LongLongInt(limit)));
+            // The broker keeps what it dead-letters until the dead-letter
+            // queue confirms it (at-most-once, the default, drops it when
+            // that queue is missing or refuses); RabbitMQ needs
+            // reject-publish overflow for it.
+            arguments.push(("x-dead-letter-strategy", text("at-least-once")));
+            arguments.push(("x-overflow", text("reject-publish")));
         }
         QueueType::Classic => arguments.push(("x-queue-type", text("classic"))),
     }
+    channel = declare_or_keep(connection, channel, &queue, arguments).await?;
+    shared.record(&queue, Entity::Queue);
+    rebind(&channel, shared, subscription, &queue).await?;
+    Ok(channel)
+}
+
+/// Declares a durable queue with `arguments`; when it exists with other
+/// ones (declared by an earlier version, or another queue type), keeps it
+/// as it is. Returns a usable channel: a refused declaration closes one.
+async fn declare_or_keep(
+    connection: &Connection,
+    channel: Channel,
+    queue: &str,
+    arguments: Vec<(&str, AMQPValue)>,
+) -> Result<Channel, BackendError> {
     match channel
-        .queue_declare(queue.as_str().into(), durable(), table(arguments))
+        .queue_declare(queue.into(), durable(), table(arguments))
         .await
     {
-        Ok(_) => {}
+        Ok(_) => Ok(channel),
         Err(error) if is_precondition_failed(&error) => {
             tracing::warn!(
                 queue,
-                "the queue exists with other arguments (queue type or attempt limit); keeping it as it is"
+                "the queue exists with other arguments (queue type, attempt limit, or an earlier version's \
+                 dead-lettering); keeping it as it is (see the crate docs for the policy that gives an \
+                 earlier version's quorum queue at-least-once dead-lettering)"
             );
-            channel = confirm_channel(connection).await?;
+            let channel = confirm_channel(connection).await?;
             let passive = QueueDeclareOptions {
                 passive: true,
                 ..durable()
             };
             channel
-                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .queue_declare(queue.into(), passive, FieldTable::default())
                 .await
                 .map_err(backend_error)?;
+            Ok(channel)
         }
-        Err(error) => return Err(backend_error(error)),
+        Err(error) => Err(backend_error(error)),
     }
-    shared.record(&queue, Entity::Queue);
-    rebind(&channel, shared, subscription, &queue).await?;
-    Ok(channel)
 }
 
 /// Binds the selection's keys, then removes bindings an earlier selection

@@ -96,3 +96,124 @@ async fn rebinding_a_still_selected_list_loses_nothing() {
         confirmed.len()
     );
 }
+
+/// Returns the mail in `queue` until the broker dead-letters it.
+async fn return_until_dead_lettered(channel: &lapin::Channel, queue: &str) {
+    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never dead-lettered it"
+        );
+        let requeue = BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        };
+        message.delivery.acker.nack(requeue).await.unwrap();
+    }
+}
+
+/// A mail reaching its quorum queue's delivery limit while the dead-letter
+/// queue is missing waits in the broker until it is back (at-least-once
+/// dead-lettering) instead of being dropped: in a queue this version
+/// declares, and, through the documented policy, in one an earlier version
+/// declared without it.
+#[tokio::test]
+async fn a_mail_at_its_delivery_limit_waits_for_a_missing_dead_letter_queue() {
+    use backend_rabbitmq::{RabbitBackend, RabbitConfig};
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+
+    // The broker retries dead-lettering every second instead of every few
+    // minutes, so the test is short.
+    let node = support::RabbitNode::start_advanced(
+        "",
+        "[{rabbit, [{dead_letter_worker_publisher_confirm_timeout, 1000}]}].",
+    );
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", node.port);
+    let harness = RabbitHarness::on(RabbitConfig::new(&url));
+    let prefix = harness.config.prefix.clone();
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    // The queue of subscriber "earlier" as an earlier version declared it.
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    let mut earlier = FieldTable::default();
+    earlier.insert("x-queue-type".into(), text("quorum"));
+    earlier.insert("x-dead-letter-exchange".into(), text(""));
+    earlier.insert(
+        "x-dead-letter-routing-key".into(),
+        text(&format!("{prefix}.dead.earlier")),
+    );
+    earlier.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(1));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(
+            format!("{prefix}.q.earlier").as_str().into(),
+            durable,
+            earlier,
+        )
+        .await
+        .unwrap();
+    let policy = r#"{"dead-letter-strategy":"at-least-once","overflow":"reject-publish"}"#;
+    let pattern = format!("^{}\\.q\\.", prefix.replace('.', "\\."));
+    node.ctl(&[
+        "set_policy",
+        "--apply-to",
+        "queues",
+        "archiver-at-least-once",
+        &pattern,
+        policy,
+    ]);
+
+    let backend: RabbitBackend = harness.connect().await;
+    let list = ListId::new("limit.lists.example.org").unwrap();
+    let mut published = Vec::new();
+    for name in ["limited", "earlier"] {
+        let name = SubscriberName::new(name).unwrap();
+        let subscription = Subscription::new(name.clone()).max_attempts(2);
+        drop(backend.subscribe(&subscription).await.unwrap());
+        let envelope = mail(&list, published.len());
+        backend.publish(&envelope).await.unwrap();
+        channel
+            .queue_delete(
+                format!("{prefix}.dead.{name}").as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+        return_until_dead_lettered(&channel, &format!("{prefix}.q.{name}")).await;
+        published.push((subscription, envelope));
+    }
+    for (subscription, envelope) in &published {
+        // The subscriber comes back: its dead-letter queue is declared again.
+        drop(backend.subscribe(subscription).await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let page = loop {
+            let page = backend
+                .dead_letter_page(&subscription.name, 10)
+                .await
+                .unwrap();
+            if page.total > 0 || Instant::now() > deadline {
+                break page;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            page.total, 1,
+            "{}: the mail was dropped at its delivery limit",
+            subscription.name
+        );
+        assert_eq!(page.letters[0].envelope.as_ref().unwrap().id, envelope.id);
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
