@@ -16,7 +16,7 @@
 //! | `<p>.unrouted` | alternate exchange (fanout) and queue: what no subscriber selects |
 //! | `<p>.q.<name>` | a durable subscriber's queue |
 //! | `<p>.dead.<name>` | its dead letters |
-//! | `<p>.retry.<name>.<ms>` | nacked messages waiting `<ms>` before going back |
+//! | `<p>.retry.<name>.<ms>.quorum` | nacked messages waiting `<ms>` before going back (`<p>.retry.<name>.<ms>` with classic queues) |
 //! | `<p>.sub.<name>` | its current selection (one message), to remove stale bindings |
 //!
 //! # Queue type
@@ -48,7 +48,7 @@
 //! # Delivery
 //!
 //! - `nack` without delay requeues (the quorum queue counts it); with a
-//!   delay, a copy waits in `<p>.retry.<name>.<ms>` (one queue per delay,
+//!   delay, a copy waits in a retry queue (one per delay,
 //!   rounded up to a power of two of ms) whose TTL dead-letters it back;
 //! - at the attempt limit, and on `reject`, a copy with the reason goes to
 //!   `<p>.dead.<name>`; listing and replay use `basic.get` on it

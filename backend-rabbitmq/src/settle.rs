@@ -135,7 +135,10 @@ impl Settle for RabbitSettle {
             self.copy_to(&queue, properties).await?;
         } else {
             let delay_ms = retry_bucket_ms(delay.as_millis().try_into().unwrap_or(u64::MAX));
-            let retry = self.shared.names.retry(&self.name, delay_ms);
+            let retry =
+                self.shared
+                    .names
+                    .retry(&self.name, delay_ms, self.shared.config.queue_type);
             declare_retry_queue(&self.channel, &self.shared, &queue, &retry, delay_ms).await?;
             self.copy_to(&retry, properties).await?;
         }

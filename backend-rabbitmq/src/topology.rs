@@ -281,7 +281,7 @@ pub(crate) async fn declare_retry_queue(
         return Ok(());
     }
     let ttl = i64::try_from(delay_ms).unwrap_or(i64::MAX);
-    let arguments = table(vec![
+    let mut arguments = vec![
         ("x-message-ttl", AMQPValue::LongLongInt(ttl)),
         ("x-dead-letter-exchange", text("")),
         ("x-dead-letter-routing-key", text(subscription_queue)),
@@ -290,9 +290,19 @@ pub(crate) async fn declare_retry_queue(
             "x-expires",
             AMQPValue::LongLongInt(ttl.saturating_mul(2).saturating_add(3_600_000)),
         ),
-    ]);
+    ];
+    if shared.config.queue_type == QueueType::Quorum {
+        // Replicated like the subscriber's queue, and handing each copy
+        // back at least once (a classic queue's expiry hands it back at
+        // most once).
+        arguments.extend([
+            ("x-queue-type", text("quorum")),
+            ("x-dead-letter-strategy", text("at-least-once")),
+            ("x-overflow", text("reject-publish")),
+        ]);
+    }
     channel
-        .queue_declare(retry.into(), durable(), arguments)
+        .queue_declare(retry.into(), durable(), table(arguments))
         .await
         .map_err(backend_error)?;
     shared.record(retry, Entity::Queue);

@@ -217,3 +217,51 @@ async fn a_mail_at_its_delivery_limit_waits_for_a_missing_dead_letter_queue() {
     }
     let _ = connection.close(200, "done".into()).await;
 }
+
+/// The queue types of this prefix's queues on the shared broker, from
+/// `rabbitmqctl list_queues` (AMQP cannot tell a queue's type).
+fn queue_types(prefix: &str) -> Vec<(String, String)> {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "type"])
+        .output()
+        .expect("rabbitmqctl runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .collect()
+}
+
+/// A nack with a delay parks a copy in a retry queue: by default a quorum
+/// queue that dead-letters it back at least once, like the subscriber's.
+#[tokio::test]
+async fn nacked_mail_waits_in_a_quorum_retry_queue() {
+    let harness = RabbitHarness::new();
+    let backend = harness.connect().await;
+    let list = ListId::new("retry.lists.example.org").unwrap();
+    let name = SubscriberName::new("retried").unwrap();
+    let mut deliveries = backend
+        .subscribe(&Subscription::new(name.clone()))
+        .await
+        .unwrap();
+    let envelope = mail(&list, 0);
+    backend.publish(&envelope).await.unwrap();
+    let first = deliveries.next().await.unwrap().unwrap();
+    first.nack(Duration::from_millis(100)).await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+        .await
+        .expect("the nacked mail comes back")
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.envelope(), again.attempt()), (&envelope, 2));
+    again.ack().await.unwrap();
+    let retry: Vec<_> = queue_types(&harness.config.prefix)
+        .into_iter()
+        .filter(|(queue, _)| queue.contains(".retry."))
+        .collect();
+    drop(deliveries);
+    harness.cleanup().await;
+    assert_eq!(retry.len(), 1, "{retry:?}");
+    assert_eq!(retry[0].1, "quorum", "{retry:?}");
+}
