@@ -37,7 +37,8 @@ pub struct RabbitConfig {
     /// messages above 128 MiB by default).
     pub max_envelope_bytes: usize,
     /// Keep messages no subscriber selects in `<prefix>.unrouted` (through
-    /// an alternate exchange) instead of failing their publish.
+    /// an alternate exchange) instead of failing their publish with the
+    /// permanent [`BackendError::Unroutable`].
     pub keep_unrouted: bool,
     /// Most messages kept in `<prefix>.unrouted`; the oldest go first.
     pub unrouted_max_length: u32,

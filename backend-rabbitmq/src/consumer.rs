@@ -168,6 +168,12 @@ async fn forward(
         delivery.redelivered,
         shared.config.queue_type,
     );
+    let origin = message::origin(
+        &delivery.properties,
+        delivery.exchange.as_str(),
+        delivery.routing_key.as_str(),
+        shared.names.exchange(),
+    );
     let settle = RabbitSettle {
         shared: Arc::clone(shared),
         channel: channel.clone(),
@@ -177,8 +183,11 @@ async fn forward(
         name: subscription.name.clone(),
         attempt,
         max_attempts: subscription.max_attempts,
+        origin,
     };
-    let envelope = match message::envelope(&settle.properties, &settle.body) {
+    let checked = message::envelope(&settle.properties, &settle.body)
+        .and_then(|envelope| message::from_origin(envelope, settle.origin.as_deref()));
+    let envelope = match checked {
         Ok(envelope) => envelope,
         Err(error) => {
             tracing::error!(subscriber = %subscription.name, %error, "malformed message dead-lettered");

@@ -1,42 +1,170 @@
 //! Dead letters: `<p>.dead.<name>` holds what a subscriber rejected or ran
-//! out of attempts on, either copied by this backend (with
-//! `x-archiver-dead-*` headers) or dead-lettered by the broker itself at
-//! the quorum queue's delivery limit (with its `x-death` header). Listing
-//! takes them with `basic.get` and puts them all back; replay republishes
-//! the chosen ones into the subscriber's queue with attempts reset.
+//! out of attempts on, either copied by this backend (with the `dead-*`
+//! and `origin` headers every backend uses, `docs/wire-format.md`) or
+//! dead-lettered by the broker itself at the quorum queue's delivery limit
+//! (with its `x-death` header). Every message is listed, malformed ones
+//! too; listing takes them with `basic.get` and puts them all back, so a
+//! page is the first `limit` of them and the total, and cannot start
+//! further on. Replay republishes the chosen valid ones into the
+//! subscriber's queue with attempts reset; malformed ones are only purged.
 
-use archiver_core::{BackendError, DeadLetter, Replay, SubscriberName};
+use archiver_core::wire::WireError;
+use archiver_core::{BackendError, DeadLetter, Envelope, Replay, SubscriberName};
 use chrono::{DateTime, Utc};
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
-use lapin::types::AMQPValue;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Confirmation, ErrorKind};
 
 use crate::Shared;
 use crate::error::backend_error;
-use crate::message::{self, DEAD_AT, DEAD_ATTEMPTS, DEAD_REASON, PRIOR_ATTEMPTS, X_DEATH};
+use crate::message::{
+    self, DEAD_AT, DEAD_ATTEMPTS, DEAD_REASON, LEGACY_DEAD, ORIGIN, PRIOR_ATTEMPTS, X_DEATH,
+};
+use crate::topology::text;
 
-/// Every message of the dead-letter queue, held unacknowledged on `channel`
-/// until it is closed or they are settled.
-async fn take_all(
+/// Reasons of dead letters that are not (trustworthy) envelopes start so.
+const MALFORMED: &str = "malformed";
+
+/// One message of a subscriber's dead-letter queue as it is, valid
+/// envelope or not, so an operator sees every dead letter.
+#[derive(Debug, Clone)]
+pub struct RawDeadLetter {
+    /// Every header, its value as text (numbers in decimal, tables and
+    /// arrays as debug text).
+    pub headers: Vec<(String, String)>,
+    /// The body as it is.
+    pub body: bytes::Bytes,
+    /// Why it was dead-lettered; `malformed: ...` for a message that is not
+    /// a valid envelope or not from where it claims.
+    pub reason: String,
+    /// Deliveries it had.
+    pub attempts: u32,
+    /// When it was dead-lettered, if recorded.
+    pub dead_at: Option<DateTime<Utc>>,
+    /// The routing key it was first published with, if known.
+    pub origin: Option<String>,
+    /// The envelope, or why the message is not one.
+    pub envelope: Result<Envelope, WireError>,
+}
+
+impl RawDeadLetter {
+    fn of(shared: &Shared, message: &lapin::message::Delivery) -> Self {
+        let properties = &message.properties;
+        // This version's name, else the one earlier versions wrote.
+        let header = |name: &str, legacy: &str| {
+            message::header_text(properties, name)
+                .or_else(|| message::header_text(properties, legacy))
+        };
+        let death = first_death(properties);
+        let reason = header(DEAD_REASON, LEGACY_DEAD[0])
+            .or_else(|| {
+                death
+                    .as_ref()
+                    .map(|(reason, _)| format!("dead-lettered by the broker: {reason}"))
+            })
+            .unwrap_or_default();
+        let dead_at = header(DEAD_AT, LEGACY_DEAD[2])
+            .and_then(|t| {
+                DateTime::parse_from_rfc3339(&t)
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc))
+            })
+            .or_else(|| death.and_then(|(_, at)| DateTime::from_timestamp(at as i64, 0)));
+        let attempts = header(DEAD_ATTEMPTS, LEGACY_DEAD[1])
+            .and_then(|n| n.parse().ok())
+            .or_else(|| message::header_number(properties, DEAD_ATTEMPTS))
+            .or_else(|| message::header_number(properties, LEGACY_DEAD[1]))
+            .unwrap_or_else(|| {
+                u64::from(message::attempt(
+                    properties,
+                    message.redelivered,
+                    crate::QueueType::Quorum,
+                ))
+            });
+        let origin = message::origin(
+            properties,
+            message.exchange.as_str(),
+            message.routing_key.as_str(),
+            shared.names.exchange(),
+        );
+        Self {
+            headers: properties
+                .headers()
+                .iter()
+                .flat_map(FieldTable::inner)
+                .map(|(name, value)| (name.as_str().to_owned(), display(value)))
+                .collect(),
+            body: bytes::Bytes::copy_from_slice(&message.data),
+            reason,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            dead_at,
+            origin,
+            envelope: message::envelope(properties, &message.data),
+        }
+    }
+
+    /// Not a valid envelope, or not from where it claims: never replayed.
+    pub fn is_malformed(&self) -> bool {
+        self.envelope.is_err() || self.reason.starts_with(MALFORMED)
+    }
+
+    fn dead_letter(&self) -> Option<DeadLetter> {
+        Some(DeadLetter {
+            envelope: self.envelope.clone().ok()?,
+            attempts: self.attempts,
+            reason: self.reason.clone(),
+            dead_at: self.dead_at.unwrap_or_else(Utc::now),
+        })
+    }
+}
+
+/// The first `limit` dead letters, oldest first, and how many there are.
+#[derive(Debug, Clone)]
+pub struct DeadLetterPage {
+    /// Up to `limit` dead letters.
+    pub letters: Vec<RawDeadLetter>,
+    /// How many the queue holds (ready, not held by another reader).
+    pub total: u32,
+}
+
+fn display(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::Timestamp(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Up to `limit` messages of the dead-letter queue, held unacknowledged on
+/// `channel` until it is closed or they are settled.
+async fn take(
     channel: &Channel,
     queue: &str,
+    limit: usize,
 ) -> Result<Vec<lapin::message::Delivery>, BackendError> {
     let mut messages = Vec::new();
-    loop {
+    while messages.len() < limit {
         match channel
             .basic_get(queue.into(), BasicGetOptions::default())
             .await
         {
             Ok(Some(message)) => messages.push(message.delivery),
-            Ok(None) => return Ok(messages),
+            Ok(None) => break,
             // A subscriber that never subscribed has no dead-letter queue.
-            Err(error) if matches!(error.kind(), ErrorKind::ProtocolError(e) if e.get_id() == 404) =>
-            {
-                return Ok(messages);
-            }
+            Err(error) if is_not_found(&error) => break,
             Err(error) => return Err(backend_error(error)),
         }
     }
+    Ok(messages)
+}
+
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), ErrorKind::ProtocolError(e) if e.get_id() == 404)
 }
 
 /// Puts messages back, in order.
@@ -51,59 +179,53 @@ async fn give_back(messages: &[lapin::message::Delivery]) -> Result<(), BackendE
     Ok(())
 }
 
+/// The first `limit` dead letters and the total (a passive declare).
+pub(crate) async fn page(
+    shared: &Shared,
+    name: &SubscriberName,
+    limit: usize,
+) -> Result<DeadLetterPage, BackendError> {
+    let queue = shared.names.dead(name);
+    let channel = shared.new_channel(false).await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let total = match channel
+        .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(declared) => declared.message_count(),
+        Err(error) if is_not_found(&error) => {
+            return Ok(DeadLetterPage {
+                letters: Vec::new(),
+                total: 0,
+            });
+        }
+        Err(error) => return Err(backend_error(error)),
+    };
+    let messages = take(&channel, &queue, limit).await?;
+    let letters = messages
+        .iter()
+        .map(|m| RawDeadLetter::of(shared, m))
+        .collect();
+    give_back(&messages).await?;
+    let _ = channel.close(200, "listed".into()).await;
+    Ok(DeadLetterPage { letters, total })
+}
+
+/// The dead letters that are envelopes, oldest first.
 pub(crate) async fn list(
     shared: &Shared,
     name: &SubscriberName,
 ) -> Result<Vec<DeadLetter>, BackendError> {
-    let channel = shared.new_channel(false).await?;
-    let messages = take_all(&channel, &shared.names.dead(name)).await?;
-    let letters = messages
+    Ok(page(shared, name, usize::MAX)
+        .await?
+        .letters
         .iter()
-        .filter_map(|m| dead_letter(name, m))
-        .collect();
-    give_back(&messages).await?;
-    let _ = channel.close(200, "listed".into()).await;
-    Ok(letters)
-}
-
-fn dead_letter(name: &SubscriberName, message: &lapin::message::Delivery) -> Option<DeadLetter> {
-    let properties = &message.properties;
-    let envelope = match message::envelope(properties, &message.data) {
-        Ok(envelope) => envelope,
-        Err(error) => {
-            tracing::warn!(subscriber = %name, %error, "a dead letter is not a valid envelope; left in the queue");
-            return None;
-        }
-    };
-    let death = first_death(properties);
-    let reason = message::header_text(properties, DEAD_REASON)
-        .or_else(|| {
-            death
-                .as_ref()
-                .map(|(reason, _)| format!("dead-lettered by the broker: {reason}"))
-        })
-        .unwrap_or_default();
-    let dead_at = message::header_text(properties, DEAD_AT)
-        .and_then(|t| {
-            DateTime::parse_from_rfc3339(&t)
-                .ok()
-                .map(|t| t.with_timezone(&Utc))
-        })
-        .or_else(|| death.and_then(|(_, at)| DateTime::from_timestamp(at as i64, 0)))
-        .unwrap_or_else(Utc::now);
-    let attempts = message::header_number(properties, DEAD_ATTEMPTS).unwrap_or_else(|| {
-        u64::from(message::attempt(
-            properties,
-            message.redelivered,
-            crate::QueueType::Quorum,
-        ))
-    });
-    Some(DeadLetter {
-        envelope,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        reason,
-        dead_at,
-    })
+        .filter_map(RawDeadLetter::dead_letter)
+        .collect())
 }
 
 /// The reason and time of the broker's first dead-lettering, from `x-death`.
@@ -111,7 +233,7 @@ fn first_death(properties: &lapin::BasicProperties) -> Option<(String, u64)> {
     let AMQPValue::FieldArray(deaths) = properties.headers().as_ref()?.inner().get(X_DEATH)? else {
         return None;
     };
-    let AMQPValue::FieldTable(death) = deaths.as_slice().first()? else {
+    let AMQPValue::FieldTable(death) = deaths.as_slice().last()? else {
         return None;
     };
     let reason = match death.inner().get("reason")? {
@@ -126,36 +248,78 @@ fn first_death(properties: &lapin::BasicProperties) -> Option<(String, u64)> {
     Some((reason, at))
 }
 
+/// Deletes the malformed dead letters; returns how many.
+pub(crate) async fn purge_malformed(
+    shared: &Shared,
+    name: &SubscriberName,
+) -> Result<usize, BackendError> {
+    let channel = shared.new_channel(false).await?;
+    let messages = take(&channel, &shared.names.dead(name), usize::MAX).await?;
+    let mut kept = Vec::new();
+    let mut count = 0;
+    for message in messages {
+        if RawDeadLetter::of(shared, &message).is_malformed() {
+            message
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(backend_error)?;
+            count += 1;
+        } else {
+            kept.push(message);
+        }
+    }
+    give_back(&kept).await?;
+    let _ = channel.close(200, "purged".into()).await;
+    Ok(count)
+}
+
 pub(crate) async fn replay(
     shared: &Shared,
     name: &SubscriberName,
     which: &Replay,
 ) -> Result<usize, BackendError> {
     let channel = shared.new_channel(true).await?;
-    let messages = take_all(&channel, &shared.names.dead(name)).await?;
+    let messages = take(&channel, &shared.names.dead(name), usize::MAX).await?;
     let queue = shared.names.queue(name);
     let mut kept = Vec::new();
     let mut count = 0;
     for message in messages {
-        let covered = message::envelope(&message.properties, &message.data)
-            .is_ok_and(|e| which.covers(&e.id));
-        if !covered {
+        let letter = RawDeadLetter::of(shared, &message);
+        let Ok(envelope) = &letter.envelope else {
+            kept.push(message);
+            continue;
+        };
+        if !which.covers(&envelope.id) {
             kept.push(message);
             continue;
         }
+        if letter.is_malformed() {
+            tracing::warn!(subscriber = %name, envelope_id = %envelope.id, reason = letter.reason, "a malformed dead letter is not replayed");
+            kept.push(message);
+            continue;
+        }
+        let origin = letter
+            .origin
+            .clone()
+            .unwrap_or_else(|| crate::names::Names::routing_key(envelope));
         let properties = message::rewrite(
             &message.properties,
-            vec![],
+            vec![(ORIGIN, text(&origin))],
             &[
-                DEAD_REASON,
-                DEAD_ATTEMPTS,
-                DEAD_AT,
-                PRIOR_ATTEMPTS,
-                X_DEATH,
-                "x-first-death-reason",
-                "x-first-death-queue",
-                "x-first-death-exchange",
-            ],
+                &[
+                    DEAD_REASON,
+                    DEAD_ATTEMPTS,
+                    DEAD_AT,
+                    PRIOR_ATTEMPTS,
+                    X_DEATH,
+                    "x-first-death-reason",
+                    "x-first-death-queue",
+                    "x-first-death-exchange",
+                ],
+                &LEGACY_DEAD[..],
+            ]
+            .concat(),
         );
         let options = BasicPublishOptions {
             mandatory: true,

@@ -16,7 +16,7 @@
 //! | `<p>.unrouted` | alternate exchange (fanout) and queue: what no subscriber selects |
 //! | `<p>.q.<name>` | a durable subscriber's queue |
 //! | `<p>.dead.<name>` | its dead letters |
-//! | `<p>.retry.<name>.<ms>` | nacked messages waiting `<ms>` before going back |
+//! | `<p>.retry.<name>.<ms>.quorum` | nacked messages waiting `<ms>` before going back (`<p>.retry.<name>.<ms>` with classic queues) |
 //! | `<p>.sub.<name>` | its current selection (one message), to remove stale bindings |
 //!
 //! # Queue type
@@ -27,13 +27,36 @@
 //! themselves. Classic durable queues ([`QueueType::Classic`]) are lighter
 //! on a single node but count no deliveries.
 //!
+//! A subscriber's quorum queue dead-letters at least once
+//! (`x-dead-letter-strategy: at-least-once`, which needs `x-overflow:
+//! reject-publish`): a message reaching the delivery limit while
+//! `<p>.dead.<name>` is missing or refusing stays in the broker until that
+//! queue takes it, instead of being dropped. Queue arguments cannot change,
+//! so queues declared by an earlier version (without these arguments) are
+//! kept as they are and get the same behaviour from a policy (RabbitMQ
+//! 3.10+; the queue's own arguments still win, so it changes nothing
+//! else), for the default prefix `archiver`:
+//!
+//! ```text
+//! rabbitmqctl set_policy --apply-to queues archiver-at-least-once '^archiver\.q\.' \
+//!     '{"dead-letter-strategy":"at-least-once","overflow":"reject-publish"}'
+//! ```
+//!
+//! (A queue takes one policy, the highest priority one that matches: merge
+//! these two keys into a policy already applying to these queues.)
+//!
 //! # Delivery
 //!
 //! - `nack` without delay requeues (the quorum queue counts it); with a
-//!   delay, a copy waits in `<p>.retry.<name>.<ms>` (one queue per delay,
+//!   delay, a copy waits in a retry queue (one per delay,
 //!   rounded up to a power of two of ms) whose TTL dead-letters it back;
 //! - at the attempt limit, and on `reject`, a copy with the reason goes to
-//!   `<p>.dead.<name>`; listing and replay use `basic.get` on it;
+//!   `<p>.dead.<name>`; listing and replay use `basic.get` on it
+//!   ([`RabbitBackend::dead_letter_page`]: the first `limit`, malformed
+//!   ones too, and the total);
+//! - a message whose kind and list id are not those of the routing key it
+//!   was first published with (its own, or the `origin` header on copies)
+//!   is dead-lettered as malformed, never delivered;
 //! - every copy is confirmed before the original is acknowledged;
 //! - a consumer that vanishes: the broker requeues what it held.
 //!
@@ -41,8 +64,10 @@
 //!
 //! `publish` returns Ok once the broker confirmed the message (publisher
 //! confirm): routed to every bound queue and, for durable queues, written
-//! (fsynced for quorum queues). A nack, or a message no queue takes while
-//! [`RabbitConfig::keep_unrouted`] is off, is an error. With it on (the
+//! (fsynced for quorum queues). A nack is a (transient) error; a message no
+//! queue takes while [`RabbitConfig::keep_unrouted`] is off is
+//! [`BackendError::Unroutable`], which is not transient: a spool sets it
+//! aside instead of retrying it. With it on (the
 //! default), messages no subscriber selects go to `<p>.unrouted` through
 //! the exchange's alternate exchange instead of being lost.
 //!
@@ -83,6 +108,7 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{QueueType, RabbitConfig};
+pub use dead_letters::{DeadLetterPage, RawDeadLetter};
 
 use error::backend_error;
 use link::Link;
@@ -198,6 +224,31 @@ impl RabbitBackend {
     /// The configuration in force.
     pub fn config(&self) -> &RabbitConfig {
         &self.shared.config
+    }
+
+    /// The subscriber's first `limit` dead letters, oldest first, malformed
+    /// ones included as they are, and how many the queue holds (from a
+    /// passive declare). An AMQP queue can only be read from its head, so
+    /// listing cannot start further on: past the first `limit`, replay or
+    /// purge the ones seen, or raise `limit`.
+    pub async fn dead_letter_page(
+        &self,
+        name: &SubscriberName,
+        limit: usize,
+    ) -> Result<DeadLetterPage, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::page(&self.shared, name, limit).await
+    }
+
+    /// Deletes the subscriber's malformed dead letters (those
+    /// [`RawDeadLetter::is_malformed`] says), which replay never puts back;
+    /// returns how many.
+    pub async fn purge_malformed_dead_letters(
+        &self,
+        name: &SubscriberName,
+    ) -> Result<usize, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::purge_malformed(&self.shared, name).await
     }
 
     /// Deletes every exchange and queue this client declared (for tests and

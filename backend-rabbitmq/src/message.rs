@@ -13,12 +13,25 @@ use crate::config::QueueType;
 
 /// Deliveries before this copy (set on retry copies; absent means 0).
 pub(crate) const PRIOR_ATTEMPTS: &str = "x-archiver-attempts";
-/// Why a dead letter is dead.
-pub(crate) const DEAD_REASON: &str = "x-archiver-dead-reason";
+/// Why a dead letter is dead (the names every backend uses,
+/// `docs/wire-format.md`).
+pub(crate) const DEAD_REASON: &str = "dead-reason";
 /// Deliveries a dead letter had.
-pub(crate) const DEAD_ATTEMPTS: &str = "x-archiver-dead-attempts";
+pub(crate) const DEAD_ATTEMPTS: &str = "dead-attempts";
 /// When it was dead-lettered (RFC 3339).
-pub(crate) const DEAD_AT: &str = "x-archiver-dead-at";
+pub(crate) const DEAD_AT: &str = "dead-at";
+/// The routing key the envelope was first published with, written on every
+/// copy this backend makes (retries, dead letters, replays): a copy reaches
+/// its queue through the default exchange, so its own routing key no
+/// longer says where it came from.
+pub(crate) const ORIGIN: &str = "origin";
+/// What earlier versions named the reason, attempts and time headers; read,
+/// never written.
+pub(crate) const LEGACY_DEAD: [&str; 3] = [
+    "x-archiver-dead-reason",
+    "x-archiver-dead-attempts",
+    "x-archiver-dead-at",
+];
 /// Quorum queues' count of earlier returns of this message.
 const DELIVERY_COUNT: &str = "x-delivery-count";
 /// The broker's own dead-lettering record.
@@ -100,6 +113,59 @@ pub(crate) fn header_number(properties: &BasicProperties, name: &str) -> Option<
         .inner()
         .get(name)
         .and_then(number)
+}
+
+/// The routing key the message was first published with. A delivery
+/// through the topic exchange is its own proof (a header claiming other
+/// provenance is ignored); a copy (through the default exchange, or
+/// dead-lettered by the broker) carries the `origin` header this backend
+/// wrote, or else `x-death`'s first death through the topic exchange.
+/// `None` for a copy of an earlier version, which wrote neither.
+pub(crate) fn origin(
+    properties: &BasicProperties,
+    exchange: &str,
+    routing_key: &str,
+    topic_exchange: &str,
+) -> Option<String> {
+    if exchange == topic_exchange {
+        return Some(routing_key.to_owned());
+    }
+    header_text(properties, ORIGIN).or_else(|| first_death_routing_key(properties, topic_exchange))
+}
+
+/// The first routing key of the oldest `x-death` entry (the list is newest
+/// first) when that death was of a message published to `topic_exchange`.
+fn first_death_routing_key(properties: &BasicProperties, topic_exchange: &str) -> Option<String> {
+    let AMQPValue::FieldArray(deaths) = properties.headers().as_ref()?.inner().get(X_DEATH)? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(death) = deaths.as_slice().last()? else {
+        return None;
+    };
+    if death.inner().get("exchange").and_then(text).as_deref() != Some(topic_exchange) {
+        return None;
+    }
+    let AMQPValue::FieldArray(keys) = death.inner().get("routing-keys")? else {
+        return None;
+    };
+    keys.as_slice().first().and_then(text)
+}
+
+/// The envelope, if its kind and list id are those of the routing key it
+/// was first published with (when that is known).
+pub(crate) fn from_origin(envelope: Envelope, origin: Option<&str>) -> Result<Envelope, WireError> {
+    let expected = crate::names::Names::routing_key(&envelope);
+    match origin {
+        Some(origin) if origin != expected => Err(WireError::Invalid {
+            field: "list-id",
+            reason: format!(
+                "{} {} was published with routing key {origin}",
+                envelope.kind.as_str(),
+                envelope.list_id
+            ),
+        }),
+        _ => Ok(envelope),
+    }
 }
 
 /// The attempt this delivery is: deliveries of earlier copies, plus the

@@ -6,7 +6,7 @@
 //! | `<p>.unrouted` | alternate exchange (fanout) and queue: what no subscriber selects |
 //! | `<p>.q.<name>` | a durable subscriber's queue |
 //! | `<p>.dead.<name>` | its dead letters |
-//! | `<p>.retry.<name>.<ms>` | nacked messages waiting `<ms>` to go back to `<p>.q.<name>` |
+//! | `<p>.retry.<name>.<ms>.quorum` | nacked messages waiting `<ms>` to go back to `<p>.q.<name>` (`<p>.retry.<name>.<ms>` with classic queues) |
 //! | `<p>.sub.<name>` | its current selection (one message), to replace stale bindings |
 //!
 //! Routing keys are `<kind>.<list-id>` (`mail.dev.lists.example.org`); a
@@ -15,6 +15,8 @@
 //! `ListPattern`.
 
 use archiver_core::{Envelope, Selection, SubscriberName};
+
+use crate::config::QueueType;
 
 /// Names under one prefix.
 #[derive(Debug, Clone)]
@@ -45,8 +47,13 @@ impl Names {
         format!("{}.dead.{name}", self.prefix)
     }
 
-    pub(crate) fn retry(&self, name: &SubscriberName, delay_ms: u64) -> String {
-        format!("{}.retry.{name}.{delay_ms}", self.prefix)
+    /// A retry queue's name; quorum ones are named apart, since an earlier
+    /// version's classic queue of the same delay cannot change type.
+    pub(crate) fn retry(&self, name: &SubscriberName, delay_ms: u64, kind: QueueType) -> String {
+        match kind {
+            QueueType::Quorum => format!("{}.retry.{name}.{delay_ms}.quorum", self.prefix),
+            QueueType::Classic => format!("{}.retry.{name}.{delay_ms}", self.prefix),
+        }
     }
 
     pub(crate) fn registry(&self, name: &SubscriberName) -> String {

@@ -38,8 +38,8 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
             tracing::debug!(envelope_id = %envelope.id, %routing_key, "published");
             Ok(())
         }
-        Ok(Confirmation::Ack(Some(_))) => Err(BackendError::Broker(format!(
-            "unroutable: no subscriber selects {} of list {} (keep_unrouted is off)",
+        Ok(Confirmation::Ack(Some(_))) => Err(BackendError::Unroutable(format!(
+            "no subscriber selects {} of list {} (keep_unrouted is off)",
             envelope.kind.as_str(),
             envelope.list_id
         ))),

@@ -16,7 +16,9 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use crate::Shared;
 use crate::config::QueueType;
 use crate::error::backend_error;
-use crate::message::{DEAD_AT, DEAD_ATTEMPTS, DEAD_REASON, PRIOR_ATTEMPTS, X_DEATH, rewrite};
+use crate::message::{
+    DEAD_AT, DEAD_ATTEMPTS, DEAD_REASON, LEGACY_DEAD, ORIGIN, PRIOR_ATTEMPTS, X_DEATH, rewrite,
+};
 use crate::names::retry_bucket_ms;
 use crate::topology::{declare_retry_queue, text};
 
@@ -31,11 +33,18 @@ pub(crate) struct RabbitSettle {
     pub(crate) name: SubscriberName,
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
+    /// The routing key it was first published with, written on its copies.
+    pub(crate) origin: Option<String>,
 }
 
 impl RabbitSettle {
-    /// Publishes a copy straight into a queue and waits for the confirm.
+    /// Publishes a copy straight into a queue, with its origin, and waits
+    /// for the confirm.
     async fn copy_to(&self, queue: &str, properties: BasicProperties) -> Result<(), BackendError> {
+        let properties = match &self.origin {
+            Some(origin) => rewrite(&properties, vec![(ORIGIN, text(origin))], &[]),
+            None => properties,
+        };
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
@@ -79,7 +88,11 @@ impl RabbitSettle {
         ];
         self.copy_to(
             &dead,
-            rewrite(&self.properties, headers, &[PRIOR_ATTEMPTS, X_DEATH]),
+            rewrite(
+                &self.properties,
+                headers,
+                &[&[PRIOR_ATTEMPTS, X_DEATH], &LEGACY_DEAD[..]].concat(),
+            ),
         )
         .await?;
         tracing::info!(subscriber = %self.name, attempts = self.attempt, reason, "dead-lettered");
@@ -122,7 +135,10 @@ impl Settle for RabbitSettle {
             self.copy_to(&queue, properties).await?;
         } else {
             let delay_ms = retry_bucket_ms(delay.as_millis().try_into().unwrap_or(u64::MAX));
-            let retry = self.shared.names.retry(&self.name, delay_ms);
+            let retry =
+                self.shared
+                    .names
+                    .retry(&self.name, delay_ms, self.shared.config.queue_type);
             declare_retry_queue(&self.channel, &self.shared, &queue, &retry, delay_ms).await?;
             self.copy_to(&retry, properties).await?;
         }

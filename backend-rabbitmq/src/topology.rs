@@ -118,10 +118,10 @@ pub(crate) async fn declare_subscriber(
     let mut channel = confirm_channel(connection).await?;
     declare_exchanges(&channel, shared).await?;
     let dead = names.dead(name);
-    channel
-        .queue_declare(dead.as_str().into(), durable(), FieldTable::default())
-        .await
-        .map_err(backend_error)?;
+    // A classic durable queue: listing takes its messages and puts them
+    // back where they were (a quorum queue would move them to its end and
+    // count each listing as a delivery).
+    channel = declare_or_keep(connection, channel, &dead, vec![]).await?;
     shared.record(&dead, Entity::Queue);
 
     let queue = names.queue(name);
@@ -135,38 +135,59 @@ pub(crate) async fn declare_subscriber(
             // Returned more often than this, the broker dead-letters it.
             let limit = i64::from(subscription.max_attempts.saturating_sub(1));
             arguments.push(("x-delivery-limit", AMQPValue::LongLongInt(limit)));
+            // The broker keeps what it dead-letters until the dead-letter
+            // queue confirms it (at-most-once, the default, drops it when
+            // that queue is missing or refuses); RabbitMQ needs
+            // reject-publish overflow for it.
+            arguments.push(("x-dead-letter-strategy", text("at-least-once")));
+            arguments.push(("x-overflow", text("reject-publish")));
         }
         QueueType::Classic => arguments.push(("x-queue-type", text("classic"))),
     }
-    match channel
-        .queue_declare(queue.as_str().into(), durable(), table(arguments))
-        .await
-    {
-        Ok(_) => {}
-        Err(error) if is_precondition_failed(&error) => {
-            tracing::warn!(
-                queue,
-                "the queue exists with other arguments (queue type or attempt limit); keeping it as it is"
-            );
-            channel = confirm_channel(connection).await?;
-            let passive = QueueDeclareOptions {
-                passive: true,
-                ..durable()
-            };
-            channel
-                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-                .await
-                .map_err(backend_error)?;
-        }
-        Err(error) => return Err(backend_error(error)),
-    }
+    channel = declare_or_keep(connection, channel, &queue, arguments).await?;
     shared.record(&queue, Entity::Queue);
     rebind(&channel, shared, subscription, &queue).await?;
     Ok(channel)
 }
 
-/// Binds the selection's keys and removes bindings an earlier selection of
-/// this subscriber left, which `<p>.sub.<name>` remembers (RabbitMQ cannot
+/// Declares a durable queue with `arguments`; when it exists with other
+/// ones (declared by an earlier version, or another queue type), keeps it
+/// as it is. Returns a usable channel: a refused declaration closes one.
+async fn declare_or_keep(
+    connection: &Connection,
+    channel: Channel,
+    queue: &str,
+    arguments: Vec<(&str, AMQPValue)>,
+) -> Result<Channel, BackendError> {
+    match channel
+        .queue_declare(queue.into(), durable(), table(arguments))
+        .await
+    {
+        Ok(_) => Ok(channel),
+        Err(error) if is_precondition_failed(&error) => {
+            tracing::warn!(
+                queue,
+                "the queue exists with other arguments (queue type, attempt limit, or an earlier version's \
+                 dead-lettering); keeping it as it is (see the crate docs for the policy that gives an \
+                 earlier version's quorum queue at-least-once dead-lettering)"
+            );
+            let channel = confirm_channel(connection).await?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..durable()
+            };
+            channel
+                .queue_declare(queue.into(), passive, FieldTable::default())
+                .await
+                .map_err(backend_error)?;
+            Ok(channel)
+        }
+        Err(error) => Err(backend_error(error)),
+    }
+}
+
+/// Binds the selection's keys, then removes bindings an earlier selection
+/// of this subscriber left, which `<p>.sub.<name>` remembers (RabbitMQ cannot
 /// list bindings over AMQP).
 async fn rebind(
     channel: &Channel,
@@ -197,17 +218,9 @@ async fn rebind(
     let new: BTreeSet<String> = Names::binding_keys(&subscription.selection)
         .into_iter()
         .collect();
-    for key in old.difference(&new) {
-        channel
-            .queue_unbind(
-                queue.into(),
-                names.exchange().into(),
-                key.as_str().into(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend_error)?;
-    }
+    // Every new key is bound before any old one goes: a list selected by
+    // both (through a pattern before, its exact id now, or the reverse)
+    // is routed to the queue at every moment.
     for key in &new {
         channel
             .queue_bind(
@@ -215,6 +228,17 @@ async fn rebind(
                 names.exchange().into(),
                 key.as_str().into(),
                 QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend_error)?;
+    }
+    for key in old.difference(&new) {
+        channel
+            .queue_unbind(
+                queue.into(),
+                names.exchange().into(),
+                key.as_str().into(),
                 FieldTable::default(),
             )
             .await
@@ -257,7 +281,7 @@ pub(crate) async fn declare_retry_queue(
         return Ok(());
     }
     let ttl = i64::try_from(delay_ms).unwrap_or(i64::MAX);
-    let arguments = table(vec![
+    let mut arguments = vec![
         ("x-message-ttl", AMQPValue::LongLongInt(ttl)),
         ("x-dead-letter-exchange", text("")),
         ("x-dead-letter-routing-key", text(subscription_queue)),
@@ -266,9 +290,19 @@ pub(crate) async fn declare_retry_queue(
             "x-expires",
             AMQPValue::LongLongInt(ttl.saturating_mul(2).saturating_add(3_600_000)),
         ),
-    ]);
+    ];
+    if shared.config.queue_type == QueueType::Quorum {
+        // Replicated like the subscriber's queue, and handing each copy
+        // back at least once (a classic queue's expiry hands it back at
+        // most once).
+        arguments.extend([
+            ("x-queue-type", text("quorum")),
+            ("x-dead-letter-strategy", text("at-least-once")),
+            ("x-overflow", text("reject-publish")),
+        ]);
+    }
     channel
-        .queue_declare(retry.into(), durable(), arguments)
+        .queue_declare(retry.into(), durable(), table(arguments))
         .await
         .map_err(backend_error)?;
     shared.record(retry, Entity::Queue);

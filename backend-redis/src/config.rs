@@ -66,6 +66,12 @@ pub struct RedisConfig {
     /// PEM file of the CA that signed the server's certificate, for
     /// `rediss://` to a server whose CA is not in the system's trust store.
     pub tls_ca_file: Option<PathBuf>,
+    /// This process instance's consumer name within every group it reads.
+    /// Stable across restarts, so a restarted instance is the same consumer
+    /// and consumers do not pile up; instances sharing one (two on a host
+    /// with the default) still compete safely, as entries are claimed by
+    /// idle time, never by consumer name. Default: the host name.
+    pub consumer_name: String,
 }
 
 impl RedisConfig {
@@ -83,6 +89,7 @@ impl RedisConfig {
             retention_interval: Duration::from_secs(10),
             retention_min_age: Duration::from_secs(60),
             tls_ca_file: None,
+            consumer_name: default_consumer_name(),
         }
     }
 
@@ -136,6 +143,13 @@ impl RedisConfig {
         self
     }
 
+    /// Sets this instance's consumer name (e.g. `archive-2` for the second
+    /// instance on one host).
+    pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.consumer_name = name.into();
+        self
+    }
+
     /// Sets the age below which entries are never trimmed.
     pub fn retention_min_age(mut self, age: Duration) -> Self {
         self.retention_min_age = age;
@@ -151,6 +165,12 @@ impl RedisConfig {
                 "{}: scheme {:?} is not redis, rediss or redis+unix",
                 redact(&self.url),
                 url.scheme()
+            )));
+        }
+        if self.consumer_name.is_empty() || self.consumer_name.contains(char::is_whitespace) {
+            return Err(BackendError::InvalidUrl(format!(
+                "consumer name {:?} must be non-empty without spaces",
+                self.consumer_name
             )));
         }
         if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
@@ -174,6 +194,16 @@ impl RedisConfig {
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
     }
+}
+
+/// The host's name (`HOSTNAME`, else `/etc/hostname`), else `archiver`.
+fn default_consumer_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().replace(char::is_whitespace, "-"))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "archiver".into())
 }
 
 #[cfg(test)]

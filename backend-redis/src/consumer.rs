@@ -11,8 +11,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use archiver_core::wire::WireError;
 use archiver_core::{
-    BackendError, Backoff, Deliveries, Delivery, SubscriberName, Subscription,
+    BackendError, Backoff, Deliveries, Delivery, Envelope, SubscriberName, Subscription,
     attempt_limit_reached,
 };
 use chrono::{DateTime, Utc};
@@ -24,9 +25,10 @@ use tokio::time::Instant;
 
 use crate::Shared;
 use crate::connection::{self, run_id};
-use crate::dead_letters::{PendingRef, bury};
+use crate::dead_letters::{ORIGIN, PendingRef, bury};
 use crate::entry::{Entry, EntryId, entries, int, items, streams, text};
 use crate::error::{backend_error, is_busy_group, is_no_group};
+use crate::keys::Keys;
 use crate::registry::{self, SubscriberRecord};
 use crate::retention;
 use crate::settle::RedisSettle;
@@ -55,7 +57,7 @@ pub(crate) async fn subscribe(
         shared: Arc::clone(shared),
         read_conn,
         name: subscription.name.clone(),
-        consumer: format!("c-{}", uuid::Uuid::now_v7().simple()),
+        consumer: shared.config.consumer_name.clone(),
         run_id: run_id(&mut conn).await.map_err(backend_error)?,
         record,
         groups: Vec::new(),
@@ -415,7 +417,17 @@ impl Consumer {
             delete_after: stream == self.replay,
         };
         let conn = &mut self.shared.conn.clone();
-        let envelope = match entry.envelope() {
+        // Where the entry came from: the list stream it is in, or for a
+        // replayed copy the stream its dead letter recorded.
+        let origin = if pending.delete_after {
+            entry.text(ORIGIN)
+        } else {
+            Some(stream)
+        };
+        let checked = entry
+            .envelope()
+            .and_then(|envelope| from_origin(&self.shared.keys, envelope, origin));
+        let envelope = match checked {
             Ok(envelope) => envelope,
             Err(error) => {
                 tracing::error!(subscriber = %self.name, stream, entry_id = %entry.id, %error, "malformed entry dead-lettered");
@@ -424,6 +436,7 @@ impl Consumer {
                     &self.shared.keys,
                     &pending,
                     &entry.fields,
+                    origin,
                     attempt,
                     &format!("malformed: {error}"),
                 )
@@ -442,6 +455,7 @@ impl Consumer {
                 &self.shared.keys,
                 &pending,
                 &fields,
+                origin,
                 attempt - 1,
                 &reason,
             )
@@ -503,6 +517,29 @@ impl Consumer {
         self.discover().await?;
         Ok(Step::Continue)
     }
+}
+
+/// The envelope, if its kind and list id are those of the stream it came
+/// from: an XADD into one list's stream claiming another list's id (a
+/// public list's stream carrying a private list's mail) is malformed.
+fn from_origin(
+    keys: &Keys,
+    envelope: Envelope,
+    origin: Option<&str>,
+) -> Result<Envelope, WireError> {
+    let expected = keys.stream(envelope.kind, &envelope.list_id);
+    if origin == Some(expected.as_str()) {
+        return Ok(envelope);
+    }
+    Err(WireError::Invalid {
+        field: "list-id",
+        reason: format!(
+            "{} {} does not belong in {}",
+            envelope.kind.as_str(),
+            envelope.list_id,
+            origin.unwrap_or("a stream it does not name (no origin)")
+        ),
+    })
 }
 
 /// Creates a consumer group (and its stream) unless it exists.

@@ -6,8 +6,8 @@
 //! | `<p>:stream:<kind>:<list-id>` | stream | the envelopes of one list and kind |
 //! | `<p>:subscribers` | hash | subscriber name → its selection and creation time (JSON) |
 //! | `<p>:delayed:<name>` | sorted set | nacked entries (`<stream>\n<id>`) by due time, ms |
-//! | `<p>:dead:<name>` | stream | the subscriber's dead letters |
-//! | `<p>:replay:<name>` | stream | dead letters replayed to the subscriber |
+//! | `<p>:dead:<name>` | stream | the subscriber's dead letters (entry fields, `dead-*` fields, `origin`) |
+//! | `<p>:replay:<name>` | stream | dead letters replayed to the subscriber (with their `origin`) |
 
 use archiver_core::{Kind, ListId, SubscriberName};
 

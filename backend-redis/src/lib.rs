@@ -21,6 +21,12 @@
 //!
 //! # Delivery
 //!
+//! - every consumer of one process instance reads under one stable name,
+//!   [`RedisConfig::consumer_name`] (the host name by default), so
+//!   subscribing again or restarting adds no consumer; consumers of
+//!   retired instances are removed with
+//!   [`RedisBackend::remove_consumers_without_pending`], which never drops
+//!   an entry still pending;
 //! - attempts are Redis's own delivery counter (XPENDING), 1 on first read;
 //! - `nack(delay)` leaves the entry pending and records it in
 //!   `<prefix>:delayed:<name>`; a consumer claims it (XCLAIM) when due;
@@ -30,7 +36,11 @@
 //! - at the attempt limit, and on `reject`, the entry is copied to
 //!   `<prefix>:dead:<name>` with its reason and acknowledged, atomically;
 //!   replay moves it to `<prefix>:replay:<name>`, which the subscriber's
-//!   consumers also read;
+//!   consumers also read; [`RedisBackend::dead_letter_page`] lists every
+//!   dead letter a page at a time, malformed ones too;
+//! - an entry whose kind and list id are not those of its stream (or, for a
+//!   replayed one, of the stream it was first added to) is dead-lettered
+//!   as malformed, never delivered;
 //! - retention trims a stream only below what every subscriber has
 //!   acknowledged, and never entries younger than
 //!   [`RedisConfig::retention_min_age`]; consumers trim every
@@ -46,6 +56,13 @@
 //! | no persistence (`--save "" --appendonly no`) | everything it held |
 //! | `appendonly yes`, `appendfsync everysec` (default) | up to the last second of publishes |
 //! | `appendonly yes`, `appendfsync always` | nothing that was answered |
+//!
+//! Only the last row keeps the promise of
+//! [`Publisher::publish`](archiver_core::Publisher::publish) with the
+//! default [`Durability::Reply`]; at connect the backend reads the server's
+//! settings (`CONFIG GET appendonly appendfsync save`, else `INFO
+//! persistence`) and logs a warning saying what a returned publish
+//! survives, or that its persistence is unknown.
 //!
 //! [`Durability::Replicas`] adds `WAIT` (replicas have it);
 //! [`Durability::Fsync`] adds `WAITAOF` (Redis 7.2+: fsynced). A consumer
@@ -68,10 +85,12 @@ mod batcher;
 mod config;
 mod connection;
 mod consumer;
+mod consumers;
 mod dead_letters;
 mod entry;
 mod error;
 mod keys;
+mod persistence;
 mod publish;
 mod registry;
 mod retention;
@@ -89,6 +108,7 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Durability, RedisConfig};
+pub use dead_letters::{DeadLetterPage, RawDeadLetter};
 
 use batcher::Batcher;
 use error::backend_error;
@@ -141,6 +161,17 @@ impl RedisBackend {
             ensure_waitaof(&mut conn).await?;
         }
         tracing::info!(url = %config.redacted_url(), prefix = %config.prefix, "connected to Redis");
+        let persistence = persistence::Persistence::read(&mut conn).await;
+        match (persistence.warning(), config.durability) {
+            (_, Durability::Fsync { .. }) => {
+                tracing::info!("publishes wait for WAITAOF: a returned publish is fsynced")
+            }
+            (Some(warning), _) => tracing::warn!(?persistence, "{warning}"),
+            (None, _) => tracing::info!(
+                ?persistence,
+                "Redis fsyncs every write (appendfsync always): a returned publish survives a crash of Redis and its host"
+            ),
+        }
         Ok(Self {
             shared: Arc::new(Shared {
                 keys: Keys::new(&config.prefix),
@@ -182,6 +213,52 @@ impl RedisBackend {
         )
         .await
         .map_err(backend_error)
+    }
+
+    /// Removes the consumers of the subscriber's groups that have nothing
+    /// pending, except this instance's ([`RedisConfig::consumer_name`]):
+    /// those of instances renamed or retired. Each removal checks and
+    /// deletes in one script, so an entry pending for a consumer is never
+    /// dropped. For an operator or a maintenance job, not a hot path;
+    /// returns how many were removed.
+    pub async fn remove_consumers_without_pending(
+        &self,
+        name: &SubscriberName,
+    ) -> Result<usize, BackendError> {
+        self.shared.ensure_open()?;
+        consumers::remove_without_pending(&self.shared, name).await
+    }
+
+    /// Up to `limit` of the subscriber's dead letters after the one with id
+    /// `after` (from the oldest without), malformed ones included as they
+    /// are stored: `XRANGE` with `COUNT` from an exclusive start, so any
+    /// number of dead letters can be paged through.
+    pub async fn dead_letter_page(
+        &self,
+        name: &SubscriberName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DeadLetterPage, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::page(
+            &mut self.shared.conn.clone(),
+            &self.shared.keys,
+            name,
+            after,
+            limit,
+        )
+        .await
+    }
+
+    /// Deletes the subscriber's malformed dead letters (those
+    /// [`RawDeadLetter::is_malformed`] says), which replay never puts back;
+    /// returns how many.
+    pub async fn purge_malformed_dead_letters(
+        &self,
+        name: &SubscriberName,
+    ) -> Result<usize, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::purge_malformed(&mut self.shared.conn.clone(), &self.shared.keys, name).await
     }
 
     /// Deletes every key under this client's prefix: for tests and for

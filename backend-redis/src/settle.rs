@@ -97,11 +97,17 @@ impl RedisSettle {
 
     async fn bury(&self, reason: &str) -> Result<(), BackendError> {
         let fields = envelope_fields(&self.envelope);
+        // Delivered only when it came from its own stream.
+        let origin = self
+            .shared
+            .keys
+            .stream(self.envelope.kind, &self.envelope.list_id);
         bury(
             &mut self.shared.conn.clone(),
             &self.shared.keys,
             &self.pending(),
             &fields,
+            Some(&origin),
             self.attempt,
             reason,
         )

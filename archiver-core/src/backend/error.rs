@@ -33,6 +33,14 @@ pub enum BackendError {
     /// The broker refused or lost the request; retrying may work.
     #[error("broker error: {0}")]
     Broker(String),
+    /// The broker took the envelope to no queue: no subscriber selects its
+    /// list and kind, and the backend is set to refuse such mail instead of
+    /// keeping it (RabbitMQ's `keep_unrouted(false)`). Publishing it again
+    /// fails the same way until a subscriber selects it, so it is not
+    /// transient: a spool sets it aside (reason `unroutable`) rather than
+    /// retrying it while everything queues behind it.
+    #[error("unroutable: {0}")]
+    Unroutable(String),
     /// The backend cannot do what was asked (see its capabilities).
     #[error("not supported by this backend: {0}")]
     Unsupported(&'static str),
@@ -48,7 +56,7 @@ impl BackendError {
     /// Whether publishing the same envelope again later may succeed: the
     /// broker was away, refused for now, or the credentials may be fixed.
     /// A list server's spool keeps such envelopes; the others (too large,
-    /// invalid, unsupported) would fail forever.
+    /// invalid, unroutable, unsupported) would fail forever.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,

@@ -81,6 +81,13 @@ pub fn spare_port() -> u16 {
 impl RabbitNode {
     /// Starts a node; `config` is added to its rabbitmq.conf.
     pub fn start(config: &str) -> Self {
+        Self::start_advanced(config, "[].")
+    }
+
+    /// Starts a node with `config` added to its rabbitmq.conf and
+    /// `advanced` as its advanced.config (Erlang terms, for settings
+    /// rabbitmq.conf lacks).
+    pub fn start_advanced(config: &str, advanced: &str) -> Self {
         let port = spare_port();
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
@@ -92,6 +99,7 @@ impl RabbitNode {
             format!("listeners.tcp.default = {port}\n{config}"),
         )
         .unwrap();
+        std::fs::write(path("advanced.config"), format!("{advanced}\n")).unwrap();
         // Debian's rabbitmq-server runs the node as the rabbitmq user.
         let _ = Command::new("chown")
             .args(["-R", "rabbitmq:rabbitmq"])
@@ -119,6 +127,7 @@ impl RabbitNode {
             .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
             .env("RABBITMQ_LOG_BASE", path("log"))
             .env("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf"))
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", path("advanced.config"))
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins"))
             .env("RABBITMQ_PID_FILE", path("pid"))
             .stdout(
@@ -146,6 +155,20 @@ impl RabbitNode {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Runs `rabbitmqctl` against this node (never another); panics unless
+    /// it succeeds.
+    pub fn ctl(&self, args: &[&str]) {
+        let node = format!("archiver-test-{}@localhost", self.port);
+        let status = Command::new("rabbitmqctl")
+            .arg("-n")
+            .arg(&node)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("rabbitmqctl runs");
+        assert!(status.success(), "rabbitmqctl {args:?} on {node} failed");
     }
 
     /// kill -9 of the node's own process; returns once it is gone.

@@ -1,0 +1,110 @@
+//! A message's list id must be that of the routing key it was published
+//! with: one published under a public list's key claiming a private list is
+//! never delivered as the private list's mail, but dead-lettered as
+//! malformed.
+
+mod support;
+
+use std::time::Duration;
+
+use archiver_core::conformance::Harness;
+use archiver_core::{
+    ArchivePolicy, ArchivedMail, DeadLetters, Envelope, ListId, MailLimits, MailingList, Publisher,
+    Subscriber, SubscriberName, Subscription,
+};
+use futures::StreamExt;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use support::RabbitHarness;
+
+fn mail(list: MailingList) -> Envelope {
+    let raw = bytes::Bytes::from(format!(
+        "Message-ID: <{}@provenance.example.org>\r\n\r\nx\r\n",
+        uuid::Uuid::now_v7()
+    ));
+    Envelope::mail(
+        &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
+        &list,
+    )
+}
+
+#[tokio::test]
+async fn a_forged_list_id_is_dead_lettered_not_delivered() {
+    let harness = RabbitHarness::new();
+    let backend = harness.connect().await;
+    let public = MailingList::public(ListId::new("public.example.org").unwrap());
+    let private = MailingList {
+        archive_policy: ArchivePolicy::Private,
+        ..MailingList::public(ListId::new("private.example.org").unwrap())
+    };
+    let name = SubscriberName::new("archive").unwrap();
+    let mut deliveries = backend
+        .subscribe(&Subscription::new(name.clone()))
+        .await
+        .unwrap();
+    let first = mail(public.clone());
+    backend.publish(&first).await.unwrap();
+
+    // Someone allowed to publish under the public list's routing key sends
+    // a message that claims to be mail of the private list.
+    let forged = mail(private);
+    let mut headers = FieldTable::default();
+    for (field, value) in archiver_core::wire::to_fields(&forged) {
+        headers.insert(
+            ShortString::from(field),
+            AMQPValue::LongString(LongString::from(value)),
+        );
+    }
+    // A header claiming the private list's routing key does not help it.
+    headers.insert(
+        ShortString::from("origin"),
+        AMQPValue::LongString(LongString::from("mail.private.example.org")),
+    );
+    let connection =
+        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            harness.config.prefix.as_str().into(),
+            "mail.public.example.org".into(),
+            BasicPublishOptions::default(),
+            &forged.body,
+            lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(headers),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "sent".into()).await;
+    let last = mail(public);
+    backend.publish(&last).await.unwrap();
+
+    let mut delivered = Vec::new();
+    while !delivered.contains(&last.id) {
+        let item = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+            .await
+            .expect("the genuine mails arrive")
+            .unwrap();
+        if let Ok(delivery) = item {
+            delivered.push(delivery.envelope().id);
+            delivery.ack().await.unwrap();
+        }
+    }
+    let dead = backend.dead_letters(&name).await.unwrap();
+    drop(deliveries);
+    harness.cleanup().await;
+    assert_eq!(
+        delivered,
+        [first.id, last.id],
+        "the forged message was delivered"
+    );
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].envelope.id, forged.id);
+    assert!(
+        dead[0].reason.starts_with("malformed"),
+        "{}",
+        dead[0].reason
+    );
+}
