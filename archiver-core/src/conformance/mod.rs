@@ -21,6 +21,7 @@ pub mod faults;
 mod harness;
 pub mod interop;
 mod settlement;
+pub mod strategies;
 mod support;
 pub mod tls;
 mod transient;
