@@ -3,7 +3,7 @@
 //! client in any language reads the same names. See `docs/wire-format.md`.
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
 use crate::envelope::{Envelope, EnvelopeId, Kind};
 use crate::list::ListId;
@@ -136,9 +136,13 @@ pub fn from_fields<'a>(
             .parse::<Kind>()
             .map_err(|e| invalid(field::KIND, e))?,
         list_id: ListId::new(required(3)?).map_err(|e| invalid(field::LIST_ID, e.to_string()))?,
+        // The wire carries milliseconds: finer digits (another writer's
+        // microseconds) are dropped here, so the envelope re-encodes to
+        // itself when a hub or the journal writes it on.
         published_at: DateTime::parse_from_rfc3339(required(4)?)
             .map_err(|e| invalid(field::PUBLISHED_AT, e.to_string()))?
-            .with_timezone(&Utc),
+            .with_timezone(&Utc)
+            .trunc_subsecs(3),
         content_type: required(5)?.to_owned(),
         message_id_hash: found[6]
             .map(|hash| match is_message_id_hash(hash) {

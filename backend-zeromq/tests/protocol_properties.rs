@@ -22,6 +22,28 @@ fn frames() -> impl Strategy<Value = Vec<Vec<u8>>> {
     proptest::collection::vec(frame, 0..20)
 }
 
+/// Found by `cargo fuzz run hub_frames`: a `published-at` finer than the
+/// millisecond was kept, so the envelope changed when the hub re-encoded it.
+#[test]
+fn fuzz_regression_sub_millisecond_time_reads_stably() {
+    let input = include_bytes!("fuzz-regressions/hub_frames-sub-millisecond");
+    let frames: Vec<Vec<u8>> = split_frames(input);
+    let decoded = protocol::parse_envelope(frames).unwrap();
+    let again = protocol::parse_envelope(protocol::envelope_frames(&decoded)).unwrap();
+    assert_eq!(again, decoded);
+}
+
+/// The fuzz target's framing: frames separated by `0xff 0x00`.
+fn split_frames(mut data: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    while let Some(at) = data.windows(2).position(|w| w == [0xff, 0x00]) {
+        frames.push(data[..at].to_vec());
+        data = &data[at + 2..];
+    }
+    frames.push(data.to_vec());
+    frames
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
