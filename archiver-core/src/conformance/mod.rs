@@ -20,6 +20,7 @@ mod delivery;
 pub mod faults;
 mod harness;
 pub mod interop;
+pub mod leaks;
 mod settlement;
 pub mod strategies;
 mod support;
