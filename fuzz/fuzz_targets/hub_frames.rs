@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
 
     if let Some(first) = frames.first() {
         if let Ok(seq) = protocol::number::<u64>(first, "a tag") {
-            assert_eq!(protocol::number::<u64>(&protocol::tag(seq), "a tag"), Ok(seq));
+            assert_eq!(
+                protocol::number::<u64>(&protocol::tag(seq), "a tag"),
+                Ok(seq)
+            );
         }
         if let Ok(hello) = serde_json::from_slice::<Hello>(first) {
             let _ = hello.validate();
