@@ -11,15 +11,54 @@ use crate::backend::{Backend, Replay, SubscriberName, Subscription};
 use crate::envelope::{EnvelopeId, Kind};
 use crate::selection::{ListPattern, Selection};
 
+/// Crates whose `trace` level dumps what crosses the wire: lapin prints
+/// every AMQP frame it handles (each message body as a decimal byte list,
+/// `Body(1, [77, 101, ...])`), and the protocol, TLS and client crates
+/// below it print buffers. Our binaries show these crates at `debug` at
+/// most, whatever `RUST_LOG` says, so turning on trace to chase a problem
+/// never writes mail bodies or credentials into a log.
+pub const FRAME_DUMPING_TARGETS: [&str; 9] = [
+    "lapin",
+    "amq_protocol",
+    "redis",
+    "rustls",
+    "tokio_rustls",
+    "zmq",
+    "hyper",
+    "h2",
+    "reqwest",
+];
+
 /// Logs to stderr at the level `RUST_LOG` says (warnings by default), so
-/// stdout stays for the command's output.
+/// stdout stays for the command's output; [`FRAME_DUMPING_TARGETS`] are
+/// capped at `debug`.
 pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let requested =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let capped = tracing_subscriber::filter::filter_fn(|metadata| {
+        shown(metadata.target(), *metadata.level())
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(requested)
+                .with_filter(capped),
         )
-        .with_writer(std::io::stderr)
         .init();
+}
+
+/// False for `trace` events of a [`FRAME_DUMPING_TARGETS`] crate (or one of
+/// its modules or sibling crates such as `amq_protocol_types`).
+fn shown(target: &str, level: tracing::Level) -> bool {
+    level <= tracing::Level::DEBUG
+        || !FRAME_DUMPING_TARGETS
+            .iter()
+            .any(|name| target.starts_with(name))
 }
 
 /// Commands on any backend.
@@ -126,5 +165,31 @@ impl AdminCommand {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn frame_dumping_crates_stop_at_debug_and_ours_do_not() {
+        for target in [
+            "lapin::channels",
+            "amq_protocol_types::types",
+            "redis",
+            "rustls::conn",
+        ] {
+            assert!(!shown(target, Level::TRACE), "{target} at trace");
+            assert!(shown(target, Level::DEBUG), "{target} at debug");
+        }
+        for target in [
+            "backend_rabbitmq::link",
+            "backend_redis",
+            "archiver_core::spool",
+        ] {
+            assert!(shown(target, Level::TRACE), "{target} at trace");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! client in any language reads the same names. See `docs/wire-format.md`.
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
 use crate::envelope::{Envelope, EnvelopeId, Kind};
 use crate::list::ListId;
@@ -26,7 +26,8 @@ pub mod field {
     pub const PUBLISHED_AT: &str = "published-at";
     /// MIME type of the body.
     pub const CONTENT_TYPE: &str = "content-type";
-    /// Mailman's Message-ID-Hash (mails only).
+    /// HyperKitty's Message-ID-Hash (mails only): exactly 32 characters of
+    /// `A-Z2-7`, see [`super::is_message_id_hash`].
     pub const MESSAGE_ID_HASH: &str = "message-id-hash";
     /// `public` or `private` (mails only).
     pub const ARCHIVE_POLICY: &str = "archive-policy";
@@ -56,6 +57,16 @@ pub enum WireError {
     UnsupportedVersion(String),
 }
 
+/// True when `value` can be a Message-ID-Hash: exactly 32 characters of the
+/// RFC 4648 base32 alphabet `A-Z2-7`. Archives use the hash as a file name,
+/// so nothing else (no `/`, no `..`) may come off the wire.
+pub fn is_message_id_hash(value: &str) -> bool {
+    value.len() == 32
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+}
+
 /// The envelope's metadata as `(name, value)` pairs, version first.
 pub fn to_fields(envelope: &Envelope) -> Vec<(&'static str, String)> {
     let mut fields = vec![
@@ -81,7 +92,9 @@ pub fn to_fields(envelope: &Envelope) -> Vec<(&'static str, String)> {
 }
 
 /// Rebuilds an envelope from received fields and body. Unknown fields are
-/// ignored so that later minor versions can add some.
+/// ignored so that later minor versions can add some; what [`to_fields`]
+/// cannot have written is refused: a known field given twice, a value with
+/// a line break, a `message-id-hash` that [`is_message_id_hash`] refuses.
 pub fn from_fields<'a>(
     fields: impl IntoIterator<Item = (&'a str, &'a str)>,
     body: Bytes,
@@ -97,13 +110,19 @@ pub fn from_fields<'a>(
         field::MESSAGE_ID_HASH,
         field::ARCHIVE_POLICY,
     ];
+    let invalid = |field: &'static str, reason: String| WireError::Invalid { field, reason };
     for (name, value) in fields {
         if let Some(i) = NAMES.iter().position(|n| *n == name) {
+            if found[i].is_some() {
+                return Err(invalid(NAMES[i], "given twice".into()));
+            }
+            if value.contains(['\r', '\n']) {
+                return Err(invalid(NAMES[i], "holds a line break".into()));
+            }
             found[i] = Some(value);
         }
     }
     let required = |i: usize| found[i].ok_or(WireError::Missing(NAMES[i]));
-    let invalid = |field: &'static str, reason: String| WireError::Invalid { field, reason };
 
     let version = required(0)?;
     if version.split('.').next() != Some(WIRE_FORMAT_VERSION) {
@@ -117,11 +136,23 @@ pub fn from_fields<'a>(
             .parse::<Kind>()
             .map_err(|e| invalid(field::KIND, e))?,
         list_id: ListId::new(required(3)?).map_err(|e| invalid(field::LIST_ID, e.to_string()))?,
+        // The wire carries milliseconds: finer digits (another writer's
+        // microseconds) are dropped here, so the envelope re-encodes to
+        // itself when a hub or the journal writes it on.
         published_at: DateTime::parse_from_rfc3339(required(4)?)
             .map_err(|e| invalid(field::PUBLISHED_AT, e.to_string()))?
-            .with_timezone(&Utc),
+            .with_timezone(&Utc)
+            .trunc_subsecs(3),
         content_type: required(5)?.to_owned(),
-        message_id_hash: found[6].map(str::to_owned),
+        message_id_hash: found[6]
+            .map(|hash| match is_message_id_hash(hash) {
+                true => Ok(hash.to_owned()),
+                false => Err(invalid(
+                    field::MESSAGE_ID_HASH,
+                    "not 32 characters of A-Z2-7".into(),
+                )),
+            })
+            .transpose()?,
         archive_policy: found[7]
             .map(|p| p.parse().map_err(|e| invalid(field::ARCHIVE_POLICY, e)))
             .transpose()?,
@@ -225,6 +256,68 @@ mod tests {
                 Err(WireError::Framing(_))
             ));
         }
+    }
+
+    fn mail_fields() -> Vec<(&'static str, String)> {
+        let mail = ArchivedMail::parse(
+            Bytes::from_static(b"Message-ID: <1@x>\n\nhi\n"),
+            &MailLimits::default(),
+        )
+        .unwrap();
+        let list = MailingList::public(ListId::new("a.example.org").unwrap());
+        to_fields(&Envelope::mail(&mail, &list))
+    }
+
+    fn with_field(name: &str, value: &str) -> Result<Envelope, WireError> {
+        let mut fields = mail_fields();
+        fields.iter_mut().find(|(n, _)| *n == name).unwrap().1 = value.to_owned();
+        from_fields(fields.iter().map(|(k, v)| (*k, v.as_str())), Bytes::new())
+    }
+
+    /// Archives join the hash into file paths: only what a Message-ID-Hash
+    /// can be (32 characters of `A-Z2-7`) gets through.
+    #[test]
+    fn refuses_a_message_id_hash_that_is_not_32_base32_characters() {
+        assert!(with_field(field::MESSAGE_ID_HASH, "RSZCG7IGPHFIRW3EMTVMMDNJMNCVCOLE").is_ok());
+        for bad in [
+            "../../../../tmp/escaped",
+            "/etc/passwd",
+            "RSZCG7IGPHFIRW3EMTVMMDNJMNCVCOL",
+            "RSZCG7IGPHFIRW3EMTVMMDNJMNCVCOLEA",
+            "rszcg7igphfirw3emtvmmdnjmncvcole",
+            "RSZCG7IGPHFIRW3EMTVMMDNJMNCVCO1E",
+            "RSZCG7IGPHFIRW3EMTVMMDNJMNCV/../",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    with_field(field::MESSAGE_ID_HASH, bad),
+                    Err(WireError::Invalid {
+                        field: "message-id-hash",
+                        ..
+                    })
+                ),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_fields_the_encoder_cannot_write() {
+        let mut twice = mail_fields();
+        twice.push(twice[1].clone());
+        let refused = from_fields(twice.iter().map(|(k, v)| (*k, v.as_str())), Bytes::new());
+        assert!(matches!(
+            refused,
+            Err(WireError::Invalid { field: "envelope-id", reason }) if reason == "given twice"
+        ));
+        assert!(matches!(
+            with_field(field::CONTENT_TYPE, "text/plain\r\nx: y"),
+            Err(WireError::Invalid {
+                field: "content-type",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub enum QueueType {
     Classic,
 }
 
-/// Configuration of a [`RabbitBackend`](crate::RabbitBackend).
+/// Configuration of a [`RabbitBackend`](crate::RabbitBackend). Its `Debug`
+/// shows the URL redacted ([`archiver_core::redact_url`]).
 ///
 /// ```
 /// use backend_rabbitmq::{QueueType, RabbitConfig};
@@ -25,7 +26,7 @@ pub enum QueueType {
 ///     .prefix("archiver")
 ///     .queue_type(QueueType::Quorum);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RabbitConfig {
     /// `amqp://user:password@host:port/vhost`, `amqps://` for TLS.
     pub url: String,
@@ -45,6 +46,21 @@ pub struct RabbitConfig {
     /// PEM file of the CA that signed the broker's certificate, for
     /// `amqps://` to a broker whose CA is not in the system's trust store.
     pub tls_ca_file: Option<std::path::PathBuf>,
+}
+
+/// By hand, so that `?config` in a log never prints the URL's password.
+impl std::fmt::Debug for RabbitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitConfig")
+            .field("url", &self.redacted_url())
+            .field("prefix", &self.prefix)
+            .field("queue_type", &self.queue_type)
+            .field("max_envelope_bytes", &self.max_envelope_bytes)
+            .field("keep_unrouted", &self.keep_unrouted)
+            .field("unrouted_max_length", &self.unrouted_max_length)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .finish()
+    }
 }
 
 impl RabbitConfig {
@@ -159,5 +175,18 @@ mod tests {
             RabbitConfig::new("amqp://u:hunter2@h/v").redacted_url(),
             "amqp://u:***@h/v"
         );
+    }
+
+    /// `{:?}` of a configuration (as `tracing`'s `?config` prints it) shows
+    /// no password.
+    #[test]
+    fn debug_hides_the_password() {
+        let shown = format!(
+            "{:?}",
+            RabbitConfig::new("amqp://archiver:hunter2@127.0.0.1:5672/lists")
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
+        assert!(shown.contains("prefix: \"archiver\""), "{shown}");
     }
 }

@@ -31,7 +31,8 @@ pub enum Durability {
     },
 }
 
-/// Configuration of a [`RedisBackend`](crate::RedisBackend).
+/// Configuration of a [`RedisBackend`](crate::RedisBackend). Its `Debug`
+/// shows the URL redacted ([`archiver_core::redact_url`]).
 ///
 /// ```
 /// use std::time::Duration;
@@ -40,7 +41,7 @@ pub enum Durability {
 ///     .prefix("archiver")
 ///     .claim_idle(Duration::from_secs(120));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisConfig {
     /// `redis://[user[:password]@]host[:port][/db]`, `rediss://` for TLS,
     /// or `redis+unix:///path/to/socket`.
@@ -72,6 +73,23 @@ pub struct RedisConfig {
     /// with the default) still compete safely, as entries are claimed by
     /// idle time, never by consumer name. Default: the host name.
     pub consumer_name: String,
+}
+
+/// By hand, so that `?config` in a log never prints the URL's credentials.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("prefix", &self.prefix)
+            .field("claim_idle", &self.claim_idle)
+            .field("poll_interval", &self.poll_interval)
+            .field("durability", &self.durability)
+            .field("max_envelope_bytes", &self.max_envelope_bytes)
+            .field("retention_interval", &self.retention_interval)
+            .field("retention_min_age", &self.retention_min_age)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .finish()
+    }
 }
 
 impl RedisConfig {
@@ -237,5 +255,18 @@ mod tests {
             RedisConfig::new("redis://u:hunter2@h/").redacted_url(),
             "redis://u:***@h/"
         );
+    }
+
+    /// `{:?}` of a configuration (as `tracing`'s `?config` prints it) shows
+    /// no password.
+    #[test]
+    fn debug_hides_the_password() {
+        let shown = format!(
+            "{:?}",
+            RedisConfig::new("redis+unix:///run/redis.sock?user=archiver&pass=hunter2")
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
+        assert!(shown.contains("prefix: \"archiver\""), "{shown}");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use archiver_core::{Backend, BackendError, MemoryBackend};
 use backend_rabbitmq::{RabbitBackend, RabbitConfig};
 use backend_redis::{RedisBackend, RedisConfig};
-use backend_zeromq::{ClientConfig, HubConfig, ZmqClient, ZmqHub};
+use backend_zeromq::{ClientConfig, Credentials, HubConfig, ZmqClient, ZmqHub};
 
 /// The backends the examples can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,6 +28,15 @@ pub enum BackendKind {
 /// Where a ZeroMQ hub listens unless `--url` says otherwise.
 pub const DEFAULT_ZMQ_ENDPOINT: &str = "tcp://127.0.0.1:5555";
 
+/// ZAP PLAIN credentials for the ZeroMQ hub and its clients, from
+/// `ARCHIVER_ZMQ_USER` and `ARCHIVER_ZMQ_PASSWORD` when both are set (the
+/// environment, not the command line, which any local user can read).
+pub fn zmq_credentials_from_env() -> Option<Credentials> {
+    let user = std::env::var("ARCHIVER_ZMQ_USER").ok()?;
+    let password = std::env::var("ARCHIVER_ZMQ_PASSWORD").ok()?;
+    Some(Credentials::new(user, password))
+}
+
 /// A backend to open clients of.
 pub enum Broker {
     /// One in-process broker shared by all clients.
@@ -46,8 +55,8 @@ pub enum Broker {
 pub enum ZmqTarget {
     /// This process is the list server: its hub.
     Hub(ZmqHub),
-    /// This process is an archive server: the hub's endpoint.
-    Remote(String),
+    /// This process is an archive server: how it reaches the hub.
+    Remote(ClientConfig),
 }
 
 impl Broker {
@@ -55,9 +64,15 @@ impl Broker {
     /// `prefix` names the deployment's keys.
     pub fn new(kind: BackendKind, url: Option<String>, prefix: &str) -> Self {
         match kind {
-            BackendKind::Zeromq => Self::Zeromq(ZmqTarget::Remote(
-                url.unwrap_or_else(|| DEFAULT_ZMQ_ENDPOINT.to_owned()),
-            )),
+            BackendKind::Zeromq => {
+                let endpoint = url.unwrap_or_else(|| DEFAULT_ZMQ_ENDPOINT.to_owned());
+                let mut config = ClientConfig::new(endpoint)
+                    .connect_timeout(std::time::Duration::from_secs(120));
+                if let Some(credentials) = zmq_credentials_from_env() {
+                    config = config.credentials(credentials);
+                }
+                Self::Zeromq(ZmqTarget::Remote(config))
+            }
             BackendKind::Memory => Self::Memory(MemoryBackend::new()),
             BackendKind::Redis => {
                 let config = url.map_or_else(RedisConfig::from_env, RedisConfig::new);
@@ -76,9 +91,9 @@ impl Broker {
             Self::Memory(broker) => Arc::new(broker.connect()),
             Self::Redis(config) => Arc::new(RedisBackend::connect(config.clone()).await?),
             Self::Zeromq(ZmqTarget::Hub(hub)) => Arc::new(hub.client()),
-            Self::Zeromq(ZmqTarget::Remote(endpoint)) => Arc::new(ZmqClient::connect(
-                ClientConfig::new(endpoint).connect_timeout(std::time::Duration::from_secs(120)),
-            )?),
+            Self::Zeromq(ZmqTarget::Remote(config)) => {
+                Arc::new(ZmqClient::connect(config.clone())?)
+            }
             Self::Rabbitmq(config, clients) => {
                 let client = RabbitBackend::connect(config.clone()).await?;
                 clients

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use archiver_core::{Delivery, Envelope, Handler, HandlerError, Kind};
+use archiver_core::{Delivery, Envelope, Handler, HandlerError, Kind, wire};
 use async_trait::async_trait;
 
 /// Stores mails in Maildirs; acknowledges only once the file is on disk.
@@ -83,8 +83,16 @@ impl Handler for MaildirArchive {
         let hash = envelope
             .message_id_hash
             .as_deref()
-            .ok_or_else(|| HandlerError::permanent("mail envelope without message-id-hash"))?
-            .to_owned();
+            .ok_or_else(|| HandlerError::permanent("mail envelope without message-id-hash"))?;
+        // The hash becomes a file name. The wire refuses anything else, but
+        // not every backend goes through the wire (the in-memory one does
+        // not), so the archive checks for itself.
+        if !wire::is_message_id_hash(hash) {
+            return Err(HandlerError::permanent(
+                "message-id-hash is not 32 characters of A-Z2-7; refusing it as a file name",
+            ));
+        }
+        let hash = hash.to_owned();
         let (root, sync, envelope) = (self.root.clone(), self.sync, envelope.clone());
         // File I/O blocks: keep it off the async worker threads.
         let stored = tokio::task::spawn_blocking(move || store(&root, sync, &envelope, &hash))
@@ -98,5 +106,74 @@ impl Handler for MaildirArchive {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use archiver_core::{ArchivedMail, BackendError, ListId, MailLimits, MailingList, Settle};
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// Settling is not what is tested here.
+    struct Unsettled;
+
+    #[async_trait]
+    impl Settle for Unsettled {
+        async fn ack(self: Box<Self>) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn nack(self: Box<Self>, _: Duration) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn reject(self: Box<Self>, _: String) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn release(self: Box<Self>) {}
+    }
+
+    /// An envelope that never went through the wire (as from the in-memory
+    /// backend) with a hash that walks out of the archive is refused, and
+    /// nothing is written anywhere.
+    #[tokio::test]
+    async fn refuses_a_hash_that_is_not_a_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("archive");
+        let archive = MaildirArchive::new(&root, false);
+        let mail = ArchivedMail::parse(
+            Bytes::from_static(b"Message-ID: <1@x>\n\nhi\n"),
+            &MailLimits::default(),
+        )
+        .unwrap();
+        let list = MailingList::public(ListId::new("a.example.org").unwrap());
+        let absolute = dir.path().join("absolute").to_string_lossy().into_owned();
+        for bad in ["../../../escaped", absolute.as_str(), "lowercase"] {
+            let mut envelope = Envelope::mail(&mail, &list);
+            envelope.message_id_hash = Some(bad.to_owned());
+            let delivery = Delivery::new(envelope, 1, Box::new(Unsettled));
+            assert!(
+                archive.handle(&delivery).await.is_err(),
+                "{bad:?} was stored"
+            );
+        }
+        assert_eq!(archive.stored(), 0);
+        let written: Vec<_> = walk(dir.path());
+        assert!(written.is_empty(), "files written: {written:?}");
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
     }
 }

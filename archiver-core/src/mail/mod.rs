@@ -10,7 +10,7 @@ use mail_parser::{HeaderName, Message, MessageParser};
 use serde::{Deserialize, Serialize};
 
 use crate::list::ListId;
-use message_id::{bare_message_id, generated_message_id, message_id_hash};
+use message_id::{archive_message_id, generated_message_id, message_id_hash_of_id};
 
 /// Default largest mail accepted: 32 MiB, above the 25 MiB most mail
 /// systems accept, below every backend's message limit.
@@ -67,12 +67,14 @@ pub enum SkipReason {
 /// Metadata read from a mail's headers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailMeta {
-    /// Message-ID without angle brackets; generated when the mail had none.
+    /// Message-ID as HyperKitty stores it (whitespace removed, unquoted,
+    /// at most 254 characters: [`message_id::archive_message_id`]);
+    /// generated when the mail had none.
     pub message_id: String,
     /// True when [`message_id`](Self::message_id) was generated from the
     /// mail's bytes because the mail carried no Message-ID.
     pub message_id_generated: bool,
-    /// Mailman's Message-ID-Hash of [`message_id`](Self::message_id).
+    /// HyperKitty's Message-ID-Hash of [`message_id`](Self::message_id).
     pub message_id_hash: String,
     /// RFC 2919 List-Id header, when present and valid.
     pub list_id: Option<ListId>,
@@ -130,20 +132,21 @@ impl ArchivedMail {
         &self.meta
     }
 
-    /// Mailman's Message-ID-Hash, the archive's key for this mail.
+    /// HyperKitty's Message-ID-Hash, the archive's key for this mail.
     pub fn message_id_hash(&self) -> &str {
         &self.meta.message_id_hash
     }
 }
 
 fn read_meta(parsed: &Message<'_>, raw: &[u8]) -> MailMeta {
-    let raw_message_id =
-        raw_header(parsed, raw, HeaderName::MessageId).filter(|v| !bare_message_id(v).is_empty());
-    let (message_id, message_id_generated) = match raw_message_id {
-        Some(value) => (bare_message_id(&unfold(&value)).to_owned(), false),
+    let archived_id = raw_header(parsed, raw, HeaderName::MessageId)
+        .map(|value| archive_message_id(&value))
+        .filter(|id| !id.is_empty());
+    let (message_id, message_id_generated) = match archived_id {
+        Some(id) => (id, false),
         None => (generated_message_id(raw), true),
     };
-    let message_id_hash = message_id_hash(&message_id);
+    let message_id_hash = message_id_hash_of_id(&message_id);
     let from = parsed.from().and_then(|a| a.first());
     MailMeta {
         list_id: raw_header(parsed, raw, HeaderName::ListId)
@@ -215,7 +218,10 @@ mod tests {
         let meta = mail.meta();
         assert_eq!(meta.message_id, "abc@example.org");
         assert!(!meta.message_id_generated);
-        assert_eq!(meta.message_id_hash, message_id_hash("<abc@example.org>"));
+        assert_eq!(
+            meta.message_id_hash,
+            crate::message_id_hash("<abc@example.org>")
+        );
         assert_eq!(
             meta.list_id.as_ref().unwrap().as_str(),
             "dev.lists.example.org"
@@ -230,9 +236,36 @@ mod tests {
     }
 
     #[test]
-    fn folded_message_id_hashes_like_mailman() {
-        let mail = parse(b"Message-ID:\n <12345>\nSubject: x\n\nbody\n").unwrap();
-        assert_eq!(mail.message_id_hash(), "RSZCG7IGPHFIRW3EMTVMMDNJMNCVCOLE");
+    fn header_ids_hash_like_hyperkitty() {
+        let long = format!("Message-ID: <{}>\r\n\r\nbody\r\n", "x".repeat(298));
+        let cases: [(&[u8], &str, &str); 4] = [
+            (
+                b"Message-ID:\n <12345>\nSubject: x\n\nbody\n",
+                "12345",
+                "RSZCG7IGPHFIRW3EMTVMMDNJMNCVCOLE",
+            ),
+            (
+                b"Message-ID:\r\n <folded.1@example.org>\r\nSubject: x\r\n\r\nbody\r\n",
+                "folded.1@example.org",
+                "CNXW62EJB2MIZ3RCW4RP4JKFIBC6GO5I",
+            ),
+            (
+                b"Message-ID: <a b\tc@example.org>\n\nbody\n",
+                "abc@example.org",
+                "GZLPKEL44H7JOP7YXWIPYND25DN4RJAO",
+            ),
+            (
+                long.as_bytes(),
+                &long[13..13 + 254],
+                "52E674H55BL46OHMYHS4PHROXQ6IIIAN",
+            ),
+        ];
+        for (raw, id, hash) in cases {
+            let mail =
+                ArchivedMail::parse(Bytes::copy_from_slice(raw), &MailLimits::default()).unwrap();
+            assert_eq!(mail.meta().message_id, id);
+            assert_eq!(mail.message_id_hash(), hash, "for {id:?}");
+        }
     }
 
     #[test]

@@ -107,7 +107,6 @@ impl Template {
             "\n"
         };
         let header = message_id_header(&raw[..head_end]);
-        let message_id = archiver_core::mail::message_id::bare_message_id(&message_id).to_owned();
         Self {
             envelope,
             message_id,

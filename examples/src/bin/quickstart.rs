@@ -15,6 +15,9 @@
 //! quickstart --backend zeromq --role list-server
 //! ```
 //!
+//! With `ARCHIVER_ZMQ_USER` and `ARCHIVER_ZMQ_PASSWORD` set, the hub
+//! requires those ZAP PLAIN credentials and the archive servers send them.
+//!
 //! The list server publishes a `list_created` event for each list it meets
 //! and every mail through `QueueArchiver`; the `maildir` archive server
 //! stores the mails byte for byte, the `thread-index` archive server indexes
@@ -335,8 +338,11 @@ async fn run_list_server_process(
         .url
         .clone()
         .unwrap_or_else(|| archiver_examples::broker::DEFAULT_ZMQ_ENDPOINT.to_owned());
-    let hub =
-        backend_zeromq::ZmqHub::bind(backend_zeromq::HubConfig::new(&endpoint, &args.hub_dir))?;
+    let mut config = backend_zeromq::HubConfig::new(&endpoint, &args.hub_dir);
+    if let Some(credentials) = archiver_examples::broker::zmq_credentials_from_env() {
+        config = config.allow(credentials);
+    }
+    let hub = backend_zeromq::ZmqHub::bind(config)?;
     println!(
         "list server: hub on {} (queues in {})",
         hub.endpoint(),

@@ -1,0 +1,36 @@
+//! The hub protocol's decoders on frames from any peer: envelope frames,
+//! decimal tags and the hello. The input is split into frames at each
+//! `0xff 0x00` pair (bytes an encoder never writes in a field), so the
+//! fuzzer controls the frame count and contents.
+#![no_main]
+
+use backend_zeromq::protocol::{self, Hello};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut frames = Vec::new();
+    let mut rest = data;
+    while let Some(at) = rest.windows(2).position(|w| w == [0xff, 0x00]) {
+        frames.push(rest[..at].to_vec());
+        rest = &rest[at + 2..];
+    }
+    frames.push(rest.to_vec());
+
+    if let Some(first) = frames.first() {
+        if let Ok(seq) = protocol::number::<u64>(first, "a tag") {
+            assert_eq!(
+                protocol::number::<u64>(&protocol::tag(seq), "a tag"),
+                Ok(seq)
+            );
+        }
+        if let Ok(hello) = serde_json::from_slice::<Hello>(first) {
+            let _ = hello.validate();
+        }
+    }
+    let body = frames.last().cloned();
+    if let Ok(envelope) = protocol::parse_envelope(frames) {
+        assert_eq!(Some(envelope.body.to_vec()), body);
+        let again = protocol::parse_envelope(protocol::envelope_frames(&envelope)).unwrap();
+        assert_eq!(again, envelope);
+    }
+});
