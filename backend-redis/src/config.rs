@@ -88,6 +88,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("retention_interval", &self.retention_interval)
             .field("retention_min_age", &self.retention_min_age)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("consumer_name", &self.consumer_name)
             .finish()
     }
 }
