@@ -32,6 +32,14 @@ pub enum ArchiveError {
     /// A spool operation on an archiver configured without a spool.
     #[error("this archiver has no spool")]
     NoSpool,
+    /// An event handed over with a list that is not the event's.
+    #[error("event of list {event} handed over with list {list}")]
+    WrongList {
+        /// The list the event says it happened to.
+        event: ListId,
+        /// The list it was handed over with.
+        list: ListId,
+    },
 }
 
 /// The archive base URL cannot be used.
@@ -93,8 +101,22 @@ pub trait Archiver: Send + Sync {
         raw: Bytes,
     ) -> Result<Receipt, ArchiveError>;
 
-    /// Hands a list event to the archives; returns its envelope id.
-    async fn archive_event(&self, event: &ListEvent) -> Result<EnvelopeId, ArchiveError>;
+    /// Hands an event of `list` to the archives, with what the envelope
+    /// carries of the list (its posting address); returns its envelope id.
+    /// Fails with [`ArchiveError::WrongList`] when the event is of another
+    /// list.
+    async fn archive_list_event(
+        &self,
+        list: &MailingList,
+        event: &ListEvent,
+    ) -> Result<EnvelopeId, ArchiveError>;
+
+    /// Hands a list event to the archives when the list's posting address
+    /// is not known; returns its envelope id.
+    async fn archive_event(&self, event: &ListEvent) -> Result<EnvelopeId, ArchiveError> {
+        self.archive_list_event(&MailingList::public(event.list_id.clone()), event)
+            .await
+    }
 }
 
 /// Where archived mail can be read: a base URL, per list when it contains
@@ -353,8 +375,18 @@ impl<P: Publisher> Archiver for QueueArchiver<P> {
         .await
     }
 
-    async fn archive_event(&self, event: &ListEvent) -> Result<EnvelopeId, ArchiveError> {
-        let envelope = Envelope::event(event);
+    async fn archive_list_event(
+        &self,
+        list: &MailingList,
+        event: &ListEvent,
+    ) -> Result<EnvelopeId, ArchiveError> {
+        if list.list_id != event.list_id {
+            return Err(ArchiveError::WrongList {
+                event: event.list_id.clone(),
+                list: list.list_id.clone(),
+            });
+        }
+        let envelope = Envelope::list_event(event, list);
         let span = tracing::info_span!(
             "archive_event",
             list_id = %event.list_id,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::ListEvent;
-use crate::list::{ArchivePolicy, ListId, MailingList};
+use crate::list::{ArchivePolicy, ListAddress, ListId, MailingList};
 use crate::mail::ArchivedMail;
 
 /// Content type of a mail body: the mail exactly as received.
@@ -105,6 +105,9 @@ pub struct Envelope {
     pub message_id_hash: Option<String>,
     /// The list's archive policy (mails only), so archives know who may read.
     pub archive_policy: Option<ArchivePolicy>,
+    /// The list's posting address, when the list server gave it (wire
+    /// format 1.1), so archives can key the list as HyperKitty does.
+    pub list_address: Option<ListAddress>,
     /// The mail exactly as received, or the event's JSON.
     pub body: Bytes,
 }
@@ -120,11 +123,13 @@ impl Envelope {
             content_type: MAIL_CONTENT_TYPE.to_owned(),
             message_id_hash: Some(mail.message_id_hash().to_owned()),
             archive_policy: Some(list.archive_policy),
+            list_address: list.list_address.clone(),
             body: mail.raw().clone(),
         }
     }
 
-    /// Wraps a list event as JSON.
+    /// Wraps a list event as JSON, without the list's posting address
+    /// (see [`Envelope::list_event`]).
     pub fn event(event: &ListEvent) -> Self {
         Self {
             id: EnvelopeId::new(),
@@ -134,7 +139,18 @@ impl Envelope {
             content_type: EVENT_CONTENT_TYPE.to_owned(),
             message_id_hash: None,
             archive_policy: None,
+            list_address: None,
             body: Bytes::from(event.to_json()),
+        }
+    }
+
+    /// Wraps an event of `list` as JSON, with the list's posting address.
+    /// The envelope's list id is the event's; the caller checks that it is
+    /// `list`'s.
+    pub fn list_event(event: &ListEvent, list: &MailingList) -> Self {
+        Self {
+            list_address: list.list_address.clone(),
+            ..Self::event(event)
         }
     }
 }

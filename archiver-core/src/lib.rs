@@ -56,7 +56,9 @@ pub use backend::{
 pub use backoff::Backoff;
 pub use envelope::{Envelope, EnvelopeId, Kind};
 pub use event::{ListChange, ListEvent, MemberRole};
-pub use list::{ArchivePolicy, InvalidListId, ListId, MailingList};
+pub use list::{
+    ArchivePolicy, InvalidListAddress, InvalidListId, ListAddress, ListId, MailingList,
+};
 pub use mail::mbox::MboxReader;
 pub use mail::message_id::message_id_hash;
 pub use mail::{ArchivedMail, MailError, MailLimits, MailMeta, SkipReason};

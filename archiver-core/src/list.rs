@@ -1,5 +1,5 @@
-//! Mailing lists as the archiver sees them: an RFC 2919 List-Id and the
-//! list's archive policy.
+//! Mailing lists as the archiver sees them: an RFC 2919 List-Id, the
+//! list's posting address and its archive policy.
 
 use std::fmt;
 use std::str::FromStr;
@@ -149,6 +149,98 @@ impl FromStr for ArchivePolicy {
     }
 }
 
+/// Why a string was refused as a list's posting address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid list address {value:?}: {reason}")]
+pub struct InvalidListAddress {
+    /// The refused input.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// Longest posting address accepted: RFC 5321's limit on a path.
+pub const MAX_LIST_ADDRESS_LEN: usize = 254;
+
+/// A list's posting address, e.g. `dev@lists.example.org`: how HyperKitty
+/// and other archives key a list, which cannot be derived from its
+/// [`ListId`].
+///
+/// An RFC 5321 address without quoting or comments, as Mailman gives a
+/// list's `posting_address`: a dot-atom local part (letters, digits and
+/// ``!#$%&'*+-/=?^_`{|}~`` between dots), `@`, and a domain of letters,
+/// digits and `-` between dots, at most 254 bytes. Stored lower-cased, as
+/// Mailman stores list names and domains.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ListAddress(String);
+
+impl ListAddress {
+    /// Validates and normalises `value` (surrounding whitespace removed,
+    /// lower-cased).
+    pub fn new(value: &str) -> Result<Self, InvalidListAddress> {
+        let fail = |reason| InvalidListAddress {
+            value: value.to_owned(),
+            reason,
+        };
+        let bare = value.trim();
+        if bare.len() > MAX_LIST_ADDRESS_LEN {
+            return Err(fail("longer than 254 bytes"));
+        }
+        let Some((local, domain)) = bare.rsplit_once('@') else {
+            return Err(fail("no @"));
+        };
+        let dot_atom = |part: &str, allowed: fn(u8) -> bool| {
+            part.split('.')
+                .all(|label| !label.is_empty() && label.bytes().all(allowed))
+        };
+        if !dot_atom(local, |b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+        }) {
+            return Err(fail(
+                "the local part must be letters, digits and !#$%&'*+-/=?^_`{|}~ between dots",
+            ));
+        }
+        if !dot_atom(domain, |b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(fail(
+                "the domain must be letters, digits and - between dots",
+            ));
+        }
+        Ok(Self(bare.to_ascii_lowercase()))
+    }
+
+    /// The address as text, e.g. `dev@lists.example.org`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ListAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ListAddress {
+    type Err = InvalidListAddress;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for ListAddress {
+    type Error = InvalidListAddress;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(&value)
+    }
+}
+
+impl From<ListAddress> for String {
+    fn from(address: ListAddress) -> Self {
+        address.0
+    }
+}
+
 /// The list a mail was posted to, as the list server knows it (Mailman's
 /// `mlist` argument to `IArchiver`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,15 +249,37 @@ pub struct MailingList {
     pub list_id: ListId,
     /// Whether and for whom the list is archived.
     pub archive_policy: ArchivePolicy,
+    /// The list's posting address, when the list server gives it: every
+    /// envelope of the list carries it (`list-address` on the wire).
+    pub list_address: Option<ListAddress>,
 }
 
 impl MailingList {
-    /// A public list with the given id.
+    /// A public list with the given id and no posting address.
     pub fn public(list_id: ListId) -> Self {
         Self {
             list_id,
             archive_policy: ArchivePolicy::Public,
+            list_address: None,
         }
+    }
+
+    /// The same list with its posting address, so that archives can key
+    /// it as HyperKitty does.
+    ///
+    /// ```
+    /// use archiver_core::{ListId, MailingList};
+    /// let list = MailingList::public(ListId::new("dev.lists.example.org")?)
+    ///     .with_address("dev@lists.example.org")?;
+    /// assert_eq!(list.list_address.unwrap().as_str(), "dev@lists.example.org");
+    /// assert!(MailingList::public(ListId::new("dev.lists.example.org")?)
+    ///     .with_address("not an address")
+    ///     .is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_address(mut self, address: &str) -> Result<Self, InvalidListAddress> {
+        self.list_address = Some(ListAddress::new(address)?);
+        Ok(self)
     }
 }
 
@@ -202,6 +316,33 @@ mod tests {
             assert!(ListId::new(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(ListId::new(&"a".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn list_addresses_are_checked_and_lower_cased() {
+        let address = ListAddress::new(" Dev-Team+x@Lists.Example.ORG ").unwrap();
+        assert_eq!(address.as_str(), "dev-team+x@lists.example.org");
+        for bad in [
+            "",
+            "dev",
+            "@lists.example.org",
+            "dev@",
+            "dev@lists..example.org",
+            "dev.@example.org",
+            "d ev@example.org",
+            "dev@exa_mple.org",
+            "dev@example.org\r\nx: y",
+            "\"dev\"@example.org",
+            "dév@example.org",
+        ] {
+            assert!(
+                matches!(ListAddress::new(bad), Err(InvalidListAddress { .. })),
+                "{bad:?} was accepted"
+            );
+        }
+        let long = format!("{}@example.org", "a".repeat(243));
+        assert!(ListAddress::new(&long).is_err());
+        assert!(ListAddress::new(&long[1..]).is_ok());
     }
 
     #[test]

@@ -6,15 +6,20 @@ use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
 use crate::envelope::{Envelope, EnvelopeId, Kind};
-use crate::list::ListId;
+use crate::list::{ListAddress, ListId};
 
-/// Version of the wire format this library writes and reads. A reader
-/// refuses a different major version rather than guess.
-pub const WIRE_FORMAT_VERSION: &str = "1";
+/// Version of the wire format this library writes: 1.1, which adds the
+/// optional `list-address` to 1.0. A reader takes any 1.x (ignoring the
+/// fields it does not know) and refuses a different major version rather
+/// than guess.
+pub const WIRE_FORMAT_VERSION: &str = "1.1";
+
+/// The major version a reader accepts.
+const MAJOR_VERSION: &str = "1";
 
 /// Field names, in the order they are written.
 pub mod field {
-    /// Wire format version, `1`.
+    /// Wire format version, `1.1` (readers take any `1.x`).
     pub const FORMAT_VERSION: &str = "format-version";
     /// Envelope id, a hyphenated UUIDv7.
     pub const ENVELOPE_ID: &str = "envelope-id";
@@ -31,6 +36,9 @@ pub mod field {
     pub const MESSAGE_ID_HASH: &str = "message-id-hash";
     /// `public` or `private` (mails only).
     pub const ARCHIVE_POLICY: &str = "archive-policy";
+    /// The list's posting address, when known (since 1.1), e.g.
+    /// `dev@lists.example.org`, see [`crate::ListAddress`].
+    pub const LIST_ADDRESS: &str = "list-address";
 }
 
 /// Why received metadata is not a valid envelope: the message is malformed
@@ -53,7 +61,7 @@ pub enum WireError {
     #[error("envelope framing: {0}")]
     Framing(String),
     /// Written by an incompatible version of the wire format.
-    #[error("wire format version {0:?} is not supported (this library reads version 1)")]
+    #[error("wire format version {0:?} is not supported (this library reads version 1.x)")]
     UnsupportedVersion(String),
 }
 
@@ -88,6 +96,9 @@ pub fn to_fields(envelope: &Envelope) -> Vec<(&'static str, String)> {
     if let Some(policy) = envelope.archive_policy {
         fields.push((field::ARCHIVE_POLICY, policy.as_str().to_owned()));
     }
+    if let Some(address) = &envelope.list_address {
+        fields.push((field::LIST_ADDRESS, address.as_str().to_owned()));
+    }
     fields
 }
 
@@ -99,8 +110,8 @@ pub fn from_fields<'a>(
     fields: impl IntoIterator<Item = (&'a str, &'a str)>,
     body: Bytes,
 ) -> Result<Envelope, WireError> {
-    let mut found: [Option<&str>; 8] = [None; 8];
-    const NAMES: [&str; 8] = [
+    let mut found: [Option<&str>; 9] = [None; 9];
+    const NAMES: [&str; 9] = [
         field::FORMAT_VERSION,
         field::ENVELOPE_ID,
         field::KIND,
@@ -109,6 +120,7 @@ pub fn from_fields<'a>(
         field::CONTENT_TYPE,
         field::MESSAGE_ID_HASH,
         field::ARCHIVE_POLICY,
+        field::LIST_ADDRESS,
     ];
     let invalid = |field: &'static str, reason: String| WireError::Invalid { field, reason };
     for (name, value) in fields {
@@ -125,7 +137,7 @@ pub fn from_fields<'a>(
     let required = |i: usize| found[i].ok_or(WireError::Missing(NAMES[i]));
 
     let version = required(0)?;
-    if version.split('.').next() != Some(WIRE_FORMAT_VERSION) {
+    if version.split('.').next() != Some(MAJOR_VERSION) {
         return Err(WireError::UnsupportedVersion(version.to_owned()));
     }
     Ok(Envelope {
@@ -156,6 +168,9 @@ pub fn from_fields<'a>(
         archive_policy: found[7]
             .map(|p| p.parse().map_err(|e| invalid(field::ARCHIVE_POLICY, e)))
             .transpose()?,
+        list_address: found[8]
+            .map(|a| ListAddress::new(a).map_err(|e| invalid(field::LIST_ADDRESS, e.to_string())))
+            .transpose()?,
         body,
     })
 }
@@ -169,7 +184,7 @@ pub fn from_fields<'a>(
 /// let event = ListEvent::now(ListId::new("dev.example.org").unwrap(), ListChange::ListDeleted);
 /// let envelope = Envelope::event(&event);
 /// let bytes = wire::to_bytes(&envelope);
-/// assert!(bytes.starts_with(b"format-version: 1\n"));
+/// assert!(bytes.starts_with(b"format-version: 1.1\n"));
 /// assert_eq!(wire::from_bytes(bytes.into()).unwrap(), envelope);
 /// ```
 pub fn to_bytes(envelope: &Envelope) -> Vec<u8> {
@@ -224,13 +239,90 @@ mod tests {
         let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
         for envelope in [Envelope::mail(&mail, &list), Envelope::event(&event)] {
             let fields = to_fields(&envelope);
-            assert_eq!(fields[0], ("format-version", "1".to_owned()));
+            assert_eq!(fields[0], ("format-version", "1.1".to_owned()));
             let back = from_fields(
                 fields.iter().map(|(k, v)| (*k, v.as_str())),
                 envelope.body.clone(),
             )
             .unwrap();
             assert_eq!(back, envelope);
+        }
+    }
+
+    /// A 1.1 envelope as another writer sends it: the list's posting
+    /// address, and a field this library does not know.
+    const VERSION_1_1: &[u8] = b"format-version: 1.1\n\
+envelope-id: 01936c2e-7b1a-7cc3-9f0e-2a4b5c6d7e8f\n\
+kind: mail\n\
+list-id: dev.lists.example.org\n\
+published-at: 2026-11-24T10:00:00.123Z\n\
+content-type: message/rfc822\n\
+message-id-hash: RSZCG7IGPHFIRW3EMTVMMDNJMNCVCOLE\n\
+archive-policy: public\n\
+list-address: dev@lists.example.org\n\
+x-later-field: ignored\n\
+\n\
+Message-ID: <12345>\n\nbody\n";
+
+    #[test]
+    fn reads_1_1_with_its_list_address_and_ignores_unknown_fields() {
+        let envelope = from_bytes(Bytes::from_static(VERSION_1_1)).unwrap();
+        assert_eq!(
+            envelope.list_address.as_ref().map(ListAddress::as_str),
+            Some("dev@lists.example.org")
+        );
+        assert_eq!(&envelope.body[..], b"Message-ID: <12345>\n\nbody\n");
+        assert_eq!(from_bytes(to_bytes(&envelope).into()).unwrap(), envelope);
+    }
+
+    /// What the spools, journals and other writers of version 1.0 hold.
+    #[test]
+    fn reads_1_0_without_a_list_address() {
+        let text = std::str::from_utf8(VERSION_1_1)
+            .unwrap()
+            .replace("format-version: 1.1\n", "format-version: 1\n")
+            .replace("list-address: dev@lists.example.org\n", "")
+            .replace("x-later-field: ignored\n", "");
+        let envelope = from_bytes(Bytes::from(text)).unwrap();
+        assert_eq!(envelope.list_address, None);
+        assert_eq!(envelope.list_id.as_str(), "dev.lists.example.org");
+    }
+
+    #[test]
+    fn list_address_round_trips_on_mails_and_events_and_bad_ones_are_refused() {
+        let mail = ArchivedMail::parse(
+            Bytes::from_static(b"Message-ID: <1@x>\n\nhi\n"),
+            &MailLimits::default(),
+        )
+        .unwrap();
+        let list = MailingList::public(ListId::new("a.example.org").unwrap())
+            .with_address("a@example.org")
+            .unwrap();
+        let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
+        for envelope in [
+            Envelope::mail(&mail, &list),
+            Envelope::list_event(&event, &list),
+        ] {
+            let fields = to_fields(&envelope);
+            assert_eq!(
+                fields.last().unwrap(),
+                &("list-address", "a@example.org".to_owned())
+            );
+            assert_eq!(from_bytes(to_bytes(&envelope).into()).unwrap(), envelope);
+        }
+        for bad in ["nobody", "a@b@", "a b@example.org", ""] {
+            let mut fields = mail_fields();
+            fields.push((field::LIST_ADDRESS, bad.to_owned()));
+            assert!(
+                matches!(
+                    from_fields(fields.iter().map(|(k, v)| (*k, v.as_str())), Bytes::new()),
+                    Err(WireError::Invalid {
+                        field: "list-address",
+                        ..
+                    })
+                ),
+                "{bad:?} was accepted"
+            );
         }
     }
 

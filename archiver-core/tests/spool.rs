@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use archiver_core::conformance::faults::wait_until;
 use archiver_core::{
-    ArchiveError, ArchiveUrls, Archiver, BackendError, Deliveries, Envelope, ListId, MailingList,
-    MemoryBackend, Outcome, Publisher, QueueArchiver, SpoolOptions, Subscriber, SubscriberName,
-    Subscription,
+    ArchiveError, ArchiveUrls, Archiver, BackendError, Deliveries, Envelope, ListChange, ListEvent,
+    ListId, MailingList, MemoryBackend, Outcome, Publisher, QueueArchiver, SpoolOptions,
+    Subscriber, SubscriberName, Subscription,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -158,6 +158,36 @@ async fn with_the_broker_down_mail_is_spooled_then_delivered_in_order() {
     assert_eq!(bodies, (0..25).map(mail).collect::<Vec<_>>());
     let left = archiver.shutdown(Duration::from_secs(10)).await.unwrap();
     assert_eq!((left.depth, left.drained, left.rejected), (0, 20, 0));
+}
+
+/// The spool's journal keeps the list's posting address (wire format 1.1)
+/// of spooled mails and events.
+#[tokio::test]
+async fn spooled_mail_and_events_keep_the_list_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Switch::new();
+    let mut deliveries = subscribe(&switch).await;
+    let archiver = archiver(&switch, dir.path());
+    let list = list().with_address("spool@lists.example.org").unwrap();
+    switch.down.store(true, Ordering::SeqCst);
+    let receipt = archiver.archive_message(&list, mail(0)).await.unwrap();
+    assert_eq!(receipt.outcome, Outcome::Spooled);
+    let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
+    archiver.archive_list_event(&list, &event).await.unwrap();
+    assert_eq!(archiver.spool_status().unwrap().depth, 2);
+
+    switch.down.store(false, Ordering::SeqCst);
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
+            .await
+            .expect("drained before the deadline")
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.envelope().list_address, list.list_address);
+        delivery.ack().await.unwrap();
+    }
+    let left = archiver.shutdown(Duration::from_secs(10)).await.unwrap();
+    assert_eq!((left.depth, left.drained), (0, 2));
 }
 
 #[tokio::test]

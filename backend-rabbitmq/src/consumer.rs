@@ -15,6 +15,7 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::Shared;
 use crate::error::backend_error;
@@ -45,9 +46,7 @@ pub(crate) async fn subscribe(
         session,
         sender,
     ));
-    let deliveries = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|d| (d, receiver))
-    });
+    let deliveries = ReceiverStream::new(receiver);
     Ok(deliveries
         .take_until(shared.closed.clone().cancelled_owned())
         .boxed())

@@ -22,6 +22,7 @@ use redis::aio::ConnectionManager;
 use redis::{RedisResult, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::Shared;
 use crate::connection::{self, run_id};
@@ -73,9 +74,7 @@ pub(crate) async fn subscribe(
     };
     consumer.discover().await.map_err(backend_error)?;
     tokio::spawn(consumer.run());
-    let deliveries = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|d| (d, receiver))
-    });
+    let deliveries = ReceiverStream::new(receiver);
     Ok(deliveries
         .take_until(shared.closed.clone().cancelled_owned())
         .boxed())

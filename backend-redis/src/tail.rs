@@ -9,6 +9,7 @@ use futures::StreamExt;
 use redis::Value;
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::Shared;
 use crate::connection;
@@ -37,9 +38,7 @@ pub(crate) async fn tail(
     reader.discover().await.map_err(backend_error)?;
     let (sender, receiver) = mpsc::channel(BUFFER);
     tokio::spawn(reader.run(sender));
-    let envelopes = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|e| (e, receiver))
-    });
+    let envelopes = ReceiverStream::new(receiver);
     Ok(envelopes
         .take_until(shared.closed.clone().cancelled_owned())
         .boxed())

@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use archiver_core::conformance::interop::python_with;
+use archiver_core::conformance::interop::{INTEROP_ADDRESS, python_with};
 use archiver_core::{
     ArchivedMail, Envelope, ListChange, ListEvent, ListId, MailLimits, MailingList, MemberRole,
     Publisher, wire,
@@ -187,9 +187,13 @@ async fn python_consumes_from_the_hub_with_pyzmq_only() {
         role: MemberRole::Moderator,
         display_name: Some("Ann Example".into()),
     };
+    let list = MailingList::public(list)
+        .with_address(INTEROP_ADDRESS)
+        .expect("valid address");
+    let event = ListEvent::now(list.list_id.clone(), change).by("admin@example.org");
     let sent = [
-        Envelope::mail(&mail, &MailingList::public(list.clone())),
-        Envelope::event(&ListEvent::now(list, change).by("admin@example.org")),
+        Envelope::mail(&mail, &list),
+        Envelope::list_event(&event, &list),
     ];
     for envelope in &sent {
         hub.publish(envelope).await.expect("published");
@@ -215,6 +219,7 @@ async fn python_consumes_from_the_hub_with_pyzmq_only() {
             .find(|d| d["fields"]["envelope-id"] == id.as_str())
             .unwrap_or_else(|| panic!("envelope {id} ({:?}) reached Python", envelope.kind));
         check_delivery(delivery, envelope);
+        assert_eq!(delivery["fields"]["list-address"], INTEROP_ADDRESS);
     }
     assert_ne!(seen[0]["tag"], seen[1]["tag"], "each delivery has its tag");
 

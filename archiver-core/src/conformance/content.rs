@@ -11,9 +11,9 @@ use super::support::{
 };
 use crate::archiver::{ArchiveError, ArchiveUrls, Archiver, Outcome, QueueArchiver};
 use crate::backend::{Backend, BackendError, Publisher, Subscriber, Subscription};
-use crate::envelope::{EVENT_CONTENT_TYPE, Kind, MAIL_CONTENT_TYPE};
-use crate::event::ListEvent;
-use crate::list::{ListId, MailingList};
+use crate::envelope::{EVENT_CONTENT_TYPE, Envelope, Kind, MAIL_CONTENT_TYPE};
+use crate::event::{ListChange, ListEvent};
+use crate::list::{ListAddress, ListId, MailingList};
 use crate::mail::mbox::MboxReader;
 use crate::mail::{DEFAULT_MAX_MAIL_BYTES, MailError, MailLimits};
 use crate::selection::Selection;
@@ -201,4 +201,66 @@ pub async fn list_events_round_trip<H: Harness>(harness: &H) {
         );
     }
     assert_eq!(received.len(), events.len());
+}
+
+/// The list's posting address (wire format 1.1) arrives on the mails and
+/// events the [`Archiver`] publishes for a list that has one, and on an
+/// envelope published directly; a list without one gives envelopes
+/// without it.
+pub async fn list_address_round_trip<H: Harness>(harness: &H) {
+    let consumer = harness.connect().await;
+    let mut deliveries = subscribe(&consumer, Subscription::new(name("addresses"))).await;
+    let archiver = archiver(harness.connect().await);
+    let address = ListAddress::new("dev@lists.example.org").expect("valid address");
+    let with = MailingList::public(list("dev.lists.example.org"))
+        .with_address(address.as_str())
+        .expect("valid address");
+    let without = MailingList::public(list("bare.lists.example.org"));
+
+    let mut expected = HashMap::new();
+    for (seq, list) in [&with, &without].into_iter().enumerate() {
+        let raw = mail(&list.list_id, seq).body;
+        let receipt = archiver
+            .archive_message(list, raw)
+            .await
+            .expect("mail archives");
+        expected.insert(
+            receipt.envelope_id.expect("published"),
+            list.list_address.clone(),
+        );
+        let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
+        let id = archiver
+            .archive_list_event(list, &event)
+            .await
+            .expect("event archives");
+        expected.insert(id, list.list_address.clone());
+    }
+    let wrong = ListEvent::now(without.list_id.clone(), ListChange::ListDeleted);
+    assert!(matches!(
+        archiver.archive_list_event(&with, &wrong).await,
+        Err(ArchiveError::WrongList { .. })
+    ));
+    let direct = Envelope {
+        list_address: Some(address.clone()),
+        ..mail(&with.list_id, 2)
+    };
+    publish_all(archiver.publisher(), std::slice::from_ref(&direct)).await;
+
+    let received = receive_acked(&mut deliveries, 5, "list addresses").await;
+    for envelope in &received {
+        if envelope.id == direct.id {
+            assert_eq!(envelope, &direct, "the direct envelope, field for field");
+            continue;
+        }
+        let address = expected
+            .remove(&envelope.id)
+            .unwrap_or_else(|| panic!("unexpected or duplicate envelope {}", envelope.id));
+        assert_eq!(
+            envelope.list_address, address,
+            "list address of {:?} {}",
+            envelope.kind, envelope.id
+        );
+    }
+    assert!(expected.is_empty(), "not received: {expected:?}");
+    assert_quiet(&mut deliveries, "after the list addresses").await;
 }

@@ -2,8 +2,10 @@
 //! (a Python script per backend) reads a mail and an event the library
 //! published, following only `docs/wire-format.md`, and publishes a mail
 //! back. The script prints one JSON object:
-//! `{"mail": {"envelope_id", "message_id_hash", "body_sha256"},
-//!   "event": {"envelope_id", "json"}, "published": {"envelope_id", "body_sha256"}}`.
+//! `{"mail": {"envelope_id", "message_id_hash", "list_address", "body_sha256"},
+//!   "event": {"envelope_id", "list_address", "json"},
+//!   "published": {"envelope_id", "body_sha256"}}`,
+//! where the script publishes a version 1.0 envelope (no `list-address`).
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -19,6 +21,17 @@ use crate::mail::message_id::message_id_hash;
 /// The list the interop tests use.
 pub fn interop_list() -> ListId {
     ListId::new("interop.lists.example.org").expect("valid list id")
+}
+
+/// The posting address of [`interop_list`], which the Rust side's
+/// envelopes carry (`list-address`, wire format 1.1).
+pub const INTEROP_ADDRESS: &str = "interop@lists.example.org";
+
+/// [`interop_list`] with its posting address.
+fn interop_mailing_list() -> MailingList {
+    MailingList::public(interop_list())
+        .with_address(INTEROP_ADDRESS)
+        .expect("valid address")
 }
 
 /// The body the scripts publish: they send exactly these bytes.
@@ -41,7 +54,7 @@ pub async fn publish_for_the_script<P: Publisher>(publisher: P) -> Sent {
     );
     let mail = Bytes::from_static(b"Message-ID: <rust-interop@example.org>\r\nSubject: from Rust\r\n\r\nFrom the start of a line\r\n>From a quoted one\r\n");
     let receipt = archiver
-        .archive_message(&MailingList::public(interop_list()), mail.clone())
+        .archive_message(&interop_mailing_list(), mail.clone())
         .await
         .expect("mail published");
     let change = ListChange::MembershipAdded {
@@ -51,7 +64,7 @@ pub async fn publish_for_the_script<P: Publisher>(publisher: P) -> Sent {
     };
     let event = ListEvent::now(interop_list(), change).by("admin@example.org");
     let event_id = archiver
-        .archive_event(&event)
+        .archive_list_event(&interop_mailing_list(), &event)
         .await
         .expect("event published");
     Sent {
@@ -81,7 +94,9 @@ pub async fn check_the_script(seen: &serde_json::Value, sent: &Sent, deliveries:
         seen["mail"]["body_sha256"],
         hex(&Sha256::digest(&sent.mail))
     );
+    assert_eq!(seen["mail"]["list_address"], INTEROP_ADDRESS);
     assert_eq!(seen["event"]["envelope_id"], sent.event_id.to_string());
+    assert_eq!(seen["event"]["list_address"], INTEROP_ADDRESS);
     assert_eq!(
         ListEvent::from_json(seen["event"]["json"].to_string().as_bytes()).expect("event JSON"),
         sent.event
@@ -114,6 +129,10 @@ pub async fn check_the_script(seen: &serde_json::Value, sent: &Sent, deliveries:
         Some(message_id_hash("<python-interop@example.org>").as_str())
     );
     assert_eq!(envelope.list_id, interop_list());
+    assert_eq!(
+        envelope.list_address, None,
+        "a 1.0 envelope has no list address"
+    );
 }
 
 /// True when python3 can import `module`; otherwise says SKIPPED, or fails

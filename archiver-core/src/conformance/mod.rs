@@ -28,8 +28,8 @@ pub mod tls;
 mod transient;
 
 pub use content::{
-    closed_client_refuses_work, corpus_round_trip, large_mail_round_trip, list_events_round_trip,
-    over_limit_is_refused,
+    closed_client_refuses_work, corpus_round_trip, large_mail_round_trip, list_address_round_trip,
+    list_events_round_trip, over_limit_is_refused,
 };
 pub use corpus::{corpus_dir, corpus_mbox};
 pub use delivery::{
@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             over_limit_is_refused,
             closed_client_refuses_work,
             list_events_round_trip,
+            list_address_round_trip,
             replay_from_start,
             prefetch_bounds_in_flight,
             runner_settles_by_outcome,

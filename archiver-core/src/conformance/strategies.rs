@@ -8,7 +8,7 @@ use chrono::DateTime;
 use proptest::prelude::*;
 
 use crate::envelope::{Envelope, EnvelopeId, Kind};
-use crate::list::{ArchivePolicy, ListId};
+use crate::list::{ArchivePolicy, ListAddress, ListId};
 
 /// Latest instant RFC 3339 can write with a four-digit year, in ms.
 const LAST_RFC3339_MILLIS: i64 = 253_402_300_799_999;
@@ -22,6 +22,14 @@ pub fn list_id() -> impl Strategy<Value = ListId> {
 /// A Message-ID-Hash as the wire carries it: 32 characters of `A-Z2-7`.
 pub fn message_id_hash() -> impl Strategy<Value = String> {
     "[A-Z2-7]{32}"
+}
+
+/// A valid posting address, as [`ListAddress::new`] normalises it.
+pub fn list_address() -> impl Strategy<Value = ListAddress> {
+    "[a-z0-9!#$%&'*+/=?^_`{|}~-]{1,12}(\\.[a-z0-9_-]{1,8}){0,2}@[a-z0-9-]{1,12}(\\.[a-z0-9-]{1,12}){0,3}"
+        .prop_map(|text| {
+            ListAddress::new(&text).expect("the pattern only makes valid list addresses")
+        })
 }
 
 /// Any envelope the encoder can write: every field within its rules,
@@ -39,10 +47,11 @@ pub fn envelope() -> impl Strategy<Value = Envelope> {
             Just(ArchivePolicy::Private),
             Just(ArchivePolicy::Never),
         ]),
+        proptest::option::of(list_address()),
         proptest::collection::vec(any::<u8>(), 0..512),
     )
         .prop_map(
-            |(id, kind, list_id, millis, content_type, hash, policy, body)| Envelope {
+            |(id, kind, list_id, millis, content_type, hash, policy, address, body)| Envelope {
                 id: uuid::Uuid::from_u128(id)
                     .to_string()
                     .parse::<EnvelopeId>()
@@ -54,6 +63,7 @@ pub fn envelope() -> impl Strategy<Value = Envelope> {
                 content_type,
                 message_id_hash: hash,
                 archive_policy: policy,
+                list_address: address,
                 body: Bytes::from(body),
             },
         )

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
@@ -216,9 +217,7 @@ impl LiveTail for MemoryBackend {
         self.ensure_open()?;
         let (sender, receiver) = mpsc::channel(TAIL_BUFFER);
         lock(&self.broker.tails).push((selection.clone(), sender));
-        let envelopes = futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|e| (Ok(e), receiver))
-        });
+        let envelopes = ReceiverStream::new(receiver).map(Ok);
         Ok(envelopes
             .take_until(self.closed.clone().cancelled_owned())
             .boxed())
