@@ -91,3 +91,15 @@ pub enum Error {
     #[error(transparent)]
     BaseUrl(#[from] InvalidBaseUrl),
 }
+
+/// For code that speaks [`BackendError`] (a `LazyPublisher`'s connect, a
+/// retry loop): a backend's error as it was, anything else (a URL or an
+/// option, already redacted) as [`BackendError::InvalidUrl`].
+impl From<Error> for BackendError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Backend(error) => error,
+            other => BackendError::InvalidUrl(other.to_string()),
+        }
+    }
+}
