@@ -14,7 +14,7 @@
 //! ```
 //!
 //! It re-exports everything of `archiver_core` a list server and an
-//! archive server use (and [`Bytes`], [`async_trait`]), so one dependency
+//! archive server use (and [`Bytes`], [`async_trait`](macro@async_trait)), so one dependency
 //! is enough; the backend crates are there too, as [`redis`], [`rabbitmq`]
 //! and [`zeromq`] (features of the same names, all on by default), for
 //! what only one backend has.
