@@ -40,11 +40,6 @@ pub mod admin;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-/// The README's examples, compiled and run as doctests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeExamples;
-
 pub use archiver::{
     ArchiveError, ArchiveUrls, Archiver, InvalidBaseUrl, Outcome, QueueArchiver, Receipt,
 };

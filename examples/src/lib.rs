@@ -1,4 +1,4 @@
-//! Archive servers to run and copy, built on `archiver_core::Runner`:
+//! Archive servers to run and copy, built on `mq_archiver::Runner`:
 //!
 //! - [`maildir::MaildirArchive`] stores each mail, byte for byte, in a
 //!   Maildir per list;
@@ -6,8 +6,8 @@
 //!   threads and events.
 //!
 //! The `quickstart` binary runs a list server and both archive servers in one
-//! process, on the in-memory backend or on a real broker ([`broker`]).
+//! process, on the backend its `--url` names (through the `mq-archiver`
+//! facade: the in-memory backend, Redis, RabbitMQ or ZeroMQ).
 
-pub mod broker;
 pub mod maildir;
 pub mod thread_index;

@@ -10,8 +10,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use archiver_core::{Delivery, Envelope, Handler, HandlerError, Kind, wire};
-use async_trait::async_trait;
+use mq_archiver::async_trait;
+use mq_archiver::{Delivery, Envelope, Handler, HandlerError, Kind, wire};
 
 /// Stores mails in Maildirs; acknowledges only once the file is on disk.
 pub struct MaildirArchive {
@@ -113,8 +113,8 @@ impl Handler for MaildirArchive {
 mod tests {
     use std::time::Duration;
 
-    use archiver_core::{ArchivedMail, BackendError, ListId, MailLimits, MailingList, Settle};
-    use bytes::Bytes;
+    use mq_archiver::Bytes;
+    use mq_archiver::{ArchivedMail, BackendError, ListId, MailLimits, MailingList, Settle};
 
     use super::*;
 

@@ -13,9 +13,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use archiver_core::{ArchivedMail, Delivery, Handler, HandlerError, Kind, ListEvent, MailLimits};
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use mq_archiver::async_trait;
+use mq_archiver::{ArchivedMail, Delivery, Handler, HandlerError, Kind, ListEvent, MailLimits};
 use serde::{Deserialize, Serialize};
 
 /// One line of a list's journal.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use archiver_core::conformance::leaks::leaked_form;
+use mq_archiver::conformance::leaks::leaked_form;
 
 const PASSWORD: &str = "Zap9-logcapture-c1e7f3a9";
 const MAILS: usize = 10;

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use archiver_core::conformance::corpus_mbox;
-use archiver_core::{ArchivedMail, MailLimits, MboxReader};
 use archiver_examples::maildir::MaildirArchive;
+use mq_archiver::conformance::corpus_mbox;
+use mq_archiver::{ArchivedMail, MailLimits, MboxReader};
 
 /// Runs the quickstart on `mbox` (or its default sample) into `out`, with
 /// extra arguments; returns stdout.
@@ -128,7 +128,11 @@ fn quickstart_archives_the_corpus_through_redis() {
         return;
     };
     let out = tempfile::tempdir().unwrap();
-    let stdout = run_quickstart(Some(&mbox), out.path(), &["--backend", "redis"]);
+    let stdout = run_quickstart(
+        Some(&mbox),
+        out.path(),
+        &["--url", "redis://127.0.0.1:6379"],
+    );
     let (archived, skipped) = assert_maildir_matches(&mbox, out.path());
     assert_eq!((archived, skipped), (574, 2));
     assert!(stdout.contains("through the Redis backend"), "{stdout}");
@@ -141,7 +145,8 @@ fn quickstart_archives_the_corpus_through_rabbitmq() {
         return;
     };
     let out = tempfile::tempdir().unwrap();
-    let stdout = run_quickstart(Some(&mbox), out.path(), &["--backend", "rabbitmq"]);
+    let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    let stdout = run_quickstart(Some(&mbox), out.path(), &["--url", url]);
     assert_eq!(assert_maildir_matches(&mbox, out.path()), (574, 2));
     assert!(stdout.contains("through the Rabbitmq backend"), "{stdout}");
     assert!(stdout.contains("dead-lettered 0"), "{stdout}");
@@ -163,12 +168,57 @@ fn quickstart_says_what_is_wrong_with_a_bad_url() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("invalid backend URL") && stderr.contains("scheme"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unknown scheme \"http\""), "{stderr}");
     assert!(
         !stderr.contains("hunter2"),
         "the password is never shown: {stderr}"
     );
+}
+
+/// Switching the backend is a change of URL only: the same sample arrives
+/// whole through each scheme, and the summary names the backend.
+#[test]
+fn quickstart_switches_backend_by_url_only() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample.mbox");
+    let sockets = tempfile::tempdir().unwrap();
+    let ipc = format!("ipc://{}", sockets.path().join("hub.sock").display());
+    for (url, backend) in [
+        ("memory:", "Memory"),
+        ("redis://127.0.0.1:6379", "Redis"),
+        ("amqp://guest:guest@127.0.0.1:5672/%2f", "Rabbitmq"),
+        ("tcp://127.0.0.1:*", "Zeromq"),
+        (ipc.as_str(), "Zeromq"),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let stdout = run_quickstart(None, out.path(), &["--url", url]);
+        assert_eq!(assert_maildir_matches(&sample, out.path()), (8, 1), "{url}");
+        assert!(
+            stdout.contains(&format!("through the {backend} backend")),
+            "{url}: {stdout}"
+        );
+        assert!(stdout.contains("dead-lettered 0"), "{url}: {stdout}");
+    }
+}
+
+#[test]
+fn quickstart_refuses_a_shorthand_that_contradicts_the_url() {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_quickstart"))
+        .args([
+            "--backend",
+            "rabbitmq",
+            "--url",
+            "redis://:hunter2@127.0.0.1:6379",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--backend Rabbitmq but the URL names Redis"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }

@@ -2,13 +2,13 @@
 //! `tests/chaos.rs`), and what their child processes share: the test mail.
 //!
 //! The children are `chaos-list-server` (archives N corpus mails through a
-//! spooling [`QueueArchiver`](archiver_core::QueueArchiver)) and
+//! spooling [`QueueArchiver`](mq_archiver::QueueArchiver)) and
 //! `chaos-archive-server` (a durable subscriber storing a Maildir); the
 //! test kills them with `kill -9`, stops the broker, and counts.
 
-use archiver_core::conformance::corpus_mbox;
-use archiver_core::{ArchivedMail, ListId, MailLimits, MailingList, MboxReader};
-use bytes::Bytes;
+use mq_archiver::Bytes;
+use mq_archiver::conformance::corpus_mbox;
+use mq_archiver::{ArchivedMail, ListId, MailLimits, MailingList, MboxReader};
 
 /// The corpus mails, or None (with a SKIPPED line, or a failure when
 /// `ARCHIVER_REQUIRE_CORPUS` is set) when the corpus is absent.

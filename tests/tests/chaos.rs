@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use archiver_examples::maildir::MaildirArchive;
 use archiver_tests::{chaos_list, chaos_mail, corpus, parse};
-use bytes::Bytes;
+use mq_archiver::Bytes;
 
 /// Mails per run.
 const MAILS: usize = 20_000;
@@ -206,7 +206,6 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 
 /// One run: a broker, a list server, two archive servers.
 struct Run {
-    backend: &'static str,
     broker: OwnBroker,
     dir: tempfile::TempDir,
     prefix: String,
@@ -217,7 +216,6 @@ struct Run {
 impl Run {
     fn new(backend: &'static str) -> Self {
         Self {
-            backend,
             broker: OwnBroker::start(backend),
             dir: tempfile::tempdir().unwrap(),
             prefix: format!("archiver-chaos-{}", uuid::Uuid::now_v7().simple()),
@@ -232,8 +230,6 @@ impl Run {
 
     fn common_args(&self) -> Vec<String> {
         vec![
-            "--backend".into(),
-            self.backend.into(),
             "--url".into(),
             self.broker.url(),
             "--prefix".into(),

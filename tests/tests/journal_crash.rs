@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use archiver_core::journal::{Journal, JournalOptions};
 use archiver_tests::appender_record;
+use mq_archiver::journal::{Journal, JournalOptions};
 
 /// Acknowledged appends: sequence → record number.
 type Acked = Arc<Mutex<BTreeMap<u64, u64>>>;

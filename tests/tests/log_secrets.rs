@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use archiver_core::conformance::leaks::leaked_form;
 use archiver_tests::{chaos_mail, corpus};
+use mq_archiver::conformance::leaks::leaked_form;
 
 /// Mails per run: enough for bodies to cross in several frames.
 const MAILS: usize = 20;
@@ -118,7 +118,7 @@ fn run(backend: &str, url: &str, stop: &mut dyn FnMut(), start: &mut dyn FnMut()
         .unwrap();
     let prefix = format!("logtest{}", uuid::Uuid::now_v7().simple());
     let common = |extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = ["--backend", backend, "--url", url, "--prefix", &prefix]
+        let mut args: Vec<String> = ["--url", url, "--prefix", &prefix]
             .iter()
             .map(|s| s.to_string())
             .collect();

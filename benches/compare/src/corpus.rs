@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use anyhow::{Context, ensure};
-use archiver_core::{
+use bytes::Bytes;
+use mq_archiver::{
     ArchivedMail, Envelope, EnvelopeId, ListId, MailLimits, MailingList, MboxReader,
     message_id_hash,
 };
-use bytes::Bytes;
 
 /// The corpus, parsed once; [`Corpus::envelope`] makes the `i`-th mail of a
 /// run from it without parsing again.

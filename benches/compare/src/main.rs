@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use archiver_examples::broker::BackendKind;
 use clap::Parser;
 
 use crate::corpus::Corpus;
@@ -100,8 +99,6 @@ struct Args {
     /// Internal: play a role of the memory measurement.
     #[arg(long, value_enum, hide = true)]
     child: Option<Role>,
-    #[arg(long, value_enum, hide = true)]
-    child_backend: Option<BackendKind>,
     #[arg(long, hide = true)]
     child_url: Option<String>,
     #[arg(long, hide = true)]
@@ -136,7 +133,7 @@ impl Args {
     fn corpus(&self) -> PathBuf {
         self.corpus
             .clone()
-            .unwrap_or_else(|| archiver_core::conformance::corpus_dir().join("lists.mbox"))
+            .unwrap_or_else(|| mq_archiver::conformance::corpus_dir().join("lists.mbox"))
     }
 
     fn pipelining(&self) -> Pipelining {
@@ -152,7 +149,6 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(role) = args.child {
         let place = Place {
-            kind: args.child_backend.context("--child-backend")?,
             url: args.child_url.clone().context("--child-url")?,
             hub_dir: args.child_hub_dir.clone().context("--child-hub-dir")?,
         };
@@ -218,12 +214,7 @@ fn contenders(which: Which, args: &Args, scratch: &Path) -> anyhow::Result<Conte
             let url = redis.url();
             Contenders {
                 backend: "Redis",
-                ours: Box::new(ours::Ours::new(
-                    BackendKind::Redis,
-                    &url,
-                    scratch.to_owned(),
-                    prefetch,
-                )),
+                ours: Box::new(ours::Ours::new(&url, scratch.to_owned(), prefetch)),
                 raw: Box::new(raw_redis::RawRedis::new(&url, prefetch)?),
                 omniqueue: Some(Box::new(omni::OmniRedis::new(&url, prefetch)?)),
                 targets: Targets {
@@ -232,7 +223,6 @@ fn contenders(which: Which, args: &Args, scratch: &Path) -> anyhow::Result<Conte
                     p99: Duration::from_millis(2),
                 },
                 place: Place {
-                    kind: BackendKind::Redis,
                     url,
                     hub_dir: scratch.to_owned(),
                 },
@@ -243,7 +233,6 @@ fn contenders(which: Which, args: &Args, scratch: &Path) -> anyhow::Result<Conte
         Which::Rabbitmq => Contenders {
             backend: "RabbitMQ",
             ours: Box::new(ours::Ours::new(
-                BackendKind::Rabbitmq,
                 &args.amqp_url,
                 scratch.to_owned(),
                 prefetch,
@@ -256,7 +245,6 @@ fn contenders(which: Which, args: &Args, scratch: &Path) -> anyhow::Result<Conte
                 p99: Duration::from_millis(5),
             },
             place: Place {
-                kind: BackendKind::Rabbitmq,
                 url: args.amqp_url.clone(),
                 hub_dir: scratch.to_owned(),
             },
@@ -270,8 +258,7 @@ fn contenders(which: Which, args: &Args, scratch: &Path) -> anyhow::Result<Conte
             Contenders {
                 backend: "ZeroMQ",
                 ours: Box::new(ours::Ours::new(
-                    BackendKind::Zeromq,
-                    "",
+                    "tcp://127.0.0.1:*",
                     scratch.join("hubs"),
                     prefetch,
                 )),
@@ -283,7 +270,6 @@ fn contenders(which: Which, args: &Args, scratch: &Path) -> anyhow::Result<Conte
                     p99: Duration::from_millis(1),
                 },
                 place: Place {
-                    kind: BackendKind::Zeromq,
                     url: format!("tcp://127.0.0.1:{port}"),
                     hub_dir: scratch.join("backlog-hub"),
                 },

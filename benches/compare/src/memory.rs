@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use archiver_examples::broker::{BackendKind, Broker, ZmqTarget};
 use clap::ValueEnum;
+use mq_archiver::{Backend, BackendKind, Client, Config, Subscriber};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -38,30 +38,33 @@ pub enum Role {
     Consumer,
 }
 
-/// Where the backlog lives: the broker, or the hub's endpoint and journal.
+/// Where the backlog lives: the facade URL of the broker, or of the hub
+/// (its endpoint) and the hub's journal.
 #[derive(Debug, Clone)]
 pub struct Place {
-    pub kind: BackendKind,
     pub url: String,
     pub hub_dir: PathBuf,
 }
 
 impl Place {
-    fn broker_for(&self, role: Role) -> anyhow::Result<Broker> {
-        Ok(match (self.kind, role) {
-            (BackendKind::Zeromq, Role::Publisher) => Broker::zeromq_hub(&self.url, &self.hub_dir)?,
-            (kind, _) => Broker::new(kind, Some(self.url.clone()), PREFIX),
+    /// The client `role` uses: a ZeroMQ publisher binds the hub.
+    async fn client_for(&self, role: Role) -> anyhow::Result<Client> {
+        let mut options = vec![("prefix", PREFIX.to_owned())];
+        let config = Config::parse(&self.url, options.clone())?;
+        Ok(match role {
+            Role::Publisher if config.backend() == BackendKind::Zeromq => {
+                options.push(("hub-dir", self.hub_dir.display().to_string()));
+                Config::parse(&self.url, options)?
+                    .connect_publisher()
+                    .await?
+            }
+            Role::Publisher => config.connect_publisher().await?,
+            Role::Consumer => config.connect_subscriber().await?,
         })
     }
 
     fn args(&self) -> Vec<String> {
         vec![
-            "--child-backend".into(),
-            self.kind
-                .to_possible_value()
-                .expect("a named backend")
-                .get_name()
-                .into(),
             "--child-url".into(),
             self.url.clone(),
             "--child-hub-dir".into(),
@@ -174,32 +177,26 @@ pub async fn play(
     backlog: u64,
     prefetch: u16,
 ) -> anyhow::Result<()> {
-    let broker = place.broker_for(role)?;
+    let client = place.client_for(role).await?;
     match role {
-        Role::Publisher => publish(&broker, corpus, backlog, prefetch).await?,
-        Role::Consumer => consume(&broker, backlog, prefetch).await?,
+        Role::Publisher => publish(client, corpus, backlog, prefetch).await?,
+        Role::Consumer => consume(client, backlog, prefetch).await?,
     }
     println!("{MARK}peak-kib {}", peak_kib()?);
     Ok(())
 }
 
-async fn publish(
-    broker: &Broker,
-    corpus: &Path,
-    backlog: u64,
-    prefetch: u16,
-) -> anyhow::Result<()> {
+async fn publish(client: Client, corpus: &Path, backlog: u64, prefetch: u16) -> anyhow::Result<()> {
     let corpus = Arc::new(Corpus::load(corpus)?);
-    let client = broker.client().await?;
     drop(client.subscribe(&subscription(0, prefetch)).await?);
-    let producer = OursProducer(client);
+    let producer = OursProducer(client.clone());
     let pipelining = Pipelining {
         batch: 32,
         in_flight: 8,
     };
     crate::scenario::send_range(&producer, &corpus, 0..backlog, pipelining).await?;
     println!("{MARK}filled");
-    if let Broker::Zeromq(ZmqTarget::Hub(hub)) = broker {
+    if let Some(hub) = client.hub_handle() {
         // The hub serves the backlog: it stays until the queue is drained.
         loop {
             let status = hub.status().await?;
@@ -208,13 +205,12 @@ async fn publish(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        hub.close().await?;
+        client.close().await?;
     }
     Ok(())
 }
 
-async fn consume(broker: &Broker, backlog: u64, prefetch: u16) -> anyhow::Result<()> {
-    let client = broker.client().await?;
+async fn consume(client: Client, backlog: u64, prefetch: u16) -> anyhow::Result<()> {
     let deliveries = client.subscribe(&subscription(0, prefetch)).await?;
     let mut consumer = OursConsumer {
         deliveries,
@@ -233,6 +229,6 @@ async fn consume(broker: &Broker, backlog: u64, prefetch: u16) -> anyhow::Result
     }
     println!("{MARK}drained {}", start.elapsed().as_secs_f64());
     drop(consumer);
-    broker.purge().await?;
+    client.purge().await?;
     Ok(())
 }

@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use archiver_core::{Envelope, wire};
 use async_trait::async_trait;
+use mq_archiver::{Envelope, wire};
 use omniqueue::backends::{RabbitMqBackend, RabbitMqConfig, RedisBackend, RedisConfig};
 use omniqueue::{Delivery, QueueConsumer as _, QueueProducer as _};
 

@@ -1,6 +1,7 @@
-//! Ours: the library's `Backend` on Redis, RabbitMQ or a ZeroMQ hub, used
-//! as a list server and an archive server use it (concurrent `publish`
-//! calls; a subscription stream whose deliveries are acked).
+//! Ours: the library's `Backend` on Redis, RabbitMQ or a ZeroMQ hub, reached
+//! through the `mq-archiver` facade's URL and used as a list server and an
+//! archive server use it (concurrent `publish` calls; a subscription stream
+//! whose deliveries are acked).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,41 +9,62 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use archiver_core::{Backend, Deliveries, Envelope, Subscription};
-use archiver_examples::broker::{BackendKind, Broker};
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
+use mq_archiver::{
+    Backend, BackendKind, Client, Config, Deliveries, Envelope, Publisher, Subscriber, Subscription,
+};
 
 use crate::system::{Arrival, Consumer, Producer, System};
 
 /// Ours on one backend.
 pub struct Ours {
-    kind: BackendKind,
-    /// Broker URL (Redis, RabbitMQ); unused for ZeroMQ.
+    /// The facade URL (for ZeroMQ, where the hub binds: any free port).
     url: String,
     /// Where ZeroMQ hubs keep their journals, one directory per scenario.
     hub_dirs: PathBuf,
     prefetch: u16,
     /// The deployment of the scenario under way.
-    broker: Mutex<Option<Arc<Broker>>>,
+    deployment: Mutex<Option<Arc<Deployment>>>,
     runs: AtomicUsize,
 }
 
+/// One scenario's deployment: its own prefix (or hub), and every client
+/// made of it, to purge at the end.
+struct Deployment {
+    /// The first list-server client (for ZeroMQ: the hub, which every
+    /// producer shares, as a list server is one process).
+    publisher: Client,
+    /// How more list-server clients connect (Redis, RabbitMQ).
+    publishers: Config,
+    /// How archive-server clients connect.
+    subscribers: Config,
+    clients: Mutex<Vec<Client>>,
+}
+
+impl Deployment {
+    fn keep(&self, client: &Client) {
+        self.clients
+            .lock()
+            .expect("not poisoned")
+            .push(client.clone());
+    }
+}
+
 impl Ours {
-    /// Ours on `kind`; ZeroMQ hubs keep their journals under `hub_dirs`.
-    pub fn new(kind: BackendKind, url: &str, hub_dirs: PathBuf, prefetch: u16) -> Self {
+    /// Ours at `url`; ZeroMQ hubs keep their journals under `hub_dirs`.
+    pub fn new(url: &str, hub_dirs: PathBuf, prefetch: u16) -> Self {
         Self {
-            kind,
             url: url.to_owned(),
             hub_dirs,
             prefetch,
-            broker: Mutex::default(),
+            deployment: Mutex::default(),
             runs: AtomicUsize::new(0),
         }
     }
 
-    fn broker(&self) -> anyhow::Result<Arc<Broker>> {
-        self.broker
+    fn deployment(&self) -> anyhow::Result<Arc<Deployment>> {
+        self.deployment
             .lock()
             .expect("not poisoned")
             .clone()
@@ -62,14 +84,24 @@ pub fn subscription(index: usize, prefetch: u16) -> Subscription {
 impl System for Ours {
     async fn prepare(&self, subscribers: usize) -> anyhow::Result<()> {
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
-        let broker = match self.kind {
-            BackendKind::Zeromq => {
-                let dir = self.hub_dirs.join(format!("hub-{run}"));
-                Broker::zeromq_hub("tcp://127.0.0.1:*", &dir)?
-            }
-            kind => Broker::new(kind, Some(self.url.clone()), &format!("bench{run}")),
+        let mut options = vec![("prefix", format!("bench{run}"))];
+        if Config::parse(&self.url, mq_archiver::NO_OPTIONS)?.backend() == BackendKind::Zeromq {
+            let dir = self.hub_dirs.join(format!("hub-{run}"));
+            options.push(("hub-dir", dir.display().to_string()));
+        }
+        let publishers = Config::parse(&self.url, options.clone())?;
+        let client = publishers.connect_publisher().await?;
+        let subscriber_url = client
+            .hub_handle()
+            .map_or(self.url.clone(), |hub| hub.endpoint().to_owned());
+        options.retain(|(key, _)| *key != "hub-dir");
+        let deployment = Deployment {
+            publisher: client.clone(),
+            publishers,
+            subscribers: Config::parse(&subscriber_url, options)?,
+            clients: Mutex::default(),
         };
-        let client = broker.client().await?;
+        deployment.keep(&client);
         for index in 0..subscribers {
             // The stream is dropped at once: the durable queue stays.
             drop(
@@ -78,16 +110,26 @@ impl System for Ours {
                     .await?,
             );
         }
-        *self.broker.lock().expect("not poisoned") = Some(Arc::new(broker));
+        *self.deployment.lock().expect("not poisoned") = Some(Arc::new(deployment));
         Ok(())
     }
 
     async fn producer(&self) -> anyhow::Result<Box<dyn Producer>> {
-        Ok(Box::new(OursProducer(self.broker()?.client().await?)))
+        let deployment = self.deployment()?;
+        let client = if deployment.publisher.hub_handle().is_some() {
+            deployment.publisher.clone()
+        } else {
+            let client = deployment.publishers.connect_publisher().await?;
+            deployment.keep(&client);
+            client
+        };
+        Ok(Box::new(OursProducer(client)))
     }
 
     async fn consumer(&self, subscriber: usize) -> anyhow::Result<Box<dyn Consumer>> {
-        let client = self.broker()?.client().await?;
+        let deployment = self.deployment()?;
+        let client = deployment.subscribers.connect_subscriber().await?;
+        deployment.keep(&client);
         let deliveries = client
             .subscribe(&subscription(subscriber, self.prefetch))
             .await?;
@@ -98,16 +140,20 @@ impl System for Ours {
     }
 
     async fn cleanup(&self) -> anyhow::Result<()> {
-        let broker = self.broker.lock().expect("not poisoned").take();
-        if let Some(broker) = broker {
-            broker.purge().await?;
+        let deployment = self.deployment.lock().expect("not poisoned").take();
+        if let Some(deployment) = deployment {
+            let clients = std::mem::take(&mut *deployment.clients.lock().expect("not poisoned"));
+            for client in clients {
+                client.purge().await?;
+                client.close().await?;
+            }
         }
         Ok(())
     }
 }
 
 /// Concurrent `publish` calls, one per mail of the batch.
-pub struct OursProducer(pub Arc<dyn Backend>);
+pub struct OursProducer(pub Client);
 
 #[async_trait]
 impl Producer for OursProducer {

@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use archiver_core::{Envelope, wire};
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
@@ -19,6 +18,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
+use mq_archiver::{Envelope, wire};
 
 use crate::system::{Arrival, Consumer, Producer, System, id_of_text};
 

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use archiver_core::{Envelope, wire};
 use async_trait::async_trait;
+use mq_archiver::{Envelope, wire};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
-use archiver_core::{Envelope, wire};
 use async_trait::async_trait;
+use mq_archiver::{Envelope, wire};
 use tokio::sync::mpsc;
 
 use crate::system::{Arrival, Consumer, Producer, System, body_len_of_payload, id_of_payload};

@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use archiver_core::Envelope;
 use async_trait::async_trait;
+use mq_archiver::Envelope;
 
 /// One received mail: which one, how big, and when it arrived (before its
 /// ack), for end-to-end latency.

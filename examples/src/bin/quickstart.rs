@@ -1,18 +1,22 @@
 //! Quickstart: a list server and two archive servers in one process,
-//! archiving an mbox end to end, on the in-memory backend (default) or Redis.
+//! archiving an mbox end to end, on the backend a URL names (through the
+//! `mq-archiver` facade; the in-memory backend by default): switching the
+//! backend is a change of `--url` only.
 //!
 //! ```text
 //! cargo run --release -p archiver-examples --bin quickstart -- --mbox ../shared/corpus/lists.mbox
-//! cargo run --release -p archiver-examples --bin quickstart -- --backend redis --url redis://127.0.0.1:6379
+//! cargo run --release -p archiver-examples --bin quickstart -- --url redis://127.0.0.1:6379
+//! cargo run --release -p archiver-examples --bin quickstart -- --url amqp://guest:guest@127.0.0.1:5672/%2f
 //! ```
 //!
-//! Over ZeroMQ the list server and each archive server can also run as
-//! separate processes, with no broker at all (`--role`):
+//! `--backend memory|redis|rabbitmq|zeromq` is a shorthand for a default
+//! URL of that backend. Over ZeroMQ the list server and each archive server
+//! can also run as separate processes, with no broker at all (`--role`):
 //!
 //! ```text
-//! quickstart --backend zeromq --role archive-server --subscriber maildir &
-//! quickstart --backend zeromq --role archive-server --subscriber thread-index &
-//! quickstart --backend zeromq --role list-server
+//! quickstart --url tcp://127.0.0.1:5555 --role archive-server --subscriber maildir &
+//! quickstart --url tcp://127.0.0.1:5555 --role archive-server --subscriber thread-index &
+//! quickstart --url tcp://127.0.0.1:5555 --role list-server
 //! ```
 //!
 //! With `ARCHIVER_ZMQ_USER` and `ARCHIVER_ZMQ_PASSWORD` set, the hub
@@ -28,15 +32,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use archiver_core::{
-    ArchiveError, ArchiveUrls, ArchivedMail, Archiver, Backend, BackendError, Handler, Kind,
-    ListChange, ListEvent, ListId, MailingList, MboxReader, Outcome, QueueArchiver, RunCounters,
-    RunStats, Runner, RunningRunner, Selection, Subscription,
-};
-use archiver_examples::broker::{BackendKind, Broker};
 use archiver_examples::maildir::MaildirArchive;
 use archiver_examples::thread_index::ThreadIndex;
 use clap::Parser;
+use mq_archiver::{
+    ArchiveError, ArchiveUrls, ArchivedMail, Archiver, Backend, BackendKind, Client, Config,
+    DeadLetters, Handler, Kind, ListChange, ListEvent, ListId, MailingList, MboxReader, Outcome,
+    QueueArchiver, RunCounters, RunStats, Runner, RunningRunner, Selection, Subscription,
+};
 use tokio::sync::oneshot;
 
 /// Archive an mbox through the message-queue archiver, in one process.
@@ -57,18 +60,23 @@ struct Args {
     /// Skip fsync in the archive servers (faster, not crash-safe).
     #[arg(long)]
     no_sync: bool,
-    /// The backend the mails travel through.
-    #[arg(long, value_enum, default_value = "memory")]
-    backend: BackendKind,
-    /// The broker's URL (credentials may come from the environment instead).
+    /// The backend's URL (`memory:`, `redis://`, `rediss://`,
+    /// `redis+unix://`, `amqp://`, `amqps://`, `tcp://`, `ipc://`);
+    /// default `$ARCHIVER_URL`, else the `--backend` shorthand's URL.
     #[arg(long)]
     url: Option<String>,
+    /// Shorthand for a default URL: memory (`memory:quickstart`), redis
+    /// (`$ARCHIVER_REDIS_URL`, else redis://127.0.0.1:6379), rabbitmq
+    /// (`$ARCHIVER_AMQP_URL`, else amqp://guest:guest@127.0.0.1:5672/%2f),
+    /// zeromq (tcp://127.0.0.1:5555; any free port with `--role all`).
+    #[arg(long, value_enum)]
+    backend: Option<Shorthand>,
     /// Keep what the run left on the broker (by default a broker run uses
     /// fresh key names and deletes them at the end).
     #[arg(long)]
     keep: bool,
     /// Which part this process plays; the parts other than `all` run as
-    /// separate processes over `--backend zeromq`.
+    /// separate processes over a ZeroMQ URL (`tcp://`, `ipc://`).
     #[arg(long, value_enum, default_value = "all")]
     role: Role,
     /// The archive server to run with `--role archive-server`.
@@ -82,6 +90,37 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     idle_exit: u64,
 }
+
+/// The `--backend` shorthands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Shorthand {
+    /// In this process; needs no broker.
+    Memory,
+    /// Redis on this host.
+    Redis,
+    /// RabbitMQ on this host.
+    Rabbitmq,
+    /// ZeroMQ on this host, no broker.
+    Zeromq,
+}
+
+impl Shorthand {
+    /// The URL this shorthand stands for.
+    fn url(self, role: Role) -> String {
+        let env_or = |name: &str, default: &str| std::env::var(name).unwrap_or(default.into());
+        match self {
+            Self::Memory => "memory:quickstart".into(),
+            Self::Redis => env_or("ARCHIVER_REDIS_URL", "redis://127.0.0.1:6379"),
+            Self::Rabbitmq => env_or("ARCHIVER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            Self::Zeromq if role == Role::All => "tcp://127.0.0.1:*".into(),
+            Self::Zeromq => "tcp://127.0.0.1:5555".into(),
+        }
+    }
+}
+
+/// How long a ZeroMQ archive server waits for its hub: in `--role
+/// archive-server` it may start well before the list server.
+const HUB_WAIT: &str = "120s";
 
 /// The parts of the quickstart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -133,7 +172,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    archiver_core::admin::init_logging();
+    mq_archiver::admin::init_logging();
     let args = Args::parse();
     let mbox = args
         .mbox
@@ -141,43 +180,53 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| PathBuf::from(SAMPLE_MBOX));
     let started = Instant::now();
 
-    if args.role != Role::All && args.backend != BackendKind::Zeromq {
-        return Err("--role list-server and archive-server run over --backend zeromq".into());
+    let url = args.url().map_err(|e| format!("--url: {e}"))?;
+    let backend = Config::parse(&url, mq_archiver::NO_OPTIONS)?.backend();
+    if args.role != Role::All && backend != BackendKind::Zeromq {
+        return Err("--role list-server and archive-server run over a tcp:// or ipc:// URL".into());
     }
     match args.role {
         Role::All => {}
-        Role::ListServer => return run_list_server_process(&args, &mbox).await,
-        Role::ArchiveServer => return run_archive_server_process(&args).await,
+        Role::ListServer => return run_list_server_process(&args, &url, &mbox).await,
+        Role::ArchiveServer => return run_archive_server_process(&args, &url).await,
     }
+    // A fresh prefix, so a broker run starts empty and deletes what it made.
     let prefix = format!("quickstart-{}", uuid::Uuid::now_v7().simple());
-    let broker = if args.backend == BackendKind::Zeromq {
-        // One process: a fresh hub on a free loopback port.
+    let mut options = vec![("prefix", prefix)];
+    if backend == BackendKind::Zeromq {
+        // One process: a fresh hub.
         let dir = args.out.join("hub");
         let _ = std::fs::remove_dir_all(&dir);
-        Broker::zeromq_hub("tcp://127.0.0.1:*", &dir)?
-    } else {
-        Broker::new(args.backend, args.url.clone(), &prefix)
-    };
+        options.push(("hub-dir", dir.display().to_string()));
+    }
+    let list_server = Config::parse(&url, zmq_credentials(&options, backend))?
+        .connect_publisher()
+        .await?;
+    // Over ZeroMQ the archive servers connect to the hub where it is bound.
+    let subscriber_url = list_server
+        .hub_handle()
+        .map_or(url.clone(), |hub| hub.endpoint().to_owned());
+    options.retain(|(key, _)| *key != "hub-dir");
+    let subscribers = Config::parse(&subscriber_url, zmq_credentials(&options, backend))?;
     let maildir = Arc::new(MaildirArchive::new(args.out.join("maildir"), !args.no_sync));
     let index = Arc::new(ThreadIndex::open(args.out.join("threads"), !args.no_sync)?);
     let maildir_server = ArchiveServer::start(
-        &broker,
+        &subscribers,
         Subscription::new("maildir".parse()?).select(Selection::all().only(Kind::Mail)),
         Arc::clone(&maildir),
     )
     .await?;
     let index_server = ArchiveServer::start(
-        &broker,
+        &subscribers,
         Subscription::new("thread-index".parse()?),
         Arc::clone(&index),
     )
     .await?;
     let (maildir_counters, index_counters) = (maildir_server.counters(), index_server.counters());
 
-    let list_server = broker.client().await?;
     let archiver = QueueArchiver::new(
         "mq-archiver",
-        Arc::clone(&list_server),
+        list_server.clone(),
         ArchiveUrls::new(&args.base_url)?,
     );
     let published = run_list_server(&archiver, &mbox, &args.default_list).await?;
@@ -189,24 +238,25 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .await;
     };
     let finished = tokio::time::timeout(FINISH_WITHIN, finish).await.is_ok();
-    let maildir_stats = maildir_server.stop().await?;
-    let index_stats = index_server.stop().await?;
+    let (maildir_stats, maildir_client) = maildir_server.stop().await?;
+    let (index_stats, index_client) = index_server.stop().await?;
     let threads = index.write_threads()?;
     let mut dead = 0;
     for name in ["maildir", "thread-index"] {
         dead += list_server.dead_letters(&name.parse()?).await?.len();
     }
-    list_server.close().await?;
     let elapsed = started.elapsed();
-    if !args.keep {
-        broker.purge().await?;
+    for client in [maildir_client, index_client, list_server] {
+        if !args.keep {
+            client.purge().await?;
+        }
+        client.close().await?;
     }
 
     println!(
-        "quickstart: {} archived into {} through the {:?} backend",
+        "quickstart: {} archived into {} through the {backend:?} backend",
         mbox.display(),
         args.out.display(),
-        args.backend
     );
     println!(
         "  list server   published {} mails and {} list events; skipped {} (X-No-Archive / X-Archive: no); refused {}",
@@ -242,7 +292,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Publishes every mail of the mbox, and a `list_created` event for each list
 /// the first time it appears.
-async fn run_list_server<P: archiver_core::Publisher + 'static>(
+async fn run_list_server<P: mq_archiver::Publisher + 'static>(
     archiver: &QueueArchiver<P>,
     mbox: &PathBuf,
     default_list: &ListId,
@@ -289,20 +339,20 @@ async fn run_list_server<P: archiver_core::Publisher + 'static>(
 struct ArchiveServer {
     stop: oneshot::Sender<()>,
     running: RunningRunner,
-    client: Arc<dyn Backend>,
+    client: Client,
 }
 
 impl ArchiveServer {
     /// Starts a runner on its own client of the broker; returns once its
     /// queue exists, so nothing published afterwards can miss it.
     async fn start<H: Handler>(
-        broker: &Broker,
+        config: &Config,
         subscription: Subscription,
         handler: H,
-    ) -> Result<Self, BackendError> {
+    ) -> Result<Self, mq_archiver::Error> {
         let (stop, stopped) = oneshot::channel::<()>();
-        let client = broker.client().await?;
-        let running = Runner::new(Arc::clone(&client), subscription)
+        let client = config.connect_subscriber().await?;
+        let running = Runner::new(client.clone(), subscription)
             .concurrency(8)
             .spawn(handler, async {
                 let _ = stopped.await;
@@ -319,11 +369,11 @@ impl ArchiveServer {
         Arc::clone(self.running.counters())
     }
 
-    async fn stop(self) -> Result<RunStats, BackendError> {
+    /// Stops the runner; hands back its client, still open (to purge).
+    async fn stop(self) -> Result<(RunStats, Client), mq_archiver::BackendError> {
         let _ = self.stop.send(());
         let stats = self.running.join().await?;
-        self.client.close().await?;
-        Ok(stats)
+        Ok((stats, self.client))
     }
 }
 
@@ -331,18 +381,17 @@ impl ArchiveServer {
 /// until both archive servers have taken (and acked) everything.
 async fn run_list_server_process(
     args: &Args,
+    url: &str,
     mbox: &PathBuf,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
-    let endpoint = args
-        .url
-        .clone()
-        .unwrap_or_else(|| archiver_examples::broker::DEFAULT_ZMQ_ENDPOINT.to_owned());
-    let mut config = backend_zeromq::HubConfig::new(&endpoint, &args.hub_dir);
-    if let Some(credentials) = archiver_examples::broker::zmq_credentials_from_env() {
-        config = config.allow(credentials);
-    }
-    let hub = backend_zeromq::ZmqHub::bind(config)?;
+    let options = [("hub-dir", args.hub_dir.display().to_string())];
+    let client = Config::parse(url, zmq_credentials(&options, BackendKind::Zeromq))?
+        .connect_publisher()
+        .await?;
+    let hub = client
+        .hub_handle()
+        .ok_or("--role list-server binds a ZeroMQ hub")?;
     println!(
         "list server: hub on {} (queues in {})",
         hub.endpoint(),
@@ -350,7 +399,7 @@ async fn run_list_server_process(
     );
     let archiver = QueueArchiver::new(
         "mq-archiver",
-        hub.clone(),
+        client.clone(),
         ArchiveUrls::new(&args.base_url)?,
     );
     let published = run_list_server(&archiver, mbox, &args.default_list).await?;
@@ -385,7 +434,7 @@ async fn run_list_server_process(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    hub.close().await?;
+    client.close().await?;
     println!("  time          {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -393,20 +442,24 @@ async fn run_list_server_process(
 /// `--role archive-server`: one archive server consuming from the hub,
 /// from the start of its journal (so it may start before or after the list
 /// server), until idle.
-async fn run_archive_server_process(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+async fn run_archive_server_process(
+    args: &Args,
+    url: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     let kind = args
         .subscriber
         .ok_or("--role archive-server needs --subscriber maildir or thread-index")?;
-    let broker = Broker::new(BackendKind::Zeromq, args.url.clone(), "");
+    let options = [("connect-timeout", HUB_WAIT.to_owned())];
+    let config = Config::parse(url, zmq_credentials(&options, BackendKind::Zeromq))?;
     let idle = Duration::from_secs(args.idle_exit);
     let (server, report): (ArchiveServer, Box<dyn Fn() -> String>) = match kind {
         ArchiveKind::Maildir => {
             let maildir = Arc::new(MaildirArchive::new(args.out.join("maildir"), !args.no_sync));
             let server = ArchiveServer::start(
-                &broker,
+                &config,
                 Subscription::new("maildir".parse()?)
                     .select(Selection::all().only(Kind::Mail))
-                    .start(archiver_core::StartPosition::Beginning),
+                    .start(mq_archiver::StartPosition::Beginning),
                 Arc::clone(&maildir),
             )
             .await?;
@@ -422,9 +475,9 @@ async fn run_archive_server_process(args: &Args) -> Result<(), Box<dyn std::erro
         ArchiveKind::ThreadIndex => {
             let index = Arc::new(ThreadIndex::open(args.out.join("threads"), !args.no_sync)?);
             let server = ArchiveServer::start(
-                &broker,
+                &config,
                 Subscription::new("thread-index".parse()?)
-                    .start(archiver_core::StartPosition::Beginning),
+                    .start(mq_archiver::StartPosition::Beginning),
                 Arc::clone(&index),
             )
             .await?;
@@ -453,7 +506,8 @@ async fn run_archive_server_process(args: &Args) -> Result<(), Box<dyn std::erro
             break;
         }
     }
-    let stats = server.stop().await?;
+    let (stats, client) = server.stop().await?;
+    client.close().await?;
     println!(
         "archive server {kind:?}: acked {}: {}; idle for {} s, stopping",
         stats.acked,
@@ -461,4 +515,46 @@ async fn run_archive_server_process(args: &Args) -> Result<(), Box<dyn std::erro
         args.idle_exit
     );
     Ok(())
+}
+
+impl Args {
+    /// The backend's URL: `--url`, else `$ARCHIVER_URL`, else the
+    /// `--backend` shorthand's (memory by default). A shorthand and a URL
+    /// of another backend contradict each other.
+    fn url(&self) -> Result<String, mq_archiver::Error> {
+        let shorthand = self.backend.unwrap_or(Shorthand::Memory);
+        let url = match (&self.url, std::env::var("ARCHIVER_URL")) {
+            (Some(url), _) => url.clone(),
+            (None, Ok(url)) if self.backend.is_none() => url,
+            _ => shorthand.url(self.role),
+        };
+        let implied = Config::parse(&shorthand.url(self.role), mq_archiver::NO_OPTIONS)?.backend();
+        let named = Config::parse(&url, mq_archiver::NO_OPTIONS)?.backend();
+        if self.backend.is_some() && implied != named {
+            return Err(mq_archiver::Error::InvalidUrl {
+                url: mq_archiver::redact_url(&url),
+                reason: format!("--backend {shorthand:?} but the URL names {named:?}"),
+            });
+        }
+        Ok(url)
+    }
+}
+
+/// `options`, and for ZeroMQ the ZAP PLAIN credentials of
+/// `ARCHIVER_ZMQ_USER` and `ARCHIVER_ZMQ_PASSWORD` when both are set (the
+/// environment, not the command line, which any local user can read).
+fn zmq_credentials(
+    options: &[(&'static str, String)],
+    backend: BackendKind,
+) -> Vec<(&'static str, String)> {
+    let mut options = options.to_vec();
+    if backend == BackendKind::Zeromq
+        && let (Ok(user), Ok(password)) = (
+            std::env::var("ARCHIVER_ZMQ_USER"),
+            std::env::var("ARCHIVER_ZMQ_PASSWORD"),
+        )
+    {
+        options.extend([("user", user), ("password", password)]);
+    }
+    options
 }

@@ -9,21 +9,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use archiver_core::{
-    Delivery, Handler, HandlerError, Kind, Runner, SubscriberName, Subscription, admin,
-    shutdown_signal,
-};
-use archiver_examples::broker::{BackendKind, Broker};
 use archiver_examples::maildir::MaildirArchive;
-use async_trait::async_trait;
 use clap::Parser;
+use mq_archiver::{
+    Config, Delivery, Handler, HandlerError, Kind, Runner, SubscriberName, Subscription, admin,
+    async_trait, shutdown_signal,
+};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long, value_enum)]
-    backend: BackendKind,
+    /// The backend's URL (mq-archiver's schemes).
     #[arg(long)]
-    url: Option<String>,
+    url: String,
     #[arg(long)]
     prefix: String,
     #[arg(long)]
@@ -68,7 +65,8 @@ impl Handler for Reporting {
 async fn main() {
     admin::init_logging();
     let args = Args::parse();
-    let broker = Broker::new(args.backend, args.url.clone(), &args.prefix);
+    let config =
+        Config::parse(&args.url, [("prefix", &args.prefix)]).expect("a valid URL and prefix");
     // Process kills do not lose the page cache; the suite does not cut power.
     let handler = Arc::new(Reporting {
         root: args.root.clone(),
@@ -78,7 +76,7 @@ async fn main() {
         Subscription::new(SubscriberName::new(&args.name).expect("valid name")).prefetch(32);
     let running = loop {
         let attempt = async {
-            let client = broker.client().await?;
+            let client = config.connect_subscriber().await?;
             Runner::new(client, subscription.clone())
                 .concurrency(8)
                 .spawn(handler.clone(), shutdown_signal())

@@ -9,19 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use archiver_core::{
-    ArchiveUrls, Archiver, LazyPublisher, Outcome, QueueArchiver, SpoolOptions, admin,
-};
-use archiver_examples::broker::{BackendKind, Broker};
 use archiver_tests::{chaos_list, chaos_mail, corpus, parse};
 use clap::Parser;
+use mq_archiver::{
+    ArchiveUrls, Archiver, Config, LazyPublisher, Outcome, QueueArchiver, SpoolOptions, admin,
+};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long, value_enum)]
-    backend: BackendKind,
+    /// The backend's URL (mq-archiver's schemes).
     #[arg(long)]
-    url: Option<String>,
+    url: String,
     #[arg(long)]
     prefix: String,
     /// The spool's directory (kept across restarts).
@@ -45,13 +43,15 @@ async fn main() {
     admin::init_logging();
     let args = Args::parse();
     let corpus = Arc::new(corpus("chaos-list-server").expect("the corpus"));
-    let broker = Arc::new(Broker::new(args.backend, args.url.clone(), &args.prefix));
+    let config = Arc::new(
+        Config::parse(&args.url, [("prefix", &args.prefix)]).expect("a valid URL and prefix"),
+    );
     let publisher = LazyPublisher::new(move || {
-        let broker = broker.clone();
-        async move { broker.client().await }
+        let config = config.clone();
+        async move { Ok(config.connect_publisher().await?) }
     });
     let mut spool = SpoolOptions::new(&args.spool);
-    spool.backoff = archiver_core::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    spool.backoff = mq_archiver::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let archiver = Arc::new(
         QueueArchiver::new(
             "chaos",

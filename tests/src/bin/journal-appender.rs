@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use archiver_core::journal::{Journal, JournalOptions};
 use archiver_tests::appender_record;
+use mq_archiver::journal::{Journal, JournalOptions};
 
 #[tokio::main]
 async fn main() {

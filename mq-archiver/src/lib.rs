@@ -1,0 +1,444 @@
+//! The message-queue mailing-list archiver behind one front door: a URL
+//! picks the backend, so switching an embedding from Redis to RabbitMQ or
+//! ZeroMQ is a configuration change, not a code change (arrow-rs
+//! `object_store`'s `parse_url_opts` is the model).
+//!
+//! ```
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let archiver = mq_archiver::open_archiver(
+//!     "memory:",
+//!     [("base-url", "https://archive.example.org/list/{list_id}/")],
+//! )
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! It re-exports everything of `archiver_core` a list server and an
+//! archive server use (and [`Bytes`], [`async_trait`](macro@async_trait)), so one dependency
+//! is enough; the backend crates are there too, as [`redis`], [`rabbitmq`]
+//! and [`zeromq`] (features of the same names, all on by default), for
+//! what only one backend has.
+//!
+//! # URLs
+//!
+//! | URL | backend |
+//! |---|---|
+//! | `memory:` or `memory:NAME` | in this process; clients of one name share one broker |
+//! | `redis://[user:password@]host[:port][/db]`, `rediss://`, `redis+unix:///path` | Redis Streams |
+//! | `amqp://user:password@host[:port]/vhost`, `amqps://` | RabbitMQ |
+//! | `tcp://[user:password@]host:port`, `ipc:///path` | ZeroMQ, no broker: [`connect_publisher`] binds a hub there (option `hub-dir` required; port `*` picks a free one), [`connect_subscriber`] connects to it |
+//!
+//! Reserved for later, so configurations need not change: Redis Cluster
+//! (`redis+cluster://h1:7000,h2:7001/`), several RabbitMQ nodes (the
+//! repeatable option `node`), several ZeroMQ hubs for one subscriber (the
+//! repeatable option `hub`, or `tcp://h1:5555,h2:5555`). They parse and
+//! fail with [`Error::NotSupportedYet`].
+//!
+//! # Options
+//!
+//! String pairs, each key at most for some backends ([`OPTION_KEYS`]); an
+//! unknown key, a key of another backend or a bad value is an [`Error`]
+//! naming the key (never the value). Durations are `500ms` or `2s`.
+//!
+//! | key | backends | meaning (default) |
+//! |---|---|---|
+//! | `prefix` | all (memory and ZeroMQ ignore it) | Redis key prefix, RabbitMQ exchange and queue prefix (`archiver`) |
+//! | `user`, `password` | Redis, RabbitMQ, ZeroMQ | credentials, instead of the URL's user info (ZeroMQ: ZAP PLAIN, the hub allows them and the subscriber sends them) |
+//! | `tls-ca-file` | Redis, RabbitMQ | PEM CA for `rediss://` / `amqps://` (the system's trust store) |
+//! | `max-envelope-bytes` | Redis, RabbitMQ, ZeroMQ | largest body (64 MiB) |
+//! | `durability` | Redis | `reply` (default), `replicas:COUNT:TIMEOUT`, `fsync:REPLICAS:TIMEOUT` |
+//! | `claim-idle`, `poll-interval`, `consumer-name` | Redis | see `RedisConfig` (60s, 200ms, host name) |
+//! | `queue-type`, `keep-unrouted` | RabbitMQ | `quorum` or `classic` (quorum); `true` or `false` (true) |
+//! | `hub-dir` | ZeroMQ | the hub's journal and queues (required by [`connect_publisher`]) |
+//! | `connect-timeout` | ZeroMQ | how long a subscriber waits for the hub (10s) |
+//! | `spool-dir`, `publish-timeout` | all | [`open_archiver`]'s spool (none), and how long a publish may take before its envelope is spooled (2s) |
+//! | `base-url`, `archiver-name` | all | [`open_archiver`]'s archive URL with `{list_id}` (required), its name (`mq-archiver`) |
+//!
+//! [`Config::from_env`] reads the URL from `ARCHIVER_URL` (else, as
+//! before, `ARCHIVER_REDIS_URL`, then `ARCHIVER_AMQP_URL`) and each option
+//! from `ARCHIVER_` + its key upper-cased with `_` for `-` (e.g.
+//! `ARCHIVER_TLS_CA_FILE`); for ZeroMQ also `ARCHIVER_ZMQ_USER` and
+//! `ARCHIVER_ZMQ_PASSWORD`.
+//!
+//! # Why one `Client` type, delegating to `Arc<dyn Backend>`
+//!
+//! A publisher of Redis and one of RabbitMQ are different types, yet the
+//! caller of [`connect_publisher`] cannot name the type before reading the
+//! URL. The core traits are object-safe (`async_trait`), so [`Client`]
+//! holds the backend's client as an `Arc<dyn Backend>` and implements
+//! [`Backend`] by delegation: one virtual call per operation, negligible
+//! next to a network round trip, and adding a backend adds no variant to
+//! every method. An enum over the backends would have to repeat every
+//! method for every backend. What only one backend offers (a ZeroMQ list
+//! server's hub, purging a Redis or RabbitMQ deployment) sits next to the
+//! trait object.
+
+// With a backend left out, its URL forms and option keys are still parsed
+// (and refused with a typed error), so their fields go unread.
+#![cfg_attr(
+    not(all(feature = "redis", feature = "rabbitmq", feature = "zeromq")),
+    allow(dead_code, unused_variables)
+)]
+
+mod client;
+mod error;
+mod options;
+mod url;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+pub use archiver_core::*;
+pub use async_trait::async_trait;
+#[cfg(feature = "rabbitmq")]
+pub use backend_rabbitmq as rabbitmq;
+#[cfg(feature = "redis")]
+pub use backend_redis as redis;
+#[cfg(feature = "zeromq")]
+pub use backend_zeromq as zeromq;
+pub use bytes::Bytes;
+
+pub use client::Client;
+pub use error::Error;
+pub use options::OPTION_KEYS;
+pub use url::BackendKind;
+
+use options::Settings;
+use url::Target;
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
+
+/// A checked URL and its options: nothing contacted yet. Its `Debug`
+/// shows the URL redacted and no option value.
+#[derive(Clone)]
+pub struct Config {
+    url: String,
+    target: Target,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.redacted_url())
+            .finish_non_exhaustive()
+    }
+}
+
+/// No options, for a URL that needs none (`[]` alone has no item type).
+pub const NO_OPTIONS: [(&str, &str); 0] = [];
+
+/// Connects a list server's client: for ZeroMQ, binds the hub.
+pub async fn connect_publisher<K: AsRef<str>, V: AsRef<str>>(
+    url: &str,
+    options: impl IntoIterator<Item = (K, V)>,
+) -> Result<Client, Error> {
+    Config::parse(url, options)?.connect_publisher().await
+}
+
+/// Connects an archive server's client: for ZeroMQ, to the hub.
+pub async fn connect_subscriber<K: AsRef<str>, V: AsRef<str>>(
+    url: &str,
+    options: impl IntoIterator<Item = (K, V)>,
+) -> Result<Client, Error> {
+    Config::parse(url, options)?.connect_subscriber().await
+}
+
+/// A list server's ready [`QueueArchiver`]: connected, with its spool
+/// when `spool-dir` is given.
+pub async fn open_archiver<K: AsRef<str>, V: AsRef<str>>(
+    url: &str,
+    options: impl IntoIterator<Item = (K, V)>,
+) -> Result<QueueArchiver<Client>, Error> {
+    Config::parse(url, options)?.open_archiver().await
+}
+
+impl Config {
+    /// Checks a URL and its options.
+    pub fn parse<K: AsRef<str>, V: AsRef<str>>(
+        url: &str,
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, Error> {
+        let target = Target::parse(url)?;
+        let settings = Settings::parse(target.scheme(), options)?;
+        Ok(Self {
+            url: url.to_owned(),
+            target,
+            settings,
+        })
+    }
+
+    /// From the environment (see the crate docs).
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(Error::NotUnicode(name.to_owned())),
+        })
+    }
+
+    /// [`Config::from_env`] over any variable lookup.
+    fn from_lookup(get: impl Fn(&str) -> Result<Option<String>, Error>) -> Result<Self, Error> {
+        let url = match get("ARCHIVER_URL")? {
+            Some(url) => url,
+            None => get("ARCHIVER_REDIS_URL")?
+                .or(get("ARCHIVER_AMQP_URL")?)
+                .ok_or(Error::NoUrlInEnvironment)?,
+        };
+        let mut options = Vec::new();
+        for key in OPTION_KEYS {
+            let name = format!("ARCHIVER_{}", key.to_ascii_uppercase().replace('-', "_"));
+            if let Some(value) = get(&name)? {
+                options.push((*key, value));
+            }
+        }
+        if Target::parse(&url)?.scheme() == BackendKind::Zeromq {
+            for (key, name) in [
+                ("user", "ARCHIVER_ZMQ_USER"),
+                ("password", "ARCHIVER_ZMQ_PASSWORD"),
+            ] {
+                if !options.iter().any(|(k, _)| *k == key)
+                    && let Some(value) = get(name)?
+                {
+                    options.push((key, value));
+                }
+            }
+        }
+        Self::parse(&url, options)
+    }
+
+    /// The backend the URL names.
+    pub fn backend(&self) -> BackendKind {
+        self.target.scheme()
+    }
+
+    /// The URL with any password replaced, for messages and logs.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// Connects a list server's client: for ZeroMQ, binds the hub.
+    pub async fn connect_publisher(&self) -> Result<Client, Error> {
+        self.connect(true).await
+    }
+
+    /// Connects an archive server's client: for ZeroMQ, to the hub.
+    pub async fn connect_subscriber(&self) -> Result<Client, Error> {
+        self.connect(false).await
+    }
+
+    /// A list server's ready [`QueueArchiver`], with its spool when
+    /// `spool-dir` is given.
+    pub async fn open_archiver(&self) -> Result<QueueArchiver<Client>, Error> {
+        let s = &self.settings;
+        let base = s.base_url.as_deref().ok_or(Error::MissingOption {
+            key: "base-url",
+            why: "by open_archiver (the archive's URL, with {list_id})",
+        })?;
+        let urls = ArchiveUrls::new(base)?;
+        let name = s.archiver_name.as_deref().unwrap_or("mq-archiver");
+        let archiver = QueueArchiver::new(name, self.connect_publisher().await?, urls);
+        Ok(match &s.spool_dir {
+            Some(dir) => {
+                let mut spool = SpoolOptions::new(dir);
+                if let Some(timeout) = s.publish_timeout {
+                    spool.publish_timeout = timeout;
+                }
+                archiver.with_spool(spool)?
+            }
+            None => archiver,
+        })
+    }
+
+    async fn connect(&self, publisher: bool) -> Result<Client, Error> {
+        let s = &self.settings;
+        match &self.target {
+            Target::Memory(name) => Ok(Client::memory(memory_broker(name))),
+            #[cfg(feature = "redis")]
+            Target::Redis(url) => {
+                let mut config = backend_redis::RedisConfig::new(self.with_credentials(url)?);
+                if let Some(v) = &s.prefix {
+                    config = config.prefix(v);
+                }
+                if let Some(v) = &s.tls_ca_file {
+                    config = config.tls_ca_file(v);
+                }
+                if let Some(v) = s.max_envelope_bytes {
+                    config = config.max_envelope_bytes(v);
+                }
+                if let Some(v) = s.durability {
+                    config = config.durability(v);
+                }
+                if let Some(v) = s.claim_idle {
+                    config = config.claim_idle(v);
+                }
+                if let Some(v) = s.poll_interval {
+                    config = config.poll_interval(v);
+                }
+                if let Some(v) = &s.consumer_name {
+                    config = config.consumer_name(v);
+                }
+                Ok(Client::redis(
+                    backend_redis::RedisBackend::connect(config).await?,
+                ))
+            }
+            #[cfg(feature = "rabbitmq")]
+            Target::Rabbitmq(url) => {
+                let mut config = backend_rabbitmq::RabbitConfig::new(self.with_credentials(url)?);
+                if let Some(v) = &s.prefix {
+                    config = config.prefix(v);
+                }
+                if let Some(v) = &s.tls_ca_file {
+                    config = config.tls_ca_file(v);
+                }
+                if let Some(v) = s.max_envelope_bytes {
+                    config = config.max_envelope_bytes(v);
+                }
+                if let Some(v) = s.queue_type {
+                    config = config.queue_type(v);
+                }
+                if let Some(v) = s.keep_unrouted {
+                    config = config.keep_unrouted(v);
+                }
+                Ok(Client::rabbitmq(
+                    backend_rabbitmq::RabbitBackend::connect(config).await?,
+                ))
+            }
+            #[cfg(feature = "zeromq")]
+            Target::Zeromq { endpoint, user } => {
+                use backend_zeromq::{ClientConfig, Credentials, HubConfig, ZmqClient, ZmqHub};
+                let credentials = match (&s.user, &s.password, user) {
+                    (Some(u), p, _) => Some(Credentials::new(u, p.clone().unwrap_or_default())),
+                    (None, _, Some((u, p))) => Some(Credentials::new(u, p)),
+                    (None, _, None) => None,
+                };
+                if publisher {
+                    let dir = s.hub_dir.as_ref().ok_or(Error::MissingOption {
+                        key: "hub-dir",
+                        why: "to bind a ZeroMQ hub (its journal and queues)",
+                    })?;
+                    let mut config = HubConfig::new(endpoint, dir);
+                    if let Some(c) = credentials {
+                        config = config.allow(c);
+                    }
+                    if let Some(v) = s.max_envelope_bytes {
+                        config = config.max_envelope_bytes(v);
+                    }
+                    Ok(Client::hub(ZmqHub::bind(config)?))
+                } else {
+                    let mut config = ClientConfig::new(endpoint);
+                    if let Some(c) = credentials {
+                        config = config.credentials(c);
+                    }
+                    if let Some(v) = s.connect_timeout {
+                        config = config.connect_timeout(v);
+                    }
+                    Ok(Client::zeromq(ZmqClient::connect(config)?))
+                }
+            }
+            #[cfg(not(all(feature = "redis", feature = "rabbitmq", feature = "zeromq")))]
+            _ => unreachable!("Target::parse refuses the schemes of left-out backends"),
+        }
+    }
+
+    /// The URL with the `user` and `password` options in its user info.
+    #[cfg(any(feature = "redis", feature = "rabbitmq"))]
+    fn with_credentials(&self, url: &str) -> Result<String, Error> {
+        let s = &self.settings;
+        if s.user.is_none() && s.password.is_none() {
+            return Ok(url.to_owned());
+        }
+        let mut parsed = ::url::Url::parse(url).map_err(|e| Error::InvalidUrl {
+            url: redact_url(url),
+            reason: e.to_string(),
+        })?;
+        let refused = |key: &str| Error::InvalidOption {
+            key: key.into(),
+            expected: "credentials this URL can carry (it has no host)",
+        };
+        if let Some(user) = &s.user {
+            parsed.set_username(user).map_err(|()| refused("user"))?;
+        }
+        if let Some(password) = &s.password {
+            parsed
+                .set_password(Some(password))
+                .map_err(|()| refused("password"))?;
+        }
+        Ok(parsed.into())
+    }
+}
+
+/// The in-process broker of a `memory:` name, made at first use.
+fn memory_broker(name: &str) -> MemoryBackend {
+    static BROKERS: OnceLock<Mutex<HashMap<String, MemoryBackend>>> = OnceLock::new();
+    let mut brokers = BROKERS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    brokers.entry(name.to_owned()).or_default().connect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `from_env` over a fixed set of variables.
+    fn from(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        Config::from_lookup(|name| {
+            Ok(vars
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned()))
+        })
+    }
+
+    #[test]
+    fn the_environment_gives_the_url_and_options() {
+        let config = from(&[
+            ("ARCHIVER_URL", "amqp://guest:guest@127.0.0.1/%2f"),
+            ("ARCHIVER_REDIS_URL", "redis://127.0.0.1"),
+            ("ARCHIVER_QUEUE_TYPE", "classic"),
+            ("ARCHIVER_SPOOL_DIR", "/var/spool/archiver"),
+        ])
+        .unwrap();
+        assert_eq!(config.backend(), BackendKind::Rabbitmq);
+        assert_eq!(
+            config.settings.spool_dir,
+            Some("/var/spool/archiver".into())
+        );
+        assert_eq!(
+            config.settings.queue_type,
+            Some(backend_rabbitmq::QueueType::Classic)
+        );
+    }
+
+    #[test]
+    fn the_legacy_variables_still_count() {
+        let redis = from(&[("ARCHIVER_REDIS_URL", "redis://127.0.0.1")]).unwrap();
+        assert_eq!(redis.backend(), BackendKind::Redis);
+        let amqp = from(&[("ARCHIVER_AMQP_URL", "amqp://127.0.0.1/%2f")]).unwrap();
+        assert_eq!(amqp.backend(), BackendKind::Rabbitmq);
+        assert!(matches!(from(&[]), Err(Error::NoUrlInEnvironment)));
+        let zmq = from(&[
+            ("ARCHIVER_URL", "tcp://127.0.0.1:5555"),
+            ("ARCHIVER_ZMQ_USER", "hyperkitty"),
+            ("ARCHIVER_ZMQ_PASSWORD", "s3cret"),
+        ])
+        .unwrap();
+        assert_eq!(zmq.settings.user.as_deref(), Some("hyperkitty"));
+        assert_eq!(zmq.settings.password.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn a_bad_environment_option_is_named() {
+        let error = from(&[
+            ("ARCHIVER_URL", "redis://127.0.0.1"),
+            ("ARCHIVER_CLAIM_IDLE", "forever"),
+        ])
+        .unwrap_err();
+        assert!(matches!(error, Error::InvalidOption { ref key, .. } if key == "claim-idle"));
+    }
+}
