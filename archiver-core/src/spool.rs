@@ -196,32 +196,47 @@ impl Spool {
     /// Takes over the spool in `dir` that no live process holds (e.g. one
     /// a list server with another spool name left behind): appends its
     /// undrained envelopes, in order, to this spool (each synced), marks
-    /// them drained there, and deletes `dir` unless it holds set-aside
-    /// envelopes. Returns how many were adopted. A crash midway adopts
-    /// some twice (at least once). `Locked` when a process holds `dir`.
+    /// them drained there, and deletes its journal, and `dir` unless
+    /// something else is in it (set-aside envelopes). Returns how many
+    /// were adopted. A crash midway adopts some twice (at least once).
+    /// `Locked` when a process holds `dir`; `NotAJournal` when `dir` holds
+    /// no journal, so a wrong path is never emptied.
     pub async fn adopt(&self, dir: &Path) -> Result<u64, JournalError> {
-        let orphan = Journal::open(dir, self.options.journal.clone())?;
-        let mut next = orphan.cursor(DRAIN_CURSOR).unwrap_or(0);
+        if !Journal::exists(dir) {
+            return Err(JournalError::NotAJournal(dir.to_owned()));
+        }
+        // Read with the widest limit, so a record the orphan took under a
+        // larger `max_record` is read, not taken for damage and cut; if it
+        // is too large for this spool, the append below refuses it and the
+        // orphan stays where it is.
+        let options = JournalOptions {
+            max_record: u32::MAX as usize,
+            ..self.options.journal.clone()
+        };
+        let orphan = Journal::open(dir, options)?;
         let mut adopted = 0;
-        loop {
-            let records = orphan.read(next, self.options.drain_batch, 8 << 20)?;
-            let Some(last) = records.last().map(|r| r.seq) else {
-                break;
-            };
-            for record in records {
-                self.journal.append(record.payload).await?;
-                self.counters.spooled.fetch_add(1, Ordering::Relaxed);
-                adopted += 1;
+        let moved = async {
+            let mut next = orphan.cursor(DRAIN_CURSOR).unwrap_or(0);
+            loop {
+                let records = orphan.read(next, self.options.drain_batch, 8 << 20)?;
+                let Some(last) = records.last().map(|r| r.seq) else {
+                    return Ok(());
+                };
+                for record in records {
+                    self.journal.append(record.payload).await?;
+                    self.counters.spooled.fetch_add(1, Ordering::Relaxed);
+                    adopted += 1;
+                }
+                next = last + 1;
+                orphan.set_cursor(DRAIN_CURSOR, next)?;
             }
-            next = last + 1;
-            orphan.set_cursor(DRAIN_CURSOR, next)?;
         }
+        .await;
+        // Closed whatever happened, so a failed adoption can be tried again.
         orphan.close().await?;
-        let keep = dir.join(REJECTED).exists();
-        if !keep {
-            std::fs::remove_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
-        }
-        tracing::warn!(dir = %dir.display(), adopted, kept = keep, "spool: adopted an orphaned spool");
+        moved?;
+        let removed = Journal::remove(dir)?;
+        tracing::warn!(dir = %dir.display(), adopted, removed, "spool: adopted an orphaned spool");
         Ok(adopted)
     }
 

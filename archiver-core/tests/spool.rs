@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use archiver_core::conformance::faults::wait_until;
+use archiver_core::journal::{Journal, JournalError, JournalOptions};
 use archiver_core::{
     ArchiveError, ArchiveUrls, Archiver, BackendError, Deliveries, Envelope, ListChange, ListEvent,
     ListId, MailingList, MemoryBackend, Outcome, Publisher, QueueArchiver, SpoolOptions,
@@ -486,12 +487,16 @@ async fn the_drain_survives_a_failed_cursor_save_and_goes_on() {
         "the cursor could not move"
     );
     std::fs::remove_dir(&obstacle).unwrap();
+    // Down again while mails 3 and 4 come, so they are spooled whether or
+    // not the drain has emptied the spool meanwhile.
+    switch.down.store(true, Ordering::SeqCst);
     assert!(
         archive(&archiver, 3..5)
             .await
             .iter()
             .all(|o| *o == Outcome::Spooled)
     );
+    switch.down.store(false, Ordering::SeqCst);
     receive_all(&mut deliveries, &(3..5).map(mail).collect::<Vec<_>>()).await;
     wait_until("the spool to drain", Duration::from_secs(5), || {
         archiver.spool_status().unwrap().depth == 0
@@ -542,4 +547,98 @@ async fn a_spool_written_by_the_v1_journal_opens_and_drains() {
     assert_eq!(receive(&mut deliveries, 2).await, [mail(3), mail(4)]);
     let left = archiver.shutdown(Duration::from_secs(10)).await.unwrap();
     assert_eq!(left.depth, 0);
+}
+
+/// A path that holds no spool (here the folder holding this list server's
+/// own live spool, as a plugin looping over its spool root might pass) is
+/// refused, and nothing in it is touched.
+#[tokio::test]
+async fn adopting_a_directory_that_holds_no_spool_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Switch::new();
+    let mut deliveries = subscribe(&switch).await;
+    let archiver = archiver(&switch, &dir.path().join("live"));
+    switch.down.store(true, Ordering::SeqCst);
+    archive(&archiver, 0..2).await;
+    std::fs::write(dir.path().join("precious.txt"), b"keep me").unwrap();
+    let refused = archiver.adopt_spool(dir.path()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ArchiveError::Spool(JournalError::NotAJournal(_)))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("precious.txt")).unwrap(),
+        b"keep me"
+    );
+    assert_eq!(archiver.spool_status().unwrap().depth, 2);
+    switch.down.store(false, Ordering::SeqCst);
+    assert_eq!(receive(&mut deliveries, 2).await, [mail(0), mail(1)]);
+    archiver.shutdown(Duration::from_secs(10)).await;
+
+    // An adopted spool's directory goes only with nothing else in it.
+    let old = dir.path().join("old");
+    switch.down.store(true, Ordering::SeqCst);
+    {
+        let orphan = self::archiver(&switch, &old);
+        archive(&orphan, 2..3).await;
+        orphan.shutdown(Duration::from_millis(50)).await;
+    }
+    std::fs::write(old.join("notes.txt"), b"mine").unwrap();
+    let archiver = self::archiver(&switch, &dir.path().join("live"));
+    assert_eq!(archiver.adopt_spool(&old).await.unwrap(), 1);
+    let left: Vec<_> = std::fs::read_dir(&old)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"], "only the journal's own files go");
+    switch.down.store(false, Ordering::SeqCst);
+    assert_eq!(receive(&mut deliveries, 1).await, [mail(2)]);
+    archiver.shutdown(Duration::from_secs(10)).await;
+}
+
+/// An orphan whose last record is larger than this spool's `max_record`
+/// is read whole (not cut as a torn tail), refused, and left in place.
+#[tokio::test]
+async fn an_orphan_with_a_record_too_large_for_this_spool_is_left_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    let switch = Switch::new();
+    switch.down.store(true, Ordering::SeqCst);
+    let big = Bytes::from(format!(
+        "Message-ID: <big@example.org>\r\n\r\n{}\r\n",
+        "x".repeat(4096)
+    ));
+    {
+        let orphan = archiver(&switch, &old);
+        archive(&orphan, 0..2).await;
+        let receipt = orphan.archive_message(&list(), big.clone()).await.unwrap();
+        assert_eq!(receipt.outcome, Outcome::Spooled);
+        orphan.shutdown(Duration::from_millis(50)).await;
+    }
+    let mut small = options(&new);
+    small.journal.max_record = 2048;
+    let archiver = QueueArchiver::new(
+        "spool-test",
+        switch.clone(),
+        ArchiveUrls::new("https://archive.example.org/{list_id}/").unwrap(),
+    )
+    .with_spool(small)
+    .unwrap();
+    let refused = archiver.adopt_spool(&old).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ArchiveError::Spool(JournalError::TooLarge { .. }))
+        ),
+        "{refused:?}"
+    );
+    drop(archiver);
+    let orphan = Journal::open(&old, JournalOptions::default()).unwrap();
+    let records = orphan.read(0, 10, usize::MAX).unwrap();
+    assert_eq!(records.len(), 3, "the orphan keeps every record");
+    let last = archiver_core::wire::from_bytes(records[2].payload.clone()).unwrap();
+    assert_eq!(last.body, big);
 }

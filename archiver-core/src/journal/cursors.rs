@@ -35,6 +35,18 @@ impl CursorFile {
         }
     }
 
+    /// Deletes the cursors file (and a replacement left half-written).
+    pub fn remove(&self) -> Result<(), JournalError> {
+        for path in [self.path.clone(), self.path.with_extension("json.new")] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(JournalError::io(&path, e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Replaces the saved cursors; durable when it returns.
     pub fn save(&self, cursors: &BTreeMap<String, u64>) -> Result<(), JournalError> {
         write_durably(

@@ -52,7 +52,7 @@ pub fn create_dir_durably(dir: &Path) -> Result<(), JournalError> {
 }
 
 /// The directory holding `path` (`.` for a bare name).
-fn parent(path: &Path) -> &Path {
+pub(crate) fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

@@ -192,6 +192,11 @@ pub enum JournalError {
     /// The journal was closed.
     #[error("the journal is closed")]
     Closed,
+    /// The directory holds no journal (no `LOCK` file, which every journal
+    /// has from its first open on): refused where a journal is expected to
+    /// exist already, so that a wrong path is not taken for an empty one.
+    #[error("{0} holds no journal")]
+    NotAJournal(PathBuf),
 }
 
 fn holder_text(holder: Option<u32>) -> String {
@@ -281,6 +286,36 @@ impl Journal {
         });
         let requests = writer::start(shared.clone(), lock)?;
         Ok(Self { shared, requests })
+    }
+
+    /// Whether `dir` holds a journal: it has the lock file every journal
+    /// has from its first open on.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(LOCK_FILE).is_file()
+    }
+
+    /// Deletes the journal in `dir`, which no one may have open: its own
+    /// files (segments, cursors, lock), then the directory when nothing
+    /// else is in it. Returns whether the directory went; anything else
+    /// in it (a spool's set-aside envelopes, a file of someone else's)
+    /// keeps it.
+    pub fn remove(dir: &Path) -> Result<bool, JournalError> {
+        let _held = lock(dir)?;
+        let io = |path: &Path, e| JournalError::io(path, e);
+        for (_, path) in segment::list(dir)? {
+            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+        }
+        CursorFile::new(dir).remove()?;
+        let lock_path = dir.join(LOCK_FILE);
+        std::fs::remove_file(&lock_path).map_err(|e| io(&lock_path, e))?;
+        match std::fs::remove_dir(dir) {
+            Ok(()) => sync_dir(durable::parent(dir)).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                sync_dir(dir)?;
+                Ok(false)
+            }
+            Err(e) => Err(io(dir, e)),
+        }
     }
 
     /// Appends a record; returns its sequence once it is as durable as the
@@ -398,15 +433,7 @@ impl Journal {
         let found = locate(&self.shared.segments.lock().expect("journal lock"), seq);
         found
             .map(|(file, path, format, offset)| {
-                segment::read_at(
-                    &file,
-                    &path,
-                    format,
-                    offset,
-                    seq,
-                    self.shared.options.max_record,
-                )
-                .map(|(h, _)| h.appended_at())
+                segment::read_header_at(&file, &path, format, offset, seq).map(|h| h.appended_at())
             })
             .transpose()
     }
@@ -517,11 +544,14 @@ fn locate(
     ))
 }
 
+/// The lock file of a journal directory (it holds the holder's pid).
+const LOCK_FILE: &str = "LOCK";
+
 /// Locks the journal directory for this process and writes our pid in the
 /// lock file, for the error a second opener gets.
 fn lock(dir: &Path) -> Result<std::fs::File, JournalError> {
     use std::io::{Read, Write};
-    let lock_path = dir.join("LOCK");
+    let lock_path = dir.join(LOCK_FILE);
     let io = |e| JournalError::io(&lock_path, e);
     let mut lock = std::fs::OpenOptions::new()
         .create(true)

@@ -140,6 +140,27 @@ impl Segment {
     }
 }
 
+/// Reads only the header of record `seq` at `offset` (as far as the
+/// format checks a header alone), so asking a record's age does not read
+/// its payload.
+pub(crate) fn read_header_at(
+    file: &File,
+    path: &Path,
+    format: Format,
+    offset: u64,
+    seq: u64,
+) -> Result<Header, JournalError> {
+    let mut bytes = vec![0u8; format.header_len()];
+    file.read_exact_at(&mut bytes, offset)
+        .map_err(|e| JournalError::io(path, e))?;
+    let corrupt = |reason: String| no_longer_checks_out(path, offset, seq, reason);
+    let header = record::decode_header(format, &bytes).map_err(corrupt)?;
+    if header.seq != seq {
+        return Err(corrupt(format!("it says sequence {}", header.seq)));
+    }
+    Ok(header)
+}
+
 /// Reads the record `seq` at `offset` of a segment in `format`, checked;
 /// a length above `max_record` (changed since the scan) is corruption.
 pub(crate) fn read_at(
@@ -154,11 +175,7 @@ pub(crate) fn read_at(
     let mut bytes = vec![0u8; header_len];
     file.read_exact_at(&mut bytes, offset)
         .map_err(|e| JournalError::io(path, e))?;
-    let corrupt = |reason: String| JournalError::Corrupt {
-        path: path.to_owned(),
-        offset,
-        reason: format!("record {seq} no longer checks out: {reason}"),
-    };
+    let corrupt = |reason: String| no_longer_checks_out(path, offset, seq, reason);
     let len = format.claimed_len(&bytes) as usize;
     if len > max_record {
         return Err(corrupt(format!("a length of {len} bytes")));
@@ -172,4 +189,13 @@ pub(crate) fn read_at(
     }
     bytes.drain(..header_len);
     Ok((header, bytes))
+}
+
+/// Record `seq` at `offset` of `path` was valid at the scan and is not now.
+fn no_longer_checks_out(path: &Path, offset: u64, seq: u64, reason: String) -> JournalError {
+    JournalError::Corrupt {
+        path: path.to_owned(),
+        offset,
+        reason: format!("record {seq} no longer checks out: {reason}"),
+    }
 }
