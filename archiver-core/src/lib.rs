@@ -45,8 +45,8 @@ pub use archiver::{
 };
 pub use backend::{
     Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Delivery,
-    LazyPublisher, LiveTail, Publisher, Replay, Settle, StartPosition, Subscriber, SubscriberName,
-    Subscription, Tail, attempt_limit_reached, redact_url,
+    LazyPublisher, LiveTail, Publisher, RawDeadLetter, Replay, Settle, StartPosition, Subscriber,
+    SubscriberName, Subscription, Tail, attempt_limit_reached, malformed_reason, redact_url,
 };
 pub use backoff::Backoff;
 pub use envelope::{Envelope, EnvelopeId, Kind};

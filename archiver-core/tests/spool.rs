@@ -116,6 +116,23 @@ async fn receive(deliveries: &mut Deliveries, count: usize) -> Vec<Bytes> {
     bodies
 }
 
+/// A fresh spool directory, a broker behind a switch, and the subscriber's
+/// deliveries from it.
+async fn setup() -> (tempfile::TempDir, Switch, Deliveries) {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Switch::new();
+    let deliveries = subscribe(&switch).await;
+    (dir, switch, deliveries)
+}
+
+/// Every mail had the `expected` outcome.
+fn assert_all(outcomes: Vec<Outcome>, expected: Outcome) {
+    assert!(
+        outcomes.iter().all(|o| *o == expected),
+        "expected all {expected:?}: {outcomes:?}"
+    );
+}
+
 async fn archive(archiver: &QueueArchiver<Switch>, range: std::ops::Range<usize>) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     for i in range {
@@ -132,24 +149,12 @@ async fn archive(archiver: &QueueArchiver<Switch>, range: std::ops::Range<usize>
 
 #[tokio::test]
 async fn with_the_broker_down_mail_is_spooled_then_delivered_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::new();
-    let mut deliveries = subscribe(&switch).await;
+    let (dir, switch, mut deliveries) = setup().await;
     let archiver = archiver(&switch, dir.path());
 
-    assert!(
-        archive(&archiver, 0..5)
-            .await
-            .iter()
-            .all(|o| *o == Outcome::Published)
-    );
+    assert_all(archive(&archiver, 0..5).await, Outcome::Published);
     switch.down.store(true, Ordering::SeqCst);
-    assert!(
-        archive(&archiver, 5..25)
-            .await
-            .iter()
-            .all(|o| *o == Outcome::Spooled)
-    );
+    assert_all(archive(&archiver, 5..25).await, Outcome::Spooled);
     let status = archiver.spool_status().unwrap();
     assert_eq!((status.depth, status.spooled), (20, 20));
     assert!(status.oldest_age.is_some());
@@ -165,9 +170,7 @@ async fn with_the_broker_down_mail_is_spooled_then_delivered_in_order() {
 /// of spooled mails and events.
 #[tokio::test]
 async fn spooled_mail_and_events_keep_the_list_address() {
-    let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::new();
-    let mut deliveries = subscribe(&switch).await;
+    let (dir, switch, mut deliveries) = setup().await;
     let archiver = archiver(&switch, dir.path());
     let list = list().with_address("spool@lists.example.org").unwrap();
     switch.down.store(true, Ordering::SeqCst);
@@ -193,9 +196,7 @@ async fn spooled_mail_and_events_keep_the_list_address() {
 
 #[tokio::test]
 async fn while_the_spool_holds_mail_new_mail_queues_behind_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::new();
-    let mut deliveries = subscribe(&switch).await;
+    let (dir, switch, mut deliveries) = setup().await;
     let archiver = archiver(&switch, dir.path());
     switch.down.store(true, Ordering::SeqCst);
     archive(&archiver, 0..3).await;
@@ -213,9 +214,7 @@ async fn while_the_spool_holds_mail_new_mail_queues_behind_it() {
 
 #[tokio::test]
 async fn a_broker_slower_than_the_deadline_gets_the_mail_spooled() {
-    let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::new();
-    let mut deliveries = subscribe(&switch).await;
+    let (dir, switch, mut deliveries) = setup().await;
     let archiver = archiver(&switch, dir.path());
     switch.stall_ms.store(2_000, Ordering::SeqCst);
     let started = std::time::Instant::now();
@@ -232,9 +231,7 @@ async fn a_broker_slower_than_the_deadline_gets_the_mail_spooled() {
 
 #[tokio::test]
 async fn a_restarted_list_server_drains_what_the_last_one_spooled() {
-    let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::new();
-    let mut deliveries = subscribe(&switch).await;
+    let (dir, switch, mut deliveries) = setup().await;
     {
         let archiver = archiver(&switch, dir.path());
         switch.down.store(true, Ordering::SeqCst);
@@ -366,18 +363,11 @@ async fn receive_all(deliveries: &mut Deliveries, wanted: &[Bytes]) -> Vec<Bytes
 
 #[tokio::test]
 async fn a_refused_record_whose_set_aside_fails_stays_in_the_spool() {
-    let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::new();
-    let mut deliveries = subscribe(&switch).await;
+    let (dir, switch, mut deliveries) = setup().await;
     {
         let archiver = archiver(&switch, dir.path());
         switch.down.store(true, Ordering::SeqCst);
-        assert!(
-            archive(&archiver, 0..3)
-                .await
-                .iter()
-                .all(|o| *o == Outcome::Spooled)
-        );
+        assert_all(archive(&archiver, 0..3).await, Outcome::Spooled);
         // `rejected` cannot become a directory: nothing can be set aside.
         std::fs::write(dir.path().join("rejected"), b"in the way").unwrap();
         let tried = switch.attempts.load(Ordering::SeqCst);
@@ -449,9 +439,7 @@ async fn a_refused_record_is_set_aside_with_its_reason() {
 
 #[tokio::test]
 async fn dropping_the_archiver_without_shutdown_releases_the_spool() {
-    let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::new();
-    let mut deliveries = subscribe(&switch).await;
+    let (dir, switch, mut deliveries) = setup().await;
     let archiver = archiver(&switch, dir.path());
     switch.down.store(true, Ordering::SeqCst);
     archive(&archiver, 0..2).await;
@@ -470,9 +458,7 @@ async fn dropping_the_archiver_without_shutdown_releases_the_spool() {
 
 #[tokio::test]
 async fn the_drain_survives_a_failed_cursor_save_and_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::new();
-    let mut deliveries = subscribe(&switch).await;
+    let (dir, switch, mut deliveries) = setup().await;
     let archiver = archiver(&switch, dir.path());
     switch.down.store(true, Ordering::SeqCst);
     archive(&archiver, 0..3).await;
@@ -490,12 +476,7 @@ async fn the_drain_survives_a_failed_cursor_save_and_goes_on() {
     // Down again while mails 3 and 4 come, so they are spooled whether or
     // not the drain has emptied the spool meanwhile.
     switch.down.store(true, Ordering::SeqCst);
-    assert!(
-        archive(&archiver, 3..5)
-            .await
-            .iter()
-            .all(|o| *o == Outcome::Spooled)
-    );
+    assert_all(archive(&archiver, 3..5).await, Outcome::Spooled);
     switch.down.store(false, Ordering::SeqCst);
     receive_all(&mut deliveries, &(3..5).map(mail).collect::<Vec<_>>()).await;
     wait_until("the spool to drain", Duration::from_secs(5), || {
@@ -554,9 +535,7 @@ async fn a_spool_written_by_the_v1_journal_opens_and_drains() {
 /// refused, and nothing in it is touched.
 #[tokio::test]
 async fn adopting_a_directory_that_holds_no_spool_deletes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let switch = Switch::new();
-    let mut deliveries = subscribe(&switch).await;
+    let (dir, switch, mut deliveries) = setup().await;
     let archiver = archiver(&switch, &dir.path().join("live"));
     switch.down.store(true, Ordering::SeqCst);
     archive(&archiver, 0..2).await;

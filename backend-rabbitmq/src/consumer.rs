@@ -190,7 +190,7 @@ async fn forward(
         Ok(envelope) => envelope,
         Err(error) => {
             tracing::error!(subscriber = %subscription.name, %error, "malformed message dead-lettered");
-            if let Err(bury) = settle.bury(&format!("malformed: {error}")).await {
+            if let Err(bury) = settle.bury(&archiver_core::malformed_reason(&error)).await {
                 tracing::warn!(%bury, "dead-lettering a malformed message failed; the broker redelivers it");
             }
             let _ = sender.try_send(Err(BackendError::Wire(error)));

@@ -8,8 +8,7 @@
 //! further on. Replay republishes the chosen valid ones into the
 //! subscriber's queue with attempts reset; malformed ones are only purged.
 
-use archiver_core::wire::WireError;
-use archiver_core::{BackendError, DeadLetter, Envelope, Replay, SubscriberName};
+use archiver_core::{BackendError, DeadLetter, RawDeadLetter, Replay, SubscriberName};
 use chrono::{DateTime, Utc};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
@@ -24,99 +23,60 @@ use crate::message::{
 };
 use crate::topology::text;
 
-/// Reasons of dead letters that are not (trustworthy) envelopes start so.
-const MALFORMED: &str = "malformed";
-
-/// One message of a subscriber's dead-letter queue as it is, valid
-/// envelope or not, so an operator sees every dead letter.
-#[derive(Debug, Clone)]
-pub struct RawDeadLetter {
-    /// Every header, its value as text (numbers in decimal, tables and
-    /// arrays as debug text).
-    pub headers: Vec<(String, String)>,
-    /// The body as it is.
-    pub body: bytes::Bytes,
-    /// Why it was dead-lettered; `malformed: ...` for a message that is not
-    /// a valid envelope or not from where it claims.
-    pub reason: String,
-    /// Deliveries it had.
-    pub attempts: u32,
-    /// When it was dead-lettered, if recorded.
-    pub dead_at: Option<DateTime<Utc>>,
-    /// The routing key it was first published with, if known.
-    pub origin: Option<String>,
-    /// The envelope, or why the message is not one.
-    pub envelope: Result<Envelope, WireError>,
-}
-
-impl RawDeadLetter {
-    fn of(shared: &Shared, message: &lapin::message::Delivery) -> Self {
-        let properties = &message.properties;
-        // This version's name, else the one earlier versions wrote.
-        let header = |name: &str, legacy: &str| {
-            message::header_text(properties, name)
-                .or_else(|| message::header_text(properties, legacy))
-        };
-        let death = first_death(properties);
-        let reason = header(DEAD_REASON, LEGACY_DEAD[0])
-            .or_else(|| {
-                death
-                    .as_ref()
-                    .map(|(reason, _)| format!("dead-lettered by the broker: {reason}"))
-            })
-            .unwrap_or_default();
-        let dead_at = header(DEAD_AT, LEGACY_DEAD[2])
-            .and_then(|t| {
-                DateTime::parse_from_rfc3339(&t)
-                    .ok()
-                    .map(|t| t.with_timezone(&Utc))
-            })
-            .or_else(|| death.and_then(|(_, at)| DateTime::from_timestamp(at as i64, 0)));
-        let attempts = header(DEAD_ATTEMPTS, LEGACY_DEAD[1])
-            .and_then(|n| n.parse().ok())
-            .or_else(|| message::header_number(properties, DEAD_ATTEMPTS))
-            .or_else(|| message::header_number(properties, LEGACY_DEAD[1]))
-            .unwrap_or_else(|| {
-                u64::from(message::attempt(
-                    properties,
-                    message.redelivered,
-                    crate::QueueType::Quorum,
-                ))
-            });
-        let origin = message::origin(
-            properties,
-            message.exchange.as_str(),
-            message.routing_key.as_str(),
-            shared.names.exchange(),
-        );
-        Self {
-            headers: properties
-                .headers()
-                .iter()
-                .flat_map(FieldTable::inner)
-                .map(|(name, value)| (name.as_str().to_owned(), display(value)))
-                .collect(),
-            body: bytes::Bytes::copy_from_slice(&message.data),
-            reason,
-            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-            dead_at,
-            origin,
-            envelope: message::envelope(properties, &message.data),
-        }
-    }
-
-    /// Not a valid envelope, or not from where it claims: never replayed.
-    pub fn is_malformed(&self) -> bool {
-        self.envelope.is_err() || self.reason.starts_with(MALFORMED)
-    }
-
-    fn dead_letter(&self) -> Option<DeadLetter> {
-        Some(DeadLetter {
-            envelope: self.envelope.clone().ok()?,
-            attempts: self.attempts,
-            reason: self.reason.clone(),
-            dead_at: self.dead_at.unwrap_or_else(Utc::now),
+/// The message as an operator sees it: its headers as text, its body, and
+/// the dead-letter metadata (this backend's headers, else the broker's
+/// `x-death`).
+fn raw(shared: &Shared, message: &lapin::message::Delivery) -> RawDeadLetter {
+    let properties = &message.properties;
+    // This version's name, else the one earlier versions wrote.
+    let header = |name: &str, legacy: &str| {
+        message::header_text(properties, name).or_else(|| message::header_text(properties, legacy))
+    };
+    let death = first_death(properties);
+    let reason = header(DEAD_REASON, LEGACY_DEAD[0])
+        .or_else(|| {
+            death
+                .as_ref()
+                .map(|(reason, _)| format!("dead-lettered by the broker: {reason}"))
         })
+        .unwrap_or_default();
+    let dead_at = header(DEAD_AT, LEGACY_DEAD[2])
+        .and_then(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        })
+        .or_else(|| death.and_then(|(_, at)| DateTime::from_timestamp(at as i64, 0)));
+    let attempts = header(DEAD_ATTEMPTS, LEGACY_DEAD[1])
+        .and_then(|n| n.parse().ok())
+        .or_else(|| message::header_number(properties, DEAD_ATTEMPTS))
+        .or_else(|| message::header_number(properties, LEGACY_DEAD[1]))
+        .unwrap_or_else(|| {
+            u64::from(message::attempt(
+                properties,
+                message.redelivered,
+                crate::QueueType::Quorum,
+            ))
+        });
+    let origin = message::origin(
+        properties,
+        message.exchange.as_str(),
+        message.routing_key.as_str(),
+        shared.names.exchange(),
+    );
+    RawDeadLetter {
+        fields: properties
+            .headers()
+            .iter()
+            .flat_map(FieldTable::inner)
+            .map(|(name, value)| (name.as_str().to_owned(), display(value)))
+            .collect(),
+        body: bytes::Bytes::copy_from_slice(&message.data),
+        reason,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        dead_at,
+        origin,
+        envelope: message::envelope(properties, &message.data),
     }
 }
 
@@ -206,10 +166,7 @@ pub(crate) async fn page(
         Err(error) => return Err(backend_error(error)),
     };
     let messages = take(&channel, &queue, limit).await?;
-    let letters = messages
-        .iter()
-        .map(|m| RawDeadLetter::of(shared, m))
-        .collect();
+    let letters = messages.iter().map(|m| raw(shared, m)).collect();
     give_back(&messages).await?;
     let _ = channel.close(200, "listed".into()).await;
     Ok(DeadLetterPage { letters, total })
@@ -258,7 +215,7 @@ pub(crate) async fn purge_malformed(
     let mut kept = Vec::new();
     let mut count = 0;
     for message in messages {
-        if RawDeadLetter::of(shared, &message).is_malformed() {
+        if raw(shared, &message).is_malformed() {
             message
                 .acker
                 .ack(BasicAckOptions::default())
@@ -285,7 +242,7 @@ pub(crate) async fn replay(
     let mut kept = Vec::new();
     let mut count = 0;
     for message in messages {
-        let letter = RawDeadLetter::of(shared, &message);
+        let letter = raw(shared, &message);
         let Ok(envelope) = &letter.envelope else {
             kept.push(message);
             continue;

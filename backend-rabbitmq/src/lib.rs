@@ -107,8 +107,9 @@ use lapin::Channel;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use tokio_util::sync::CancellationToken;
 
+pub use archiver_core::RawDeadLetter;
 pub use config::{QueueType, RabbitConfig};
-pub use dead_letters::{DeadLetterPage, RawDeadLetter};
+pub use dead_letters::DeadLetterPage;
 
 use error::backend_error;
 use link::Link;

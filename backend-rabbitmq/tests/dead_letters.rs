@@ -1,65 +1,23 @@
 //! Every dead letter is visible, malformed ones too; a listing is the
 //! first `limit` and the total; malformed ones are purged, never replayed.
 
+mod forge;
 mod support;
 
 use std::time::{Duration, Instant};
 
 use archiver_core::conformance::Harness;
+use archiver_core::conformance::fixtures::{next_delivery, small_mail};
 use archiver_core::{
-    ArchivedMail, DeadLetters, Envelope, ListId, MailLimits, MailingList, Publisher, Replay,
-    Subscriber, SubscriberName, Subscription,
+    DeadLetters, Envelope, ListId, MailingList, Publisher, Replay, Subscriber, SubscriberName,
+    Subscription,
 };
 use backend_rabbitmq::RawDeadLetter;
-use futures::StreamExt;
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use support::RabbitHarness;
 
 fn mail(list: &ListId) -> Envelope {
-    let raw = bytes::Bytes::from(format!(
-        "Message-ID: <{}@dead.example.org>\r\n\r\nx\r\n",
-        uuid::Uuid::now_v7()
-    ));
-    Envelope::mail(
-        &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
-        &MailingList::public(list.clone()),
-    )
-}
-
-/// The next delivery, past the error items that report malformed messages.
-async fn next_delivery(deliveries: &mut archiver_core::Deliveries) -> archiver_core::Delivery {
-    loop {
-        let item = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
-            .await
-            .expect("a delivery")
-            .expect("the stream goes on");
-        if let Ok(delivery) = item {
-            return delivery;
-        }
-    }
-}
-
-/// Publishes `body` with `headers` to the exchange under `routing_key`.
-async fn publish_raw(harness: &RabbitHarness, routing_key: &str, headers: FieldTable, body: &[u8]) {
-    let connection =
-        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
-            .await
-            .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .basic_publish(
-            harness.config.prefix.as_str().into(),
-            routing_key.into(),
-            BasicPublishOptions::default(),
-            body,
-            lapin::BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_headers(headers),
-        )
-        .await
-        .unwrap();
-    let _ = connection.close(200, "sent".into()).await;
+    small_mail(&MailingList::public(list.clone()), "dead.example.org")
 }
 
 #[tokio::test]
@@ -79,7 +37,7 @@ async fn malformed_dead_letters_are_listed_purged_and_never_replayed() {
         ShortString::from("format-version"),
         AMQPValue::LongString(LongString::from("1")),
     );
-    publish_raw(
+    forge::publish(
         &harness,
         "mail.dead.example.org",
         headers,
@@ -108,9 +66,9 @@ async fn malformed_dead_letters_are_listed_purged_and_never_replayed() {
     assert_eq!(bad.origin.as_deref(), Some("mail.dead.example.org"));
     assert!(bad.dead_at.is_some());
     assert!(
-        bad.headers.contains(&("format-version".into(), "1".into())),
+        bad.fields.contains(&("format-version".into(), "1".into())),
         "{:?}",
-        bad.headers
+        bad.fields
     );
     let good = page.letters.iter().find(|l| !l.is_malformed()).unwrap();
     assert_eq!(good.reason, "handler refused it");

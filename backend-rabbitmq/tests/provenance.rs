@@ -3,29 +3,20 @@
 //! never delivered as the private list's mail, but dead-lettered as
 //! malformed.
 
+mod forge;
 mod support;
 
-use std::time::Duration;
-
 use archiver_core::conformance::Harness;
+use archiver_core::conformance::fixtures::{ack_until, small_mail};
 use archiver_core::{
-    ArchivePolicy, ArchivedMail, DeadLetters, Envelope, ListId, MailLimits, MailingList, Publisher,
-    Subscriber, SubscriberName, Subscription,
+    ArchivePolicy, DeadLetters, Envelope, ListId, MailingList, Publisher, Subscriber,
+    SubscriberName, Subscription,
 };
-use futures::StreamExt;
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use support::RabbitHarness;
 
-fn mail(list: MailingList) -> Envelope {
-    let raw = bytes::Bytes::from(format!(
-        "Message-ID: <{}@provenance.example.org>\r\n\r\nx\r\n",
-        uuid::Uuid::now_v7()
-    ));
-    Envelope::mail(
-        &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
-        &list,
-    )
+fn mail(list: &MailingList) -> Envelope {
+    small_mail(list, "provenance.example.org")
 }
 
 #[tokio::test]
@@ -42,12 +33,12 @@ async fn a_forged_list_id_is_dead_lettered_not_delivered() {
         .subscribe(&Subscription::new(name.clone()))
         .await
         .unwrap();
-    let first = mail(public.clone());
+    let first = mail(&public);
     backend.publish(&first).await.unwrap();
 
     // Someone allowed to publish under the public list's routing key sends
     // a message that claims to be mail of the private list.
-    let forged = mail(private);
+    let forged = mail(&private);
     let mut headers = FieldTable::default();
     for (field, value) in archiver_core::wire::to_fields(&forged) {
         headers.insert(
@@ -60,38 +51,11 @@ async fn a_forged_list_id_is_dead_lettered_not_delivered() {
         ShortString::from("origin"),
         AMQPValue::LongString(LongString::from("mail.private.example.org")),
     );
-    let connection =
-        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
-            .await
-            .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .basic_publish(
-            harness.config.prefix.as_str().into(),
-            "mail.public.example.org".into(),
-            BasicPublishOptions::default(),
-            &forged.body,
-            lapin::BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_headers(headers),
-        )
-        .await
-        .unwrap();
-    let _ = connection.close(200, "sent".into()).await;
-    let last = mail(public);
+    forge::publish(&harness, "mail.public.example.org", headers, &forged.body).await;
+    let last = mail(&public);
     backend.publish(&last).await.unwrap();
 
-    let mut delivered = Vec::new();
-    while !delivered.contains(&last.id) {
-        let item = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
-            .await
-            .expect("the genuine mails arrive")
-            .unwrap();
-        if let Ok(delivery) = item {
-            delivered.push(delivery.envelope().id);
-            delivery.ack().await.unwrap();
-        }
-    }
+    let delivered = ack_until(&mut deliveries, last.id).await;
     let dead = backend.dead_letters(&name).await.unwrap();
     drop(deliveries);
     harness.cleanup().await;

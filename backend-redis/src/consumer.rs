@@ -437,7 +437,7 @@ impl Consumer {
                     &entry.fields,
                     origin,
                     attempt,
-                    &format!("malformed: {error}"),
+                    &archiver_core::malformed_reason(&error),
                 )
                 .await?;
                 let _ = self.sender.try_send(Err(BackendError::Wire(error)));

@@ -6,13 +6,13 @@
 //! ones to the subscriber's replay stream, which its consumers also read;
 //! malformed ones are never replayed, only purged.
 
-use archiver_core::wire::WireError;
-use archiver_core::{BackendError, DeadLetter, Envelope, Replay, SubscriberName};
+use archiver_core::{BackendError, DeadLetter, RawDeadLetter, Replay, SubscriberName};
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use redis::RedisResult;
 use redis::aio::ConnectionManager;
 
-use crate::entry::{Entry, EntryId, entries, int};
+use crate::entry::{BODY, Entry, EntryId, entries, int};
 use crate::error::backend_error;
 use crate::keys::Keys;
 
@@ -29,68 +29,37 @@ pub(crate) const ORIGIN: &str = "origin";
 const LEGACY_FROM: &str = "dead-from";
 /// Fields a dead letter has beyond the entry's; a replayed copy drops them.
 const DEAD_FIELDS: [&str; 4] = [REASON, ATTEMPTS, DEAD_AT, LEGACY_FROM];
-/// Reasons of dead letters that are not (trustworthy) envelopes start so.
-const MALFORMED: &str = "malformed";
 /// Entries read per XRANGE when every dead letter is wanted.
 const PAGE: usize = 256;
 
-/// One entry of a subscriber's dead-letter stream as it is stored, valid
-/// envelope or not, so an operator sees every dead letter.
-#[derive(Debug, Clone)]
-pub struct RawDeadLetter {
-    /// The entry's id in `<p>:dead:<name>`: its place for paging.
-    pub id: String,
-    /// Every field as stored (the envelope's, `body`, and the dead-letter
-    /// metadata).
-    pub fields: Vec<(String, Vec<u8>)>,
-    /// Why it was dead-lettered; `malformed: ...` for an entry that is not
-    /// a valid envelope or not from where it claims.
-    pub reason: String,
-    /// Deliveries it had.
-    pub attempts: u32,
-    /// When it was dead-lettered, if recorded.
-    pub dead_at: Option<DateTime<Utc>>,
-    /// The stream it was first added to, if recorded.
-    pub origin: Option<String>,
-    /// The envelope, or why the fields are not one.
-    pub envelope: Result<Envelope, WireError>,
-}
-
-impl RawDeadLetter {
-    fn of(entry: Entry) -> Self {
-        let origin = entry.text(ORIGIN).map(str::to_owned).or_else(|| {
-            let from = entry.text(LEGACY_FROM)?;
-            Some(from.split_once(' ').map_or(from, |(key, _)| key).to_owned())
-        });
-        Self {
-            id: entry.id.to_string(),
-            reason: entry.text(REASON).unwrap_or_default().to_owned(),
-            attempts: entry
-                .text(ATTEMPTS)
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(0),
-            dead_at: entry
-                .text(DEAD_AT)
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc)),
-            origin,
-            envelope: entry.envelope(),
-            fields: entry.fields,
-        }
-    }
-
-    /// Not a valid envelope, or not from where it claims: never replayed.
-    pub fn is_malformed(&self) -> bool {
-        self.envelope.is_err() || self.reason.starts_with(MALFORMED)
-    }
-
-    fn dead_letter(&self) -> Option<DeadLetter> {
-        Some(DeadLetter {
-            envelope: self.envelope.clone().ok()?,
-            attempts: self.attempts,
-            reason: self.reason.clone(),
-            dead_at: self.dead_at.unwrap_or_else(Utc::now),
-        })
+/// The entry as an operator sees it: its fields but `body` as text, and
+/// the dead-letter metadata read out of them.
+fn raw(entry: &Entry) -> RawDeadLetter {
+    let origin = entry.text(ORIGIN).map(str::to_owned).or_else(|| {
+        let from = entry.text(LEGACY_FROM)?;
+        Some(from.split_once(' ').map_or(from, |(key, _)| key).to_owned())
+    });
+    let (body, fields): (Vec<_>, Vec<_>) = entry.fields.iter().partition(|(k, _)| k == BODY);
+    RawDeadLetter {
+        fields: fields
+            .into_iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect(),
+        body: body
+            .first()
+            .map(|(_, v)| Bytes::copy_from_slice(v))
+            .unwrap_or_default(),
+        reason: entry.text(REASON).unwrap_or_default().to_owned(),
+        attempts: entry
+            .text(ATTEMPTS)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0),
+        dead_at: entry
+            .text(DEAD_AT)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        origin,
+        envelope: entry.envelope(),
     }
 }
 
@@ -168,6 +137,22 @@ pub(crate) async fn page(
     after: Option<&str>,
     limit: usize,
 ) -> Result<DeadLetterPage, BackendError> {
+    let (entries, next) = stored_page(conn, keys, name, after, limit).await?;
+    Ok(DeadLetterPage {
+        letters: entries.iter().map(raw).collect(),
+        next,
+    })
+}
+
+/// Up to `limit` dead-letter entries as stored after entry `after`, and
+/// the id of the last when there may be more.
+async fn stored_page(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    name: &SubscriberName,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<Entry>, Option<String>), BackendError> {
     let start = match after {
         None => "-".to_owned(),
         Some(id) => {
@@ -189,11 +174,11 @@ pub(crate) async fn page(
         .query_async(conn)
         .await
         .map_err(backend_error)?;
-    let letters: Vec<RawDeadLetter> = entries(&reply).into_iter().map(RawDeadLetter::of).collect();
-    let next = (letters.len() == limit)
-        .then(|| letters.last().map(|l| l.id.clone()))
+    let entries = entries(&reply);
+    let next = (entries.len() == limit)
+        .then(|| entries.last().map(|e| e.id.to_string()))
         .flatten();
-    Ok(DeadLetterPage { letters, next })
+    Ok((entries, next))
 }
 
 /// Every dead letter, oldest first, read a page at a time.
@@ -210,14 +195,14 @@ impl Pages {
         conn: &mut ConnectionManager,
         keys: &Keys,
         name: &SubscriberName,
-    ) -> Result<Option<Vec<RawDeadLetter>>, BackendError> {
+    ) -> Result<Option<Vec<Entry>>, BackendError> {
         if self.done {
             return Ok(None);
         }
-        let page = page(conn, keys, name, self.after.as_deref(), PAGE).await?;
-        self.done = page.next.is_none();
-        self.after = page.next;
-        Ok(Some(page.letters))
+        let (entries, next) = stored_page(conn, keys, name, self.after.as_deref(), PAGE).await?;
+        self.done = next.is_none();
+        self.after = next;
+        Ok(Some(entries))
     }
 }
 
@@ -229,7 +214,7 @@ pub(crate) async fn list(
 ) -> Result<Vec<DeadLetter>, BackendError> {
     let (mut letters, mut pages) = (Vec::new(), Pages::default());
     while let Some(page) = pages.next(conn, keys, name).await? {
-        letters.extend(page.iter().filter_map(RawDeadLetter::dead_letter));
+        letters.extend(page.iter().filter_map(|entry| raw(entry).dead_letter()));
     }
     Ok(letters)
 }
@@ -244,8 +229,8 @@ pub(crate) async fn replay(
 ) -> Result<usize, BackendError> {
     let (mut count, mut pages) = (0, Pages::default());
     while let Some(page) = pages.next(conn, keys, name).await? {
-        for letter in page {
-            count += replay_one(conn, keys, name, which, &letter).await?;
+        for entry in page {
+            count += replay_one(conn, keys, name, which, &entry).await?;
         }
     }
     Ok(count)
@@ -258,8 +243,9 @@ async fn replay_one(
     keys: &Keys,
     name: &SubscriberName,
     which: &Replay,
-    letter: &RawDeadLetter,
+    entry: &Entry,
 ) -> Result<usize, BackendError> {
+    let letter = raw(entry);
     let Ok(envelope) = &letter.envelope else {
         return Ok(0);
     };
@@ -267,13 +253,14 @@ async fn replay_one(
         return Ok(0);
     }
     if letter.is_malformed() {
-        tracing::warn!(subscriber = %name, entry_id = letter.id, reason = letter.reason, "a malformed dead letter is not replayed");
+        tracing::warn!(subscriber = %name, entry_id = %entry.id, reason = letter.reason, "a malformed dead letter is not replayed");
         return Ok(0);
     }
     let mut pipe = redis::pipe();
     pipe.atomic();
     let xadd = pipe.cmd("XADD").arg(keys.replay(name)).arg("*");
-    for (field, value) in &letter.fields {
+    // The stored bytes, not the operator's text of them.
+    for (field, value) in &entry.fields {
         if !DEAD_FIELDS.contains(&field.as_str()) && field != ORIGIN {
             xadd.arg(field).arg(value);
         }
@@ -284,7 +271,9 @@ async fn replay_one(
         .unwrap_or_else(|| keys.stream(envelope.kind, &envelope.list_id));
     xadd.arg(ORIGIN).arg(origin);
     pipe.ignore();
-    pipe.cmd("XDEL").arg(keys.dead(name)).arg(&letter.id);
+    pipe.cmd("XDEL")
+        .arg(keys.dead(name))
+        .arg(entry.id.to_string());
     let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(backend_error)?;
     Ok(replies.first().and_then(int).unwrap_or(0) as usize)
 }
@@ -298,9 +287,9 @@ pub(crate) async fn purge_malformed(
     let (mut malformed, mut pages) = (Vec::new(), Pages::default());
     while let Some(page) = pages.next(conn, keys, name).await? {
         malformed.extend(
-            page.into_iter()
-                .filter(RawDeadLetter::is_malformed)
-                .map(|l| l.id),
+            page.iter()
+                .filter(|entry| raw(entry).is_malformed())
+                .map(|entry| entry.id.to_string()),
         );
     }
     if malformed.is_empty() {

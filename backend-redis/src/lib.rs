@@ -107,8 +107,9 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+pub use archiver_core::RawDeadLetter;
 pub use config::{Durability, RedisConfig};
-pub use dead_letters::{DeadLetterPage, RawDeadLetter};
+pub use dead_letters::DeadLetterPage;
 
 use batcher::Batcher;
 use error::backend_error;

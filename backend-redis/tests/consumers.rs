@@ -1,35 +1,21 @@
 //! Consumer names within a subscriber's groups: one stable name per process
 //! instance, and removing other consumers only when they hold nothing.
 
+mod forge;
 mod support;
 
 use std::time::Duration;
 
 use archiver_core::conformance::Harness;
+use archiver_core::conformance::fixtures::small_mail;
 use archiver_core::{
-    ArchivedMail, Envelope, ListId, MailLimits, MailingList, Publisher, Selection, Subscriber,
-    SubscriberName, Subscription,
+    Envelope, ListId, MailingList, Publisher, Selection, Subscriber, SubscriberName, Subscription,
 };
 use futures::StreamExt;
 use support::RedisHarness;
 
 fn mail(list: &ListId) -> Envelope {
-    let raw = bytes::Bytes::from(format!(
-        "Message-ID: <{}@consumers.example.org>\r\n\r\nx\r\n",
-        uuid::Uuid::now_v7()
-    ));
-    Envelope::mail(
-        &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
-        &MailingList::public(list.clone()),
-    )
-}
-
-async fn raw(harness: &RedisHarness) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(harness.config.url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
+    small_mail(&MailingList::public(list.clone()), "consumers.example.org")
 }
 
 /// `(name, pending)` of every consumer of the group on the stream.
@@ -81,7 +67,7 @@ async fn subscribe_cycles_reuse_one_consumer() {
         one_cycle(&backend, &subscription, &list).await;
     }
     let stream = format!("{}:stream:mail:{list}", harness.config.prefix);
-    let found = consumers(&mut raw(&harness).await, &stream, "cycles").await;
+    let found = consumers(&mut forge::connection(&harness).await, &stream, "cycles").await;
     harness.cleanup().await;
     assert_eq!(
         found.len(),
@@ -104,7 +90,7 @@ async fn only_consumers_without_pending_entries_are_removed() {
     // instance crashed holding one entry there, another left with nothing.
     let other = ListId::new("other.example.org").unwrap();
     let stream = format!("{}:stream:mail:{other}", harness.config.prefix);
-    let mut conn = raw(&harness).await;
+    let mut conn = forge::connection(&harness).await;
     let held = mail(&other);
     backend.publish(&held).await.unwrap();
     let _: () = redis::cmd("XGROUP")

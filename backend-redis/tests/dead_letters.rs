@@ -1,49 +1,22 @@
 //! Every dead letter is visible, malformed ones too, a page at a time;
 //! malformed ones are purged, never replayed.
 
+mod forge;
 mod support;
 
 use std::time::{Duration, Instant};
 
 use archiver_core::conformance::Harness;
+use archiver_core::conformance::fixtures::{next_delivery, small_mail};
 use archiver_core::{
-    ArchivedMail, DeadLetters, Envelope, ListId, MailLimits, MailingList, Publisher, Replay,
-    Subscriber, SubscriberName, Subscription,
+    DeadLetters, Envelope, ListId, MailingList, Publisher, Replay, Subscriber, SubscriberName,
+    Subscription,
 };
 use backend_redis::{RawDeadLetter, RedisBackend};
-use futures::StreamExt;
 use support::RedisHarness;
 
 fn mail(list: &ListId) -> Envelope {
-    let raw = bytes::Bytes::from(format!(
-        "Message-ID: <{}@dead.example.org>\r\n\r\nx\r\n",
-        uuid::Uuid::now_v7()
-    ));
-    Envelope::mail(
-        &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
-        &MailingList::public(list.clone()),
-    )
-}
-
-async fn raw(harness: &RedisHarness) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(harness.config.url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-/// The next delivery, past the error items that report malformed entries.
-async fn next_delivery(deliveries: &mut archiver_core::Deliveries) -> archiver_core::Delivery {
-    loop {
-        let item = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
-            .await
-            .expect("a delivery")
-            .expect("the stream goes on");
-        if let Ok(delivery) = item {
-            return delivery;
-        }
-    }
+    small_mail(&MailingList::public(list.clone()), "dead.example.org")
 }
 
 /// Every dead letter, by pages of `limit`.
@@ -88,7 +61,7 @@ async fn malformed_dead_letters_are_listed_purged_and_never_replayed() {
         .arg("mail")
         .arg("body")
         .arg(&b"no envelope id\xff"[..])
-        .query_async(&mut raw(&harness).await)
+        .query_async(&mut forge::connection(&harness).await)
         .await
         .unwrap();
     let delivery = next_delivery(&mut deliveries).await;
@@ -115,12 +88,7 @@ async fn malformed_dead_letters_are_listed_purged_and_never_replayed() {
     assert!(bad.envelope.is_err());
     assert_eq!(bad.origin.as_deref(), Some(stream.as_str()));
     assert!(bad.dead_at.is_some());
-    assert!(
-        bad.fields
-            .contains(&("body".into(), b"no envelope id\xff".to_vec())),
-        "{:?}",
-        bad.fields
-    );
+    assert_eq!(bad.body.as_ref(), b"no envelope id\xff");
 
     assert_eq!(
         backend
@@ -165,16 +133,11 @@ async fn dead_letters_are_paged_from_an_exclusive_start() {
     let name = SubscriberName::new("paged").unwrap();
     let list = ListId::new("paged.example.org").unwrap();
     let dead = format!("{}:dead:paged", harness.config.prefix);
-    let mut conn = raw(&harness).await;
+    let mut conn = forge::connection(&harness).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let envelope = mail(&list);
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&dead).arg("*");
-        for (field, value) in archiver_core::wire::to_fields(&envelope) {
-            xadd.arg(field).arg(value);
-        }
-        xadd.arg("body").arg(envelope.body.as_ref());
+        let mut xadd = forge::xadd_envelope(&dead, &envelope);
         xadd.arg("dead-reason").arg(format!("reason {n}"));
         let _: String = xadd.query_async(&mut conn).await.unwrap();
         ids.push(envelope.id);

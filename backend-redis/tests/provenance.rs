@@ -2,27 +2,19 @@
 //! XADD into a public list's stream claiming a private list is never
 //! delivered as the private list's mail, but dead-lettered as malformed.
 
+mod forge;
 mod support;
 
-use std::time::Duration;
-
 use archiver_core::conformance::Harness;
+use archiver_core::conformance::fixtures::{ack_until, small_mail};
 use archiver_core::{
-    ArchivePolicy, ArchivedMail, DeadLetters, Envelope, ListId, MailLimits, MailingList, Publisher,
-    Subscriber, SubscriberName, Subscription,
+    ArchivePolicy, DeadLetters, Envelope, ListId, MailingList, Publisher, Subscriber,
+    SubscriberName, Subscription,
 };
-use futures::StreamExt;
 use support::RedisHarness;
 
-fn mail(list: MailingList) -> Envelope {
-    let raw = bytes::Bytes::from(format!(
-        "Message-ID: <{}@provenance.example.org>\r\n\r\nx\r\n",
-        uuid::Uuid::now_v7()
-    ));
-    Envelope::mail(
-        &ArchivedMail::parse(raw, &MailLimits::default()).unwrap(),
-        &list,
-    )
+fn mail(list: &MailingList) -> Envelope {
+    small_mail(list, "provenance.example.org")
 }
 
 #[tokio::test]
@@ -39,39 +31,21 @@ async fn a_forged_list_id_is_dead_lettered_not_delivered() {
         .subscribe(&Subscription::new(name.clone()))
         .await
         .unwrap();
-    let first = mail(public.clone());
+    let first = mail(&public);
     backend.publish(&first).await.unwrap();
 
     // Someone allowed to write the public list's stream adds an entry that
     // claims to be mail of the private list.
-    let forged = mail(private);
+    let forged = mail(&private);
     let stream = format!("{}:stream:mail:public.example.org", harness.config.prefix);
-    let mut xadd = redis::cmd("XADD");
-    xadd.arg(&stream).arg("*");
-    for (field, value) in archiver_core::wire::to_fields(&forged) {
-        xadd.arg(field).arg(value);
-    }
-    xadd.arg("body").arg(forged.body.as_ref());
-    let mut conn = redis::Client::open(harness.config.url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    let _: String = forge::xadd_envelope(&stream, &forged)
+        .query_async(&mut forge::connection(&harness).await)
         .await
         .unwrap();
-    let _: String = xadd.query_async(&mut conn).await.unwrap();
-    let last = mail(public);
+    let last = mail(&public);
     backend.publish(&last).await.unwrap();
 
-    let mut delivered = Vec::new();
-    while !delivered.contains(&last.id) {
-        let item = tokio::time::timeout(Duration::from_secs(10), deliveries.next())
-            .await
-            .expect("the genuine mails arrive")
-            .unwrap();
-        if let Ok(delivery) = item {
-            delivered.push(delivery.envelope().id);
-            delivery.ack().await.unwrap();
-        }
-    }
+    let delivered = ack_until(&mut deliveries, last.id).await;
     let dead = backend.dead_letters(&name).await.unwrap();
     drop(deliveries);
     harness.cleanup().await;

@@ -12,8 +12,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use archiver_core::{
-    ArchivedMail, Backend, DeadLetters, Envelope, ListId, MailLimits, MailingList, Publisher,
-    Subscriber, Subscription, wire,
+    ArchivedMail, Backend, DeadLetters, Deliveries, Envelope, ListId, MailLimits, MailingList,
+    Publisher, Subscriber, Subscription, wire,
 };
 use backend_zeromq::protocol::{DeadLetterMeta, command};
 use backend_zeromq::{ClientConfig, HubConfig, ZmqClient, ZmqHub};
@@ -74,6 +74,18 @@ async fn publish(hub: &mut Role, count: usize, bytes: usize) {
 }
 
 /// A raw DEALER on the hub.
+/// Receives and acks `count` deliveries of the `web` subscriber.
+async fn ack_served(deliveries: &mut Deliveries, count: usize) {
+    for _ in 0..count {
+        let delivery = tokio::time::timeout(DEADLINE, deliveries.next())
+            .await
+            .expect("web is served")
+            .unwrap()
+            .unwrap();
+        delivery.ack().await.unwrap();
+    }
+}
+
 fn raw_peer(context: &zmq::Context, endpoint: &str) -> zmq::Socket {
     let socket = context.socket(zmq::DEALER).unwrap();
     socket.set_linger(0).unwrap();
@@ -139,14 +151,7 @@ async fn backtracking_patterns_are_refused_and_a_stored_one_selects_nothing() {
         .await
         .unwrap();
     publish(&mut hub, 3, 100).await;
-    for _ in 0..3 {
-        let delivery = tokio::time::timeout(DEADLINE, deliveries.next())
-            .await
-            .expect("web is served")
-            .unwrap()
-            .unwrap();
-        delivery.ack().await.unwrap();
-    }
+    ack_served(&mut deliveries, 3).await;
     let queues = status(&mut hub).await;
     let old = queues
         .iter()
@@ -345,14 +350,7 @@ async fn a_huge_multipart_command_is_dropped_frame_by_frame_while_others_are_ser
         recv(&peer, "the reply to the huge command")
     });
     publish(&mut hub, 3, 100).await;
-    for _ in 0..3 {
-        let delivery = tokio::time::timeout(DEADLINE, deliveries.next())
-            .await
-            .expect("web is served")
-            .unwrap()
-            .unwrap();
-        delivery.ack().await.unwrap();
-    }
+    ack_served(&mut deliveries, 3).await;
     let reply = sender.join().unwrap();
     assert_eq!(reply[0], command::ERROR);
     let peak = hub.memory_kib("VmHWM");

@@ -8,11 +8,11 @@
 //! decimal byte list and as hex. (The backend has no CURVE keys; PLAIN's
 //! password is its only secret.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use mq_archiver::conformance::leaks::leaked_form;
+use mq_archiver::conformance::leaks::{captured_output, leaks};
 
 const PASSWORD: &str = "Zap9-logcapture-c1e7f3a9";
 const MAILS: usize = 10;
@@ -74,19 +74,6 @@ fn finishes(mut process: Process, dir: &Path, name: &str) {
     }
 }
 
-fn all_output(dir: &Path) -> String {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "out" || x == "err"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned())
-        .collect()
-}
-
 #[test]
 fn zeromq_logs_show_no_password_and_no_body() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,19 +130,16 @@ fn zeromq_logs_show_no_password_and_no_body() {
         .unwrap()
         .count();
     assert_eq!(stored, MAILS);
-    let output = all_output(dir.path());
+    let output = captured_output(dir.path());
     assert!(
         output.contains("DEBUG"),
         "nothing logged at debug: the test would prove nothing"
     );
-    let mut leaks = Vec::new();
-    if let Some(form) = leaked_form(&output, PASSWORD.as_bytes()) {
-        leaks.push(format!("the password, as {form}"));
-    }
-    for i in 0..MAILS {
-        if let Some(form) = leaked_form(&output, body(i).as_bytes()) {
-            leaks.push(format!("the body of mail {i}, as {form}"));
-        }
-    }
+    let bodies: Vec<String> = (0..MAILS).map(body).collect();
+    let leaks = leaks(
+        &output,
+        PASSWORD.as_bytes(),
+        bodies.iter().map(String::as_bytes).enumerate(),
+    );
     assert!(leaks.is_empty(), "ZeroMQ logs at trace show: {leaks:?}");
 }

@@ -23,7 +23,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use archiver_tests::{chaos_mail, corpus};
-use mq_archiver::conformance::leaks::leaked_form;
+use mq_archiver::conformance::leaks::{captured_output, leaks};
 
 /// Mails per run: enough for bodies to cross in several frames.
 const MAILS: usize = 20;
@@ -75,20 +75,6 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Everything every process of the run wrote, as text.
-fn all_output(dir: &Path) -> String {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "out" || x == "err"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|path| String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned())
-        .collect()
 }
 
 /// The body of a mail: what follows its header block.
@@ -167,7 +153,7 @@ fn run(backend: &str, url: &str, stop: &mut dyn FnMut(), start: &mut dyn FnMut()
     });
     drop((archive, list));
 
-    let output = all_output(dir.path());
+    let output = captured_output(dir.path());
     assert!(
         output.contains("DEBUG"),
         "the processes did not log at debug: the test would prove nothing (output in {})",
@@ -177,20 +163,13 @@ fn run(backend: &str, url: &str, stop: &mut dyn FnMut(), start: &mut dyn FnMut()
         output.contains("spooled"),
         "the list server never failed to connect"
     );
-    let mut leaks = Vec::new();
-    if let Some(form) = leaked_form(&output, PASSWORD.as_bytes()) {
-        leaks.push(format!("the password, as {form}"));
-    }
-    for i in 0..MAILS {
-        let raw = chaos_mail(&corpus, i);
-        let body = body(&raw);
+    let mails: Vec<_> = (0..MAILS).map(|i| chaos_mail(&corpus, i)).collect();
+    let samples = mails.iter().enumerate().filter_map(|(i, raw)| {
+        let body = body(raw);
         let sample = &body[..body.len().min(48)];
-        if sample.len() >= 16
-            && let Some(form) = leaked_form(&output, sample)
-        {
-            leaks.push(format!("the body of mail {i}, as {form}"));
-        }
-    }
+        (sample.len() >= 16).then_some((i, sample))
+    });
+    let leaks = leaks(&output, PASSWORD.as_bytes(), samples);
     assert!(
         leaks.is_empty(),
         "{backend} logs at trace show: {leaks:?} (output kept in {})",

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 pub use capabilities::Capabilities;
-pub use dead_letter::{DeadLetter, Replay};
+pub use dead_letter::{DeadLetter, RawDeadLetter, Replay, malformed_reason};
 pub use delivery::{Delivery, Settle, attempt_limit_reached};
 pub use error::BackendError;
 pub use lazy::LazyPublisher;

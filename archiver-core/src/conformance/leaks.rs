@@ -3,6 +3,43 @@
 //! `Body(1, [77, 101, ...])`), or as hex. Used by the log-capture tests,
 //! which run real processes at `RUST_LOG=trace`.
 
+use std::path::{Path, PathBuf};
+
+/// Everything the processes of a run wrote, as text: every `*.out` and
+/// `*.err` file in `dir`, in name order, each read lossily as UTF-8.
+pub fn captured_output(dir: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "out" || x == "err"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|path| String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned())
+        .collect()
+}
+
+/// What of `password` and of the numbered mail `bodies` shows in `log`,
+/// each named with the form it shows in (see [`leaked_form`]), for a
+/// failure message; empty when nothing leaked.
+pub fn leaks<'a>(
+    log: &str,
+    password: &[u8],
+    bodies: impl IntoIterator<Item = (usize, &'a [u8])>,
+) -> Vec<String> {
+    let mut leaks = Vec::new();
+    if let Some(form) = leaked_form(log, password) {
+        leaks.push(format!("the password, as {form}"));
+    }
+    for (i, body) in bodies {
+        if let Some(form) = leaked_form(log, body) {
+            leaks.push(format!("the body of mail {i}, as {form}"));
+        }
+    }
+    leaks
+}
+
 /// The first form in which `secret` appears in `log`, if any: `"text"`,
 /// `"decimal bytes"`, or `"hex"`; None when it appears in none. The log is
 /// text (read it with `String::from_utf8_lossy`): std's substring search

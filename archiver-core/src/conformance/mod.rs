@@ -18,6 +18,7 @@ mod content;
 mod corpus;
 mod delivery;
 pub mod faults;
+pub mod fixtures;
 mod harness;
 pub mod interop;
 pub mod leaks;
