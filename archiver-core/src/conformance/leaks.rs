@@ -1,5 +1,6 @@
 //! Finding a secret or a mail body in captured log output in every form a
-//! `Debug` can print bytes: as text, as a decimal byte list (lapin's
+//! `Debug` can print bytes: as text, as escaped text (`{:?}` of a `str` or
+//! of `Bytes`: `\r\n`, `\"`), as a decimal byte list (lapin's
 //! `Body(1, [77, 101, ...])`), or as hex. Used by the log-capture tests,
 //! which run real processes at `RUST_LOG=trace`.
 
@@ -41,7 +42,8 @@ pub fn leaks<'a>(
 }
 
 /// The first form in which `secret` appears in `log`, if any: `"text"`,
-/// `"decimal bytes"`, or `"hex"`; None when it appears in none. The log is
+/// `"escaped text"`, `"decimal bytes"`, or `"hex"`; None when it appears
+/// in none. The log is
 /// text (read it with `String::from_utf8_lossy`): std's substring search
 /// is fast even in a debug build, and trace logs are large.
 ///
@@ -49,6 +51,7 @@ pub fn leaks<'a>(
 /// use archiver_core::conformance::leaks::leaked_form;
 /// assert_eq!(leaked_form("frame Body(1, [104, 117, 110])", b"hun"), Some("decimal bytes"));
 /// assert_eq!(leaked_form("key 68756e", b"hun"), Some("hex"));
+/// assert_eq!(leaked_form(r#"body: b"hi\r\nthere\r\n""#, b"hi\r\nthere\r\n"), Some("escaped text"));
 /// assert_eq!(leaked_form("pass=***", b"hun"), None);
 /// ```
 pub fn leaked_form(log: &str, secret: &[u8]) -> Option<&'static str> {
@@ -69,8 +72,13 @@ pub fn leaked_form(log: &str, secret: &[u8]) -> Option<&'static str> {
             .collect::<Vec<_>>()
             .join(separator)
     };
-    let forms: [(&'static str, String); 7] = [
+    let forms: [(&'static str, String); 9] = [
         ("text", String::from_utf8_lossy(secret).into_owned()),
+        (
+            "escaped text",
+            String::from_utf8_lossy(secret).escape_debug().to_string(),
+        ),
+        ("escaped text", secret.escape_ascii().to_string()),
         ("decimal bytes", decimal(", ")),
         ("decimal bytes", decimal(",")),
         ("hex", hex(false, "")),
