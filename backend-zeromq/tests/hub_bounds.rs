@@ -321,6 +321,72 @@ async fn a_peer_that_never_reads_costs_the_hub_at_most_its_byte_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_deliveries_to_a_peer_that_never_reads_stay_charged_to_its_connection() {
+    const BOUND: u64 = 1 << 20;
+    const ENVELOPE: usize = 256 << 10;
+    const ROUNDS: u32 = 15;
+    let ack_deadline = Duration::from_millis(200);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("HUB_MAX_UNACKED_BYTES", BOUND.to_string()),
+        ("HUB_ACK_DEADLINE_MS", ack_deadline.as_millis().to_string()),
+        ("HUB_HEARTBEAT_MS", "50".to_owned()),
+    ];
+    let (mut hub, endpoint) = start_hub(dir.path(), &settings).await;
+    publish(&mut hub, 40, ENVELOPE).await;
+    let baseline = hub.memory_kib("VmHWM");
+
+    let context = zmq::Context::new();
+    let peer = context.socket(zmq::DEALER).unwrap();
+    peer.set_rcvhwm(1).unwrap();
+    peer.set_rcvbuf(4096).unwrap();
+    peer.set_linger(0).unwrap();
+    peer.connect(&endpoint).unwrap();
+    peer.send_multipart(
+        [command::HELLO, &hello("pings-only", &[], u16::MAX, 1000)],
+        0,
+    )
+    .unwrap();
+    assert_eq!(recv(&peer, "welcome")[0], command::WELCOME);
+    // It pings through several ack deadlines and reads nothing.
+    let until = Instant::now() + ack_deadline * ROUNDS;
+    while Instant::now() < until {
+        peer.send(command::PING, 0).unwrap();
+        status(&mut hub).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak = hub.memory_kib("VmHWM");
+    eprintln!(
+        "{ROUNDS} ack deadlines of a peer that pings and never reads: hub VmHWM {baseline} KiB -> {peak} KiB"
+    );
+    assert!(
+        peak < baseline + BOUND / 1024 + 8 * MIB,
+        "a peer that never reads grew the hub from {baseline} KiB to {peak} KiB over {ROUNDS} ack deadlines (bound {} KiB)",
+        BOUND / 1024
+    );
+    // Now it reads what was sent to it, settling nothing: that is every
+    // delivery the hub queued for it (none more come while it settles nothing).
+    let mut delivered = 0;
+    let quiet = ack_deadline * 4;
+    while peer.poll(zmq::POLLIN, quiet.as_millis() as i64).unwrap() > 0 {
+        let got = peer.recv_multipart(0).unwrap();
+        if got[0] == command::DELIVER {
+            delivered += 1;
+        }
+        assert!(
+            delivered <= 100,
+            "over 100 deliveries of {ENVELOPE} bytes to one connection with a {BOUND}-byte bound"
+        );
+    }
+    eprintln!("{delivered} deliveries sent to it");
+    let most = (BOUND as usize).div_ceil(ENVELOPE) + 1;
+    assert!(
+        delivered <= most,
+        "{delivered} deliveries sent to one connection, more than its bound allows ({most})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_multipart_command_is_dropped_frame_by_frame_while_others_are_served() {
     const FRAMES: usize = 1500;
     const FRAME: usize = 60_000;
@@ -477,6 +543,9 @@ fn configure(config: HubConfig, var: impl Fn(&str) -> Option<String>) -> HubConf
     }
     if let Some(deadline) = ms("HUB_ACK_DEADLINE_MS") {
         config = config.ack_deadline(deadline);
+    }
+    if let Some(every) = ms("HUB_HEARTBEAT_MS") {
+        config = config.heartbeat(every, Duration::from_secs(30));
     }
     if let Some(bytes) = var("HUB_MAX_UNACKED_BYTES") {
         config = config.max_unacked_bytes(bytes.parse().unwrap());
