@@ -51,8 +51,8 @@ async fn start_hub(dir: &std::path::Path, settings: &[(&str, String)]) -> (Role,
     (hub, endpoint)
 }
 
-/// The hub child's `status`: one `name unsettled unexamined dead error`
-/// line per queue.
+/// The hub child's `status`: one `name unsettled unexamined dead held
+/// error` line per queue.
 async fn status(hub: &mut Role) -> Vec<Vec<String>> {
     hub.say("status");
     let mut queues = Vec::new();
@@ -61,7 +61,7 @@ async fn status(hub: &mut Role) -> Vec<Vec<String>> {
         if line == "end" {
             return queues;
         }
-        queues.push(line.splitn(5, ' ').map(str::to_owned).collect());
+        queues.push(line.splitn(6, ' ').map(str::to_owned).collect());
     }
 }
 
@@ -154,7 +154,7 @@ async fn backtracking_patterns_are_refused_and_a_stored_one_selects_nothing() {
         .expect("old is listed");
     assert_eq!(old[1], "0", "old holds nothing: {old:?}");
     assert!(
-        old[4].contains("more than 32 labels"),
+        old[5].contains("more than 32 labels"),
         "old reports why: {old:?}"
     );
     assert!(!queues.iter().any(|q| q[0] == "greedy"), "{queues:?}");
@@ -312,6 +312,20 @@ async fn a_peer_that_never_reads_costs_the_hub_at_most_its_byte_bound() {
     eprintln!(
         "{PEERS} peers that never read, 40 MiB journal: hub VmHWM {baseline} KiB -> {peak} KiB; {queues:?}"
     );
+    // Each holds what its byte bound allows (1 MiB envelopes, at least
+    // the bound and at most one envelope over it), so the bound was
+    // reached and applied, not merely unreached.
+    let envelopes = (BOUND >> 20) as usize;
+    assert_eq!(queues.len(), PEERS, "{queues:?}");
+    for queue in &queues {
+        let held: usize = queue[4].parse().unwrap();
+        assert!(
+            (envelopes..=envelopes + 1).contains(&held),
+            "{} holds {held} deliveries of 1 MiB with a {} KiB bound: {queues:?}",
+            queue[0],
+            BOUND / 1024
+        );
+    }
     assert!(
         peak < baseline + PEERS as u64 * BOUND / 1024 + 20 * MIB,
         "{PEERS} peers that never read grew the hub from {baseline} KiB to {peak} KiB (bound {} KiB each)",
@@ -518,11 +532,12 @@ async fn child() {
             ["status"] => {
                 for q in hub.status().await.unwrap() {
                     println!(
-                        "@ {} {} {} {} {}",
+                        "@ {} {} {} {} {} {}",
                         q.name,
                         q.unsettled,
                         q.unexamined,
                         q.dead_letters,
+                        q.held,
                         q.error.unwrap_or_default()
                     );
                 }

@@ -740,6 +740,7 @@ impl HubLoop {
                     name: q.name.clone(),
                     connections: q.consumers.len(),
                     unsettled,
+                    held: q.held(),
                     unexamined,
                     dead_letters: self.dead.count(&q.name).unwrap_or(0),
                     error: q

@@ -141,6 +141,11 @@ impl Queue {
         )
     }
 
+    /// Deliveries in flight on its connections.
+    pub fn held(&self) -> usize {
+        self.inflight.len()
+    }
+
     /// When the next delayed envelope is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.delayed.first().map(|(due, _)| *due)
