@@ -628,7 +628,9 @@ impl HubLoop {
                 let conns = &self.conns;
                 let max_bytes = self.limits.max_unacked_bytes;
                 // At least one delivery whatever its size, then up to the
-                // prefetch and the byte bound.
+                // prefetch and while under the byte bound (so the last one
+                // may go over it by its own size: its size is known only
+                // once it is read).
                 let has_credit = |id: &ConnId| {
                     conns.get(id).is_some_and(|c| {
                         (c.inflight == 0 && c.inflight_bytes == 0)
