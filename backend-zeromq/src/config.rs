@@ -29,8 +29,10 @@ pub const DEFAULT_MAX_NACK_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(5 * 60);
 
 /// Most envelope bytes a hub has delivered and not yet seen settled on one
-/// connection by default, whatever its prefetch: a peer that never reads
-/// costs the hub at most this.
+/// connection by default, whatever its prefetch: a connection that never
+/// reads costs the hub at most this plus one envelope (the bound is
+/// checked before each delivery), so a peer with N connections N times
+/// that.
 pub const DEFAULT_MAX_UNACKED_BYTES: usize = 64 * 1024 * 1024;
 
 /// Most dead-letter bytes in one DEAD-LETTERS reply page by default (a
@@ -163,7 +165,8 @@ impl HubConfig {
     }
 
     /// Sets the most unsettled envelope bytes one connection may hold (at
-    /// least one delivery is always allowed, whatever its size).
+    /// least one delivery is always allowed, whatever its size, and the
+    /// last one may go over by up to its own size).
     pub fn max_unacked_bytes(mut self, limit: usize) -> Self {
         self.max_unacked_bytes = limit;
         self

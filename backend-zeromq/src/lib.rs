@@ -20,10 +20,15 @@
 //! - **Credit**: the hub never has more than a connection's prefetch
 //!   unsettled on it, nor more than [`DEFAULT_MAX_UNACKED_BYTES`] of
 //!   envelopes, so neither side's memory grows with the backlog, which
-//!   stays on disk, and a peer that never reads costs the hub at most
-//!   that bound. A delivery unsettled past the ack deadline
-//!   ([`DEFAULT_ACK_DEADLINE`]) goes back to the queue as a failed
-//!   attempt; a NACK delay is cut to [`DEFAULT_MAX_NACK_DELAY`].
+//!   stays on disk. The byte bound is per connection and is checked
+//!   before each delivery, so one connection that never reads costs the
+//!   hub at most the bound plus one envelope (and at least one envelope,
+//!   whatever its size), and a peer with N connections N times that. A
+//!   delivery unsettled past the ack deadline ([`DEFAULT_ACK_DEADLINE`])
+//!   goes back to the queue as a failed attempt, but its bytes stay
+//!   charged to the connection (they may still be queued to it) until it
+//!   settles that tag or is dropped; a NACK delay is cut to
+//!   [`DEFAULT_MAX_NACK_DELAY`].
 //! - **What a subscriber pins**: every subscriber keeps the journal from
 //!   its floor on. [`ZmqHub::status`] lists each with where it pins the
 //!   journal and since when; [`ZmqHub::delete_subscriber`] deletes one

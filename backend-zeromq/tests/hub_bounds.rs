@@ -51,8 +51,8 @@ async fn start_hub(dir: &std::path::Path, settings: &[(&str, String)]) -> (Role,
     (hub, endpoint)
 }
 
-/// The hub child's `status`: one `name unsettled unexamined dead error`
-/// line per queue.
+/// The hub child's `status`: one `name unsettled unexamined dead held
+/// error` line per queue.
 async fn status(hub: &mut Role) -> Vec<Vec<String>> {
     hub.say("status");
     let mut queues = Vec::new();
@@ -61,7 +61,7 @@ async fn status(hub: &mut Role) -> Vec<Vec<String>> {
         if line == "end" {
             return queues;
         }
-        queues.push(line.splitn(5, ' ').map(str::to_owned).collect());
+        queues.push(line.splitn(6, ' ').map(str::to_owned).collect());
     }
 }
 
@@ -159,7 +159,7 @@ async fn backtracking_patterns_are_refused_and_a_stored_one_selects_nothing() {
         .expect("old is listed");
     assert_eq!(old[1], "0", "old holds nothing: {old:?}");
     assert!(
-        old[4].contains("more than 32 labels"),
+        old[5].contains("more than 32 labels"),
         "old reports why: {old:?}"
     );
     assert!(!queues.iter().any(|q| q[0] == "greedy"), "{queues:?}");
@@ -317,12 +317,98 @@ async fn a_peer_that_never_reads_costs_the_hub_at_most_its_byte_bound() {
     eprintln!(
         "{PEERS} peers that never read, 40 MiB journal: hub VmHWM {baseline} KiB -> {peak} KiB; {queues:?}"
     );
+    // Each holds what its byte bound allows (1 MiB envelopes, at least
+    // the bound and at most one envelope over it), so the bound was
+    // reached and applied, not merely unreached.
+    let envelopes = (BOUND >> 20) as usize;
+    assert_eq!(queues.len(), PEERS, "{queues:?}");
+    for queue in &queues {
+        let held: usize = queue[4].parse().unwrap();
+        assert!(
+            (envelopes..=envelopes + 1).contains(&held),
+            "{} holds {held} deliveries of 1 MiB with a {} KiB bound: {queues:?}",
+            queue[0],
+            BOUND / 1024
+        );
+    }
     assert!(
         peak < baseline + PEERS as u64 * BOUND / 1024 + 20 * MIB,
         "{PEERS} peers that never read grew the hub from {baseline} KiB to {peak} KiB (bound {} KiB each)",
         BOUND / 1024
     );
     drop(peers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_deliveries_to_a_peer_that_never_reads_stay_charged_to_its_connection() {
+    const BOUND: u64 = 1 << 20;
+    const ENVELOPE: usize = 256 << 10;
+    const ROUNDS: u32 = 15;
+    let ack_deadline = Duration::from_millis(200);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("HUB_MAX_UNACKED_BYTES", BOUND.to_string()),
+        ("HUB_ACK_DEADLINE_MS", ack_deadline.as_millis().to_string()),
+        ("HUB_HEARTBEAT_MS", "50".to_owned()),
+    ];
+    let (mut hub, endpoint) = start_hub(dir.path(), &settings).await;
+    publish(&mut hub, 40, ENVELOPE).await;
+    let baseline = hub.memory_kib("VmHWM");
+
+    let context = zmq::Context::new();
+    let peer = context.socket(zmq::DEALER).unwrap();
+    peer.set_rcvhwm(1).unwrap();
+    peer.set_rcvbuf(4096).unwrap();
+    peer.set_linger(0).unwrap();
+    peer.connect(&endpoint).unwrap();
+    peer.send_multipart(
+        [command::HELLO, &hello("pings-only", &[], u16::MAX, 1000)],
+        0,
+    )
+    .unwrap();
+    assert_eq!(recv(&peer, "welcome")[0], command::WELCOME);
+    // It pings through several ack deadlines and reads nothing.
+    let until = Instant::now() + ack_deadline * ROUNDS;
+    while Instant::now() < until {
+        peer.send(command::PING, 0).unwrap();
+        status(&mut hub).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak = hub.memory_kib("VmHWM");
+    eprintln!(
+        "{ROUNDS} ack deadlines of a peer that pings and never reads: hub VmHWM {baseline} KiB -> {peak} KiB"
+    );
+    assert!(
+        peak < baseline + BOUND / 1024 + 8 * MIB,
+        "a peer that never reads grew the hub from {baseline} KiB to {peak} KiB over {ROUNDS} ack deadlines (bound {} KiB)",
+        BOUND / 1024
+    );
+    // Now it reads what was sent to it, settling nothing: that is every
+    // delivery the hub queued for it (none more come while it settles nothing).
+    let mut delivered = 0;
+    // Done once no delivery has come for a few deadlines (PINGs go on).
+    let quiet = ack_deadline * 4;
+    let mut last = Instant::now();
+    while last.elapsed() < quiet {
+        let left = quiet.saturating_sub(last.elapsed());
+        if peer.poll(zmq::POLLIN, left.as_millis() as i64).unwrap() == 0 {
+            continue;
+        }
+        if peer.recv_multipart(0).unwrap()[0] == command::DELIVER {
+            delivered += 1;
+            last = Instant::now();
+        }
+        assert!(
+            delivered <= 100,
+            "over 100 deliveries of {ENVELOPE} bytes to one connection with a {BOUND}-byte bound"
+        );
+    }
+    eprintln!("{delivered} deliveries sent to it");
+    let most = (BOUND as usize).div_ceil(ENVELOPE) + 1;
+    assert!(
+        delivered <= most,
+        "{delivered} deliveries sent to one connection, more than its bound allows ({most})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,11 +536,12 @@ async fn child() {
             ["status"] => {
                 for q in hub.status().await.unwrap() {
                     println!(
-                        "@ {} {} {} {} {}",
+                        "@ {} {} {} {} {} {}",
                         q.name,
                         q.unsettled,
                         q.unexamined,
                         q.dead_letters,
+                        q.held,
                         q.error.unwrap_or_default()
                     );
                 }
@@ -475,6 +562,9 @@ fn configure(config: HubConfig, var: impl Fn(&str) -> Option<String>) -> HubConf
     }
     if let Some(deadline) = ms("HUB_ACK_DEADLINE_MS") {
         config = config.ack_deadline(deadline);
+    }
+    if let Some(every) = ms("HUB_HEARTBEAT_MS") {
+        config = config.heartbeat(every, Duration::from_secs(30));
     }
     if let Some(bytes) = var("HUB_MAX_UNACKED_BYTES") {
         config = config.max_unacked_bytes(bytes.parse().unwrap());

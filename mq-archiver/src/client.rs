@@ -122,11 +122,7 @@ impl std::fmt::Debug for Client {
 #[async_trait]
 impl Publisher for Client {
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
-        match &self.extra {
-            #[cfg(feature = "zeromq")]
-            Extra::Hub(hub) => hub.publish(envelope).await,
-            _ => self.backend.publish(envelope).await,
-        }
+        self.backend.publish(envelope).await
     }
 }
 

@@ -99,6 +99,20 @@ impl ZmqClient {
 
     /// Sends one request to every hub; returns the replies in order.
     async fn ask_all(&self, frames: Vec<Vec<u8>>) -> Result<Vec<Vec<Vec<u8>>>, BackendError> {
+        self.with_each_hub(move |ask| ask(frames.clone())).await
+    }
+
+    /// Runs `each` once per hub, in order, on a blocking thread (requests
+    /// are synchronous zmq); `each` is given `ask`, which sends one
+    /// request to that hub and returns its reply. Stops at the first error.
+    async fn with_each_hub<T: Send + 'static>(
+        &self,
+        each: impl Fn(
+            &dyn Fn(Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, BackendError>,
+        ) -> Result<T, BackendError>
+        + Send
+        + 'static,
+    ) -> Result<Vec<T>, BackendError> {
         self.ensure_open()?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
@@ -107,13 +121,15 @@ impl ZmqClient {
                 .endpoints
                 .iter()
                 .map(|endpoint| {
-                    request::request(
-                        &inner.context,
-                        endpoint,
-                        inner.config.credentials.as_ref(),
-                        frames.clone(),
-                        inner.config.connect_timeout,
-                    )
+                    each(&|frames| {
+                        request::request(
+                            &inner.context,
+                            endpoint,
+                            inner.config.credentials.as_ref(),
+                            frames,
+                            inner.config.connect_timeout,
+                        )
+                    })
                 })
                 .collect()
         })
@@ -215,38 +231,27 @@ fn dead_letter_page(frames: &[Vec<u8>]) -> Result<Vec<DeadLetter>, BackendError>
 #[async_trait]
 impl DeadLetters for ZmqClient {
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
-        self.ensure_open()?;
-        let inner = Arc::clone(&self.inner);
         let name = name.as_str().as_bytes().to_vec();
-        let mut letters = tokio::task::spawn_blocking(move || {
-            let mut letters = Vec::new();
-            for endpoint in &inner.config.endpoints {
+        let per_hub = self
+            .with_each_hub(move |ask| {
                 // Page by page, each after the mark the previous one gave.
+                let mut letters = Vec::new();
                 let mut after = Vec::new();
                 loop {
-                    let frames = vec![command::DEAD_LETTERS.to_vec(), name.clone(), after];
-                    let reply = request::request(
-                        &inner.context,
-                        endpoint,
-                        inner.config.credentials.as_ref(),
-                        frames,
-                        inner.config.connect_timeout,
-                    )?;
+                    let reply = ask(vec![command::DEAD_LETTERS.to_vec(), name.clone(), after])?;
                     let args = expect_reply(std::slice::from_ref(&reply), command::DEAD_LETTERS)?;
                     let (next, pairs) = args[0].split_first().ok_or_else(|| {
                         BackendError::Broker("a dead-letter page without its mark".into())
                     })?;
                     letters.extend(dead_letter_page(pairs)?);
                     if next.is_empty() {
-                        break;
+                        return Ok(letters);
                     }
                     after = next.clone();
                 }
-            }
-            Ok::<_, BackendError>(letters)
-        })
-        .await
-        .map_err(|e| BackendError::Unavailable(format!("request task failed: {e}")))??;
+            })
+            .await?;
+        let mut letters: Vec<DeadLetter> = per_hub.into_iter().flatten().collect();
         letters.sort_by_key(|l| l.dead_at);
         Ok(letters)
     }

@@ -37,8 +37,14 @@ struct Conn {
     name: SubscriberName,
     prefetch: usize,
     inflight: usize,
-    /// Envelope bytes delivered to it and not settled.
+    /// Envelope bytes delivered to it and not settled, expired ones
+    /// included.
     inflight_bytes: usize,
+    /// Deliveries taken back at the ack deadline, by tag, with their
+    /// bytes: those may still sit in libzmq's queue to this peer (the
+    /// router has no send high-water mark), so they stay charged to it
+    /// until it settles that tag late or the connection is dropped.
+    expired: HashMap<u64, usize>,
     last_seen: Instant,
 }
 
@@ -325,6 +331,9 @@ impl HubLoop {
                 let name = self.conns[peer].name.clone();
                 for seq in seqs {
                     tracing::trace!(subscriber = %name, seq, peer = %hex(peer), "ack");
+                    if self.settle_expired(peer, seq) {
+                        continue;
+                    }
                     let settled = self.queue(&name).ack(seq);
                     self.credit_back(settled);
                 }
@@ -335,7 +344,7 @@ impl HubLoop {
                 let seq = protocol::number::<u64>(&args[0], "the tag")?;
                 let delay = protocol::number::<u64>(&args[1], "the delay")?;
                 let delay = Duration::from_millis(delay).min(self.limits.max_nack_delay);
-                self.settle(peer, |queue| {
+                self.settle(peer, seq, |queue| {
                     queue.nack(seq, peer, delay, "nacked", Instant::now())
                 });
                 Ok(())
@@ -343,14 +352,14 @@ impl HubLoop {
             command::RELEASE => {
                 arity(1)?;
                 let seq = protocol::number::<u64>(&args[0], "the tag")?;
-                self.settle(peer, |queue| queue.release(seq, peer));
+                self.settle(peer, seq, |queue| queue.release(seq, peer));
                 Ok(())
             }
             command::REJECT => {
                 arity(2)?;
                 let seq = protocol::number::<u64>(&args[0], "the tag")?;
                 let reason = String::from_utf8_lossy(&args[1]).into_owned();
-                self.settle(peer, |queue| queue.reject(seq, peer, reason));
+                self.settle(peer, seq, |queue| queue.reject(seq, peer, reason));
                 Ok(())
             }
             _ => Err(format!(
@@ -362,12 +371,17 @@ impl HubLoop {
 
     /// Applies a NACK, RELEASE or REJECT from `peer` to its subscriber's
     /// queue: the holder's credit comes back, and what reached the attempt
-    /// limit (or was rejected) goes to the dead letters.
+    /// limit (or was rejected) goes to the dead letters. A late settlement
+    /// of a delivery that expired only gives back its bytes.
     fn settle(
         &mut self,
         peer: &ConnId,
+        seq: u64,
         apply: impl FnOnce(&mut Queue) -> (Settled, Option<Doomed>),
     ) {
+        if self.settle_expired(peer, seq) {
+            return;
+        }
         let name = self.conns[peer].name.clone();
         let (settled, doomed) = apply(self.queue(&name));
         self.credit_back(settled);
@@ -419,6 +433,7 @@ impl HubLoop {
                 prefetch: usize::from(hello.prefetch),
                 inflight: 0,
                 inflight_bytes: 0,
+                expired: HashMap::new(),
                 last_seen: Instant::now(),
             },
         );
@@ -521,6 +536,21 @@ impl HubLoop {
             .map_err(|e| e.to_string())
     }
 
+    /// A late ACK, NACK, RELEASE or REJECT of a delivery `peer` held past
+    /// the ack deadline: its bytes come back to the connection, and
+    /// nothing else is settled (the mail is queued again, perhaps
+    /// delivered again under the same tag). True if `seq` was such a one.
+    fn settle_expired(&mut self, peer: &ConnId, seq: u64) -> bool {
+        let Some(conn) = self.conns.get_mut(peer) else {
+            return false;
+        };
+        let Some(bytes) = conn.expired.remove(&seq) else {
+            return false;
+        };
+        conn.inflight_bytes = conn.inflight_bytes.saturating_sub(bytes);
+        true
+    }
+
     fn credit_back(&mut self, settled: Settled) {
         if let Some(conn) = settled.held_by.and_then(|c| self.conns.get_mut(&c)) {
             conn.inflight = conn.inflight.saturating_sub(1);
@@ -537,8 +567,14 @@ impl HubLoop {
             if !settled.is_empty() {
                 tracing::warn!(subscriber = %name, count = settled.len(), ?deadline, "deliveries not settled within the ack deadline go back to the queue");
             }
+            // The delivery's slot comes back, its bytes do not: they may
+            // still be queued to the peer, and stay charged until it
+            // settles the tag or goes.
             for settled in settled {
-                self.credit_back(settled);
+                if let Some(conn) = settled.held_by.and_then(|c| self.conns.get_mut(&c)) {
+                    conn.inflight = conn.inflight.saturating_sub(1);
+                    *conn.expired.entry(settled.seq).or_default() += settled.bytes;
+                }
             }
             self.bury(&name, doomed);
         }
@@ -592,10 +628,13 @@ impl HubLoop {
                 let conns = &self.conns;
                 let max_bytes = self.limits.max_unacked_bytes;
                 // At least one delivery whatever its size, then up to the
-                // prefetch and the byte bound.
+                // prefetch and while under the byte bound (so the last one
+                // may go over it by its own size: its size is known only
+                // once it is read).
                 let has_credit = |id: &ConnId| {
                     conns.get(id).is_some_and(|c| {
-                        c.inflight == 0 || (c.inflight < c.prefetch && c.inflight_bytes < max_bytes)
+                        (c.inflight == 0 && c.inflight_bytes == 0)
+                            || (c.inflight < c.prefetch && c.inflight_bytes < max_bytes)
                     })
                 };
                 let queue = self.queues.get_mut(&name).expect("listed above");
@@ -703,6 +742,7 @@ impl HubLoop {
                     name: q.name.clone(),
                     connections: q.consumers.len(),
                     unsettled,
+                    held: q.held(),
                     unexamined,
                     dead_letters: self.dead.count(&q.name).unwrap_or(0),
                     error: q

@@ -149,7 +149,9 @@ impl ZmqHub {
         let router = context.socket(zmq::ROUTER).map_err(setup)?;
         router.set_router_mandatory(true).map_err(setup)?;
         router.set_maxmsgsize(MAX_COMMAND_BYTES).map_err(setup)?;
-        // Credit bounds what is queued per connection, not the socket.
+        // Credit bounds what is queued per connection, not the socket
+        // (deliveries past the ack deadline stay charged: they may still
+        // be in this queue).
         router.set_sndhwm(0).map_err(setup)?;
         router.set_linger(1000).map_err(setup)?;
         secure(&router).map_err(setup)?;

@@ -43,6 +43,8 @@ pub struct Doomed {
 /// What settling a delivery did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Settled {
+    /// The delivery's tag.
+    pub seq: u64,
     /// The connection that held it, whose credit comes back.
     pub held_by: Option<ConnId>,
     /// The delivery's size, which comes back to that connection's byte
@@ -60,8 +62,9 @@ struct Held {
 }
 
 impl Held {
-    fn settled(&self) -> Settled {
+    fn settled(&self, seq: u64) -> Settled {
         Settled {
+            seq,
             held_by: Some(self.conn.clone()),
             bytes: self.bytes,
         }
@@ -136,6 +139,11 @@ impl Queue {
             self.unsettled.len(),
             journal.next_seq().saturating_sub(self.next),
         )
+    }
+
+    /// Deliveries in flight on its connections.
+    pub fn held(&self) -> usize {
+        self.inflight.len()
     }
 
     /// When the next delayed envelope is due.
@@ -255,7 +263,7 @@ impl Queue {
             return Settled::default();
         }
         if let Some(held) = self.inflight.remove(&seq) {
-            return held.settled();
+            return held.settled(seq);
         }
         self.ready.retain(|r| r.seq != seq);
         if self.delayed_deliveries.remove(&seq).is_some() {
@@ -271,7 +279,7 @@ impl Queue {
             Some(held) if held.conn == *conn => self
                 .inflight
                 .remove(&seq)
-                .map(|held| (held.settled(), held.attempts)),
+                .map(|held| (held.settled(seq), held.attempts)),
             _ => None,
         }
     }
@@ -358,7 +366,7 @@ impl Queue {
         let mut doomed = Vec::new();
         for seq in taken.into_iter().rev() {
             let held = self.inflight.remove(&seq).expect("listed above");
-            settled.push(held.settled());
+            settled.push(held.settled(seq));
             doomed.extend(self.requeue_front(seq, held.attempts, how));
         }
         (settled, doomed)

@@ -14,6 +14,10 @@ pub struct QueueStatus {
     /// Envelopes taken from the journal and not settled yet (ready,
     /// delayed, or held by a connection).
     pub unsettled: usize,
+    /// Deliveries its connections hold now: sent, not settled, and within
+    /// the ack deadline (each connection holds at most its prefetch, and
+    /// about its byte bound).
+    pub held: usize,
     /// Journal records not yet looked at for this queue (some may not be
     /// selected by it).
     pub unexamined: u64,
