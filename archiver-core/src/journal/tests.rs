@@ -573,12 +573,15 @@ mod recovery_property {
             let cut_at = flight_start + cut.index(bytes.len() - flight_start + 1);
             bytes.truncate(cut_at);
             bytes.extend_from_slice(&stale);
-            let mut damaged_bytes = Vec::new();
+            let unflipped = bytes.clone();
             for (at, bit) in &flips {
                 let at = at.index(bytes.len());
                 bytes[at] ^= 1 << bit;
-                damaged_bytes.push(at);
             }
+            // Two flips of one bit cancel: the damage is where the bytes
+            // now differ from what was written.
+            let damaged_bytes: Vec<usize> =
+                (0..bytes.len()).filter(|&at| bytes[at] != unflipped[at]).collect();
             let intact = |w: &Written| {
                 w.end <= cut_at && !damaged_bytes.iter().any(|at| (w.start..w.end).contains(at))
             };
