@@ -27,6 +27,20 @@ fn run_quickstart(mbox: Option<&Path>, out: &Path, extra: &[&str]) -> String {
     stdout
 }
 
+/// Runs the quickstart with `args`, which must make it fail; returns its
+/// standard error.
+fn failing_quickstart(args: &[&str]) -> String {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_quickstart"))
+        .args(args)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// Checks the Maildirs against the mbox; returns (archived, skipped).
 fn assert_maildir_matches(mbox: &Path, out: &Path) -> (usize, usize) {
     let maildir = out.join("maildir");
@@ -154,20 +168,12 @@ fn quickstart_archives_the_corpus_through_rabbitmq() {
 
 #[test]
 fn quickstart_says_what_is_wrong_with_a_bad_url() {
-    let out = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_quickstart"))
-        .args([
-            "--backend",
-            "redis",
-            "--url",
-            "http://user:hunter2@example.org/",
-        ])
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failing_quickstart(&[
+        "--backend",
+        "redis",
+        "--url",
+        "http://user:hunter2@example.org/",
+    ]);
     assert!(stderr.contains("unknown scheme \"http\""), "{stderr}");
     assert!(
         !stderr.contains("hunter2"),
@@ -202,20 +208,12 @@ fn quickstart_switches_backend_by_url_only() {
 
 #[test]
 fn quickstart_refuses_a_shorthand_that_contradicts_the_url() {
-    let out = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_quickstart"))
-        .args([
-            "--backend",
-            "rabbitmq",
-            "--url",
-            "redis://:hunter2@127.0.0.1:6379",
-        ])
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failing_quickstart(&[
+        "--backend",
+        "rabbitmq",
+        "--url",
+        "redis://:hunter2@127.0.0.1:6379",
+    ]);
     assert!(
         stderr.contains("--backend Rabbitmq but the URL names Redis"),
         "{stderr}"
