@@ -31,7 +31,8 @@
 //!   ([`SyncPolicy::Within`]).
 //! - **One process at a time.** The directory is locked while open; a second
 //!   opener gets [`JournalError::Locked`], naming the holder's pid (written
-//!   in `LOCK`). The lock dies with the process.
+//!   in `LOCK`). The lock dies with the process; a reopen waits a moment
+//!   for a child this process forked to let go of it (see `lock.rs`).
 //!
 //! # Why our own segment log
 //!
@@ -83,6 +84,7 @@
 
 mod cursors;
 mod durable;
+mod lock;
 mod record;
 mod scan;
 mod segment;
@@ -101,6 +103,7 @@ use tokio::sync::{oneshot, watch};
 
 use cursors::CursorFile;
 pub use durable::{create_dir_durably, sync_dir, write_durably};
+use lock::{DirLock, LOCK_FILE};
 use record::Format;
 use scan::Verdict;
 use segment::Segment;
@@ -266,7 +269,7 @@ impl Journal {
     pub fn open(dir: impl AsRef<Path>, options: JournalOptions) -> Result<Self, JournalError> {
         let dir = dir.as_ref().to_owned();
         create_dir_durably(&dir)?;
-        let lock = lock(&dir)?;
+        let lock = DirLock::acquire(&dir)?;
         let dir_handle = std::fs::File::open(&dir).map_err(|e| JournalError::io(&dir, e))?;
         let segments = recover(&dir, &options)?;
         let next_seq = segments.back().map_or(0, Segment::next_seq);
@@ -300,7 +303,7 @@ impl Journal {
     /// in it (a spool's set-aside envelopes, a file of someone else's)
     /// keeps it.
     pub fn remove(dir: &Path) -> Result<bool, JournalError> {
-        let _held = lock(dir)?;
+        let _held = DirLock::acquire(dir)?;
         let io = |path: &Path, e| JournalError::io(path, e);
         for (_, path) in segment::list(dir)? {
             std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
@@ -542,42 +545,6 @@ fn locate(
         segment.format,
         offset,
     ))
-}
-
-/// The lock file of a journal directory (it holds the holder's pid).
-const LOCK_FILE: &str = "LOCK";
-
-/// Locks the journal directory for this process and writes our pid in the
-/// lock file, for the error a second opener gets.
-fn lock(dir: &Path) -> Result<std::fs::File, JournalError> {
-    use std::io::{Read, Write};
-    let lock_path = dir.join(LOCK_FILE);
-    let io = |e| JournalError::io(&lock_path, e);
-    let mut lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io)?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let holder = lock
-                .read_to_string(&mut pid)
-                .ok()
-                .and_then(|_| pid.trim().parse().ok());
-            return Err(JournalError::Locked {
-                dir: dir.to_owned(),
-                holder,
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-    }
-    lock.set_len(0).map_err(io)?;
-    write!(lock, "{}", std::process::id()).map_err(io)?;
-    Ok(lock)
 }
 
 /// Scans every segment: a torn tail of the last one is cut off; damage an

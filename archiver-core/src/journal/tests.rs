@@ -193,6 +193,39 @@ async fn a_second_opener_is_refused_until_the_first_closes() {
     Journal::open(dir.path(), JournalOptions::default()).unwrap();
 }
 
+/// A child forked while the journal is open shares its lock until it
+/// execs: closing releases the lock for that child's copy too, so a
+/// reopen at once is not refused as if another process held the journal
+/// (CI saw that refusal when another test spawned a program then).
+#[tokio::test]
+async fn closing_releases_the_lock_a_forked_child_shares() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let mut command = std::process::Command::new("true");
+    // SAFETY: between fork and exec the child only writes to and reads
+    // from a socket (two system calls, async-signal-safe).
+    unsafe {
+        command.pre_exec(move || {
+            let mut theirs = &theirs;
+            theirs.write_all(b"f")?;
+            theirs.read_exact(&mut [0u8; 1])
+        });
+    }
+    // `status` returns once the child has exec'd and exited.
+    let child = std::thread::spawn(move || command.status().unwrap());
+    ours.read_exact(&mut [0u8; 1]).unwrap();
+    // The child is forked and holds a copy of every descriptor.
+    journal.close().await.unwrap();
+    let reopened = Journal::open(dir.path(), JournalOptions::default());
+    ours.write_all(b"g").unwrap();
+    assert!(child.join().unwrap().success());
+    reopened.unwrap().close().await.unwrap();
+}
+
 #[tokio::test]
 async fn oversize_records_are_refused_and_large_ones_get_their_own_segment() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::durable::sync_dir;
+use super::lock::DirLock;
 use super::record::{self, Format};
 use super::segment::Segment;
 use super::{JournalError, Shared, SyncPolicy};
@@ -58,7 +59,7 @@ pub(super) enum CloseReply {
 /// Makes sure the last segment is a v2 one to append to (a journal left
 /// by v1 goes on in a new segment), and starts the thread. The thread
 /// owns the directory lock: it is released when the thread ends.
-pub(super) fn start(shared: Arc<Shared>, lock: File) -> Result<Sender<Request>, JournalError> {
+pub(super) fn start(shared: Arc<Shared>, lock: DirLock) -> Result<Sender<Request>, JournalError> {
     let durable = {
         let mut segments = shared.segments.lock().expect("journal lock");
         match segments.back_mut() {
@@ -119,7 +120,7 @@ impl Stopped {
 struct Writer {
     shared: Arc<Shared>,
     /// The directory lock, held while the thread runs.
-    lock: Option<File>,
+    lock: Option<DirLock>,
     /// The encoded group, reused.
     group: Vec<u8>,
     /// Set when the journal takes no more appends.
