@@ -225,13 +225,17 @@ async fn send(
 /// Waits for the copy's confirm, then acknowledges the original.
 async fn settle(taken: Taken) -> Result<(), BackendError> {
     if let Some((queue, confirm)) = taken.copy {
-        match confirm.await.map_err(backend_error)? {
-            Confirmation::Ack(None) => {}
-            other => {
-                return Err(BackendError::Broker(format!(
-                    "a dead letter's copy into {queue} was not taken ({other:?}); the letter stays"
-                )));
-            }
+        // Named, never printed: a returned message holds the mail.
+        let refused = match confirm.await.map_err(backend_error)? {
+            Confirmation::Ack(None) => None,
+            Confirmation::Ack(Some(_)) => Some("returned: no such queue"),
+            Confirmation::Nack(_) => Some("nacked"),
+            Confirmation::NotRequested => Some("unconfirmed"),
+        };
+        if let Some(refused) = refused {
+            return Err(BackendError::Broker(format!(
+                "a dead letter's copy into {queue} was not taken ({refused}); the letter stays"
+            )));
         }
     }
     taken
