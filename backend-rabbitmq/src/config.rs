@@ -41,7 +41,10 @@ pub struct RabbitConfig {
     /// an alternate exchange) instead of failing their publish with the
     /// permanent [`BackendError::Unroutable`].
     pub keep_unrouted: bool,
-    /// Most messages kept in `<prefix>.unrouted`; the oldest go first.
+    /// Most messages kept in `<prefix>.unrouted` (a quorum queue may take
+    /// one more); beyond it a publish is refused
+    /// ([`BackendError::Broker`], transient: a spool keeps the mail),
+    /// never is a kept message dropped.
     pub unrouted_max_length: u32,
     /// PEM file of the CA that signed the broker's certificate, for
     /// `amqps://` to a broker whose CA is not in the system's trust store.

@@ -3,18 +3,27 @@
 //! and `origin` headers every backend uses, `docs/wire-format.md`) or
 //! dead-lettered by the broker itself at the quorum queue's delivery limit
 //! (with its `x-death` header). Every message is listed, malformed ones
-//! too; listing takes them with `basic.get` and puts them all back, so a
-//! page is the first `limit` of them and the total, and cannot start
-//! further on. Replay republishes the chosen valid ones into the
+//! too.
+//!
+//! Listing, purge and replay are one pass over the queue: each message it
+//! holds when the pass starts is taken with `basic.get`, and a copy of the
+//! ones that stay is published to the queue's end (confirmed) before the
+//! original is acknowledged. After the pass the queue is in its old order,
+//! whatever its type, and no letter's delivery count grows: a requeue would
+//! put a quorum queue's message at its end and count a delivery, so that
+//! a delivery limit (from a policy) would at last drop or dead-letter it.
+//! A page is therefore the first `limit` letters and the total, and cannot
+//! start further on. Replay republishes the chosen valid ones into the
 //! subscriber's queue with attempts reset; malformed ones are only purged.
 
 use archiver_core::{BackendError, DeadLetter, RawDeadLetter, Replay, SubscriberName};
 use chrono::{DateTime, Utc};
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions,
-};
+use std::collections::VecDeque;
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Confirmation, ErrorKind};
+use lapin::{BasicProperties, Channel, Confirmation, ErrorKind, PublisherConfirm};
 
 use crate::Shared;
 use crate::error::backend_error;
@@ -26,7 +35,7 @@ use crate::topology::text;
 /// The message as an operator sees it: its headers as text, its body, and
 /// the dead-letter metadata (this backend's headers, else the broker's
 /// `x-death`).
-fn raw(shared: &Shared, message: &lapin::message::Delivery) -> RawDeadLetter {
+fn raw(shared: &Shared, message: &Delivery) -> RawDeadLetter {
     let properties = &message.properties;
     // This version's name, else the one earlier versions wrote.
     let header = |name: &str, legacy: &str| {
@@ -100,75 +109,158 @@ fn display(value: &AMQPValue) -> String {
     }
 }
 
-/// Up to `limit` messages of the dead-letter queue, held unacknowledged on
-/// `channel` until it is closed or they are settled.
-async fn take(
-    channel: &Channel,
-    queue: &str,
-    limit: usize,
-) -> Result<Vec<lapin::message::Delivery>, BackendError> {
-    let mut messages = Vec::new();
-    while messages.len() < limit {
-        match channel
-            .basic_get(queue.into(), BasicGetOptions::default())
-            .await
-        {
-            Ok(Some(message)) => messages.push(message.delivery),
-            Ok(None) => break,
-            // A subscriber that never subscribed has no dead-letter queue.
-            Err(error) if is_not_found(&error) => break,
-            Err(error) => return Err(backend_error(error)),
-        }
-    }
-    Ok(messages)
-}
-
 fn is_not_found(error: &lapin::Error) -> bool {
     matches!(error.kind(), ErrorKind::ProtocolError(e) if e.get_id() == 404)
 }
 
-/// Puts messages back, in order.
-async fn give_back(messages: &[lapin::message::Delivery]) -> Result<(), BackendError> {
-    let requeue = BasicNackOptions {
-        requeue: true,
-        multiple: false,
-    };
-    for message in messages.iter().rev() {
-        message.acker.nack(requeue).await.map_err(backend_error)?;
-    }
-    Ok(())
+/// What a pass does with one dead letter.
+enum Fate {
+    /// A copy goes to the queue's end, as it is.
+    Keep,
+    /// A copy with these properties goes into this queue (replay).
+    Move {
+        queue: String,
+        properties: Box<BasicProperties>,
+    },
+    /// Deleted (purge).
+    Delete,
 }
 
-/// The first `limit` dead letters and the total (a passive declare).
-pub(crate) async fn page(
+/// Copies a pass has published but not yet seen confirmed, at most: bounds
+/// its memory, and what a crash in the middle duplicates.
+const IN_FLIGHT: usize = 128;
+
+/// A letter taken, and the confirm of its copy (none when deleted).
+struct Taken {
+    delivery: Delivery,
+    copy: Option<(String, PublisherConfirm)>,
+}
+
+/// One pass over the messages the dead-letter queue holds when it starts,
+/// in order, giving each the fate `fate` decides; returns how many the
+/// queue held (0 when it does not exist). Each original is acknowledged
+/// only after its copy is confirmed, so a failure in between duplicates a
+/// letter, never loses one; what the pass took and did not settle goes
+/// back when its channel closes.
+async fn pass(
     shared: &Shared,
     name: &SubscriberName,
-    limit: usize,
-) -> Result<DeadLetterPage, BackendError> {
-    let queue = shared.names.dead(name);
-    let channel = shared.new_channel(false).await?;
+    mut fate: impl FnMut(&Delivery) -> Fate,
+) -> Result<u32, BackendError> {
+    let dead = shared.names.dead(name);
+    let channel = shared.new_channel(true).await?;
     let passive = QueueDeclareOptions {
         passive: true,
         durable: true,
         ..QueueDeclareOptions::default()
     };
     let total = match channel
-        .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+        .queue_declare(dead.as_str().into(), passive, FieldTable::default())
         .await
     {
         Ok(declared) => declared.message_count(),
-        Err(error) if is_not_found(&error) => {
-            return Ok(DeadLetterPage {
-                letters: Vec::new(),
-                total: 0,
-            });
-        }
+        // A subscriber that never subscribed has no dead-letter queue.
+        Err(error) if is_not_found(&error) => return Ok(0),
         Err(error) => return Err(backend_error(error)),
     };
-    let messages = take(&channel, &queue, limit).await?;
-    let letters = messages.iter().map(|m| raw(shared, m)).collect();
-    give_back(&messages).await?;
-    let _ = channel.close(200, "listed".into()).await;
+    let mut unsettled = VecDeque::new();
+    // Only as many as it held: after them come the copies.
+    for _ in 0..total {
+        let Some(message) = channel
+            .basic_get(dead.as_str().into(), BasicGetOptions::default())
+            .await
+            .map_err(backend_error)?
+        else {
+            break; // another reader took the rest
+        };
+        let delivery = message.delivery;
+        let copy = match fate(&delivery) {
+            Fate::Keep => {
+                // Without the delivery count the queue added.
+                let properties = message::rewrite(&delivery.properties, vec![], &[]);
+                Some((dead.clone(), properties))
+            }
+            Fate::Move { queue, properties } => Some((queue, *properties)),
+            Fate::Delete => None,
+        };
+        let copy = match copy {
+            Some((queue, properties)) => {
+                let confirm = send(&channel, &queue, &delivery.data, properties).await?;
+                Some((queue, confirm))
+            }
+            None => None,
+        };
+        unsettled.push_back(Taken { delivery, copy });
+        if unsettled.len() >= IN_FLIGHT
+            && let Some(taken) = unsettled.pop_front()
+        {
+            settle(taken).await?;
+        }
+    }
+    while let Some(taken) = unsettled.pop_front() {
+        settle(taken).await?;
+    }
+    let _ = channel.close(200, "dead letters passed".into()).await;
+    Ok(total)
+}
+
+/// Publishes a copy straight into `queue` (mandatory: a missing queue is
+/// an error, not a loss).
+async fn send(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<PublisherConfirm, BackendError> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    channel
+        .basic_publish("".into(), queue.into(), options, body, properties)
+        .await
+        .map_err(backend_error)
+}
+
+/// Waits for the copy's confirm, then acknowledges the original.
+async fn settle(taken: Taken) -> Result<(), BackendError> {
+    if let Some((queue, confirm)) = taken.copy {
+        // Named, never printed: a returned message holds the mail.
+        let refused = match confirm.await.map_err(backend_error)? {
+            Confirmation::Ack(None) => None,
+            Confirmation::Ack(Some(_)) => Some("returned: no such queue"),
+            Confirmation::Nack(_) => Some("nacked"),
+            Confirmation::NotRequested => Some("unconfirmed"),
+        };
+        if let Some(refused) = refused {
+            return Err(BackendError::Broker(format!(
+                "a dead letter's copy into {queue} was not taken ({refused}); the letter stays"
+            )));
+        }
+    }
+    taken
+        .delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .map(drop)
+        .map_err(backend_error)
+}
+
+/// The first `limit` dead letters and the total.
+pub(crate) async fn page(
+    shared: &Shared,
+    name: &SubscriberName,
+    limit: usize,
+) -> Result<DeadLetterPage, BackendError> {
+    let mut letters = Vec::new();
+    let total = pass(shared, name, |delivery| {
+        if letters.len() < limit {
+            letters.push(raw(shared, delivery));
+        }
+        Fate::Keep
+    })
+    .await?;
     Ok(DeadLetterPage { letters, total })
 }
 
@@ -210,58 +302,46 @@ pub(crate) async fn purge_malformed(
     shared: &Shared,
     name: &SubscriberName,
 ) -> Result<usize, BackendError> {
-    let channel = shared.new_channel(false).await?;
-    let messages = take(&channel, &shared.names.dead(name), usize::MAX).await?;
-    let mut kept = Vec::new();
     let mut count = 0;
-    for message in messages {
-        if raw(shared, &message).is_malformed() {
-            message
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(backend_error)?;
+    pass(shared, name, |delivery| {
+        if raw(shared, delivery).is_malformed() {
             count += 1;
+            Fate::Delete
         } else {
-            kept.push(message);
+            Fate::Keep
         }
-    }
-    give_back(&kept).await?;
-    let _ = channel.close(200, "purged".into()).await;
+    })
+    .await?;
     Ok(count)
 }
 
+/// Moves the chosen valid dead letters into the subscriber's queue, with
+/// their dead-letter headers removed; returns how many.
 pub(crate) async fn replay(
     shared: &Shared,
     name: &SubscriberName,
     which: &Replay,
 ) -> Result<usize, BackendError> {
-    let channel = shared.new_channel(true).await?;
-    let messages = take(&channel, &shared.names.dead(name), usize::MAX).await?;
     let queue = shared.names.queue(name);
-    let mut kept = Vec::new();
     let mut count = 0;
-    for message in messages {
-        let letter = raw(shared, &message);
+    pass(shared, name, |delivery| {
+        let letter = raw(shared, delivery);
         let Ok(envelope) = &letter.envelope else {
-            kept.push(message);
-            continue;
+            return Fate::Keep;
         };
         if !which.covers(&envelope.id) {
-            kept.push(message);
-            continue;
+            return Fate::Keep;
         }
         if letter.is_malformed() {
             tracing::warn!(subscriber = %name, envelope_id = %envelope.id, reason = letter.reason, "a malformed dead letter is not replayed");
-            kept.push(message);
-            continue;
+            return Fate::Keep;
         }
         let origin = letter
             .origin
             .clone()
             .unwrap_or_else(|| crate::names::Names::routing_key(envelope));
         let properties = message::rewrite(
-            &message.properties,
+            &delivery.properties,
             vec![(ORIGIN, text(&origin))],
             &[
                 &[
@@ -278,36 +358,12 @@ pub(crate) async fn replay(
             ]
             .concat(),
         );
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                options,
-                &message.data,
-                properties,
-            )
-            .await
-            .map_err(backend_error)?;
-        match confirm.await.map_err(backend_error)? {
-            Confirmation::Ack(None) => {}
-            other => {
-                return Err(BackendError::Broker(format!(
-                    "replay into {queue} not taken: {other:?}"
-                )));
-            }
-        }
-        message
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(backend_error)?;
         count += 1;
-    }
-    give_back(&kept).await?;
-    let _ = channel.close(200, "replayed".into()).await;
+        Fate::Move {
+            queue: queue.clone(),
+            properties: Box::new(properties),
+        }
+    })
+    .await?;
     Ok(count)
 }

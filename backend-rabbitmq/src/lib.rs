@@ -21,29 +21,50 @@
 //!
 //! # Queue type
 //!
-//! Quorum queues by default: they keep messages in a replicated Raft log on
-//! disk before confirming, count deliveries (so attempt numbers are exact),
-//! and dead-letter a message returned more often than the attempt limit by
-//! themselves. Classic durable queues ([`QueueType::Classic`]) are lighter
-//! on a single node but count no deliveries.
+//! Quorum queues by default, for every queue that holds mail (a
+//! subscriber's, its retry and dead-letter queues, `<p>.unrouted`): they
+//! keep messages in a replicated Raft log on disk before confirming, count
+//! deliveries (so attempt numbers are exact), and dead-letter a message
+//! returned more often than the attempt limit by themselves. Classic
+//! durable queues ([`QueueType::Classic`]) are lighter on a single node but
+//! count no deliveries.
 //!
 //! A subscriber's quorum queue dead-letters at least once
 //! (`x-dead-letter-strategy: at-least-once`, which needs `x-overflow:
 //! reject-publish`): a message reaching the delivery limit while
 //! `<p>.dead.<name>` is missing or refusing stays in the broker until that
-//! queue takes it, instead of being dropped. Queue arguments cannot change,
-//! so queues declared by an earlier version (without these arguments) are
-//! kept as they are and get the same behaviour from a policy (RabbitMQ
-//! 3.10+; the queue's own arguments still win, so it changes nothing
-//! else), for the default prefix `archiver`:
+//! queue takes it, instead of being dropped. `<p>.unrouted` holds at most
+//! [`RabbitConfig::unrouted_max_length`] messages (a quorum queue one more)
+//! and then refuses (`x-overflow: reject-publish`): the publish fails with
+//! a transient [`BackendError::Broker`] and the mail stays in the caller's
+//! spool, where dropping the oldest would lose mail.
 //!
-//! ```text
-//! rabbitmqctl set_policy --apply-to queues archiver-at-least-once '^archiver\.q\.' \
-//!     '{"dead-letter-strategy":"at-least-once","overflow":"reject-publish"}'
-//! ```
+//! Queue arguments cannot change, so a queue declared by an earlier
+//! version is kept as it is, with a warning at each declaration saying
+//! what to do:
 //!
-//! (A queue takes one policy, the highest priority one that matches: merge
-//! these two keys into a policy already applying to these queues.)
+//! - a subscriber's quorum queue without at-least-once dead-lettering gets
+//!   it from a policy (RabbitMQ 3.10+; the queue's own arguments still
+//!   win, so it changes nothing else), for the default prefix `archiver`:
+//!
+//!   ```text
+//!   rabbitmqctl set_policy --apply-to queues archiver-at-least-once '^archiver\.q\.' \
+//!       '{"dead-letter-strategy":"at-least-once","overflow":"reject-publish"}'
+//!   ```
+//!
+//!   (A queue takes one policy, the highest priority one that matches:
+//!   merge these two keys into a policy already applying to these queues.)
+//! - a classic `<p>.dead.<name>` keeps working (listing and replay work on
+//!   either type), unreplicated. To make it quorum: stop the subscriber's
+//!   consumers, replay (or move) its dead letters, `rabbitmqctl
+//!   delete_queue --if-empty archiver.dead.<name>`, and subscribe again.
+//! - a classic `<p>.unrouted` still drops its oldest message when full. To
+//!   replace it: stop the publishers, move its messages elsewhere (a shovel,
+//!   or any AMQP client), `rabbitmqctl delete_queue --if-empty
+//!   archiver.unrouted`, and connect again.
+//!
+//! A queue type cannot come from a policy; the type and arguments of the
+//! queues a client declares follow its [`RabbitConfig`].
 //!
 //! # Delivery
 //!
@@ -51,7 +72,10 @@
 //!   delay, a copy waits in a retry queue (one per delay,
 //!   rounded up to a power of two of ms) whose TTL dead-letters it back;
 //! - at the attempt limit, and on `reject`, a copy with the reason goes to
-//!   `<p>.dead.<name>`; listing and replay use `basic.get` on it
+//!   `<p>.dead.<name>`; listing, purge and replay are one pass over it
+//!   that takes each letter with `basic.get` and puts a confirmed copy of
+//!   the ones that stay at its end before acknowledging it, so the order
+//!   stays and no delivery is counted, whatever the queue type
 //!   ([`RabbitBackend::dead_letter_page`]: the first `limit`, malformed
 //!   ones too, and the total);
 //! - a message whose kind and list id are not those of the routing key it
@@ -158,7 +182,7 @@ impl Shared {
         if !link.as_ref().is_some_and(Link::is_usable) {
             let connection = link::connect(&self.config, "publisher").await?;
             let channel = link::confirm_channel(&connection).await?;
-            topology::declare_exchanges(&channel, self).await?;
+            let channel = topology::declare_exchanges(&connection, channel, self).await?;
             *link = Some(Link {
                 connection,
                 channel,
@@ -231,7 +255,11 @@ impl RabbitBackend {
     /// ones included as they are, and how many the queue holds (from a
     /// passive declare). An AMQP queue can only be read from its head, so
     /// listing cannot start further on: past the first `limit`, replay or
-    /// purge the ones seen, or raise `limit`.
+    /// purge the ones seen, or raise `limit`. It passes over the whole
+    /// queue (copying each letter to its end, as the module docs say), so
+    /// it costs as much as the queue is long; run one listing, purge or
+    /// replay of a subscriber at a time (another one meanwhile sees only
+    /// what this one has not taken yet).
     pub async fn dead_letter_page(
         &self,
         name: &SubscriberName,

@@ -43,9 +43,15 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
             envelope.kind.as_str(),
             envelope.list_id
         ))),
-        Ok(Confirmation::Nack(_)) => Err(BackendError::Broker(
-            "the broker refused the message (publisher nack)".into(),
-        )),
+        // A full queue refusing (reject-publish: `<p>.unrouted` at its
+        // max length, or a queue a policy bounds) nacks; transient, so a
+        // spool keeps the mail and publishes it again later.
+        Ok(Confirmation::Nack(_)) => Err(BackendError::Broker(format!(
+            "the broker refused the message (publisher nack): a queue it is routed to is full \
+             and refuses more ({} holds at most unrouted_max_length), or the broker could not \
+             store it; publish it again later",
+            shared.names.unrouted()
+        ))),
         Ok(Confirmation::NotRequested) => Err(BackendError::Broker(
             "publisher confirms are off on the channel".into(),
         )),

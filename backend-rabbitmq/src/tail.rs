@@ -26,7 +26,7 @@ pub(crate) async fn tail(
     shared.ensure_open()?;
     let connection = link::connect(&shared.config, "tail").await?;
     let channel = connection.create_channel().await.map_err(backend_error)?;
-    declare_exchanges(&channel, shared).await?;
+    let channel = declare_exchanges(&connection, channel, shared).await?;
     let options = QueueDeclareOptions {
         exclusive: true,
         auto_delete: true,

@@ -39,11 +39,13 @@ fn durable() -> QueueDeclareOptions {
 }
 
 /// The topic exchange, and (when kept) the unrouted exchange and queue
-/// behind it as its alternate exchange.
+/// behind it as its alternate exchange. Returns a usable confirm channel
+/// (a refused declaration closes one).
 pub(crate) async fn declare_exchanges(
-    channel: &Channel,
+    connection: &Connection,
+    mut channel: Channel,
     shared: &Shared,
-) -> Result<(), BackendError> {
+) -> Result<Channel, BackendError> {
     let names = &shared.names;
     let options = ExchangeDeclareOptions {
         durable: true,
@@ -61,17 +63,19 @@ pub(crate) async fn declare_exchanges(
             )
             .await
             .map_err(backend_error)?;
-        let limits = table(vec![
+        // Full, it refuses: the publish is nacked and the mail stays with
+        // the caller (its spool), where dropping the oldest would lose it.
+        let mut limits = vec![
             (
                 "x-max-length",
                 AMQPValue::LongLongInt(i64::from(shared.config.unrouted_max_length)),
             ),
-            ("x-overflow", text("drop-head")),
-        ]);
-        channel
-            .queue_declare(unrouted.as_str().into(), durable(), limits)
-            .await
-            .map_err(backend_error)?;
+            ("x-overflow", text("reject-publish")),
+        ];
+        if shared.config.queue_type == QueueType::Quorum {
+            limits.push(("x-queue-type", text("quorum")));
+        }
+        channel = declare_or_keep(connection, channel, &unrouted, limits, KEPT_UNROUTED).await?;
         channel
             .queue_bind(
                 unrouted.as_str().into(),
@@ -96,8 +100,27 @@ pub(crate) async fn declare_exchanges(
         .await
         .map_err(backend_error)?;
     shared.record(names.exchange(), Entity::Exchange);
-    Ok(())
+    Ok(channel)
 }
+
+/// What to do about a subscriber's queue kept with an earlier version's
+/// arguments.
+const KEPT_QUEUE: &str = "it is kept as it is; the crate docs give the policy that makes an earlier \
+    version's quorum queue dead-letter at least once";
+
+/// What to do about a dead-letter queue kept with other arguments (an
+/// earlier version's classic one, or the other queue type).
+const KEPT_DEAD: &str = "it is kept as it is and works (listing and replay cope with either queue \
+    type); to give it this configuration's type, stop the subscriber, replay or move its dead \
+    letters, delete it once empty (rabbitmqctl delete_queue --if-empty) and subscribe again (crate \
+    docs, Queue type)";
+
+/// What to do about an unrouted queue kept with other arguments (an
+/// earlier version's, which drops its oldest mail when full).
+const KEPT_UNROUTED: &str = "it is kept as it is (an earlier version's drops its oldest mail when \
+    full instead of refusing new mail); to replace it, stop the publishers, move its messages elsewhere \
+    (a shovel, or any AMQP client), delete it once empty (rabbitmqctl delete_queue --if-empty) and \
+    connect again (crate docs, Queue type)";
 
 /// What [`Shared::record`] remembers, for clean-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -115,13 +138,16 @@ pub(crate) async fn declare_subscriber(
 ) -> Result<Channel, BackendError> {
     let names = &shared.names;
     let name = &subscription.name;
-    let mut channel = confirm_channel(connection).await?;
-    declare_exchanges(&channel, shared).await?;
+    let channel = confirm_channel(connection).await?;
+    let mut channel = declare_exchanges(connection, channel, shared).await?;
     let dead = names.dead(name);
-    // A classic durable queue: listing takes its messages and puts them
-    // back where they were (a quorum queue would move them to its end and
-    // count each listing as a delivery).
-    channel = declare_or_keep(connection, channel, &dead, vec![]).await?;
+    // Listing rotates it through copies (`dead_letters`), so a quorum
+    // queue keeps its order and counts no delivery.
+    let dead_arguments = match shared.config.queue_type {
+        QueueType::Quorum => vec![("x-queue-type", text("quorum"))],
+        QueueType::Classic => vec![],
+    };
+    channel = declare_or_keep(connection, channel, &dead, dead_arguments, KEPT_DEAD).await?;
     shared.record(&dead, Entity::Queue);
 
     let queue = names.queue(name);
@@ -144,7 +170,7 @@ pub(crate) async fn declare_subscriber(
         }
         QueueType::Classic => arguments.push(("x-queue-type", text("classic"))),
     }
-    channel = declare_or_keep(connection, channel, &queue, arguments).await?;
+    channel = declare_or_keep(connection, channel, &queue, arguments, KEPT_QUEUE).await?;
     shared.record(&queue, Entity::Queue);
     rebind(&channel, shared, subscription, &queue).await?;
     Ok(channel)
@@ -152,12 +178,14 @@ pub(crate) async fn declare_subscriber(
 
 /// Declares a durable queue with `arguments`; when it exists with other
 /// ones (declared by an earlier version, or another queue type), keeps it
-/// as it is. Returns a usable channel: a refused declaration closes one.
+/// as it is and warns with `what_to_do`. Returns a usable channel: a
+/// refused declaration closes one.
 async fn declare_or_keep(
     connection: &Connection,
     channel: Channel,
     queue: &str,
     arguments: Vec<(&str, AMQPValue)>,
+    what_to_do: &str,
 ) -> Result<Channel, BackendError> {
     match channel
         .queue_declare(queue.into(), durable(), table(arguments))
@@ -167,9 +195,8 @@ async fn declare_or_keep(
         Err(error) if is_precondition_failed(&error) => {
             tracing::warn!(
                 queue,
-                "the queue exists with other arguments (queue type, attempt limit, or an earlier version's \
-                 dead-lettering); keeping it as it is (see the crate docs for the policy that gives an \
-                 earlier version's quorum queue at-least-once dead-lettering)"
+                "the queue exists with other arguments (another queue type, attempt limit, or an earlier \
+                 version's): {what_to_do}"
             );
             let channel = confirm_channel(connection).await?;
             let passive = QueueDeclareOptions {

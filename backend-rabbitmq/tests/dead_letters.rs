@@ -147,3 +147,189 @@ async fn a_listing_is_the_first_limit_and_the_total() {
         .collect();
     assert_eq!(all, ids, "listing put every one back, in order");
 }
+
+/// Declares `queue` as `arguments` say, behind the backend's back (as an
+/// earlier version, or an operator, did).
+async fn declare_queue(harness: &RabbitHarness, queue: &str, arguments: FieldTable) {
+    let connection =
+        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let durable = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), durable, arguments)
+        .await
+        .unwrap();
+    let _ = connection.close(200, "declared".into()).await;
+}
+
+/// Five mails the subscriber `name` rejects, oldest first.
+async fn five_rejected(
+    backend: &backend_rabbitmq::RabbitBackend,
+    name: &SubscriberName,
+    list: &ListId,
+) -> Vec<Envelope> {
+    let mut deliveries = backend
+        .subscribe(&Subscription::new(name.clone()))
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        let envelope = mail(list);
+        backend.publish(&envelope).await.unwrap();
+        sent.push(envelope);
+    }
+    for _ in 0..5 {
+        next_delivery(&mut deliveries)
+            .await
+            .reject("no")
+            .await
+            .unwrap();
+    }
+    sent
+}
+
+/// A letter as a listing shows it: its headers but the delivery count the
+/// queue adds, and its body.
+fn as_listed(letter: &RawDeadLetter) -> (Vec<(String, String)>, bytes::Bytes) {
+    let fields = letter
+        .fields
+        .iter()
+        .filter(|(name, _)| name != "x-delivery-count")
+        .cloned()
+        .collect();
+    (fields, letter.body.clone())
+}
+
+/// A quorum dead-letter queue with a delivery limit of 2 (as a policy
+/// could give it) is listed 6 times, then paged: every letter stays, in
+/// order, byte for byte, its delivery count never grows, and replay still
+/// delivers them all.
+#[tokio::test]
+async fn listing_a_quorum_dead_letter_queue_again_and_again_keeps_every_letter_in_order() {
+    let harness = RabbitHarness::new();
+    let name = SubscriberName::new("relisted").unwrap();
+    let dead = format!("{}.dead.{name}", harness.config.prefix);
+    let mut limited = FieldTable::default();
+    limited.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    limited.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(2));
+    declare_queue(&harness, &dead, limited).await;
+    let backend = harness.connect().await;
+    let list = ListId::new("relisted.example.org").unwrap();
+    let sent = five_rejected(&backend, &name, &list).await;
+    let ids: Vec<_> = sent.iter().map(|e| e.id).collect();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let page = backend.dead_letter_page(&name, 10).await.unwrap();
+        if page.total >= 5 || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let listed: Vec<_> = first.letters.iter().map(as_listed).collect();
+    let mut listings = vec![first];
+    for _ in 0..5 {
+        listings.push(backend.dead_letter_page(&name, 10).await.unwrap());
+    }
+    let page = backend.dead_letter_page(&name, 2).await.unwrap();
+    let mut deliveries = backend
+        .subscribe(&Subscription::new(name.clone()))
+        .await
+        .unwrap();
+    let replayed = backend
+        .replay_dead_letters(&name, Replay::All)
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    for _ in 0..replayed {
+        let delivery = next_delivery(&mut deliveries).await;
+        received.push(delivery.envelope().clone());
+        delivery.ack().await.unwrap();
+    }
+    let left = backend.dead_letter_page(&name, 10).await.unwrap();
+    drop(deliveries);
+    harness.cleanup().await;
+
+    for (n, listing) in listings.iter().enumerate() {
+        let got: Vec<_> = listing
+            .letters
+            .iter()
+            .map(|l| l.envelope.as_ref().unwrap().id)
+            .collect();
+        assert_eq!((listing.total, &got), (5, &ids), "listing {n}");
+    }
+    for (n, listing) in listings.iter().enumerate() {
+        let bytes: Vec<_> = listing.letters.iter().map(as_listed).collect();
+        assert!(bytes == listed, "listing {n} changed a letter");
+        let counts: Vec<_> = listing
+            .letters
+            .iter()
+            .flat_map(|l| &l.fields)
+            .filter(|(name, _)| name == "x-delivery-count")
+            .map(|(_, count)| count.as_str())
+            .collect();
+        assert_eq!(counts, ["0"; 5], "listing {n}: deliveries counted");
+    }
+    assert_eq!(
+        page.letters
+            .iter()
+            .map(|l| l.envelope.as_ref().unwrap().id)
+            .collect::<Vec<_>>(),
+        ids[..2]
+    );
+    assert_eq!(page.total, 5);
+    assert_eq!((replayed, received), (5, sent), "replayed in order");
+    assert_eq!(left.total, 0);
+}
+
+/// The classic dead-letter queue an earlier version declared is kept (the
+/// backend warns) and still lists in order and replays.
+#[tokio::test]
+async fn an_earlier_versions_classic_dead_letter_queue_still_works() {
+    let harness = RabbitHarness::new();
+    let name = SubscriberName::new("earlier").unwrap();
+    let dead = format!("{}.dead.{name}", harness.config.prefix);
+    declare_queue(&harness, &dead, FieldTable::default()).await;
+    let backend = harness.connect().await;
+    let list = ListId::new("earlier.example.org").unwrap();
+    let sent = five_rejected(&backend, &name, &list).await;
+    let ids: Vec<_> = sent.iter().map(|e| e.id).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let page = backend.dead_letter_page(&name, 2).await.unwrap();
+        if page.total >= 5 || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let again = backend.dead_letter_page(&name, 10).await.unwrap();
+    let mut deliveries = backend
+        .subscribe(&Subscription::new(name.clone()))
+        .await
+        .unwrap();
+    let replayed = backend
+        .replay_dead_letters(&name, Replay::All)
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    for _ in 0..replayed {
+        let delivery = next_delivery(&mut deliveries).await;
+        received.push(delivery.envelope().clone());
+        delivery.ack().await.unwrap();
+    }
+    drop(deliveries);
+    harness.cleanup().await;
+    let id = |l: &RawDeadLetter| l.envelope.as_ref().unwrap().id;
+    assert_eq!(first.total, 5);
+    assert_eq!(first.letters.iter().map(id).collect::<Vec<_>>(), ids[..2]);
+    assert_eq!(again.letters.iter().map(id).collect::<Vec<_>>(), ids);
+    assert_eq!((replayed, received), (5, sent));
+}

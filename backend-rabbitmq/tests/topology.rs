@@ -164,21 +164,23 @@ async fn a_mail_at_its_delivery_limit_waits_for_a_missing_dead_letter_queue() {
         )
         .await
         .unwrap();
-    let policy = r#"{"dead-letter-strategy":"at-least-once","overflow":"reject-publish"}"#;
-    let pattern = format!("^{}\\.q\\.", prefix.replace('.', "\\."));
-    node.ctl(&[
-        "set_policy",
-        "--apply-to",
-        "queues",
-        "archiver-at-least-once",
-        &pattern,
-        policy,
-    ]);
-
     let backend: RabbitBackend = harness.connect().await;
     let list = ListId::new("limit.lists.example.org").unwrap();
     let mut published = Vec::new();
     for name in ["limited", "earlier"] {
+        if name == "earlier" {
+            // Only now, so that "limited" shows what its own arguments do.
+            let policy = r#"{"dead-letter-strategy":"at-least-once","overflow":"reject-publish"}"#;
+            let pattern = format!("^{}\\.q\\.", prefix.replace('.', "\\."));
+            node.ctl(&[
+                "set_policy",
+                "--apply-to",
+                "queues",
+                "archiver-at-least-once",
+                &pattern,
+                policy,
+            ]);
+        }
         let name = SubscriberName::new(name).unwrap();
         let subscription = Subscription::new(name.clone()).max_attempts(2);
         drop(backend.subscribe(&subscription).await.unwrap());
@@ -218,18 +220,21 @@ async fn a_mail_at_its_delivery_limit_waits_for_a_missing_dead_letter_queue() {
     let _ = connection.close(200, "done".into()).await;
 }
 
-/// The queue types of this prefix's queues on the shared broker, from
-/// `rabbitmqctl list_queues` (AMQP cannot tell a queue's type).
-fn queue_types(prefix: &str) -> Vec<(String, String)> {
+/// This prefix's queues on the shared broker: name, type and arguments as
+/// `rabbitmqctl list_queues` prints them (AMQP cannot tell a queue's type).
+fn queues_of(prefix: &str) -> Vec<(String, String, String)> {
     let output = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_queues", "name", "type"])
+        .args(["-q", "list_queues", "name", "type", "arguments"])
         .output()
         .expect("rabbitmqctl runs");
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter_map(|line| line.split_once('\t'))
-        .filter(|(name, _)| name.starts_with(prefix))
-        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .filter_map(|line| {
+            let mut columns = line.splitn(3, '\t');
+            Some((columns.next()?, columns.next()?, columns.next()?))
+        })
+        .filter(|(name, _, _)| name.starts_with(prefix))
+        .map(|(name, kind, arguments)| (name.to_owned(), kind.to_owned(), arguments.to_owned()))
         .collect()
 }
 
@@ -256,12 +261,164 @@ async fn nacked_mail_waits_in_a_quorum_retry_queue() {
         .unwrap();
     assert_eq!((again.envelope(), again.attempt()), (&envelope, 2));
     again.ack().await.unwrap();
-    let retry: Vec<_> = queue_types(&harness.config.prefix)
+    let retry: Vec<_> = queues_of(&harness.config.prefix)
         .into_iter()
-        .filter(|(queue, _)| queue.contains(".retry."))
+        .filter(|(queue, _, _)| queue.contains(".retry."))
         .collect();
     drop(deliveries);
     harness.cleanup().await;
     assert_eq!(retry.len(), 1, "{retry:?}");
     assert_eq!(retry[0].1, "quorum", "{retry:?}");
+}
+
+/// Every queue that holds mail is durable and, by default, quorum: the
+/// dead letters and the unrouted queue too, which refuses when full
+/// instead of dropping its oldest; classic when asked.
+#[tokio::test]
+async fn dead_letter_and_unrouted_queues_are_quorum_by_default_and_classic_when_asked() {
+    use backend_rabbitmq::{QueueType, RabbitConfig};
+    for (queue_type, kind) in [
+        (QueueType::Quorum, "quorum"),
+        (QueueType::Classic, "classic"),
+    ] {
+        let harness = RabbitHarness::on(RabbitConfig::from_env().queue_type(queue_type));
+        let backend = harness.connect().await;
+        let name = SubscriberName::new("typed").unwrap();
+        drop(
+            backend
+                .subscribe(&Subscription::new(name.clone()))
+                .await
+                .unwrap(),
+        );
+        let prefix = &harness.config.prefix;
+        let queues = queues_of(prefix);
+        harness.cleanup().await;
+        let find = |queue: String| {
+            queues
+                .iter()
+                .find(|(name, _, _)| *name == queue)
+                .unwrap_or_else(|| panic!("{queue} declared: {queues:?}"))
+                .clone()
+        };
+        let (_, dead_type, dead_arguments) = find(format!("{prefix}.dead.typed"));
+        let (_, unrouted_type, unrouted_arguments) = find(format!("{prefix}.unrouted"));
+        assert_eq!((dead_type.as_str(), unrouted_type.as_str()), (kind, kind));
+        if queue_type == QueueType::Quorum {
+            for arguments in [&dead_arguments, &unrouted_arguments] {
+                assert!(
+                    arguments.contains(r#"{"x-queue-type","quorum"}"#),
+                    "{arguments}"
+                );
+            }
+        }
+        for wanted in [
+            r#"{"x-overflow","reject-publish"}"#,
+            r#"{"x-max-length",100000}"#,
+        ] {
+            assert!(
+                unrouted_arguments.contains(wanted),
+                "{kind}: {unrouted_arguments}"
+            );
+        }
+    }
+}
+
+/// Takes every message of `queue` (acknowledging them); returns their
+/// envelope ids, oldest first.
+async fn drain(url: &str, queue: &str) -> Vec<String> {
+    use lapin::options::BasicGetOptions;
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut ids = Vec::new();
+    let no_ack = BasicGetOptions { no_ack: true };
+    while let Some(message) = channel.basic_get(queue.into(), no_ack).await.unwrap() {
+        let id = message.delivery.properties.message_id().clone().unwrap();
+        ids.push(id.as_str().to_owned());
+    }
+    let _ = connection.close(200, "drained".into()).await;
+    ids
+}
+
+/// Mail no subscriber selects fills `<p>.unrouted` up to its bound; then a
+/// publish is refused with a transient error that says why (the mail stays
+/// with the caller's spool) and nothing kept is dropped.
+#[tokio::test]
+async fn a_full_unrouted_queue_refuses_mail_instead_of_dropping_it() {
+    use backend_rabbitmq::RabbitConfig;
+    let mut config = RabbitConfig::from_env();
+    config.unrouted_max_length = 3;
+    let harness = RabbitHarness::on(config);
+    let backend = harness.connect().await;
+    let list = ListId::new("nobody.lists.example.org").unwrap();
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for n in 0..8 {
+        let envelope = mail(&list, n);
+        match backend.publish(&envelope).await {
+            Ok(()) => accepted.push(envelope.id.to_string()),
+            Err(error) => refused.push(error),
+        }
+    }
+    let kept = drain(
+        &harness.config.url,
+        &format!("{}.unrouted", harness.config.prefix),
+    )
+    .await;
+    harness.cleanup().await;
+    assert_eq!(kept, accepted, "every accepted mail kept, in order");
+    // A quorum queue takes one more than its bound before it refuses.
+    assert!(
+        (3..=4).contains(&accepted.len()),
+        "{} accepted",
+        accepted.len()
+    );
+    assert_eq!(accepted.len() + refused.len(), 8);
+    for error in &refused {
+        assert!(error.is_transient(), "{error}");
+        let text = error.to_string();
+        assert!(
+            text.contains("publisher nack") && text.contains(".unrouted"),
+            "{text}"
+        );
+    }
+}
+
+/// The unrouted queue an earlier version declared (classic, dropping its
+/// oldest when full) is kept: connecting and publishing still work.
+#[tokio::test]
+async fn an_earlier_versions_unrouted_queue_is_kept() {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let harness = RabbitHarness::new();
+    let unrouted = format!("{}.unrouted", harness.config.prefix);
+    let connection =
+        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut earlier = FieldTable::default();
+    earlier.insert("x-max-length".into(), AMQPValue::LongLongInt(100_000));
+    earlier.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString(LongString::from("drop-head")),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(unrouted.as_str().into(), durable, earlier)
+        .await
+        .unwrap();
+    let _ = connection.close(200, "declared".into()).await;
+
+    let backend = harness.connect().await;
+    let envelope = mail(&ListId::new("nobody.lists.example.org").unwrap(), 0);
+    let published = backend.publish(&envelope).await;
+    let kept = drain(&harness.config.url, &unrouted).await;
+    harness.cleanup().await;
+    published.unwrap();
+    assert_eq!(kept, [envelope.id.to_string()]);
 }
