@@ -44,7 +44,7 @@ pub use archiver::{
     ArchiveError, ArchiveUrls, Archiver, InvalidBaseUrl, Outcome, QueueArchiver, Receipt,
 };
 pub use backend::{
-    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Delivery,
+    Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, Delivery,
     LazyPublisher, LiveTail, Publisher, RawDeadLetter, Replay, Settle, StartPosition, Subscriber,
     SubscriberName, Subscription, Tail, attempt_limit_reached, malformed_reason, redact_url,
 };

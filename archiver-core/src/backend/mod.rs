@@ -9,6 +9,7 @@
 //! | transient live tail | [`LiveTail`] |
 
 mod capabilities;
+mod close_flag;
 mod dead_letter;
 mod delivery;
 mod error;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 pub use capabilities::Capabilities;
+pub use close_flag::CloseFlag;
 pub use dead_letter::{DeadLetter, RawDeadLetter, Replay, malformed_reason};
 pub use delivery::{Delivery, Settle, attempt_limit_reached};
 pub use error::BackendError;

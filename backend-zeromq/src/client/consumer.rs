@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use archiver_core::{BackendError, Delivery, Settle, Subscription};
+use archiver_core::{BackendError, CloseFlag, Delivery, Settle, Subscription};
 use async_trait::async_trait;
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
@@ -42,11 +42,13 @@ pub enum ConsumerCommand {
 type Item = Result<Delivery, BackendError>;
 
 /// Starts the thread; the receiver answers once every hub welcomed the
-/// subscription (or with why not).
+/// subscription (or with why not). Its deliveries refuse to settle once
+/// `closed` is set, and hand themselves back on the runtime current here.
 pub fn start(
     context: zmq::Context,
     config: &ClientConfig,
     subscription: &Subscription,
+    closed: CloseFlag,
 ) -> Result<(DeliveryStream, oneshot::Receiver<Result<(), BackendError>>), BackendError> {
     let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
     let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
@@ -63,14 +65,20 @@ pub fn start(
         inbox,
         mailbox: mailbox.clone(),
         deliveries: sender,
+        max_attempts: subscription.max_attempts,
+        closed,
         welcome: Welcome {
             heartbeat_ms: DEFAULT_HEARTBEAT.as_millis() as u64,
             timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
         },
     };
+    let runtime = tokio::runtime::Handle::try_current().ok();
     std::thread::Builder::new()
         .name(format!("zmq-sub-{}", subscription.name))
-        .spawn(move || consumer.run(ready))
+        .spawn(move || {
+            let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
+            consumer.run(ready)
+        })
         .map_err(|e| BackendError::Unavailable(format!("cannot start a consumer thread: {e}")))?;
     Ok((DeliveryStream { receiver, mailbox }, answer))
 }
@@ -125,7 +133,7 @@ impl Settle for ZmqSettle {
         })
     }
 
-    async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
+    async fn requeue(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
         self.send(ConsumerCommand::Nack {
             link: self.link,
             seq: self.seq,
@@ -133,7 +141,8 @@ impl Settle for ZmqSettle {
         })
     }
 
-    async fn reject(self: Box<Self>, reason: String) -> Result<(), BackendError> {
+    /// The hub records the attempts it counted itself: the same number.
+    async fn bury(self: Box<Self>, reason: String, _attempts: u32) -> Result<(), BackendError> {
         self.send(ConsumerCommand::Reject {
             link: self.link,
             seq: self.seq,
@@ -141,11 +150,16 @@ impl Settle for ZmqSettle {
         })
     }
 
-    fn release(self: Box<Self>) {
-        let _ = self.send(ConsumerCommand::Release {
+    async fn hand_back(self: Box<Self>) -> Result<(), BackendError> {
+        self.send(ConsumerCommand::Release {
             link: self.link,
             seq: self.seq,
-        });
+        })
+    }
+
+    /// The hub counts a release as an attempt and dead-letters at the limit.
+    fn broker_limits_hand_back(&self) -> bool {
+        true
     }
 }
 
@@ -165,6 +179,8 @@ struct Consumer {
     inbox: Inbox<ConsumerCommand>,
     mailbox: Mailbox<ConsumerCommand>,
     deliveries: mpsc::Sender<Item>,
+    max_attempts: u32,
+    closed: CloseFlag,
     welcome: Welcome,
 }
 
@@ -441,7 +457,13 @@ impl Consumer {
                     link,
                     seq,
                 };
-                let delivery = Delivery::new(envelope, attempt, Box::new(settle));
+                let delivery = Delivery::new(
+                    envelope,
+                    attempt,
+                    self.max_attempts,
+                    self.closed.clone(),
+                    Box::new(settle),
+                );
                 // Credit keeps the channel from filling; if it does, the
                 // delivery is dropped here and so released to the hub.
                 let _ = self.deliveries.try_send(Ok(delivery));
