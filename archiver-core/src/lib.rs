@@ -45,8 +45,9 @@ pub use archiver::{
 };
 pub use backend::{
     Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, Delivery,
-    LazyPublisher, LiveTail, Publisher, RawDeadLetter, Replay, Settle, StartPosition, Subscriber,
-    SubscriberName, Subscription, Tail, attempt_limit_reached, malformed_reason, redact_url,
+    InvalidPrefix, LazyPublisher, LiveTail, Prefix, Publisher, RawDeadLetter, Replay, Settle,
+    StartPosition, Subscriber, SubscriberName, Subscription, Tail, attempt_limit_reached,
+    malformed_reason, redact_url,
 };
 pub use backoff::Backoff;
 pub use envelope::{Envelope, EnvelopeId, Kind};

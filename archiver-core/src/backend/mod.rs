@@ -14,6 +14,7 @@ mod dead_letter;
 mod delivery;
 mod error;
 mod lazy;
+mod prefix;
 mod redact;
 mod subscription;
 
@@ -28,6 +29,7 @@ pub use dead_letter::{DeadLetter, RawDeadLetter, Replay, malformed_reason};
 pub use delivery::{Delivery, Settle, attempt_limit_reached};
 pub use error::BackendError;
 pub use lazy::LazyPublisher;
+pub use prefix::{DEFAULT_PREFIX, InvalidPrefix, Prefix};
 pub use redact::redact_url;
 pub use subscription::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_PREFETCH, InvalidSubscriberName, StartPosition, SubscriberName,
