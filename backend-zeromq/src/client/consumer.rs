@@ -2,14 +2,13 @@
 //! deliveries into a bounded channel, settlements back, heartbeats, and
 //! reconnection when a hub falls silent or restarts.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use archiver_core::{BackendError, CloseFlag, Delivery, Settle, Subscription};
 use async_trait::async_trait;
-use futures::Stream;
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 
 use super::link::Link;
 use crate::config::{ClientConfig, DEFAULT_HEARTBEAT, DEFAULT_TIMEOUT};
@@ -41,15 +40,24 @@ pub enum ConsumerCommand {
 
 type Item = Result<Delivery, BackendError>;
 
-/// Starts the thread; the receiver answers once every hub welcomed the
-/// subscription (or with why not). Its deliveries refuse to settle once
-/// `closed` is set, and hand themselves back on the runtime current here.
+/// What [`start`] gives: the deliveries (dropping the stream says goodbye
+/// to the hubs, which redeliver what it held), a mailbox that stops the
+/// thread (for the client's close), and the answer that says once every
+/// hub welcomed the subscription (or why not).
+type Started = (
+    futures::stream::BoxStream<'static, Item>,
+    Mailbox<ConsumerCommand>,
+    oneshot::Receiver<Result<(), BackendError>>,
+);
+
+/// Starts the thread. Its deliveries refuse to settle once `closed` is
+/// set, and hand themselves back on the runtime current here.
 pub fn start(
     context: zmq::Context,
     config: &ClientConfig,
     subscription: &Subscription,
     closed: CloseFlag,
-) -> Result<(DeliveryStream, oneshot::Receiver<Result<(), BackendError>>), BackendError> {
+) -> Result<Started, BackendError> {
     let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
     let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
     let capacity = usize::from(subscription.prefetch) * config.endpoints.len() + 1;
@@ -80,34 +88,13 @@ pub fn start(
             consumer.run(ready)
         })
         .map_err(|e| BackendError::Unavailable(format!("cannot start a consumer thread: {e}")))?;
-    Ok((DeliveryStream { receiver, mailbox }, answer))
-}
-
-/// The deliveries of one subscription; dropping it says goodbye to the
-/// hubs, which redeliver what it held.
-pub struct DeliveryStream {
-    receiver: mpsc::Receiver<Item>,
-    mailbox: Mailbox<ConsumerCommand>,
-}
-
-impl DeliveryStream {
-    /// A handle that stops the thread (for the client's close).
-    pub fn stopper(&self) -> Mailbox<ConsumerCommand> {
-        self.mailbox.clone()
-    }
-}
-
-impl Stream for DeliveryStream {
-    type Item = Item;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
-        self.receiver.poll_recv(cx)
-    }
-}
-
-impl Drop for DeliveryStream {
-    fn drop(&mut self) {
-        let _ = self.mailbox.send(ConsumerCommand::Stop);
-    }
+    let goodbye = mailbox.on_drop(ConsumerCommand::Stop);
+    let deliveries = ReceiverStream::new(receiver).map(move |item| {
+        // The stream owns the guard: dropping it stops the thread at once.
+        let _owned = &goodbye;
+        item
+    });
+    Ok((deliveries.boxed(), mailbox, answer))
 }
 
 /// Settles one delivery through the consumer thread.

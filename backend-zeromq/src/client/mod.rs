@@ -160,14 +160,13 @@ impl Publisher for ZmqClient {
 impl Subscriber for ZmqClient {
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
         self.ensure_open()?;
-        let (stream, answer) = consumer::start(
+        let (stream, stopper, answer) = consumer::start(
             self.inner.context.clone(),
             &self.inner.config,
             subscription,
             self.inner.closed.clone(),
         )?;
         attached(answer).await?;
-        let stopper = stream.stopper();
         self.on_close(move || {
             let _ = stopper.send(consumer::ConsumerCommand::Stop);
         });
@@ -278,10 +277,9 @@ impl DeadLetters for ZmqClient {
 impl LiveTail for ZmqClient {
     async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
         self.ensure_open()?;
-        let (stream, answer) =
+        let (stream, stopper, answer) =
             tail::start(self.inner.context.clone(), &self.inner.config, selection)?;
         attached(answer).await?;
-        let stopper = stream.stopper();
         self.on_close(move || {
             let _ = stopper.send(tail::StopTail);
         });
