@@ -44,9 +44,10 @@ pub use archiver::{
     ArchiveError, ArchiveUrls, Archiver, InvalidBaseUrl, Outcome, QueueArchiver, Receipt,
 };
 pub use backend::{
-    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Delivery,
-    LazyPublisher, LiveTail, Publisher, RawDeadLetter, Replay, Settle, StartPosition, Subscriber,
-    SubscriberName, Subscription, Tail, attempt_limit_reached, malformed_reason, redact_url,
+    Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, Delivery,
+    InvalidPrefix, LazyPublisher, LiveTail, Prefix, Publisher, RawDeadLetter, Replay, Settle,
+    StartPosition, Subscriber, SubscriberName, Subscription, Tail, attempt_limit_reached,
+    malformed_reason, redact_url,
 };
 pub use backoff::Backoff;
 pub use envelope::{Envelope, EnvelopeId, Kind};

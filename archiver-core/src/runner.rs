@@ -364,7 +364,7 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Publisher, Subscriber};
+    use crate::backend::{CloseFlag, DEFAULT_MAX_ATTEMPTS, Publisher, Subscriber};
     use crate::envelope::Envelope;
     use crate::event::{ListChange, ListEvent};
     use crate::list::ListId;
@@ -499,13 +499,15 @@ mod tests {
             self.0.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
-        async fn nack(self: Box<Self>, _: Duration) -> Result<(), BackendError> {
+        async fn requeue(self: Box<Self>, _: Duration) -> Result<(), BackendError> {
             Ok(())
         }
-        async fn reject(self: Box<Self>, _: String) -> Result<(), BackendError> {
+        async fn bury(self: Box<Self>, _: String, _: u32) -> Result<(), BackendError> {
             Ok(())
         }
-        fn release(self: Box<Self>) {}
+        async fn hand_back(self: Box<Self>) -> Result<(), BackendError> {
+            Ok(())
+        }
     }
 
     /// A subscriber whose stream reports a recovered problem between two
@@ -525,6 +527,8 @@ mod tests {
                 Ok(Delivery::new(
                     envelope,
                     1,
+                    DEFAULT_MAX_ATTEMPTS,
+                    CloseFlag::new(),
                     Box::new(RecordAck(Arc::clone(acks))),
                 ))
             };

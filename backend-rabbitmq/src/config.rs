@@ -1,6 +1,6 @@
 //! How to reach RabbitMQ and how the backend behaves.
 
-use archiver_core::BackendError;
+use archiver_core::{BackendError, Prefix};
 
 /// The kind of queue each durable subscriber gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,16 +22,18 @@ pub enum QueueType {
 ///
 /// ```
 /// use backend_rabbitmq::{QueueType, RabbitConfig};
+/// # fn main() -> Result<(), archiver_core::InvalidPrefix> {
 /// let config = RabbitConfig::new("amqp://archiver:secret@127.0.0.1:5672/lists")
-///     .prefix("archiver")
+///     .prefix("lists-a".parse()?)
 ///     .queue_type(QueueType::Quorum);
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct RabbitConfig {
     /// `amqp://user:password@host:port/vhost`, `amqps://` for TLS.
     pub url: String,
     /// Name of the topic exchange, and prefix of every queue.
-    pub prefix: String,
+    pub prefix: Prefix,
     /// Queue type of durable subscribers.
     pub queue_type: QueueType,
     /// Largest envelope body accepted, in bytes (RabbitMQ 3.10 refuses
@@ -72,7 +74,7 @@ impl RabbitConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            prefix: "archiver".into(),
+            prefix: Prefix::default(),
             queue_type: QueueType::Quorum,
             max_envelope_bytes: 64 * 1024 * 1024,
             keep_unrouted: true,
@@ -90,8 +92,8 @@ impl RabbitConfig {
     }
 
     /// Sets the exchange name and queue prefix.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+    pub fn prefix(mut self, prefix: Prefix) -> Self {
+        self.prefix = prefix;
         self
     }
 
@@ -119,7 +121,8 @@ impl RabbitConfig {
         self
     }
 
-    /// Checks the URL's form and the prefix before any connection is made.
+    /// Checks the URL's form before any connection is made (the prefix was
+    /// checked when it was made).
     pub(crate) fn validate(&self) -> Result<(), BackendError> {
         let url = url::Url::parse(&self.url)
             .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", self.redacted_url())))?;
@@ -128,13 +131,6 @@ impl RabbitConfig {
                 "{}: scheme {:?} is not amqp or amqps",
                 self.redacted_url(),
                 url.scheme()
-            )));
-        }
-        let safe = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
-        if self.prefix.is_empty() || self.prefix.len() > 100 || !self.prefix.bytes().all(safe) {
-            return Err(BackendError::InvalidUrl(format!(
-                "prefix {:?}: use 1 to 100 of A-Z a-z 0-9 . _ -",
-                self.prefix
             )));
         }
         Ok(())
@@ -151,7 +147,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_and_prefixes_are_checked_without_showing_passwords() {
+    fn urls_are_checked_without_showing_passwords() {
         assert!(
             RabbitConfig::new("amqp://guest:guest@localhost:5672/%2f")
                 .validate()
@@ -167,12 +163,6 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(&wrong, BackendError::InvalidUrl(m) if m.contains("scheme") && !m.contains("hunter2"))
-        );
-        assert!(
-            RabbitConfig::new("amqp://h/")
-                .prefix("a b")
-                .validate()
-                .is_err()
         );
         assert_eq!(
             RabbitConfig::new("amqp://u:hunter2@h/v").redacted_url(),

@@ -47,9 +47,7 @@ pub(crate) async fn subscribe(
         sender,
     ));
     let deliveries = ReceiverStream::new(receiver);
-    Ok(deliveries
-        .take_until(shared.closed.clone().cancelled_owned())
-        .boxed())
+    Ok(shared.closed.until_closed(deliveries))
 }
 
 /// One connection's worth of consuming.
@@ -101,7 +99,7 @@ async fn run(
     loop {
         let next = tokio::select! {
             next = session.consumer.next() => next,
-            () = shared.closed.cancelled() => break,
+            () = shared.closed.wait() => break,
             () = sender.closed() => break,
         };
         match next {
@@ -138,7 +136,7 @@ async fn reconnect(
         failures += 1;
         tokio::select! {
             () = tokio::time::sleep(backoff.delay(failures)) => {}
-            () = shared.closed.cancelled() => return None,
+            () = shared.closed.wait() => return None,
             () = sender.closed() => return None,
         }
         match Session::open(shared, subscription).await {
@@ -181,7 +179,6 @@ async fn forward(
         body: bytes::Bytes::from(delivery.data),
         name: subscription.name.clone(),
         attempt,
-        max_attempts: subscription.max_attempts,
         origin,
     };
     let checked = message::envelope(&settle.properties, &settle.body)
@@ -190,7 +187,10 @@ async fn forward(
         Ok(envelope) => envelope,
         Err(error) => {
             tracing::error!(subscriber = %subscription.name, %error, "malformed message dead-lettered");
-            if let Err(bury) = settle.bury(&archiver_core::malformed_reason(&error)).await {
+            if let Err(bury) = settle
+                .dead_letter(&archiver_core::malformed_reason(&error), attempt)
+                .await
+            {
                 tracing::warn!(%bury, "dead-lettering a malformed message failed; the broker redelivers it");
             }
             let _ = sender.try_send(Err(BackendError::Wire(error)));
@@ -202,14 +202,19 @@ async fn forward(
     // before this happens.
     if let Some(reason) = attempt_limit_reached("abandoned", attempt - 1, subscription.max_attempts)
     {
-        if let Err(error) = settle.bury(&reason).await {
+        if let Err(error) = settle.dead_letter(&reason, attempt).await {
             tracing::warn!(%error, "dead-lettering failed; the broker redelivers it");
         }
         return;
     }
     // If the user dropped the stream meanwhile, the delivery is dropped here
     // and hands itself back.
-    let _ = sender
-        .send(Ok(Delivery::new(envelope, attempt, Box::new(settle))))
-        .await;
+    let delivery = Delivery::new(
+        envelope,
+        attempt,
+        subscription.max_attempts,
+        shared.closed.clone(),
+        Box::new(settle),
+    );
+    let _ = sender.send(Ok(delivery)).await;
 }

@@ -123,13 +123,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use archiver_core::{
-    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Envelope, LiveTail,
-    Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
+    Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, Envelope,
+    LiveTail, Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
 };
 use async_trait::async_trait;
 use lapin::Channel;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-use tokio_util::sync::CancellationToken;
 
 pub use archiver_core::RawDeadLetter;
 pub use config::{QueueType, RabbitConfig};
@@ -144,7 +143,7 @@ use topology::Entity;
 pub(crate) struct Shared {
     pub(crate) config: RabbitConfig,
     pub(crate) names: Names,
-    pub(crate) closed: CancellationToken,
+    pub(crate) closed: CloseFlag,
     /// The publishing connection, re-opened on demand after a failure.
     link: tokio::sync::Mutex<Option<Link>>,
     /// Exchanges and queues this client declared, for clean-up.
@@ -153,11 +152,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn ensure_open(&self) -> Result<(), BackendError> {
-        if self.closed.is_cancelled() {
-            Err(BackendError::Closed)
-        } else {
-            Ok(())
-        }
+        self.closed.ensure_open()
     }
 
     pub(crate) fn record(&self, name: &str, entity: Entity) {
@@ -237,7 +232,7 @@ impl RabbitBackend {
         let shared = Arc::new(Shared {
             names: Names::new(&config.prefix),
             config,
-            closed: CancellationToken::new(),
+            closed: CloseFlag::new(),
             link: tokio::sync::Mutex::new(None),
             declared: Mutex::default(),
         });
@@ -389,7 +384,7 @@ impl Backend for RabbitBackend {
     }
 
     async fn close(&self) -> Result<(), BackendError> {
-        self.shared.closed.cancel();
+        self.shared.closed.close();
         if let Some(link) = self.shared.link.lock().await.take() {
             let _ = link.connection.close(200, "client closed".into()).await;
         }

@@ -14,20 +14,20 @@
 //! the topic exchange matches with the same `*` and `#` rules as
 //! `ListPattern`.
 
-use archiver_core::{Envelope, Selection, SubscriberName};
+use archiver_core::{Envelope, Prefix, Selection, SubscriberName};
 
 use crate::config::QueueType;
 
 /// Names under one prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
-    prefix: String,
+    prefix: Prefix,
 }
 
 impl Names {
-    pub(crate) fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &Prefix) -> Self {
         Self {
-            prefix: prefix.to_owned(),
+            prefix: prefix.clone(),
         }
     }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use archiver_core::{BackendError, Settle, SubscriberName, attempt_limit_reached};
+use archiver_core::{BackendError, Settle, SubscriberName};
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
@@ -31,8 +31,8 @@ pub(crate) struct RabbitSettle {
     pub(crate) properties: BasicProperties,
     pub(crate) body: bytes::Bytes,
     pub(crate) name: SubscriberName,
+    /// Its attempt number, written on its retry copies.
     pub(crate) attempt: u32,
-    pub(crate) max_attempts: u32,
     /// The routing key it was first published with, written on its copies.
     pub(crate) origin: Option<String>,
 }
@@ -71,16 +71,17 @@ impl RabbitSettle {
             .map_err(backend_error)
     }
 
-    /// Copies the message into the dead letters with the reason, then
-    /// acknowledges it.
-    pub(crate) async fn bury(&self, reason: &str) -> Result<(), BackendError> {
+    /// Copies the message into the dead letters with the reason and its
+    /// deliveries, then acknowledges it.
+    pub(crate) async fn dead_letter(
+        &self,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), BackendError> {
         let dead = self.shared.names.dead(&self.name);
         let headers = vec![
             (DEAD_REASON, text(reason)),
-            (
-                DEAD_ATTEMPTS,
-                AMQPValue::LongLongInt(i64::from(self.attempt)),
-            ),
+            (DEAD_ATTEMPTS, AMQPValue::LongLongInt(i64::from(attempts))),
             (
                 DEAD_AT,
                 text(&Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
@@ -95,7 +96,7 @@ impl RabbitSettle {
             ),
         )
         .await?;
-        tracing::info!(subscriber = %self.name, attempts = self.attempt, reason, "dead-lettered");
+        tracing::info!(subscriber = %self.name, attempts, reason, "dead-lettered");
         self.ack_original().await
     }
 }
@@ -103,27 +104,13 @@ impl RabbitSettle {
 #[async_trait]
 impl Settle for RabbitSettle {
     async fn ack(self: Box<Self>) -> Result<(), BackendError> {
-        self.shared.ensure_open()?;
         self.ack_original().await
     }
 
-    async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
-        self.shared.ensure_open()?;
-        if let Some(reason) = attempt_limit_reached("nacked", self.attempt, self.max_attempts) {
-            return self.bury(&reason).await;
-        }
+    async fn requeue(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
         if delay.is_zero() && self.shared.config.queue_type == QueueType::Quorum {
             // The quorum queue counts the return: the next attempt is exact.
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            };
-            return self
-                .acker
-                .nack(requeue)
-                .await
-                .map(drop)
-                .map_err(backend_error);
+            return self.hand_back().await;
         }
         let queue = self.shared.names.queue(&self.name);
         let attempts = vec![(
@@ -145,22 +132,27 @@ impl Settle for RabbitSettle {
         self.ack_original().await
     }
 
-    async fn reject(self: Box<Self>, reason: String) -> Result<(), BackendError> {
-        self.shared.ensure_open()?;
-        self.bury(&reason).await
+    async fn bury(self: Box<Self>, reason: String, attempts: u32) -> Result<(), BackendError> {
+        self.dead_letter(&reason, attempts).await
     }
 
-    fn release(self: Box<Self>) {
-        if self.shared.closed.is_cancelled() {
-            return; // the broker requeues it when the channel closes
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-                if let Err(error) = self.acker.nack(requeue).await {
-                    tracing::debug!(%error, "could not hand back a dropped delivery; the broker requeues it when the channel closes");
-                }
-            });
-        }
+    /// A plain requeue; if it fails, the broker requeues the message when
+    /// the channel closes.
+    async fn hand_back(self: Box<Self>) -> Result<(), BackendError> {
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        };
+        self.acker
+            .nack(requeue)
+            .await
+            .map(drop)
+            .map_err(backend_error)
+    }
+
+    /// A quorum queue's delivery limit dead-letters a message returned once
+    /// too often.
+    fn broker_limits_hand_back(&self) -> bool {
+        self.shared.config.queue_type == QueueType::Quorum
     }
 }

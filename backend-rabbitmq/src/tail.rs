@@ -71,7 +71,5 @@ pub(crate) async fn tail(
         let delivery = item.map_err(backend_error)?;
         message::envelope(&delivery.properties, &delivery.data).map_err(BackendError::Wire)
     });
-    Ok(envelopes
-        .take_until(shared.closed.clone().cancelled_owned())
-        .boxed())
+    Ok(shared.closed.until_closed(envelopes))
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use archiver_core::{BackendError, redact_url as redact};
+use archiver_core::{BackendError, Prefix, redact_url as redact};
 
 /// What `publish` waits for before it returns Ok.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,9 +37,11 @@ pub enum Durability {
 /// ```
 /// use std::time::Duration;
 /// use backend_redis::RedisConfig;
+/// # fn main() -> Result<(), archiver_core::InvalidPrefix> {
 /// let config = RedisConfig::new("redis://archiver:secret@127.0.0.1:6379/0")
-///     .prefix("archiver")
+///     .prefix("lists-a".parse()?)
 ///     .claim_idle(Duration::from_secs(120));
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct RedisConfig {
@@ -48,7 +50,7 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every key the backend writes (`<prefix>:stream:...`), so
     /// several deployments can share one Redis.
-    pub prefix: String,
+    pub prefix: Prefix,
     /// A delivery left unsettled this long (its consumer crashed or hangs)
     /// is given to another consumer. Longer than your slowest handler.
     pub claim_idle: Duration,
@@ -100,7 +102,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            prefix: "archiver".into(),
+            prefix: Prefix::default(),
             claim_idle: Duration::from_secs(60),
             poll_interval: Duration::from_millis(200),
             durability: Durability::Reply,
@@ -120,8 +122,8 @@ impl RedisConfig {
     }
 
     /// Sets the key prefix.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+    pub fn prefix(mut self, prefix: Prefix) -> Self {
+        self.prefix = prefix;
         self
     }
 
@@ -175,7 +177,8 @@ impl RedisConfig {
         self
     }
 
-    /// Checks the URL's form and the prefix before any connection is made.
+    /// Checks the URL's form and the consumer name before any connection
+    /// is made (the prefix was checked when it was made).
     pub(crate) fn validate(&self) -> Result<(), BackendError> {
         let url = url::Url::parse(&self.url)
             .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", redact(&self.url))))?;
@@ -190,12 +193,6 @@ impl RedisConfig {
             return Err(BackendError::InvalidUrl(format!(
                 "consumer name {:?} must be non-empty without spaces",
                 self.consumer_name
-            )));
-        }
-        if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
-            return Err(BackendError::InvalidUrl(format!(
-                "key prefix {:?} must be non-empty without spaces",
-                self.prefix
             )));
         }
         Ok(())

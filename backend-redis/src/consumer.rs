@@ -17,7 +17,6 @@ use archiver_core::{
     attempt_limit_reached,
 };
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -75,9 +74,7 @@ pub(crate) async fn subscribe(
     consumer.discover().await.map_err(backend_error)?;
     tokio::spawn(consumer.run());
     let deliveries = ReceiverStream::new(receiver);
-    Ok(deliveries
-        .take_until(shared.closed.clone().cancelled_owned())
-        .boxed())
+    Ok(shared.closed.until_closed(deliveries))
 }
 
 /// The latest selection is in force: groups on streams it no longer selects
@@ -139,7 +136,7 @@ enum Step {
 
 impl Consumer {
     fn stopped(&self) -> bool {
-        self.shared.closed.is_cancelled() || self.sender.is_closed()
+        self.shared.closed.is_closed() || self.sender.is_closed()
     }
 
     async fn run(mut self) {
@@ -174,7 +171,7 @@ impl Consumer {
         let failures = failures + 1;
         tokio::select! {
             () = tokio::time::sleep(backoff.delay(failures)) => {}
-            () = self.shared.closed.cancelled() => {}
+            () = self.shared.closed.wait() => {}
         }
         failures
     }
@@ -228,7 +225,7 @@ impl Consumer {
     async fn take_permits(&self) -> Option<Vec<OwnedSemaphorePermit>> {
         let first = tokio::select! {
             permit = Arc::clone(&self.permits).acquire_owned() => permit.ok()?,
-            () = self.shared.closed.cancelled() => return None,
+            () = self.shared.closed.wait() => return None,
             () = self.sender.closed() => return None,
         };
         let mut permits = vec![first];
@@ -470,17 +467,19 @@ impl Consumer {
             stream: stream.to_owned(),
             id: entry.id,
             envelope: envelope.clone(),
-            attempt,
-            max_attempts: self.record.max_attempts,
             from_replay: pending.delete_after,
             _permit: permit,
         };
+        let delivery = Delivery::new(
+            envelope,
+            attempt,
+            self.record.max_attempts,
+            self.shared.closed.clone(),
+            Box::new(settle),
+        );
         // If the user dropped the stream meanwhile, the delivery is dropped
         // here and hands itself back.
-        let _ = self
-            .sender
-            .send(Ok(Delivery::new(envelope, attempt, Box::new(settle))))
-            .await;
+        let _ = self.sender.send(Ok(delivery)).await;
         Ok(())
     }
 

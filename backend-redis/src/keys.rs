@@ -9,18 +9,18 @@
 //! | `<p>:dead:<name>` | stream | the subscriber's dead letters (entry fields, `dead-*` fields, `origin`) |
 //! | `<p>:replay:<name>` | stream | dead letters replayed to the subscriber (with their `origin`) |
 
-use archiver_core::{Kind, ListId, SubscriberName};
+use archiver_core::{Kind, ListId, Prefix, SubscriberName};
 
 /// Key names under one prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
-    prefix: String,
+    prefix: Prefix,
 }
 
 impl Keys {
-    pub(crate) fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &Prefix) -> Self {
         Self {
-            prefix: prefix.to_owned(),
+            prefix: prefix.clone(),
         }
     }
 

@@ -100,12 +100,11 @@ mod tail;
 use std::sync::Arc;
 
 use archiver_core::{
-    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Envelope, LiveTail,
-    Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
+    Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, Envelope,
+    LiveTail, Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
 };
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
-use tokio_util::sync::CancellationToken;
 
 pub use archiver_core::RawDeadLetter;
 pub use config::{Durability, RedisConfig};
@@ -127,16 +126,12 @@ pub(crate) struct Shared {
     pub(crate) publishes: Batcher<Envelope>,
     /// Where deliveries' acks go, to be sent together.
     pub(crate) acks: Batcher<Ack>,
-    pub(crate) closed: CancellationToken,
+    pub(crate) closed: CloseFlag,
 }
 
 impl Shared {
     pub(crate) fn ensure_open(&self) -> Result<(), BackendError> {
-        if self.closed.is_cancelled() {
-            Err(BackendError::Closed)
-        } else {
-            Ok(())
-        }
+        self.closed.ensure_open()
     }
 }
 
@@ -185,7 +180,7 @@ impl RedisBackend {
                 client,
                 acks: settle::ack_batcher(conn.clone()),
                 conn,
-                closed: CancellationToken::new(),
+                closed: CloseFlag::new(),
             }),
         })
     }
@@ -412,7 +407,7 @@ impl Backend for RedisBackend {
     }
 
     async fn close(&self) -> Result<(), BackendError> {
-        self.shared.closed.cancel();
+        self.shared.closed.close();
         Ok(())
     }
 }

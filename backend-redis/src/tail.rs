@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use archiver_core::{BackendError, Envelope, Selection, Tail};
-use futures::StreamExt;
 use redis::Value;
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
@@ -39,9 +38,7 @@ pub(crate) async fn tail(
     let (sender, receiver) = mpsc::channel(BUFFER);
     tokio::spawn(reader.run(sender));
     let envelopes = ReceiverStream::new(receiver);
-    Ok(envelopes
-        .take_until(shared.closed.clone().cancelled_owned())
-        .boxed())
+    Ok(shared.closed.until_closed(envelopes))
 }
 
 struct Reader {
@@ -89,7 +86,7 @@ impl Reader {
 
     async fn run(mut self, sender: mpsc::Sender<Result<Envelope, BackendError>>) {
         let poll = self.shared.config.poll_interval;
-        while !sender.is_closed() && !self.shared.closed.is_cancelled() {
+        while !sender.is_closed() && !self.shared.closed.is_closed() {
             if let Err(error) = self.read_once(&sender).await {
                 tracing::warn!(%error, "live tail read failed; retrying");
                 tokio::time::sleep(poll).await;

@@ -81,6 +81,32 @@ impl<T> Mailbox<T> {
     }
 }
 
+/// Sends its command once, when dropped: ties a socket thread's life to
+/// the value that owns it, such as the stream its results are read from.
+pub struct SendOnDrop<T> {
+    mailbox: Mailbox<T>,
+    command: Option<T>,
+}
+
+impl<T> Mailbox<T> {
+    /// A guard that sends `command` when it is dropped.
+    pub fn on_drop(&self, command: T) -> SendOnDrop<T> {
+        SendOnDrop {
+            mailbox: self.clone(),
+            command: Some(command),
+        }
+    }
+}
+
+impl<T> Drop for SendOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(command) = self.command.take() {
+            // A stopped thread needs no command.
+            let _ = self.mailbox.send(command);
+        }
+    }
+}
+
 impl<T> Inbox<T> {
     /// The socket to poll for readability beside the thread's others.
     pub fn bell(&self) -> &zmq::Socket {

@@ -114,7 +114,9 @@ mod tests {
     use std::time::Duration;
 
     use mq_archiver::Bytes;
-    use mq_archiver::{ArchivedMail, BackendError, ListId, MailLimits, MailingList, Settle};
+    use mq_archiver::{
+        ArchivedMail, BackendError, CloseFlag, ListId, MailLimits, MailingList, Settle,
+    };
 
     use super::*;
 
@@ -126,13 +128,15 @@ mod tests {
         async fn ack(self: Box<Self>) -> Result<(), BackendError> {
             Ok(())
         }
-        async fn nack(self: Box<Self>, _: Duration) -> Result<(), BackendError> {
+        async fn requeue(self: Box<Self>, _: Duration) -> Result<(), BackendError> {
             Ok(())
         }
-        async fn reject(self: Box<Self>, _: String) -> Result<(), BackendError> {
+        async fn bury(self: Box<Self>, _: String, _: u32) -> Result<(), BackendError> {
             Ok(())
         }
-        fn release(self: Box<Self>) {}
+        async fn hand_back(self: Box<Self>) -> Result<(), BackendError> {
+            Ok(())
+        }
     }
 
     /// An envelope that never went through the wire (as from the in-memory
@@ -153,7 +157,7 @@ mod tests {
         for bad in ["../../../escaped", absolute.as_str(), "lowercase"] {
             let mut envelope = Envelope::mail(&mail, &list);
             envelope.message_id_hash = Some(bad.to_owned());
-            let delivery = Delivery::new(envelope, 1, Box::new(Unsettled));
+            let delivery = Delivery::new(envelope, 1, 1, CloseFlag::new(), Box::new(Unsettled));
             assert!(
                 archive.handle(&delivery).await.is_err(),
                 "{bad:?} was stored"

@@ -42,7 +42,7 @@
 //!
 //! | key | backends | meaning (default) |
 //! |---|---|---|
-//! | `prefix` | all (memory and ZeroMQ ignore it) | Redis key prefix, RabbitMQ exchange and queue prefix (`archiver`) |
+//! | `prefix` | all (memory and ZeroMQ ignore it) | Redis key prefix, RabbitMQ exchange and queue prefix: 1 to 100 of `A-Z a-z 0-9 . _ -` ([`Prefix`]; `archiver`) |
 //! | `user`, `password` | Redis, RabbitMQ, ZeroMQ | credentials, instead of the URL's user info (ZeroMQ: ZAP PLAIN, the hub allows them and the subscriber sends them) |
 //! | `tls-ca-file` | Redis, RabbitMQ | PEM CA for `rediss://` / `amqps://` (the system's trust store) |
 //! | `max-envelope-bytes` | Redis, RabbitMQ, ZeroMQ | largest body (64 MiB) |
@@ -261,7 +261,7 @@ impl Config {
             Target::Redis(url) => {
                 let mut config = backend_redis::RedisConfig::new(self.with_credentials(url)?);
                 if let Some(v) = &s.prefix {
-                    config = config.prefix(v);
+                    config = config.prefix(v.clone());
                 }
                 if let Some(v) = &s.tls_ca_file {
                     config = config.tls_ca_file(v);
@@ -289,7 +289,7 @@ impl Config {
             Target::Rabbitmq(url) => {
                 let mut config = backend_rabbitmq::RabbitConfig::new(self.with_credentials(url)?);
                 if let Some(v) = &s.prefix {
-                    config = config.prefix(v);
+                    config = config.prefix(v.clone());
                 }
                 if let Some(v) = &s.tls_ca_file {
                     config = config.tls_ca_file(v);

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::Error;
 use crate::url::BackendKind;
+use crate::{Error, Prefix};
 
 /// Every option key, with the backends it applies to. The environment form
 /// of a key is `ARCHIVER_` + the key upper-cased with `-` as `_`.
@@ -36,7 +36,7 @@ pub const OPTION_KEYS: &[&str] = &[
 #[derive(Default, Clone)]
 pub(crate) struct Settings {
     /// Key prefix (Redis) or exchange and queue prefix (RabbitMQ).
-    pub prefix: Option<String>,
+    pub prefix: Option<Prefix>,
     /// User name, when not in the URL (some clients ignore user info).
     pub user: Option<String>,
     /// Password, when not in the URL.
@@ -116,7 +116,13 @@ impl Settings {
             }
         };
         match key {
-            "prefix" => self.prefix = Some(text("a non-empty prefix")?),
+            "prefix" => {
+                self.prefix = Some(
+                    value
+                        .parse()
+                        .map_err(|_| invalid("1 to 100 of A-Z a-z 0-9 . _ -, e.g. archiver"))?,
+                )
+            }
             "user" => self.user = Some(text("a non-empty user name")?),
             "password" => self.password = Some(value.to_owned()),
             "tls-ca-file" => self.tls_ca_file = Some(text("a PEM file's path")?.into()),

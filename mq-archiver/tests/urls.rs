@@ -255,7 +255,7 @@ fn unknown_schemes_and_bad_urls_are_typed_errors() {
 fn every_option_key_takes_a_good_value_and_names_itself_on_a_bad_one() {
     let cases: &[(&str, &str, &str, Option<&str>)] = &[
         // (key, url, good value, bad value)
-        ("prefix", "redis://h", "lists", Some("")),
+        ("prefix", "redis://h", "lists", Some("lists:*")),
         ("user", "redis://h", "archiver", Some("")),
         ("password", "amqp://h/%2f", "secret", None),
         ("tls-ca-file", "rediss://h", "/etc/ca.pem", Some("")),

@@ -9,10 +9,12 @@
 //! | transient live tail | [`LiveTail`] |
 
 mod capabilities;
+mod close_flag;
 mod dead_letter;
 mod delivery;
 mod error;
 mod lazy;
+mod prefix;
 mod redact;
 mod subscription;
 
@@ -22,10 +24,12 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 pub use capabilities::Capabilities;
+pub use close_flag::CloseFlag;
 pub use dead_letter::{DeadLetter, RawDeadLetter, Replay, malformed_reason};
 pub use delivery::{Delivery, Settle, attempt_limit_reached};
 pub use error::BackendError;
 pub use lazy::LazyPublisher;
+pub use prefix::{DEFAULT_PREFIX, InvalidPrefix, Prefix};
 pub use redact::redact_url;
 pub use subscription::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_PREFETCH, InvalidSubscriberName, StartPosition, SubscriberName,

@@ -16,8 +16,7 @@ pub trait Harness: Send + Sync {
     async fn connect(&self) -> Self::Backend;
 
     /// Removes what the scenario left on the broker (keys, queues); called
-    /// after a scenario passes. A failed scenario leaves its state for
-    /// inspection.
+    /// after every scenario, passed or failed (see [`run`](super::run)).
     async fn cleanup(&self) {}
 }
 

@@ -14,6 +14,11 @@
 //! with a deadline (never a fixed sleep), and adapts to the backend's
 //! [`Capabilities`](crate::Capabilities) where a guarantee is optional.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+
 mod content;
 mod corpus;
 mod delivery;
@@ -43,6 +48,17 @@ pub use settlement::{
     nack_redelivers_with_next_attempt, prefetch_bounds_in_flight, runner_settles_by_outcome,
 };
 pub use transient::live_tail_sees_only_live_messages;
+
+/// Runs one scenario, then cleans up what it left on the broker whether it
+/// passed or failed (a failure is then reported as it was): a failing
+/// scenario must not leave queues or keys behind on a shared broker.
+pub async fn run<H: Harness>(harness: &H, scenario: impl Future<Output = ()>) {
+    let outcome = AssertUnwindSafe(scenario).catch_unwind().await;
+    harness.cleanup().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
 
 /// Expands to one `#[tokio::test]` per conformance scenario, each with a
 /// fresh harness from the given expression.
@@ -77,9 +93,45 @@ macro_rules! conformance_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $scenario() {
                 let harness = $harness;
-                $crate::conformance::$scenario(&harness).await;
-                $crate::conformance::Harness::cleanup(&harness).await;
+                $crate::conformance::run(&harness, $crate::conformance::$scenario(&harness)).await;
             }
         )+
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::memory::MemoryBackend;
+
+    /// Notes whether it was cleaned up.
+    struct Noting(Arc<AtomicBool>);
+
+    #[async_trait]
+    impl Harness for Noting {
+        type Backend = MemoryBackend;
+        async fn connect(&self) -> MemoryBackend {
+            MemoryBackend::new()
+        }
+        async fn cleanup(&self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_scenario_is_cleaned_up_and_still_fails() {
+        let cleaned = Arc::new(AtomicBool::new(false));
+        let harness = Noting(Arc::clone(&cleaned));
+        let failed = tokio::spawn(async move {
+            run(&harness, async { panic!("scenario failed") }).await;
+        })
+        .await;
+        assert!(failed.unwrap_err().is_panic(), "the failure is reported");
+        assert!(cleaned.load(Ordering::SeqCst), "and cleaned up after");
+    }
 }

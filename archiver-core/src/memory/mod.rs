@@ -12,11 +12,10 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
-    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, LiveTail, Publisher,
-    Replay, StartPosition, Subscriber, SubscriberName, Subscription, Tail,
+    Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, LiveTail,
+    Publisher, Replay, StartPosition, Subscriber, SubscriberName, Subscription, Tail,
 };
 use crate::envelope::Envelope;
 use crate::selection::Selection;
@@ -59,7 +58,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone)]
 pub struct MemoryBackend {
     broker: Arc<Broker>,
-    closed: CancellationToken,
+    closed: CloseFlag,
 }
 
 impl Default for MemoryBackend {
@@ -82,7 +81,7 @@ impl MemoryBackend {
                 tails: Mutex::default(),
                 max_envelope_bytes: limit,
             }),
-            closed: CancellationToken::new(),
+            closed: CloseFlag::new(),
         }
     }
 
@@ -90,15 +89,7 @@ impl MemoryBackend {
     pub fn connect(&self) -> Self {
         Self {
             broker: Arc::clone(&self.broker),
-            closed: CancellationToken::new(),
-        }
-    }
-
-    fn ensure_open(&self) -> Result<(), BackendError> {
-        if self.closed.is_cancelled() {
-            Err(BackendError::Closed)
-        } else {
-            Ok(())
+            closed: CloseFlag::new(),
         }
     }
 
@@ -110,7 +101,7 @@ impl MemoryBackend {
 #[async_trait]
 impl Publisher for MemoryBackend {
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
-        self.ensure_open()?;
+        self.closed.ensure_open()?;
         BackendError::check_size(envelope, self.broker.max_envelope_bytes)?;
         for queue in lock(&self.broker.queues).values() {
             queue.offer(envelope);
@@ -135,7 +126,7 @@ impl Publisher for MemoryBackend {
 #[async_trait]
 impl Subscriber for MemoryBackend {
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
-        self.ensure_open()?;
+        self.closed.ensure_open()?;
         if subscription.start == StartPosition::Beginning {
             return Err(BackendError::Unsupported(
                 "replay from the start: the in-memory backend keeps no history",
@@ -150,7 +141,7 @@ impl Subscriber for MemoryBackend {
         let permits = Arc::new(Semaphore::new(usize::from(subscription.prefetch)));
         let closed = self.closed.clone();
         let deliveries = futures::stream::unfold(
-            (queue, permits, closed.clone()),
+            (queue, permits, closed),
             |(queue, permits, closed)| async move {
                 let mut permit = Some(Arc::clone(&permits).acquire_owned().await.ok()?);
                 loop {
@@ -179,11 +170,11 @@ impl Subscriber for MemoryBackend {
                 }
             },
         );
-        Ok(deliveries.take_until(closed.cancelled_owned()).boxed())
+        Ok(self.closed.until_closed(deliveries))
     }
 
     async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
-        self.ensure_open()?;
+        self.closed.ensure_open()?;
         if let Some(queue) = lock(&self.broker.queues).remove(name) {
             queue.delete();
         }
@@ -194,7 +185,7 @@ impl Subscriber for MemoryBackend {
 #[async_trait]
 impl DeadLetters for MemoryBackend {
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
-        self.ensure_open()?;
+        self.closed.ensure_open()?;
         Ok(self
             .queue(name)
             .map(|q| q.dead_letters())
@@ -206,7 +197,7 @@ impl DeadLetters for MemoryBackend {
         name: &SubscriberName,
         which: Replay,
     ) -> Result<usize, BackendError> {
-        self.ensure_open()?;
+        self.closed.ensure_open()?;
         Ok(self.queue(name).map(|q| q.replay(&which)).unwrap_or(0))
     }
 }
@@ -214,13 +205,11 @@ impl DeadLetters for MemoryBackend {
 #[async_trait]
 impl LiveTail for MemoryBackend {
     async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
-        self.ensure_open()?;
+        self.closed.ensure_open()?;
         let (sender, receiver) = mpsc::channel(TAIL_BUFFER);
         lock(&self.broker.tails).push((selection.clone(), sender));
         let envelopes = ReceiverStream::new(receiver).map(Ok);
-        Ok(envelopes
-            .take_until(self.closed.clone().cancelled_owned())
-            .boxed())
+        Ok(self.closed.until_closed(envelopes))
     }
 }
 
@@ -238,7 +227,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn close(&self) -> Result<(), BackendError> {
-        self.closed.cancel();
+        self.closed.close();
         Ok(())
     }
 }

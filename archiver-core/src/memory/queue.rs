@@ -9,9 +9,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BackendError, DeadLetter, Delivery, Replay, Settle, attempt_limit_reached};
+use crate::backend::{BackendError, CloseFlag, DeadLetter, Delivery, Replay, Settle};
 use crate::envelope::Envelope;
 use crate::selection::Selection;
 
@@ -50,11 +49,11 @@ impl QueueState {
         self.delayed.iter().map(|(due, _)| *due).min()
     }
 
-    fn dead_letter(&mut self, pending: Pending, reason: String) {
-        tracing::info!(envelope_id = %pending.envelope.id, attempts = pending.deliveries, %reason, "dead-lettered");
+    fn dead_letter(&mut self, envelope: Envelope, attempts: u32, reason: String) {
+        tracing::info!(envelope_id = %envelope.id, attempts, %reason, "dead-lettered");
         self.dead.push(DeadLetter {
-            envelope: pending.envelope,
-            attempts: pending.deliveries,
+            envelope,
+            attempts,
             reason,
             dead_at: Utc::now(),
         });
@@ -109,7 +108,7 @@ impl Queue {
     pub(super) fn take(
         self: &Arc<Self>,
         permit: &mut Option<OwnedSemaphorePermit>,
-        client_closed: &CancellationToken,
+        closed: &CloseFlag,
     ) -> Take {
         let mut state = self.lock();
         if state.deleted {
@@ -125,9 +124,14 @@ impl Queue {
                     queue: Arc::clone(self),
                     pending,
                     _permit: permit.take().expect("a consumer takes only with a permit"),
-                    client_closed: client_closed.clone(),
                 };
-                Take::Delivered(Delivery::new(envelope, attempt, Box::new(settle)))
+                Take::Delivered(Delivery::new(
+                    envelope,
+                    attempt,
+                    state.max_attempts,
+                    closed.clone(),
+                    Box::new(settle),
+                ))
             }
             None => Take::Wait(state.next_due()),
         }
@@ -165,14 +169,11 @@ impl Queue {
         count
     }
 
-    /// Puts an unsettled envelope back, or dead-letters it at the limit.
-    fn requeue(&self, pending: Pending, delay: Option<Duration>, why: &str) {
+    /// Puts an unsettled envelope back: after `delay`, or (`None`, handed
+    /// back) at the front.
+    fn requeue(&self, pending: Pending, delay: Option<Duration>) {
         let mut state = self.lock();
         if state.deleted {
-            return;
-        }
-        if let Some(reason) = attempt_limit_reached(why, pending.deliveries, state.max_attempts) {
-            state.dead_letter(pending, reason);
             return;
         }
         match delay {
@@ -193,41 +194,28 @@ struct MemorySettle {
     queue: Arc<Queue>,
     pending: Pending,
     _permit: OwnedSemaphorePermit,
-    client_closed: CancellationToken,
-}
-
-impl MemorySettle {
-    /// After the client is closed its deliveries go back to the queue and
-    /// settling them fails, as a broker does when the channel is gone.
-    fn refuse_if_closed(self: Box<Self>) -> Result<Box<Self>, BackendError> {
-        if self.client_closed.is_cancelled() {
-            self.release();
-            Err(BackendError::Closed)
-        } else {
-            Ok(self)
-        }
-    }
 }
 
 #[async_trait]
 impl Settle for MemorySettle {
     async fn ack(self: Box<Self>) -> Result<(), BackendError> {
-        self.refuse_if_closed().map(drop)
-    }
-
-    async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
-        let this = self.refuse_if_closed()?;
-        this.queue.requeue(this.pending, Some(delay), "nacked");
         Ok(())
     }
 
-    async fn reject(self: Box<Self>, reason: String) -> Result<(), BackendError> {
-        let this = self.refuse_if_closed()?;
-        this.queue.lock().dead_letter(this.pending, reason);
+    async fn requeue(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
+        self.queue.requeue(self.pending, Some(delay));
         Ok(())
     }
 
-    fn release(self: Box<Self>) {
-        self.queue.requeue(self.pending, None, "abandoned");
+    async fn bury(self: Box<Self>, reason: String, attempts: u32) -> Result<(), BackendError> {
+        self.queue
+            .lock()
+            .dead_letter(self.pending.envelope, attempts, reason);
+        Ok(())
+    }
+
+    async fn hand_back(self: Box<Self>) -> Result<(), BackendError> {
+        self.queue.requeue(self.pending, None);
+        Ok(())
     }
 }

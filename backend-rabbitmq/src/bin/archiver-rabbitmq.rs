@@ -22,7 +22,7 @@ struct Cli {
     url: Option<String>,
     /// Exchange name and queue prefix of the deployment.
     #[arg(long, global = true, default_value = "archiver")]
-    prefix: String,
+    prefix: archiver_core::Prefix,
     /// Declare new subscriber queues as classic instead of quorum queues.
     #[arg(long, global = true)]
     classic: bool,

@@ -25,7 +25,13 @@ impl RabbitHarness {
 
     pub fn on(config: RabbitConfig) -> Self {
         Self {
-            config: config.prefix(format!("archiver-test-{}", uuid::Uuid::now_v7().simple())),
+            config: config.prefix(
+                archiver_core::Prefix::new(&format!(
+                    "archiver-test-{}",
+                    uuid::Uuid::now_v7().simple()
+                ))
+                .expect("a valid prefix"),
+            ),
             clients: Mutex::default(),
         }
     }

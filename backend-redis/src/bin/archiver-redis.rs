@@ -25,7 +25,7 @@ struct Cli {
     url: Option<String>,
     /// Key prefix of the deployment.
     #[arg(long, global = true, default_value = "archiver")]
-    prefix: String,
+    prefix: archiver_core::Prefix,
     /// Seconds an unsettled delivery waits before another consumer takes it.
     #[arg(long, global = true, default_value_t = 60)]
     claim_idle: u64,

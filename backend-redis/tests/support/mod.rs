@@ -23,7 +23,13 @@ impl RedisHarness {
     pub fn on(config: RedisConfig) -> Self {
         Self {
             config: config
-                .prefix(format!("archiver-test:{}", uuid::Uuid::now_v7().simple()))
+                .prefix(
+                    archiver_core::Prefix::new(&format!(
+                        "archiver-test-{}",
+                        uuid::Uuid::now_v7().simple()
+                    ))
+                    .expect("a valid prefix"),
+                )
                 .claim_idle(Duration::from_secs(2))
                 .poll_interval(Duration::from_millis(50))
                 .retention_interval(Duration::from_millis(500)),

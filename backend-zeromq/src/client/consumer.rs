@@ -2,14 +2,13 @@
 //! deliveries into a bounded channel, settlements back, heartbeats, and
 //! reconnection when a hub falls silent or restarts.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use archiver_core::{BackendError, Delivery, Settle, Subscription};
+use archiver_core::{BackendError, CloseFlag, Delivery, Settle, Subscription};
 use async_trait::async_trait;
-use futures::Stream;
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 
 use super::link::Link;
 use crate::config::{ClientConfig, DEFAULT_HEARTBEAT, DEFAULT_TIMEOUT};
@@ -41,13 +40,24 @@ pub enum ConsumerCommand {
 
 type Item = Result<Delivery, BackendError>;
 
-/// Starts the thread; the receiver answers once every hub welcomed the
-/// subscription (or with why not).
+/// What [`start`] gives: the deliveries (dropping the stream says goodbye
+/// to the hubs, which redeliver what it held), a mailbox that stops the
+/// thread (for the client's close), and the answer that says once every
+/// hub welcomed the subscription (or why not).
+type Started = (
+    futures::stream::BoxStream<'static, Item>,
+    Mailbox<ConsumerCommand>,
+    oneshot::Receiver<Result<(), BackendError>>,
+);
+
+/// Starts the thread. Its deliveries refuse to settle once `closed` is
+/// set, and hand themselves back on the runtime current here.
 pub fn start(
     context: zmq::Context,
     config: &ClientConfig,
     subscription: &Subscription,
-) -> Result<(DeliveryStream, oneshot::Receiver<Result<(), BackendError>>), BackendError> {
+    closed: CloseFlag,
+) -> Result<Started, BackendError> {
     let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
     let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
     let capacity = usize::from(subscription.prefetch) * config.endpoints.len() + 1;
@@ -63,43 +73,28 @@ pub fn start(
         inbox,
         mailbox: mailbox.clone(),
         deliveries: sender,
+        max_attempts: subscription.max_attempts,
+        closed,
         welcome: Welcome {
             heartbeat_ms: DEFAULT_HEARTBEAT.as_millis() as u64,
             timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
         },
     };
+    let runtime = tokio::runtime::Handle::try_current().ok();
     std::thread::Builder::new()
         .name(format!("zmq-sub-{}", subscription.name))
-        .spawn(move || consumer.run(ready))
+        .spawn(move || {
+            let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
+            consumer.run(ready)
+        })
         .map_err(|e| BackendError::Unavailable(format!("cannot start a consumer thread: {e}")))?;
-    Ok((DeliveryStream { receiver, mailbox }, answer))
-}
-
-/// The deliveries of one subscription; dropping it says goodbye to the
-/// hubs, which redeliver what it held.
-pub struct DeliveryStream {
-    receiver: mpsc::Receiver<Item>,
-    mailbox: Mailbox<ConsumerCommand>,
-}
-
-impl DeliveryStream {
-    /// A handle that stops the thread (for the client's close).
-    pub fn stopper(&self) -> Mailbox<ConsumerCommand> {
-        self.mailbox.clone()
-    }
-}
-
-impl Stream for DeliveryStream {
-    type Item = Item;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
-        self.receiver.poll_recv(cx)
-    }
-}
-
-impl Drop for DeliveryStream {
-    fn drop(&mut self) {
-        let _ = self.mailbox.send(ConsumerCommand::Stop);
-    }
+    let goodbye = mailbox.on_drop(ConsumerCommand::Stop);
+    let deliveries = ReceiverStream::new(receiver).map(move |item| {
+        // The stream owns the guard: dropping it stops the thread at once.
+        let _owned = &goodbye;
+        item
+    });
+    Ok((deliveries.boxed(), mailbox, answer))
 }
 
 /// Settles one delivery through the consumer thread.
@@ -125,7 +120,7 @@ impl Settle for ZmqSettle {
         })
     }
 
-    async fn nack(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
+    async fn requeue(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
         self.send(ConsumerCommand::Nack {
             link: self.link,
             seq: self.seq,
@@ -133,7 +128,8 @@ impl Settle for ZmqSettle {
         })
     }
 
-    async fn reject(self: Box<Self>, reason: String) -> Result<(), BackendError> {
+    /// The hub records the attempts it counted itself: the same number.
+    async fn bury(self: Box<Self>, reason: String, _attempts: u32) -> Result<(), BackendError> {
         self.send(ConsumerCommand::Reject {
             link: self.link,
             seq: self.seq,
@@ -141,11 +137,16 @@ impl Settle for ZmqSettle {
         })
     }
 
-    fn release(self: Box<Self>) {
-        let _ = self.send(ConsumerCommand::Release {
+    async fn hand_back(self: Box<Self>) -> Result<(), BackendError> {
+        self.send(ConsumerCommand::Release {
             link: self.link,
             seq: self.seq,
-        });
+        })
+    }
+
+    /// The hub counts a release as an attempt and dead-letters at the limit.
+    fn broker_limits_hand_back(&self) -> bool {
+        true
     }
 }
 
@@ -165,6 +166,8 @@ struct Consumer {
     inbox: Inbox<ConsumerCommand>,
     mailbox: Mailbox<ConsumerCommand>,
     deliveries: mpsc::Sender<Item>,
+    max_attempts: u32,
+    closed: CloseFlag,
     welcome: Welcome,
 }
 
@@ -441,7 +444,13 @@ impl Consumer {
                     link,
                     seq,
                 };
-                let delivery = Delivery::new(envelope, attempt, Box::new(settle));
+                let delivery = Delivery::new(
+                    envelope,
+                    attempt,
+                    self.max_attempts,
+                    self.closed.clone(),
+                    Box::new(settle),
+                );
                 // Credit keeps the channel from filling; if it does, the
                 // delivery is dropped here and so released to the hub.
                 let _ = self.deliveries.try_send(Ok(delivery));

@@ -11,12 +11,10 @@ use std::time::Duration;
 
 use archiver_core::wire;
 use archiver_core::{
-    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Envelope, LiveTail,
-    Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
+    Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, Envelope,
+    LiveTail, Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
 };
 use async_trait::async_trait;
-use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClientConfig, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_TIMEOUT};
 use crate::hub::ZmqHub;
@@ -48,7 +46,7 @@ struct ClientInner {
     config: ClientConfig,
     context: zmq::Context,
     hub: Option<ZmqHub>,
-    closed: CancellationToken,
+    closed: CloseFlag,
     stoppers: Mutex<Vec<Box<dyn Fn() + Send>>>,
 }
 
@@ -75,18 +73,14 @@ impl ZmqClient {
                 config,
                 context: zmq::Context::new(),
                 hub,
-                closed: CancellationToken::new(),
+                closed: CloseFlag::new(),
                 stoppers: Mutex::default(),
             }),
         }
     }
 
     fn ensure_open(&self) -> Result<(), BackendError> {
-        if self.inner.closed.is_cancelled() {
-            Err(BackendError::Closed)
-        } else {
-            Ok(())
-        }
+        self.inner.closed.ensure_open()
     }
 
     fn on_close(&self, stop: impl Fn() + Send + 'static) {
@@ -166,16 +160,17 @@ impl Publisher for ZmqClient {
 impl Subscriber for ZmqClient {
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
         self.ensure_open()?;
-        let (stream, answer) =
-            consumer::start(self.inner.context.clone(), &self.inner.config, subscription)?;
+        let (stream, stopper, answer) = consumer::start(
+            self.inner.context.clone(),
+            &self.inner.config,
+            subscription,
+            self.inner.closed.clone(),
+        )?;
         attached(answer).await?;
-        let stopper = stream.stopper();
         self.on_close(move || {
             let _ = stopper.send(consumer::ConsumerCommand::Stop);
         });
-        Ok(stream
-            .take_until(self.inner.closed.clone().cancelled_owned())
-            .boxed())
+        Ok(self.inner.closed.until_closed(stream))
     }
 
     async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
@@ -282,16 +277,13 @@ impl DeadLetters for ZmqClient {
 impl LiveTail for ZmqClient {
     async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
         self.ensure_open()?;
-        let (stream, answer) =
+        let (stream, stopper, answer) =
             tail::start(self.inner.context.clone(), &self.inner.config, selection)?;
         attached(answer).await?;
-        let stopper = stream.stopper();
         self.on_close(move || {
             let _ = stopper.send(tail::StopTail);
         });
-        Ok(stream
-            .take_until(self.inner.closed.clone().cancelled_owned())
-            .boxed())
+        Ok(self.inner.closed.until_closed(stream))
     }
 }
 
@@ -311,7 +303,7 @@ impl Backend for ZmqClient {
     }
 
     async fn close(&self) -> Result<(), BackendError> {
-        self.inner.closed.cancel();
+        self.inner.closed.close();
         let stoppers = std::mem::take(
             &mut *self
                 .inner

@@ -8,13 +8,13 @@
 //! order, so once the answer arrives every topic is in force and `tail()`
 //! returns.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use archiver_core::{BackendError, Envelope, Selection};
-use futures::Stream;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 
 use super::link::Link;
 use crate::config::ClientConfig;
@@ -29,12 +29,21 @@ type Item = Result<Envelope, BackendError>;
 /// Stops a tail's thread.
 pub struct StopTail;
 
-/// Starts a tail's thread; the receiver answers once it is attached.
+/// What [`start`] gives: the envelopes (dropping the stream stops the
+/// thread), a mailbox that stops the thread (for the client's close), and
+/// the answer that says once it is attached.
+type Started = (
+    BoxStream<'static, Item>,
+    Mailbox<StopTail>,
+    oneshot::Receiver<Result<(), BackendError>>,
+);
+
+/// Starts a tail's thread.
 pub fn start(
     context: zmq::Context,
     config: &ClientConfig,
     selection: &Selection,
-) -> Result<(TailStream, oneshot::Receiver<Result<(), BackendError>>), BackendError> {
+) -> Result<Started, BackendError> {
     let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
     let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
     let (sender, receiver) = mpsc::channel(TAIL_BUFFER);
@@ -50,33 +59,13 @@ pub fn start(
         .name("zmq-tail".into())
         .spawn(move || tail.run(ready))
         .map_err(|e| BackendError::Unavailable(format!("cannot start a tail thread: {e}")))?;
-    Ok((TailStream { receiver, mailbox }, answer))
-}
-
-/// The envelopes of one tail; dropping it stops the thread.
-pub struct TailStream {
-    receiver: mpsc::Receiver<Item>,
-    mailbox: Mailbox<StopTail>,
-}
-
-impl TailStream {
-    /// A handle that stops the thread (for the client's close).
-    pub fn stopper(&self) -> Mailbox<StopTail> {
-        self.mailbox.clone()
-    }
-}
-
-impl Stream for TailStream {
-    type Item = Item;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
-        self.receiver.poll_recv(cx)
-    }
-}
-
-impl Drop for TailStream {
-    fn drop(&mut self) {
-        let _ = self.mailbox.send(StopTail);
-    }
+    let stop = mailbox.on_drop(StopTail);
+    let envelopes = ReceiverStream::new(receiver).map(move |item| {
+        // The stream owns the guard: dropping it stops the thread.
+        let _owned = &stop;
+        item
+    });
+    Ok((envelopes.boxed(), mailbox, answer))
 }
 
 struct Tail {
