@@ -23,13 +23,14 @@ use std::collections::VecDeque;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, ErrorKind, PublisherConfirm};
+use lapin::{BasicProperties, Channel, ErrorKind, PublisherConfirm};
 
 use crate::Shared;
 use crate::error::backend_error;
 use crate::message::{
     self, DEAD_AT, DEAD_ATTEMPTS, DEAD_REASON, LEGACY_DEAD, ORIGIN, PRIOR_ATTEMPTS, X_DEATH,
 };
+use crate::publish::refusal;
 use crate::topology::text;
 
 /// The message as an operator sees it: its headers as text, its body, and
@@ -225,14 +226,7 @@ async fn send(
 /// Waits for the copy's confirm, then acknowledges the original.
 async fn settle(taken: Taken) -> Result<(), BackendError> {
     if let Some((queue, confirm)) = taken.copy {
-        // Named, never printed: a returned message holds the mail.
-        let refused = match confirm.await.map_err(backend_error)? {
-            Confirmation::Ack(None) => None,
-            Confirmation::Ack(Some(_)) => Some("returned: no such queue"),
-            Confirmation::Nack(_) => Some("nacked"),
-            Confirmation::NotRequested => Some("unconfirmed"),
-        };
-        if let Some(refused) = refused {
+        if let Some(refused) = refusal(&confirm.await.map_err(backend_error)?) {
             return Err(BackendError::Broker(format!(
                 "a dead letter's copy into {queue} was not taken ({refused}); the letter stays"
             )));

@@ -61,3 +61,15 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
         }
     }
 }
+
+/// Why a confirmed copy was not taken, in words: `None` when it was. A
+/// `Confirmation` is never printed, since a returned message carries the
+/// mail.
+pub(crate) fn refusal(confirmation: &Confirmation) -> Option<&'static str> {
+    match confirmation {
+        Confirmation::Ack(None) => None,
+        Confirmation::Ack(Some(_)) => Some("returned: no such queue"),
+        Confirmation::Nack(_) => Some("nacked"),
+        Confirmation::NotRequested => Some("unconfirmed"),
+    }
+}

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::types::AMQPValue;
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel};
 
 use crate::Shared;
 use crate::config::QueueType;
@@ -20,6 +20,7 @@ use crate::message::{
     DEAD_AT, DEAD_ATTEMPTS, DEAD_REASON, LEGACY_DEAD, ORIGIN, PRIOR_ATTEMPTS, X_DEATH, rewrite,
 };
 use crate::names::retry_bucket_ms;
+use crate::publish::refusal;
 use crate::topology::{declare_retry_queue, text};
 
 /// One unacknowledged message handed to a consumer.
@@ -54,10 +55,10 @@ impl RabbitSettle {
             .basic_publish("".into(), queue.into(), options, &self.body, properties)
             .await
             .map_err(backend_error)?;
-        match confirm.await.map_err(backend_error)? {
-            Confirmation::Ack(None) => Ok(()),
-            other => Err(BackendError::Broker(format!(
-                "copy to {queue} not taken: {other:?}"
+        match refusal(&confirm.await.map_err(backend_error)?) {
+            None => Ok(()),
+            Some(refused) => Err(BackendError::Broker(format!(
+                "copy to {queue} not taken ({refused})"
             ))),
         }
     }
