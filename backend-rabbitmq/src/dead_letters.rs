@@ -225,12 +225,12 @@ async fn send(
 
 /// Waits for the copy's confirm, then acknowledges the original.
 async fn settle(taken: Taken) -> Result<(), BackendError> {
-    if let Some((queue, confirm)) = taken.copy {
-        if let Some(refused) = refusal(&confirm.await.map_err(backend_error)?) {
-            return Err(BackendError::Broker(format!(
-                "a dead letter's copy into {queue} was not taken ({refused}); the letter stays"
-            )));
-        }
+    if let Some((queue, confirm)) = taken.copy
+        && let Some(refused) = refusal(&confirm.await.map_err(backend_error)?)
+    {
+        return Err(BackendError::Broker(format!(
+            "a dead letter's copy into {queue} was not taken ({refused}); the letter stays"
+        )));
     }
     taken
         .delivery
