@@ -15,8 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
-    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, LiveTail, Publisher,
-    Replay, StartPosition, Subscriber, SubscriberName, Subscription, Tail,
+    BackendError, Connection, DeadLetter, Deliveries, Operator, Publisher, PublisherCapabilities,
+    Replay, StartPosition, Subscriber, SubscriberCapabilities, SubscriberName, Subscription, Tail,
 };
 use crate::envelope::Envelope;
 use crate::selection::Selection;
@@ -108,7 +108,22 @@ impl MemoryBackend {
 }
 
 #[async_trait]
+impl Connection for MemoryBackend {
+    async fn close(&self) -> Result<(), BackendError> {
+        self.closed.cancel();
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl Publisher for MemoryBackend {
+    fn publisher_capabilities(&self) -> PublisherCapabilities {
+        PublisherCapabilities {
+            max_envelope_bytes: self.broker.max_envelope_bytes,
+            publish_durability: "held in this process's memory: lost when the process exits",
+        }
+    }
+
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
         self.ensure_open()?;
         BackendError::check_size(envelope, self.broker.max_envelope_bytes)?;
@@ -134,6 +149,15 @@ impl Publisher for MemoryBackend {
 
 #[async_trait]
 impl Subscriber for MemoryBackend {
+    fn subscriber_capabilities(&self) -> SubscriberCapabilities {
+        SubscriberCapabilities {
+            per_list_order: true,
+            replay_from_start: false,
+            native_dead_letter: true,
+            abandoned_redelivery: Duration::ZERO,
+        }
+    }
+
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
         self.ensure_open()?;
         if subscription.start == StartPosition::Beginning {
@@ -182,6 +206,19 @@ impl Subscriber for MemoryBackend {
         Ok(deliveries.take_until(closed.cancelled_owned()).boxed())
     }
 
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
+        self.ensure_open()?;
+        let (sender, receiver) = mpsc::channel(TAIL_BUFFER);
+        lock(&self.broker.tails).push((selection.clone(), sender));
+        let envelopes = ReceiverStream::new(receiver).map(Ok);
+        Ok(envelopes
+            .take_until(self.closed.clone().cancelled_owned())
+            .boxed())
+    }
+}
+
+#[async_trait]
+impl Operator for MemoryBackend {
     async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
         self.ensure_open()?;
         if let Some(queue) = lock(&self.broker.queues).remove(name) {
@@ -189,10 +226,7 @@ impl Subscriber for MemoryBackend {
         }
         Ok(())
     }
-}
 
-#[async_trait]
-impl DeadLetters for MemoryBackend {
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
         self.ensure_open()?;
         Ok(self
@@ -210,39 +244,6 @@ impl DeadLetters for MemoryBackend {
         Ok(self.queue(name).map(|q| q.replay(&which)).unwrap_or(0))
     }
 }
-
-#[async_trait]
-impl LiveTail for MemoryBackend {
-    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
-        self.ensure_open()?;
-        let (sender, receiver) = mpsc::channel(TAIL_BUFFER);
-        lock(&self.broker.tails).push((selection.clone(), sender));
-        let envelopes = ReceiverStream::new(receiver).map(Ok);
-        Ok(envelopes
-            .take_until(self.closed.clone().cancelled_owned())
-            .boxed())
-    }
-}
-
-#[async_trait]
-impl Backend for MemoryBackend {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            per_list_order: true,
-            replay_from_start: false,
-            native_dead_letter: true,
-            max_envelope_bytes: self.broker.max_envelope_bytes,
-            abandoned_redelivery: Duration::ZERO,
-            publish_durability: "held in this process's memory: lost when the process exits",
-        }
-    }
-
-    async fn close(&self) -> Result<(), BackendError> {
-        self.closed.cancel();
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
