@@ -3,6 +3,7 @@
 //! reconnection when a hub falls silent or restarts.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -11,10 +12,11 @@ use async_trait::async_trait;
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
 
+use super::capabilities::Learned;
 use super::link::Link;
 use crate::config::{ClientConfig, DEFAULT_HEARTBEAT, DEFAULT_TIMEOUT};
 use crate::mailbox::{Inbox, Mailbox, mailbox};
-use crate::protocol::{self, Hello, Welcome, command};
+use crate::protocol::{self, Hello, Welcome, WireCapabilities, command};
 
 /// What deliveries and the stream ask of the thread.
 pub enum ConsumerCommand {
@@ -42,11 +44,13 @@ pub enum ConsumerCommand {
 type Item = Result<Delivery, BackendError>;
 
 /// Starts the thread; the receiver answers once every hub welcomed the
-/// subscription (or with why not).
+/// subscription (or with why not). What each hub's WELCOME says it
+/// guarantees goes into `learned`.
 pub fn start(
     context: zmq::Context,
     config: &ClientConfig,
     subscription: &Subscription,
+    learned: Arc<Learned>,
 ) -> Result<(DeliveryStream, oneshot::Receiver<Result<(), BackendError>>), BackendError> {
     let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
     let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
@@ -66,7 +70,9 @@ pub fn start(
         welcome: Welcome {
             heartbeat_ms: DEFAULT_HEARTBEAT.as_millis() as u64,
             timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
+            capabilities: WireCapabilities::of_hub(DEFAULT_TIMEOUT),
         },
+        learned,
     };
     std::thread::Builder::new()
         .name(format!("zmq-sub-{}", subscription.name))
@@ -166,6 +172,7 @@ struct Consumer {
     mailbox: Mailbox<ConsumerCommand>,
     deliveries: mpsc::Sender<Item>,
     welcome: Welcome,
+    learned: Arc<Learned>,
 }
 
 /// Why the thread stops.
@@ -377,6 +384,8 @@ impl Consumer {
                     if let Ok(welcome) =
                         serde_json::from_slice::<Welcome>(args.first().map_or(&[][..], |a| a))
                     {
+                        self.learned
+                            .record(&self.links[i].link.endpoint, welcome.capabilities);
                         self.welcome = welcome;
                     }
                     self.links[i].welcomed = true;

@@ -1,35 +1,35 @@
 //! The archive server's side: [`ZmqClient`] connects to one or more hubs
 //! and consumes, tails, and administers dead letters over ZeroMQ.
 
+mod capabilities;
 mod consumer;
 mod link;
 mod request;
 mod tail;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use archiver_core::wire;
 use archiver_core::{
-    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Envelope, LiveTail,
-    Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
+    BackendError, Connection, DeadLetter, Deliveries, Operator, Replay, Selection, Subscriber,
+    SubscriberCapabilities, SubscriberName, Subscription, Tail,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ClientConfig, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_TIMEOUT};
-use crate::hub::ZmqHub;
+use crate::config::ClientConfig;
 use crate::protocol::{DeadLetterMeta, command};
+use capabilities::Learned;
 use link::check_endpoint;
 
 /// An archive server's client of one or more hubs. Cheap to clone.
 ///
-/// It implements [`archiver_core::Backend`]: `subscribe` consumes a durable
-/// queue from every hub, `tail` follows live traffic, dead letters are
-/// listed and replayed by asking the hubs. Publishing is the list server's
-/// ([`ZmqHub`]); a client made by [`ZmqHub::client`] publishes through its
-/// hub, one made by [`ZmqClient::connect`] refuses with `Unsupported`.
+/// It plays the archive server's role ([`Subscriber`]: `subscribe` consumes
+/// a durable queue from every hub, `tail` follows live traffic) and the
+/// operator's ([`Operator`]: dead letters are listed and replayed, and
+/// subscribers deleted, by asking the hubs). Publishing is the list
+/// server's role, which its [`ZmqHub`](crate::ZmqHub) plays.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), archiver_core::BackendError> {
@@ -47,7 +47,7 @@ pub struct ZmqClient {
 struct ClientInner {
     config: ClientConfig,
     context: zmq::Context,
-    hub: Option<ZmqHub>,
+    learned: Arc<Learned>,
     closed: CancellationToken,
     stoppers: Mutex<Vec<Box<dyn Fn() + Send>>>,
 }
@@ -62,23 +62,15 @@ impl ZmqClient {
         for endpoint in config.endpoints.iter().chain(&config.tail_endpoints) {
             check_endpoint(endpoint)?;
         }
-        Ok(Self::new(config, None))
-    }
-
-    pub(crate) fn attached(config: ClientConfig, hub: ZmqHub) -> Self {
-        Self::new(config, Some(hub))
-    }
-
-    fn new(config: ClientConfig, hub: Option<ZmqHub>) -> Self {
-        Self {
+        Ok(Self {
             inner: Arc::new(ClientInner {
                 config,
                 context: zmq::Context::new(),
-                hub,
+                learned: Arc::default(),
                 closed: CancellationToken::new(),
                 stoppers: Mutex::default(),
             }),
-        }
+        })
     }
 
     fn ensure_open(&self) -> Result<(), BackendError> {
@@ -150,24 +142,40 @@ async fn attached(
 }
 
 #[async_trait]
-impl Publisher for ZmqClient {
-    async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
-        self.ensure_open()?;
-        match &self.inner.hub {
-            Some(hub) => hub.publish(envelope).await,
-            None => Err(BackendError::Unsupported(
-                "publishing from an archive server's client: the list server publishes through its ZmqHub",
-            )),
+impl Connection for ZmqClient {
+    async fn close(&self) -> Result<(), BackendError> {
+        self.inner.closed.cancel();
+        let stoppers = std::mem::take(
+            &mut *self
+                .inner
+                .stoppers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for stop in stoppers {
+            stop();
         }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Subscriber for ZmqClient {
+    /// What the hubs said in their last WELCOME to a subscription of this
+    /// client (a hub counts as one of default settings until it has
+    /// welcomed one): read it after `subscribe` to know the hubs' own.
+    fn subscriber_capabilities(&self) -> SubscriberCapabilities {
+        self.inner.learned.across(&self.inner.config.endpoints)
+    }
+
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
         self.ensure_open()?;
-        let (stream, answer) =
-            consumer::start(self.inner.context.clone(), &self.inner.config, subscription)?;
+        let (stream, answer) = consumer::start(
+            self.inner.context.clone(),
+            &self.inner.config,
+            subscription,
+            Arc::clone(&self.inner.learned),
+        )?;
         attached(answer).await?;
         let stopper = stream.stopper();
         self.on_close(move || {
@@ -178,6 +186,23 @@ impl Subscriber for ZmqClient {
             .boxed())
     }
 
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
+        self.ensure_open()?;
+        let (stream, answer) =
+            tail::start(self.inner.context.clone(), &self.inner.config, selection)?;
+        attached(answer).await?;
+        let stopper = stream.stopper();
+        self.on_close(move || {
+            let _ = stopper.send(tail::StopTail);
+        });
+        Ok(stream
+            .take_until(self.inner.closed.clone().cancelled_owned())
+            .boxed())
+    }
+}
+
+#[async_trait]
+impl Operator for ZmqClient {
     async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
         let replies = self
             .ask_all(vec![
@@ -187,49 +212,7 @@ impl Subscriber for ZmqClient {
             .await?;
         expect_reply(&replies, command::UNSUBSCRIBED).map(drop)
     }
-}
 
-/// Checks every hub answered with `verb`; returns the replies' arguments.
-fn expect_reply<'a>(
-    replies: &'a [Vec<Vec<u8>>],
-    verb: &[u8],
-) -> Result<Vec<&'a [Vec<u8>]>, BackendError> {
-    replies
-        .iter()
-        .map(|reply| match reply.split_first() {
-            Some((first, rest)) if first == verb => Ok(rest),
-            _ => Err(BackendError::Broker(format!(
-                "the hub answered {:?} where {:?} was expected",
-                reply
-                    .first()
-                    .map(|f| String::from_utf8_lossy(f).into_owned()),
-                String::from_utf8_lossy(verb)
-            ))),
-        })
-        .collect()
-}
-
-/// The dead letters of one DEAD-LETTERS reply page: metadata and envelope
-/// frames in pairs.
-fn dead_letter_page(frames: &[Vec<u8>]) -> Result<Vec<DeadLetter>, BackendError> {
-    if !frames.len().is_multiple_of(2) {
-        return Err(BackendError::Broker(
-            "dead-letter reply frames do not pair".into(),
-        ));
-    }
-    frames
-        .chunks(2)
-        .map(|pair| {
-            let meta: DeadLetterMeta = serde_json::from_slice(&pair[0])
-                .map_err(|e| BackendError::Broker(format!("dead-letter metadata: {e}")))?;
-            let envelope = wire::from_bytes(bytes::Bytes::from(pair[1].clone()))?;
-            Ok(meta.into_letter(envelope))
-        })
-        .collect()
-}
-
-#[async_trait]
-impl DeadLetters for ZmqClient {
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
         let name = name.as_str().as_bytes().to_vec();
         let per_hub = self
@@ -277,51 +260,41 @@ impl DeadLetters for ZmqClient {
             .sum()
     }
 }
-
-#[async_trait]
-impl LiveTail for ZmqClient {
-    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
-        self.ensure_open()?;
-        let (stream, answer) =
-            tail::start(self.inner.context.clone(), &self.inner.config, selection)?;
-        attached(answer).await?;
-        let stopper = stream.stopper();
-        self.on_close(move || {
-            let _ = stopper.send(tail::StopTail);
-        });
-        Ok(stream
-            .take_until(self.inner.closed.clone().cancelled_owned())
-            .boxed())
-    }
+/// Checks every hub answered with `verb`; returns the replies' arguments.
+fn expect_reply<'a>(
+    replies: &'a [Vec<Vec<u8>>],
+    verb: &[u8],
+) -> Result<Vec<&'a [Vec<u8>]>, BackendError> {
+    replies
+        .iter()
+        .map(|reply| match reply.split_first() {
+            Some((first, rest)) if first == verb => Ok(rest),
+            _ => Err(BackendError::Broker(format!(
+                "the hub answered {:?} where {:?} was expected",
+                reply
+                    .first()
+                    .map(|f| String::from_utf8_lossy(f).into_owned()),
+                String::from_utf8_lossy(verb)
+            ))),
+        })
+        .collect()
 }
 
-#[async_trait]
-impl Backend for ZmqClient {
-    fn capabilities(&self) -> Capabilities {
-        let hub = self.inner.hub.as_ref().map(ZmqHub::config);
-        Capabilities {
-            per_list_order: true,
-            replay_from_start: true,
-            native_dead_letter: true,
-            max_envelope_bytes: hub.map_or(DEFAULT_MAX_ENVELOPE_BYTES, |c| c.max_envelope_bytes),
-            abandoned_redelivery: hub.map_or(DEFAULT_TIMEOUT, |c| c.timeout)
-                + Duration::from_secs(1),
-            publish_durability: "appended to the list server's journal and synced to its disk (fdatasync); delivered to each subscriber from there",
-        }
+/// The dead letters of one DEAD-LETTERS reply page: metadata and envelope
+/// frames in pairs.
+fn dead_letter_page(frames: &[Vec<u8>]) -> Result<Vec<DeadLetter>, BackendError> {
+    if !frames.len().is_multiple_of(2) {
+        return Err(BackendError::Broker(
+            "dead-letter reply frames do not pair".into(),
+        ));
     }
-
-    async fn close(&self) -> Result<(), BackendError> {
-        self.inner.closed.cancel();
-        let stoppers = std::mem::take(
-            &mut *self
-                .inner
-                .stoppers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        for stop in stoppers {
-            stop();
-        }
-        Ok(())
-    }
+    frames
+        .chunks(2)
+        .map(|pair| {
+            let meta: DeadLetterMeta = serde_json::from_slice(&pair[0])
+                .map_err(|e| BackendError::Broker(format!("dead-letter metadata: {e}")))?;
+            let envelope = wire::from_bytes(bytes::Bytes::from(pair[1].clone()))?;
+            Ok(meta.into_letter(envelope))
+        })
+        .collect()
 }
