@@ -12,7 +12,9 @@
 //!
 //! Every scenario asserts counts and byte-exact envelopes, waits on events
 //! with a deadline (never a fixed sleep), and adapts to the backend's
-//! [`Capabilities`](crate::Capabilities) where a guarantee is optional.
+//! capabilities ([`PublisherCapabilities`](crate::PublisherCapabilities),
+//! [`SubscriberCapabilities`](crate::SubscriberCapabilities)) where a
+//! guarantee is optional.
 
 mod content;
 mod corpus;
