@@ -360,6 +360,10 @@ impl Operator for RabbitBackend {
         dead_letters::list(&self.shared, name).await
     }
 
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError> {
+        dead_letters::purge(&self.shared, name).await
+    }
+
     async fn replay_dead_letters(
         &self,
         name: &SubscriberName,

@@ -391,6 +391,11 @@ impl Operator for RedisBackend {
         dead_letters::list(&mut self.shared.conn.clone(), &self.shared.keys, name).await
     }
 
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::purge(&mut self.shared.conn.clone(), &self.shared.keys, name).await
+    }
+
     async fn replay_dead_letters(
         &self,
         name: &SubscriberName,

@@ -75,6 +75,10 @@ pub mod command {
     pub const REPLAY: &[u8] = b"REPLAY";
     /// Reply to REPLAY: how many (decimal).
     pub const REPLAYED: &[u8] = b"REPLAYED";
+    /// Request: delete a subscriber's dead letters (name).
+    pub const PURGE: &[u8] = b"PURGE";
+    /// Reply to PURGE: how many (decimal).
+    pub const PURGED: &[u8] = b"PURGED";
     /// Request: delete a subscriber's queue and dead letters (name).
     pub const UNSUBSCRIBE: &[u8] = b"UNSUBSCRIBE";
     /// Reply to UNSUBSCRIBE.

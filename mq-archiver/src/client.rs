@@ -227,6 +227,10 @@ impl Operator for SubscriberClient {
         self.archive.dead_letters(name).await
     }
 
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError> {
+        self.archive.purge_dead_letters(name).await
+    }
+
     async fn replay_dead_letters(
         &self,
         name: &SubscriberName,

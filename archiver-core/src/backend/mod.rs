@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | list server | [`Publisher`] | durable publish |
 //! | archive server | [`Subscriber`] | durable named subscription, fan-out, competing consumers, routing, acks; transient live tail |
-//! | operator | [`Operator`] | dead letters: list and replay; unsubscribe |
+//! | operator | [`Operator`] | dead letters: list, replay and purge; unsubscribe |
 //!
 //! Symmetric brokers (Redis, RabbitMQ, the in-memory backend) give one
 //! client of every role. ZeroMQ has no broker: the list server's hub is its
@@ -110,6 +110,11 @@ pub trait Operator: Connection {
         name: &SubscriberName,
         which: Replay,
     ) -> Result<usize, BackendError>;
+
+    /// Deletes every dead letter of the subscriber (malformed ones too),
+    /// for those an operator looked at and does not want back; the queue
+    /// is untouched. Returns how many were deleted.
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError>;
 
     /// Deletes the subscriber's queue and dead letters: for an archive
     /// server that is retired. What was in them is gone.

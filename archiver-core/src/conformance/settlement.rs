@@ -75,7 +75,8 @@ pub async fn abandoned_delivery_is_redelivered<H: Harness>(harness: &H) {
 }
 
 /// Nacked up to the attempt limit, or rejected, an envelope lands in the
-/// dead letters; it can be listed, replayed and then delivered.
+/// dead letters; it can be listed, replayed and then delivered, or purged
+/// and never delivered again.
 pub async fn dead_letters_after_max_attempts<H: Harness>(harness: &H) {
     let backend = harness.subscriber().await;
     let subscriber = name("dead");
@@ -163,6 +164,39 @@ pub async fn dead_letters_after_max_attempts<H: Harness>(harness: &H) {
             .expect("list")
             .is_empty()
     );
+
+    // Purged dead letters are gone for good; the queue goes on.
+    let unwanted = mail(&list_id, 2);
+    publish_all(&harness.publisher().await, std::slice::from_ref(&unwanted)).await;
+    let delivery = next(&mut deliveries, "the mail to purge").await;
+    assert_eq!(delivery.envelope(), &unwanted);
+    delivery.reject("not wanted").await.expect("reject");
+    wait_for_dead_letters(&backend, &subscriber, 1).await;
+    assert_eq!(
+        backend
+            .purge_dead_letters(&subscriber)
+            .await
+            .expect("purge"),
+        1
+    );
+    assert!(
+        backend
+            .dead_letters(&subscriber)
+            .await
+            .expect("list after purge")
+            .is_empty()
+    );
+    assert_eq!(
+        backend
+            .replay_dead_letters(&subscriber, Replay::All)
+            .await
+            .expect("replay after purge"),
+        0
+    );
+    let after = mail(&list_id, 3);
+    publish_all(&harness.publisher().await, std::slice::from_ref(&after)).await;
+    let received = receive_acked(&mut deliveries, 1, "after the purge").await;
+    assert_exactly_once(&received, &[after], "after the purge");
 }
 
 /// Dead-lettering may be asynchronous on a broker: poll with a deadline.

@@ -235,6 +235,11 @@ impl Operator for MemoryBackend {
             .unwrap_or_default())
     }
 
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError> {
+        self.ensure_open()?;
+        Ok(self.queue(name).map_or(0, |q| q.purge_dead_letters()))
+    }
+
     async fn replay_dead_letters(
         &self,
         name: &SubscriberName,

@@ -239,6 +239,16 @@ impl Operator for ZmqClient {
         Ok(letters)
     }
 
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError> {
+        let replies = self
+            .ask_all(vec![
+                command::PURGE.to_vec(),
+                name.as_str().as_bytes().to_vec(),
+            ])
+            .await?;
+        counts(&replies, command::PURGED)
+    }
+
     async fn replay_dead_letters(
         &self,
         name: &SubscriberName,
@@ -250,14 +260,7 @@ impl Operator for ZmqClient {
             Replay::Only(ids) => frames.extend(ids.iter().map(|id| id.to_string().into_bytes())),
         }
         let replies = self.ask_all(frames).await?;
-        expect_reply(&replies, command::REPLAYED)?
-            .into_iter()
-            .map(|args| {
-                args.first()
-                    .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
-                    .ok_or_else(|| BackendError::Broker("REPLAYED without a count".into()))
-            })
-            .sum()
+        counts(&replies, command::REPLAYED)
     }
 }
 /// Checks every hub answered with `verb`; returns the replies' arguments.
@@ -278,6 +281,23 @@ fn expect_reply<'a>(
             ))),
         })
         .collect()
+}
+
+/// The sum of the counts every hub answered with `verb` (REPLAYED, PURGED).
+fn counts(replies: &[Vec<Vec<u8>>], verb: &[u8]) -> Result<usize, BackendError> {
+    expect_reply(replies, verb)?
+        .into_iter()
+        .map(|args| {
+            args.first()
+                .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    BackendError::Broker(format!(
+                        "{} without a count",
+                        String::from_utf8_lossy(verb)
+                    ))
+                })
+        })
+        .sum()
 }
 
 /// The dead letters of one DEAD-LETTERS reply page: metadata and envelope
