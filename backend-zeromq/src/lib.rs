@@ -22,8 +22,8 @@
 //!   it in its WELCOME and the client reports that
 //!   ([`Subscriber::subscriber_capabilities`]).
 //! - **Acks, nacks, rejects** go back by delivery tag; a nack's delay, the
-//!   attempt count and the dead letters (kept as files, listed and replayed
-//!   over the wire) behave as on the brokers.
+//!   attempt count and the dead letters (kept as files, listed, replayed
+//!   and purged over the wire) behave as on the brokers.
 //! - **Credit**: the hub never has more than a connection's prefetch
 //!   unsettled on it, nor more than [`DEFAULT_MAX_UNACKED_BYTES`] of
 //!   envelopes, so neither side's memory grows with the backlog, which

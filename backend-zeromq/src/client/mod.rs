@@ -27,7 +27,7 @@ use link::check_endpoint;
 ///
 /// It plays the archive server's role ([`Subscriber`]: `subscribe` consumes
 /// a durable queue from every hub, `tail` follows live traffic) and the
-/// operator's ([`Operator`]: dead letters are listed and replayed, and
+/// operator's ([`Operator`]: dead letters are listed, replayed and purged, and
 /// subscribers deleted, by asking the hubs). Publishing is the list
 /// server's role, which its [`ZmqHub`](crate::ZmqHub) plays.
 ///
