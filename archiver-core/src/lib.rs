@@ -12,7 +12,7 @@
 //! | [`list`], [`event`] | lists, archive policy, list events |
 //! | [`envelope`], [`wire`] | what travels, and its fields on the wire |
 //! | [`selection`] | which lists and kinds a subscriber wants |
-//! | [`backend`] | the message patterns as traits |
+//! | [`backend`] | the message patterns as traits, one per role |
 //! | [`archiver`] | the list server's side (Mailman's `IArchiver`) |
 //! | [`journal`] | a durable local log: the spool's and ZeroMQ's storage |
 //! | [`spool`] | the list server's spool for broker outages |
@@ -44,10 +44,10 @@ pub use archiver::{
     ArchiveError, ArchiveUrls, Archiver, InvalidBaseUrl, Outcome, QueueArchiver, Receipt,
 };
 pub use backend::{
-    Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, Delivery,
-    InvalidPrefix, LazyPublisher, LiveTail, Prefix, Publisher, RawDeadLetter, Replay, Settle,
-    StartPosition, Subscriber, SubscriberName, Subscription, Tail, attempt_limit_reached,
-    malformed_reason, redact_url,
+    Backend, BackendError, CloseFlag, Connection, DeadLetter, Deliveries, Delivery, InvalidPrefix,
+    LazyPublisher, Operator, Prefix, Publisher, PublisherCapabilities, RawDeadLetter, Replay,
+    Settle, StartPosition, Subscriber, SubscriberCapabilities, SubscriberName, Subscription, Tail,
+    attempt_limit_reached, malformed_reason, redact_url,
 };
 pub use backoff::Backoff;
 pub use envelope::{Envelope, EnvelopeId, Kind};

@@ -515,7 +515,18 @@ mod tests {
     struct Hiccup(Arc<AtomicU64>);
 
     #[async_trait]
+    impl crate::backend::Connection for Hiccup {
+        async fn close(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
     impl Subscriber for Hiccup {
+        fn subscriber_capabilities(&self) -> crate::backend::SubscriberCapabilities {
+            MemoryBackend::new().subscriber_capabilities()
+        }
+
         async fn subscribe(
             &self,
             _: &Subscription,
@@ -541,11 +552,11 @@ mod tests {
             ];
             Ok(futures::stream::iter(items).boxed())
         }
-        async fn unsubscribe(
+        async fn tail(
             &self,
-            _: &crate::backend::SubscriberName,
-        ) -> Result<(), BackendError> {
-            Ok(())
+            _: &crate::selection::Selection,
+        ) -> Result<crate::backend::Tail, BackendError> {
+            Err(BackendError::Unsupported("a tail of the hiccup subscriber"))
         }
     }
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 use archiver_core::conformance::faults::wait_until;
 use archiver_core::journal::{Journal, JournalError, JournalOptions};
 use archiver_core::{
-    ArchiveError, ArchiveUrls, Archiver, BackendError, Deliveries, Envelope, ListChange, ListEvent,
-    ListId, MailingList, MemoryBackend, Outcome, Publisher, QueueArchiver, SpoolOptions,
-    Subscriber, SubscriberName, Subscription,
+    ArchiveError, ArchiveUrls, Archiver, BackendError, Connection, Deliveries, Envelope,
+    ListChange, ListEvent, ListId, MailingList, MemoryBackend, Outcome, Publisher,
+    PublisherCapabilities, QueueArchiver, SpoolOptions, Subscriber, SubscriberName, Subscription,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -33,7 +33,18 @@ struct Switch {
 }
 
 #[async_trait]
+impl Connection for Switch {
+    async fn close(&self) -> Result<(), BackendError> {
+        self.broker.close().await
+    }
+}
+
+#[async_trait]
 impl Publisher for Switch {
+    fn publisher_capabilities(&self) -> PublisherCapabilities {
+        self.broker.publisher_capabilities()
+    }
+
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         if self.refuse.load(Ordering::SeqCst) {

@@ -1,6 +1,6 @@
 //! How to reach RabbitMQ and how the backend behaves.
 
-use archiver_core::{BackendError, Prefix};
+use archiver_core::{BackendError, Prefix, PublisherCapabilities};
 
 /// The kind of queue each durable subscriber gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,6 +69,16 @@ impl std::fmt::Debug for RabbitConfig {
 }
 
 impl RabbitConfig {
+    /// What publishing through a client of this configuration guarantees:
+    /// known before connecting, so a publisher that connects lazily can
+    /// report it.
+    pub fn publisher_capabilities(&self) -> PublisherCapabilities {
+        PublisherCapabilities {
+            max_envelope_bytes: self.max_envelope_bytes,
+            publish_durability: "publisher confirm: routed to every bound queue and written to disk (quorum queues: fsynced)",
+        }
+    }
+
     /// Defaults for a URL: prefix `archiver`, quorum queues, 64 MiB bodies,
     /// unrouted messages kept (up to 100,000).
     pub fn new(url: impl Into<String>) -> Self {

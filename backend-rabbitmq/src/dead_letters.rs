@@ -21,7 +21,9 @@ use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueuePurgeOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ErrorKind, PublisherConfirm};
 
@@ -289,6 +291,25 @@ fn first_death(properties: &lapin::BasicProperties) -> Option<(String, u64)> {
         _ => 0,
     };
     Some((reason, at))
+}
+
+/// Deletes every dead letter (the broker purges the queue at once);
+/// returns how many.
+pub(crate) async fn purge(shared: &Shared, name: &SubscriberName) -> Result<usize, BackendError> {
+    let channel = shared.new_channel(false).await?;
+    let purged = channel
+        .queue_purge(
+            shared.names.dead(name).as_str().into(),
+            QueuePurgeOptions::default(),
+        )
+        .await;
+    let _ = channel.close(200, "purged".into()).await;
+    match purged {
+        Ok(count) => Ok(count as usize),
+        // A subscriber that never subscribed has no dead-letter queue.
+        Err(error) if is_not_found(&error) => Ok(0),
+        Err(error) => Err(backend_error(error)),
+    }
 }
 
 /// Deletes the malformed dead letters; returns how many.

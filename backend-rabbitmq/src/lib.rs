@@ -123,8 +123,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use archiver_core::{
-    Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, Envelope,
-    LiveTail, Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
+    BackendError, CloseFlag, Connection, DeadLetter, Deliveries, Envelope, Operator, Publisher,
+    PublisherCapabilities, Replay, Selection, Subscriber, SubscriberCapabilities, SubscriberName,
+    Subscription, Tail,
 };
 use async_trait::async_trait;
 use lapin::Channel;
@@ -308,7 +309,22 @@ impl RabbitBackend {
 }
 
 #[async_trait]
+impl Connection for RabbitBackend {
+    async fn close(&self) -> Result<(), BackendError> {
+        self.shared.closed.close();
+        if let Some(link) = self.shared.link.lock().await.take() {
+            let _ = link.connection.close(200, "client closed".into()).await;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl Publisher for RabbitBackend {
+    fn publisher_capabilities(&self) -> PublisherCapabilities {
+        self.shared.config.publisher_capabilities()
+    }
+
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
         publish::publish(&self.shared, envelope).await
     }
@@ -316,10 +332,28 @@ impl Publisher for RabbitBackend {
 
 #[async_trait]
 impl Subscriber for RabbitBackend {
+    fn subscriber_capabilities(&self) -> SubscriberCapabilities {
+        SubscriberCapabilities {
+            per_list_order: true,
+            replay_from_start: false,
+            native_dead_letter: self.shared.config.queue_type == QueueType::Quorum,
+            // The broker requeues at once when the connection closes; a
+            // half-open one is noticed by the heartbeat.
+            abandoned_redelivery: Duration::from_secs(120),
+        }
+    }
+
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
         consumer::subscribe(&self.shared, subscription).await
     }
 
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
+        tail::tail(&self.shared, selection).await
+    }
+}
+
+#[async_trait]
+impl Operator for RabbitBackend {
     async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
         let channel = self.shared.new_channel(false).await?;
         let names = &self.shared.names;
@@ -344,12 +378,13 @@ impl Subscriber for RabbitBackend {
         tracing::info!(subscriber = %name, "subscriber deleted");
         Ok(())
     }
-}
 
-#[async_trait]
-impl DeadLetters for RabbitBackend {
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
         dead_letters::list(&self.shared, name).await
+    }
+
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError> {
+        dead_letters::purge(&self.shared, name).await
     }
 
     async fn replay_dead_letters(
@@ -358,36 +393,5 @@ impl DeadLetters for RabbitBackend {
         which: Replay,
     ) -> Result<usize, BackendError> {
         dead_letters::replay(&self.shared, name, &which).await
-    }
-}
-
-#[async_trait]
-impl LiveTail for RabbitBackend {
-    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
-        tail::tail(&self.shared, selection).await
-    }
-}
-
-#[async_trait]
-impl Backend for RabbitBackend {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            per_list_order: true,
-            replay_from_start: false,
-            native_dead_letter: self.shared.config.queue_type == QueueType::Quorum,
-            max_envelope_bytes: self.shared.config.max_envelope_bytes,
-            // The broker requeues at once when the connection closes; a
-            // half-open one is noticed by the heartbeat.
-            abandoned_redelivery: Duration::from_secs(120),
-            publish_durability: "publisher confirm: routed to every bound queue and written to disk (quorum queues: fsynced)",
-        }
-    }
-
-    async fn close(&self) -> Result<(), BackendError> {
-        self.shared.closed.close();
-        if let Some(link) = self.shared.link.lock().await.take() {
-            let _ = link.connection.close(200, "client closed".into()).await;
-        }
-        Ok(())
     }
 }

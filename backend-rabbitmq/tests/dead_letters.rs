@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use archiver_core::conformance::Harness;
 use archiver_core::conformance::fixtures::{next_delivery, small_mail};
 use archiver_core::{
-    DeadLetters, Envelope, ListId, MailingList, Publisher, Replay, Subscriber, SubscriberName,
+    Envelope, ListId, MailingList, Operator, Publisher, Replay, Subscriber, SubscriberName,
     Subscription,
 };
 use backend_rabbitmq::RawDeadLetter;

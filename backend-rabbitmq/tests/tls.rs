@@ -4,7 +4,6 @@
 
 mod support;
 
-use archiver_core::conformance::Harness;
 use archiver_core::conformance::faults::small_mail;
 use archiver_core::conformance::tls::{assert_untrusted_refused, make_certificates};
 use archiver_core::{ListId, Publisher, Subscriber, Subscription};

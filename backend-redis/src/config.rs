@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use archiver_core::{BackendError, Prefix, redact_url as redact};
+use archiver_core::{BackendError, Prefix, PublisherCapabilities, redact_url as redact};
 
 /// What `publish` waits for before it returns Ok.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,6 +96,26 @@ impl std::fmt::Debug for RedisConfig {
 }
 
 impl RedisConfig {
+    /// What publishing through a client of this configuration guarantees:
+    /// known before connecting, so a publisher that connects lazily can
+    /// report it.
+    pub fn publisher_capabilities(&self) -> PublisherCapabilities {
+        PublisherCapabilities {
+            max_envelope_bytes: self.max_envelope_bytes,
+            publish_durability: match self.durability {
+                Durability::Reply => {
+                    "XADD answered: in Redis memory, on disk as the server's appendfsync policy says"
+                }
+                Durability::Replicas { .. } => {
+                    "XADD answered and WAIT saw the configured number of replicas"
+                }
+                Durability::Fsync { .. } => {
+                    "XADD answered and WAITAOF saw it fsynced locally and on the configured replicas"
+                }
+            },
+        }
+    }
+
     /// Defaults for a URL: prefix `archiver`, 60 s claim idle, 200 ms poll,
     /// XADD-reply durability, 64 MiB bodies, trimming every 10 s of entries
     /// older than a minute.

@@ -278,6 +278,25 @@ async fn replay_one(
     Ok(replies.first().and_then(int).unwrap_or(0) as usize)
 }
 
+/// Deletes every dead letter; returns how many. One transaction, so a
+/// dead letter added meanwhile is either counted and deleted or kept.
+pub(crate) async fn purge(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    name: &SubscriberName,
+) -> Result<usize, BackendError> {
+    let (count, _deleted): (usize, usize) = redis::pipe()
+        .atomic()
+        .cmd("XLEN")
+        .arg(keys.dead(name))
+        .cmd("DEL")
+        .arg(keys.dead(name))
+        .query_async(conn)
+        .await
+        .map_err(backend_error)?;
+    Ok(count)
+}
+
 /// Deletes the malformed dead letters; returns how many.
 pub(crate) async fn purge_malformed(
     conn: &mut ConnectionManager,

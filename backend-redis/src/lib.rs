@@ -100,8 +100,9 @@ mod tail;
 use std::sync::Arc;
 
 use archiver_core::{
-    Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, Envelope,
-    LiveTail, Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
+    BackendError, CloseFlag, Connection, DeadLetter, Deliveries, Envelope, Operator, Publisher,
+    PublisherCapabilities, Replay, Selection, Subscriber, SubscriberCapabilities, SubscriberName,
+    Subscription, Tail,
 };
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
@@ -306,7 +307,19 @@ async fn ensure_waitaof(conn: &mut ConnectionManager) -> Result<(), BackendError
 }
 
 #[async_trait]
+impl Connection for RedisBackend {
+    async fn close(&self) -> Result<(), BackendError> {
+        self.shared.closed.close();
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl Publisher for RedisBackend {
+    fn publisher_capabilities(&self) -> PublisherCapabilities {
+        self.shared.config.publisher_capabilities()
+    }
+
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
         publish::publish(&self.shared, envelope).await
     }
@@ -314,10 +327,29 @@ impl Publisher for RedisBackend {
 
 #[async_trait]
 impl Subscriber for RedisBackend {
+    fn subscriber_capabilities(&self) -> SubscriberCapabilities {
+        let config = &self.shared.config;
+        SubscriberCapabilities {
+            per_list_order: true,
+            replay_from_start: true,
+            native_dead_letter: false,
+            abandoned_redelivery: config.claim_idle
+                + (config.claim_idle / 4).max(config.poll_interval)
+                + config.poll_interval,
+        }
+    }
+
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
         consumer::subscribe(&self.shared, subscription).await
     }
 
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
+        tail::tail(&self.shared, selection).await
+    }
+}
+
+#[async_trait]
+impl Operator for RedisBackend {
     async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
         self.shared.ensure_open()?;
         let keys = &self.shared.keys;
@@ -348,13 +380,15 @@ impl Subscriber for RedisBackend {
         tracing::info!(subscriber = %name, "subscriber deleted");
         Ok(())
     }
-}
 
-#[async_trait]
-impl DeadLetters for RedisBackend {
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
         self.shared.ensure_open()?;
         dead_letters::list(&mut self.shared.conn.clone(), &self.shared.keys, name).await
+    }
+
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError> {
+        self.shared.ensure_open()?;
+        dead_letters::purge(&mut self.shared.conn.clone(), &self.shared.keys, name).await
     }
 
     async fn replay_dead_letters(
@@ -370,44 +404,5 @@ impl DeadLetters for RedisBackend {
             &which,
         )
         .await
-    }
-}
-
-#[async_trait]
-impl LiveTail for RedisBackend {
-    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
-        tail::tail(&self.shared, selection).await
-    }
-}
-
-#[async_trait]
-impl Backend for RedisBackend {
-    fn capabilities(&self) -> Capabilities {
-        let config = &self.shared.config;
-        Capabilities {
-            per_list_order: true,
-            replay_from_start: true,
-            native_dead_letter: false,
-            max_envelope_bytes: config.max_envelope_bytes,
-            abandoned_redelivery: config.claim_idle
-                + (config.claim_idle / 4).max(config.poll_interval)
-                + config.poll_interval,
-            publish_durability: match config.durability {
-                Durability::Reply => {
-                    "XADD answered: in Redis memory, on disk as the server's appendfsync policy says"
-                }
-                Durability::Replicas { .. } => {
-                    "XADD answered and WAIT saw the configured number of replicas"
-                }
-                Durability::Fsync { .. } => {
-                    "XADD answered and WAITAOF saw it fsynced locally and on the configured replicas"
-                }
-            },
-        }
-    }
-
-    async fn close(&self) -> Result<(), BackendError> {
-        self.shared.closed.close();
-        Ok(())
     }
 }

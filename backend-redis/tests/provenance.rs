@@ -8,8 +8,8 @@ mod support;
 use archiver_core::conformance::Harness;
 use archiver_core::conformance::fixtures::{ack_until, small_mail};
 use archiver_core::{
-    ArchivePolicy, DeadLetters, Envelope, ListId, MailingList, Publisher, Subscriber,
-    SubscriberName, Subscription,
+    ArchivePolicy, Envelope, ListId, MailingList, Operator, Publisher, Subscriber, SubscriberName,
+    Subscription,
 };
 use support::RedisHarness;
 

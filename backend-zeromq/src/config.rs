@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use archiver_core::PublisherCapabilities;
 use archiver_core::journal::SyncPolicy;
 
 /// Largest envelope body a hub takes by default: the wire format's mail
@@ -107,6 +108,23 @@ pub struct HubConfig {
 }
 
 impl HubConfig {
+    /// What publishing through a hub of this configuration guarantees:
+    /// known before connecting, so a publisher that connects lazily can
+    /// report it.
+    pub fn publisher_capabilities(&self) -> PublisherCapabilities {
+        PublisherCapabilities {
+            max_envelope_bytes: self.max_envelope_bytes,
+            publish_durability: match self.sync {
+                SyncPolicy::Always => {
+                    "appended to the list server's journal and synced to its disk (fdatasync); delivered to each subscriber from there"
+                }
+                SyncPolicy::Within(_) => {
+                    "appended to the list server's journal, synced to its disk within the configured time (a power loss may lose the last ones); delivered to each subscriber from there"
+                }
+            },
+        }
+    }
+
     /// A hub on `endpoint` keeping its state in `dir`.
     pub fn new(endpoint: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
         Self {

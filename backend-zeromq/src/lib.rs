@@ -14,9 +14,16 @@
 //!   server may consume from several list servers). Its hello names the
 //!   subscriber and its selection; connections with the same name share the
 //!   queue (competing consumers).
+//! - **Roles**: the hub is the list server's client ([`Publisher`]) and
+//!   nothing else; a [`ZmqClient`] is an archive server's and an
+//!   operator's ([`Subscriber`], [`Operator`]), even in the list server's
+//!   own process. What a subscriber can rely on (how soon an abandoned
+//!   delivery comes back) depends on the hub's settings, so the hub says
+//!   it in its WELCOME and the client reports that
+//!   ([`Subscriber::subscriber_capabilities`]).
 //! - **Acks, nacks, rejects** go back by delivery tag; a nack's delay, the
-//!   attempt count and the dead letters (kept as files, listed and replayed
-//!   over the wire) behave as on the brokers.
+//!   attempt count and the dead letters (kept as files, listed, replayed
+//!   and purged over the wire) behave as on the brokers.
 //! - **Credit**: the hub never has more than a connection's prefetch
 //!   unsettled on it, nor more than [`DEFAULT_MAX_UNACKED_BYTES`] of
 //!   envelopes, so neither side's memory grows with the backlog, which
@@ -72,6 +79,11 @@
 //! dropped). Only peers that pass authentication can do this on a hub
 //! with credentials: configure them ([`HubConfig::allow`]) on any network
 //! that is not wholly trusted.
+//!
+//! [`Publisher`]: archiver_core::Publisher
+//! [`Subscriber`]: archiver_core::Subscriber
+//! [`Operator`]: archiver_core::Operator
+//! [`Subscriber::subscriber_capabilities`]: archiver_core::Subscriber::subscriber_capabilities
 //!
 //! # Wire format
 //!

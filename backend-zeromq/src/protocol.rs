@@ -12,13 +12,17 @@ use std::time::Duration;
 
 use archiver_core::wire::{self, WireError};
 use archiver_core::{
-    DeadLetter, Envelope, Kind, ListPattern, Selection, StartPosition, SubscriberName,
+    DeadLetter, Envelope, Kind, ListPattern, Selection, StartPosition, SubscriberCapabilities,
+    SubscriberName,
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// The protocol version a hello carries; a hub refuses any other.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version a hello carries; a hub refuses any other with
+/// DENIED naming both versions, so an archive server and a hub of
+/// different versions get a clear error instead of misreading each other.
+/// Version 2: WELCOME carries the hub's capabilities.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame a hub accepts from an archive server: commands are
 /// small, so anything bigger is garbage (libzmq drops the peer). libzmq
@@ -71,6 +75,10 @@ pub mod command {
     pub const REPLAY: &[u8] = b"REPLAY";
     /// Reply to REPLAY: how many (decimal).
     pub const REPLAYED: &[u8] = b"REPLAYED";
+    /// Request: delete a subscriber's dead letters (name).
+    pub const PURGE: &[u8] = b"PURGE";
+    /// Reply to PURGE: how many (decimal).
+    pub const PURGED: &[u8] = b"PURGED";
     /// Request: delete a subscriber's queue and dead letters (name).
     pub const UNSUBSCRIBE: &[u8] = b"UNSUBSCRIBE";
     /// Reply to UNSUBSCRIBE.
@@ -208,6 +216,48 @@ pub struct Welcome {
     pub heartbeat_ms: u64,
     /// Silence after which either side treats the other as gone.
     pub timeout_ms: u64,
+    /// What the hub guarantees its subscribers: it alone knows (its
+    /// settings decide some), so it says rather than the client guessing.
+    pub capabilities: WireCapabilities,
+}
+
+/// A hub's [`SubscriberCapabilities`] as WELCOME carries them (durations
+/// in milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCapabilities {
+    /// [`SubscriberCapabilities::per_list_order`].
+    pub per_list_order: bool,
+    /// [`SubscriberCapabilities::replay_from_start`].
+    pub replay_from_start: bool,
+    /// [`SubscriberCapabilities::native_dead_letter`].
+    pub native_dead_letter: bool,
+    /// [`SubscriberCapabilities::abandoned_redelivery`], in milliseconds.
+    pub abandoned_redelivery_ms: u64,
+}
+
+impl WireCapabilities {
+    /// A hub's capabilities, `timeout` being how long it waits before it
+    /// drops a silent connection (and so redelivers what it held).
+    pub fn of_hub(timeout: Duration) -> Self {
+        Self {
+            per_list_order: true,
+            replay_from_start: true,
+            native_dead_letter: true,
+            // The housekeeping tick may notice the silence up to a second
+            // after the timeout.
+            abandoned_redelivery_ms: (timeout + Duration::from_secs(1)).as_millis() as u64,
+        }
+    }
+
+    /// As the core's type.
+    pub fn to_capabilities(self) -> SubscriberCapabilities {
+        SubscriberCapabilities {
+            per_list_order: self.per_list_order,
+            replay_from_start: self.replay_from_start,
+            native_dead_letter: self.native_dead_letter,
+            abandoned_redelivery: Duration::from_millis(self.abandoned_redelivery_ms),
+        }
+    }
 }
 
 impl Welcome {
@@ -346,7 +396,7 @@ mod tests {
         assert_eq!(valid.name, sub.name);
         for broken in [
             Hello {
-                version: 2,
+                version: 1,
                 ..hello.clone()
             },
             Hello {

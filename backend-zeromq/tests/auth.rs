@@ -6,8 +6,8 @@ mod support;
 use std::time::Duration;
 
 use archiver_core::{
-    Backend, BackendError, DeadLetters, Envelope, ListChange, ListEvent, ListId, LiveTail,
-    Publisher, Selection, Subscriber, Subscription,
+    BackendError, Connection, Envelope, ListChange, ListEvent, ListId, Operator, Publisher,
+    Selection, Subscriber, Subscription,
 };
 use backend_zeromq::{ClientConfig, Credentials, ZmqClient, ZmqHub};
 use futures::StreamExt;

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use archiver_core::conformance::faults::Tmpfs;
 use archiver_core::{
-    ArchivedMail, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber, Subscription,
+    ArchivedMail, Connection, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber,
+    Subscription,
 };
 use backend_zeromq::ZmqHub;
 use futures::StreamExt;
@@ -34,7 +35,7 @@ async fn a_full_disk_refuses_publishes_then_the_hub_goes_on_once_space_is_free()
         return;
     };
     let hub = ZmqHub::bind(support::hub_config(&fs.path().join("hub"))).unwrap();
-    let client = hub.client();
+    let client = support::client_of(&hub);
     let subscription = Subscription::new("web".parse().unwrap()).prefetch(4);
     let mut deliveries = client.subscribe(&subscription).await.unwrap();
 

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use archiver_core::conformance::faults::corpus_envelopes;
-use archiver_core::{Backend, Envelope, Publisher, Subscriber, Subscription};
+use archiver_core::{Connection, Envelope, Publisher, Subscriber, Subscription};
 use backend_zeromq::{ClientConfig, HubConfig, ZmqClient, ZmqHub};
 use futures::StreamExt;
 use support::{Role, free_port};

@@ -12,10 +12,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use archiver_core::{
-    ArchivedMail, Backend, DeadLetters, Deliveries, Envelope, ListId, MailLimits, MailingList,
+    ArchivedMail, Connection, Deliveries, Envelope, ListId, MailLimits, MailingList, Operator,
     Publisher, Subscriber, Subscription, wire,
 };
-use backend_zeromq::protocol::{DeadLetterMeta, command};
+use backend_zeromq::protocol::{self, DeadLetterMeta, command};
 use backend_zeromq::{ClientConfig, HubConfig, ZmqClient, ZmqHub};
 use futures::StreamExt;
 use support::{Role, free_port};
@@ -111,7 +111,7 @@ fn recv(socket: &zmq::Socket, what: &str) -> Vec<Vec<u8>> {
 
 fn hello(name: &str, lists: &[String], prefetch: u16, max_attempts: u32) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
-        "version": 1, "name": name, "lists": lists, "prefetch": prefetch,
+        "version": protocol::PROTOCOL_VERSION, "name": name, "lists": lists, "prefetch": prefetch,
         "max_attempts": max_attempts, "start": "beginning"
     }))
     .unwrap()
@@ -480,7 +480,7 @@ async fn abandoned_subscribers_are_listed_with_what_they_pin_and_can_be_deleted(
     hub.delete_subscriber(&"n0".parse().unwrap()).await.unwrap();
     // A name said again starts afresh (from the start asked for), with no
     // memory of the deleted queue.
-    let client = hub.client();
+    let client = support::client_of(&hub);
     let mut deliveries = client
         .subscribe(&Subscription::new("n0".parse().unwrap()))
         .await

@@ -4,7 +4,8 @@ proof that a client in another language can take part.
 
 usage: interop.py ENDPOINT SUBSCRIBER COUNT
 
-Says hello on a DEALER, prints `ready` once welcomed, then acks COUNT
+Says hello on a DEALER, prints `ready` and the capabilities the hub's
+WELCOME gave (one JSON object) once welcomed, then acks COUNT
 deliveries, printing one JSON object per line for each:
 {"tag", "attempt", "fields" (name to value), "field_names" (in wire order),
 "body_sha256", "body_len", "body_hex"}; says goodbye and exits 0. Any
@@ -19,7 +20,13 @@ import time
 import zmq
 
 TIMEOUT = 30.0
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+CAPABILITIES = {
+    "per_list_order": bool,
+    "replay_from_start": bool,
+    "native_dead_letter": bool,
+    "abandoned_redelivery_ms": int,
+}
 
 
 class Failure(Exception):
@@ -101,6 +108,14 @@ class Hub:
         settings = json.loads(args[0]) if args else {}
         if "heartbeat_ms" in settings:
             self.heartbeat = min(self.heartbeat, settings["heartbeat_ms"] / 1000)
+        capabilities = settings.get("capabilities")
+        if not isinstance(capabilities, dict):
+            raise Failure(f"WELCOME without capabilities: {settings}")
+        for key, kind in CAPABILITIES.items():
+            value = capabilities.get(key)
+            if type(value) is not kind:
+                raise Failure(f"WELCOME capability {key}={value!r} is not a {kind.__name__}")
+        return capabilities
 
 
 def delivery(args):
@@ -124,8 +139,8 @@ def delivery(args):
 
 
 def consume(hub, count):
-    hub.welcome()
-    print("ready", flush=True)
+    capabilities = hub.welcome()
+    print("ready", json.dumps(capabilities, sort_keys=True), flush=True)
     for received in range(count):
         verb, args = hub.recv(f"DELIVER ({received} of {count} received)")
         if verb != b"DELIVER":

@@ -1,6 +1,7 @@
 //! An archive server in another language: `tests/interop.py`, with only
-//! pyzmq, says hello to the hub, receives a mail and an event the hub
-//! published, acks them and says goodbye. What it prints must be exactly
+//! pyzmq, says hello to the hub, reads the hub's capabilities from its
+//! WELCOME, receives a mail and an event the hub published, acks them and
+//! says goodbye. What it prints must be exactly
 //! the wire fields and body the Rust side sent, and the hub's queue must
 //! end drained.
 
@@ -13,8 +14,8 @@ use std::time::Duration;
 
 use archiver_core::conformance::interop::{INTEROP_ADDRESS, python_with};
 use archiver_core::{
-    ArchivedMail, Envelope, ListChange, ListEvent, ListId, MailLimits, MailingList, MemberRole,
-    Publisher, wire,
+    ArchivedMail, Connection, Envelope, ListChange, ListEvent, ListId, MailLimits, MailingList,
+    MemberRole, Publisher, wire,
 };
 use backend_zeromq::ZmqHub;
 use bytes::Bytes;
@@ -173,11 +174,27 @@ async fn python_consumes_from_the_hub_with_pyzmq_only() {
     let deadline = Instant::now() + DEADLINE;
 
     let (mut script, mut lines) = Script::spawn(hub.endpoint(), 2);
-    match script.line(&mut lines, deadline, "`ready`").await {
-        Some(line) if line == "ready" => {}
-        Some(other) => script.fail(&format!("expected `ready`, got {other:?}")),
+    let welcomed = match script.line(&mut lines, deadline, "`ready`").await {
+        Some(line) => match line
+            .strip_prefix("ready ")
+            .map(serde_json::from_str::<Value>)
+        {
+            Some(Ok(capabilities)) => capabilities,
+            _ => script.fail(&format!("expected `ready` and capabilities, got {line:?}")),
+        },
         None => script.fail("interop.py ended before it was ready"),
-    }
+    };
+    let timeout = hub.config().timeout + Duration::from_secs(1);
+    assert_eq!(
+        welcomed,
+        serde_json::json!({
+            "per_list_order": true,
+            "replay_from_start": true,
+            "native_dead_letter": true,
+            "abandoned_redelivery_ms": timeout.as_millis() as u64,
+        }),
+        "the capabilities Python read from the WELCOME"
+    );
 
     let list = ListId::new("interop.lists.example.org").expect("valid list id");
     let mail = ArchivedMail::parse(Bytes::from_static(RAW_MAIL), &MailLimits::default())

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use archiver_core::{
-    ArchivedMail, Backend, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber,
+    ArchivedMail, Connection, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber,
     Subscription,
 };
 use backend_zeromq::protocol::{self, command};
@@ -55,7 +55,7 @@ fn reply(socket: &zmq::Socket, frames: &[&[u8]], what: &str) -> Vec<Vec<u8>> {
 
 fn hello(name: &str, prefetch: u16) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
-        "version": 1, "name": name, "prefetch": prefetch, "max_attempts": 5
+        "version": protocol::PROTOCOL_VERSION, "name": name, "prefetch": prefetch, "max_attempts": 5
     }))
     .unwrap()
 }
@@ -69,7 +69,7 @@ async fn garbage_from_a_peer_is_refused_and_loses_nothing() {
     )
     .unwrap();
     let subscription = Subscription::new("web".parse().unwrap());
-    let client = hub.client();
+    let client = support::client_of(&hub);
     let mut deliveries = client.subscribe(&subscription).await.unwrap();
 
     let context = zmq::Context::new();
@@ -86,7 +86,7 @@ async fn garbage_from_a_peer_is_refused_and_loses_nothing() {
             (
                 vec![
                     b"HELLO",
-                    br#"{"version":1,"name":"a b","prefetch":1,"max_attempts":1}"#,
+                    br#"{"version":2,"name":"a b","prefetch":1,"max_attempts":1}"#,
                 ],
                 command::DENIED,
             ),

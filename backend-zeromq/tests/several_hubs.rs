@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use archiver_core::{
-    Backend, Envelope, ListChange, ListEvent, ListId, Publisher, Subscriber, Subscription,
+    Connection, Envelope, ListChange, ListEvent, ListId, Publisher, Subscriber, Subscription,
 };
 use backend_zeromq::{ClientConfig, ZmqClient, ZmqHub};
 use futures::StreamExt;

@@ -1,34 +1,50 @@
-//! [`Client`]: one type for a client of any backend, so code that takes a
-//! URL is written once.
+//! The clients a URL gives, one type per role, so code that takes a URL is
+//! written once: [`PublisherClient`] for the list server, and
+//! [`SubscriberClient`] for an archive server and its operator.
 
 use std::sync::Arc;
 
 use archiver_core::{
-    Backend, BackendError, Capabilities, DeadLetter, DeadLetters, Deliveries, Envelope, LiveTail,
-    Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
+    BackendError, Connection, DeadLetter, Deliveries, Envelope, Operator, Publisher,
+    PublisherCapabilities, Replay, Selection, Subscriber, SubscriberCapabilities, SubscriberName,
+    Subscription, Tail,
 };
 use async_trait::async_trait;
 
-/// A connected client of the backend a URL named, from
-/// [`connect_publisher`](crate::connect_publisher) or
-/// [`connect_subscriber`](crate::connect_subscriber). It implements
-/// [`Backend`] (so [`Publisher`], [`Subscriber`], [`DeadLetters`],
-/// [`LiveTail`]) by delegating to the backend's own client, held as an
-/// `Arc<dyn Backend>`. Clones share the connection.
+/// A list server's client of the backend a URL named, from
+/// [`connect_publisher`](crate::connect_publisher): it publishes
+/// ([`Publisher`]) through the backend's own client (for ZeroMQ, the hub it
+/// binds), held as an `Arc<dyn Publisher>`. Clones share the connection.
 #[derive(Clone)]
-pub struct Client {
-    /// The backend's client: everything but a hub's publishing goes here.
-    backend: Arc<dyn Backend>,
-    /// What only this kind of client can do besides.
+pub struct PublisherClient {
+    publisher: Arc<dyn Publisher>,
     extra: Extra,
 }
 
-/// The backend-specific handles kept next to the trait object.
+/// An archive server's client of the backend a URL named, from
+/// [`connect_subscriber`](crate::connect_subscriber): it subscribes and
+/// tails ([`Subscriber`]), and is the operator's client too ([`Operator`]:
+/// dead letters, unsubscribe), since those act on what archive servers
+/// consume. It delegates to the backend's own client. Clones share the
+/// connection.
+#[derive(Clone)]
+pub struct SubscriberClient {
+    archive: Arc<dyn ArchiveSide>,
+    extra: Extra,
+}
+
+/// The archive server's and operator's roles as one trait object, so one
+/// backend client serves both.
+trait ArchiveSide: Subscriber + Operator {}
+
+impl<T: Subscriber + Operator> ArchiveSide for T {}
+
+/// The backend-specific handles kept next to the trait object, for what
+/// only one backend offers.
 #[derive(Clone)]
 enum Extra {
     None,
-    /// A ZeroMQ list server: the hub it binds (publishes go straight to it;
-    /// `close` closes it).
+    /// A ZeroMQ list server: the hub it binds.
     #[cfg(feature = "zeromq")]
     Hub(backend_zeromq::ZmqHub),
     #[cfg(feature = "redis")]
@@ -37,11 +53,24 @@ enum Extra {
     Rabbitmq(backend_rabbitmq::RabbitBackend),
 }
 
-impl Client {
+impl Extra {
+    /// Purges a Redis or RabbitMQ deployment; nothing for the others.
+    async fn purge(&self) -> Result<usize, BackendError> {
+        match self {
+            #[cfg(feature = "redis")]
+            Extra::Redis(client) => client.purge().await,
+            #[cfg(feature = "rabbitmq")]
+            Extra::Rabbitmq(client) => client.purge().await,
+            _ => Ok(0),
+        }
+    }
+}
+
+impl PublisherClient {
     /// A client of the in-memory backend.
     pub(crate) fn memory(client: archiver_core::MemoryBackend) -> Self {
         Self {
-            backend: Arc::new(client),
+            publisher: Arc::new(client),
             extra: Extra::None,
         }
     }
@@ -50,7 +79,7 @@ impl Client {
     #[cfg(feature = "redis")]
     pub(crate) fn redis(client: backend_redis::RedisBackend) -> Self {
         Self {
-            backend: Arc::new(client.clone()),
+            publisher: Arc::new(client.clone()),
             extra: Extra::Redis(client),
         }
     }
@@ -59,32 +88,18 @@ impl Client {
     #[cfg(feature = "rabbitmq")]
     pub(crate) fn rabbitmq(client: backend_rabbitmq::RabbitBackend) -> Self {
         Self {
-            backend: Arc::new(client.clone()),
+            publisher: Arc::new(client.clone()),
             extra: Extra::Rabbitmq(client),
         }
     }
 
-    /// A ZeroMQ list server: the hub, and its own client for the rest.
+    /// A ZeroMQ list server: the hub publishes.
     #[cfg(feature = "zeromq")]
     pub(crate) fn hub(hub: backend_zeromq::ZmqHub) -> Self {
         Self {
-            backend: Arc::new(hub.client()),
+            publisher: Arc::new(hub.clone()),
             extra: Extra::Hub(hub),
         }
-    }
-
-    /// A ZeroMQ archive server's client.
-    #[cfg(feature = "zeromq")]
-    pub(crate) fn zeromq(client: backend_zeromq::ZmqClient) -> Self {
-        Self {
-            backend: Arc::new(client),
-            extra: Extra::None,
-        }
-    }
-
-    /// The client as the trait object it delegates to.
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
     }
 
     /// The ZeroMQ hub this list server binds (its status, its bound
@@ -101,46 +116,119 @@ impl Client {
     /// left on a Redis or RabbitMQ broker, for tests and throw-away runs;
     /// nothing for the other backends. Returns how many were deleted.
     pub async fn purge(&self) -> Result<usize, BackendError> {
-        match &self.extra {
-            #[cfg(feature = "redis")]
-            Extra::Redis(client) => client.purge().await,
-            #[cfg(feature = "rabbitmq")]
-            Extra::Rabbitmq(client) => client.purge().await,
-            _ => Ok(0),
-        }
+        self.extra.purge().await
     }
 }
 
-impl std::fmt::Debug for Client {
+impl SubscriberClient {
+    /// A client of the in-memory backend.
+    pub(crate) fn memory(client: archiver_core::MemoryBackend) -> Self {
+        Self {
+            archive: Arc::new(client),
+            extra: Extra::None,
+        }
+    }
+
+    /// A Redis client.
+    #[cfg(feature = "redis")]
+    pub(crate) fn redis(client: backend_redis::RedisBackend) -> Self {
+        Self {
+            archive: Arc::new(client.clone()),
+            extra: Extra::Redis(client),
+        }
+    }
+
+    /// A RabbitMQ client.
+    #[cfg(feature = "rabbitmq")]
+    pub(crate) fn rabbitmq(client: backend_rabbitmq::RabbitBackend) -> Self {
+        Self {
+            archive: Arc::new(client.clone()),
+            extra: Extra::Rabbitmq(client),
+        }
+    }
+
+    /// A ZeroMQ archive server's client of a hub.
+    #[cfg(feature = "zeromq")]
+    pub(crate) fn zeromq(client: backend_zeromq::ZmqClient) -> Self {
+        Self {
+            archive: Arc::new(client),
+            extra: Extra::None,
+        }
+    }
+
+    /// Deletes every key, queue and exchange this deployment (its prefix)
+    /// left on a Redis or RabbitMQ broker, for tests and throw-away runs;
+    /// nothing for the other backends. Returns how many were deleted.
+    pub async fn purge(&self) -> Result<usize, BackendError> {
+        self.extra.purge().await
+    }
+}
+
+impl std::fmt::Debug for PublisherClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("capabilities", &self.backend.capabilities())
+        f.debug_struct("PublisherClient")
+            .field("capabilities", &self.publisher.publisher_capabilities())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SubscriberClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberClient")
+            .field("capabilities", &self.archive.subscriber_capabilities())
             .finish_non_exhaustive()
     }
 }
 
 #[async_trait]
-impl Publisher for Client {
+impl Connection for PublisherClient {
+    /// Closes the client; for ZeroMQ, the hub, which stops serving.
+    async fn close(&self) -> Result<(), BackendError> {
+        self.publisher.close().await
+    }
+}
+
+#[async_trait]
+impl Publisher for PublisherClient {
+    fn publisher_capabilities(&self) -> PublisherCapabilities {
+        self.publisher.publisher_capabilities()
+    }
+
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
-        self.backend.publish(envelope).await
+        self.publisher.publish(envelope).await
     }
 }
 
 #[async_trait]
-impl Subscriber for Client {
+impl Connection for SubscriberClient {
+    async fn close(&self) -> Result<(), BackendError> {
+        self.archive.close().await
+    }
+}
+
+#[async_trait]
+impl Subscriber for SubscriberClient {
+    fn subscriber_capabilities(&self) -> SubscriberCapabilities {
+        self.archive.subscriber_capabilities()
+    }
+
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
-        self.backend.subscribe(subscription).await
+        self.archive.subscribe(subscription).await
     }
 
-    async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
-        self.backend.unsubscribe(name).await
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
+        self.archive.tail(selection).await
     }
 }
 
 #[async_trait]
-impl DeadLetters for Client {
+impl Operator for SubscriberClient {
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
-        self.backend.dead_letters(name).await
+        self.archive.dead_letters(name).await
+    }
+
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError> {
+        self.archive.purge_dead_letters(name).await
     }
 
     async fn replay_dead_letters(
@@ -148,30 +236,10 @@ impl DeadLetters for Client {
         name: &SubscriberName,
         which: Replay,
     ) -> Result<usize, BackendError> {
-        self.backend.replay_dead_letters(name, which).await
-    }
-}
-
-#[async_trait]
-impl LiveTail for Client {
-    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
-        self.backend.tail(selection).await
-    }
-}
-
-#[async_trait]
-impl Backend for Client {
-    fn capabilities(&self) -> Capabilities {
-        self.backend.capabilities()
+        self.archive.replay_dead_letters(name, which).await
     }
 
-    /// Closes the client, and a list server's hub after it.
-    async fn close(&self) -> Result<(), BackendError> {
-        let closed = self.backend.close().await;
-        match &self.extra {
-            #[cfg(feature = "zeromq")]
-            Extra::Hub(hub) => hub.close().await.and(closed),
-            _ => closed,
-        }
+    async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
+        self.archive.unsubscribe(name).await
     }
 }

@@ -60,18 +60,22 @@
 //! `ARCHIVER_TLS_CA_FILE`); for ZeroMQ also `ARCHIVER_ZMQ_USER` and
 //! `ARCHIVER_ZMQ_PASSWORD`.
 //!
-//! # Why one `Client` type, delegating to `Arc<dyn Backend>`
+//! # Why one client type per role, delegating to a trait object
 //!
 //! A publisher of Redis and one of RabbitMQ are different types, yet the
 //! caller of [`connect_publisher`] cannot name the type before reading the
-//! URL. The core traits are object-safe (`async_trait`), so [`Client`]
-//! holds the backend's client as an `Arc<dyn Backend>` and implements
-//! [`Backend`] by delegation: one virtual call per operation, negligible
-//! next to a network round trip, and adding a backend adds no variant to
-//! every method. An enum over the backends would have to repeat every
-//! method for every backend. What only one backend offers (a ZeroMQ list
-//! server's hub, purging a Redis or RabbitMQ deployment) sits next to the
-//! trait object.
+//! URL. The core traits are object-safe (`async_trait`), so
+//! [`PublisherClient`] holds the backend's client as an `Arc<dyn
+//! Publisher>` and [`SubscriberClient`] as a trait object of
+//! [`Subscriber`] and [`Operator`], each implementing its role by
+//! delegation: one virtual call per operation, negligible next to a network
+//! round trip, and adding a backend adds no variant to every method. A
+//! list server gets only what it can use (publish, and its
+//! [`PublisherCapabilities`]); an archive server or operator the rest. The
+//! two are separate because ZeroMQ's are separate objects: a list server's
+//! hub, and its archive servers' client. What only one backend offers (a
+//! ZeroMQ list server's hub, purging a Redis or RabbitMQ deployment) sits
+//! next to the trait object.
 
 // With a backend left out, its URL forms and option keys are still parsed
 // (and refused with a typed error), so their fields go unread.
@@ -98,7 +102,7 @@ pub use backend_redis as redis;
 pub use backend_zeromq as zeromq;
 pub use bytes::Bytes;
 
-pub use client::Client;
+pub use client::{PublisherClient, SubscriberClient};
 pub use error::Error;
 pub use options::OPTION_KEYS;
 pub use url::BackendKind;
@@ -135,15 +139,16 @@ pub const NO_OPTIONS: [(&str, &str); 0] = [];
 pub async fn connect_publisher<K: AsRef<str>, V: AsRef<str>>(
     url: &str,
     options: impl IntoIterator<Item = (K, V)>,
-) -> Result<Client, Error> {
+) -> Result<PublisherClient, Error> {
     Config::parse(url, options)?.connect_publisher().await
 }
 
-/// Connects an archive server's client: for ZeroMQ, to the hub.
+/// Connects an archive server's client, which is the operator's too (dead
+/// letters, unsubscribe): for ZeroMQ, to the hub.
 pub async fn connect_subscriber<K: AsRef<str>, V: AsRef<str>>(
     url: &str,
     options: impl IntoIterator<Item = (K, V)>,
-) -> Result<Client, Error> {
+) -> Result<SubscriberClient, Error> {
     Config::parse(url, options)?.connect_subscriber().await
 }
 
@@ -152,7 +157,7 @@ pub async fn connect_subscriber<K: AsRef<str>, V: AsRef<str>>(
 pub async fn open_archiver<K: AsRef<str>, V: AsRef<str>>(
     url: &str,
     options: impl IntoIterator<Item = (K, V)>,
-) -> Result<QueueArchiver<Client>, Error> {
+) -> Result<QueueArchiver<PublisherClient>, Error> {
     Config::parse(url, options)?.open_archiver().await
 }
 
@@ -221,18 +226,19 @@ impl Config {
     }
 
     /// Connects a list server's client: for ZeroMQ, binds the hub.
-    pub async fn connect_publisher(&self) -> Result<Client, Error> {
-        self.connect(true).await
+    pub async fn connect_publisher(&self) -> Result<PublisherClient, Error> {
+        self.connect_list_server().await
     }
 
-    /// Connects an archive server's client: for ZeroMQ, to the hub.
-    pub async fn connect_subscriber(&self) -> Result<Client, Error> {
-        self.connect(false).await
+    /// Connects an archive server's client, which is the operator's too:
+    /// for ZeroMQ, to the hub.
+    pub async fn connect_subscriber(&self) -> Result<SubscriberClient, Error> {
+        self.connect_archive_server().await
     }
 
     /// A list server's ready [`QueueArchiver`], with its spool when
     /// `spool-dir` is given.
-    pub async fn open_archiver(&self) -> Result<QueueArchiver<Client>, Error> {
+    pub async fn open_archiver(&self) -> Result<QueueArchiver<PublisherClient>, Error> {
         let s = &self.settings;
         let base = s.base_url.as_deref().ok_or(Error::MissingOption {
             key: "base-url",
@@ -253,91 +259,157 @@ impl Config {
         })
     }
 
-    async fn connect(&self, publisher: bool) -> Result<Client, Error> {
+    /// The Redis configuration of the URL and options.
+    #[cfg(feature = "redis")]
+    fn redis_config(&self, url: &str) -> Result<backend_redis::RedisConfig, Error> {
         let s = &self.settings;
+        let mut config = backend_redis::RedisConfig::new(self.with_credentials(url)?);
+        if let Some(v) = &s.prefix {
+            config = config.prefix(v.clone());
+        }
+        if let Some(v) = &s.tls_ca_file {
+            config = config.tls_ca_file(v);
+        }
+        if let Some(v) = s.max_envelope_bytes {
+            config = config.max_envelope_bytes(v);
+        }
+        if let Some(v) = s.durability {
+            config = config.durability(v);
+        }
+        if let Some(v) = s.claim_idle {
+            config = config.claim_idle(v);
+        }
+        if let Some(v) = s.poll_interval {
+            config = config.poll_interval(v);
+        }
+        if let Some(v) = &s.consumer_name {
+            config = config.consumer_name(v);
+        }
+        Ok(config)
+    }
+
+    /// The RabbitMQ configuration of the URL and options.
+    #[cfg(feature = "rabbitmq")]
+    fn rabbit_config(&self, url: &str) -> Result<backend_rabbitmq::RabbitConfig, Error> {
+        let s = &self.settings;
+        let mut config = backend_rabbitmq::RabbitConfig::new(self.with_credentials(url)?);
+        if let Some(v) = &s.prefix {
+            config = config.prefix(v.clone());
+        }
+        if let Some(v) = &s.tls_ca_file {
+            config = config.tls_ca_file(v);
+        }
+        if let Some(v) = s.max_envelope_bytes {
+            config = config.max_envelope_bytes(v);
+        }
+        if let Some(v) = s.queue_type {
+            config = config.queue_type(v);
+        }
+        if let Some(v) = s.keep_unrouted {
+            config = config.keep_unrouted(v);
+        }
+        Ok(config)
+    }
+
+    /// The ZeroMQ credentials of the options, else of the URL.
+    #[cfg(feature = "zeromq")]
+    fn zmq_credentials(
+        &self,
+        user: &Option<(String, String)>,
+    ) -> Option<backend_zeromq::Credentials> {
+        use backend_zeromq::Credentials;
+        let s = &self.settings;
+        match (&s.user, &s.password, user) {
+            (Some(u), p, _) => Some(Credentials::new(u, p.clone().unwrap_or_default())),
+            (None, _, Some((u, p))) => Some(Credentials::new(u, p)),
+            (None, _, None) => None,
+        }
+    }
+
+    /// The ZeroMQ hub configuration of the URL and options.
+    #[cfg(feature = "zeromq")]
+    fn hub_config(
+        &self,
+        endpoint: &str,
+        user: &Option<(String, String)>,
+    ) -> Result<backend_zeromq::HubConfig, Error> {
+        let s = &self.settings;
+        let dir = s.hub_dir.as_ref().ok_or(Error::MissingOption {
+            key: "hub-dir",
+            why: "to bind a ZeroMQ hub (its journal and queues)",
+        })?;
+        let mut config = backend_zeromq::HubConfig::new(endpoint, dir);
+        if let Some(c) = self.zmq_credentials(user) {
+            config = config.allow(c);
+        }
+        if let Some(v) = s.max_envelope_bytes {
+            config = config.max_envelope_bytes(v);
+        }
+        Ok(config)
+    }
+
+    /// What a list server's client of this URL and options will guarantee,
+    /// without connecting: for a [`LazyPublisher`] over
+    /// [`Config::connect_publisher`], which reports them before it has
+    /// connected.
+    pub fn publisher_capabilities(&self) -> Result<PublisherCapabilities, Error> {
         match &self.target {
-            Target::Memory(name) => Ok(Client::memory(memory_broker(name))),
+            Target::Memory(name) => Ok(memory_broker(name).publisher_capabilities()),
             #[cfg(feature = "redis")]
-            Target::Redis(url) => {
-                let mut config = backend_redis::RedisConfig::new(self.with_credentials(url)?);
-                if let Some(v) = &s.prefix {
-                    config = config.prefix(v.clone());
-                }
-                if let Some(v) = &s.tls_ca_file {
-                    config = config.tls_ca_file(v);
-                }
-                if let Some(v) = s.max_envelope_bytes {
-                    config = config.max_envelope_bytes(v);
-                }
-                if let Some(v) = s.durability {
-                    config = config.durability(v);
-                }
-                if let Some(v) = s.claim_idle {
-                    config = config.claim_idle(v);
-                }
-                if let Some(v) = s.poll_interval {
-                    config = config.poll_interval(v);
-                }
-                if let Some(v) = &s.consumer_name {
-                    config = config.consumer_name(v);
-                }
-                Ok(Client::redis(
-                    backend_redis::RedisBackend::connect(config).await?,
-                ))
-            }
+            Target::Redis(url) => Ok(self.redis_config(url)?.publisher_capabilities()),
             #[cfg(feature = "rabbitmq")]
-            Target::Rabbitmq(url) => {
-                let mut config = backend_rabbitmq::RabbitConfig::new(self.with_credentials(url)?);
-                if let Some(v) = &s.prefix {
-                    config = config.prefix(v.clone());
-                }
-                if let Some(v) = &s.tls_ca_file {
-                    config = config.tls_ca_file(v);
-                }
-                if let Some(v) = s.max_envelope_bytes {
-                    config = config.max_envelope_bytes(v);
-                }
-                if let Some(v) = s.queue_type {
-                    config = config.queue_type(v);
-                }
-                if let Some(v) = s.keep_unrouted {
-                    config = config.keep_unrouted(v);
-                }
-                Ok(Client::rabbitmq(
-                    backend_rabbitmq::RabbitBackend::connect(config).await?,
-                ))
-            }
+            Target::Rabbitmq(url) => Ok(self.rabbit_config(url)?.publisher_capabilities()),
             #[cfg(feature = "zeromq")]
             Target::Zeromq { endpoint, user } => {
-                use backend_zeromq::{ClientConfig, Credentials, HubConfig, ZmqClient, ZmqHub};
-                let credentials = match (&s.user, &s.password, user) {
-                    (Some(u), p, _) => Some(Credentials::new(u, p.clone().unwrap_or_default())),
-                    (None, _, Some((u, p))) => Some(Credentials::new(u, p)),
-                    (None, _, None) => None,
-                };
-                if publisher {
-                    let dir = s.hub_dir.as_ref().ok_or(Error::MissingOption {
-                        key: "hub-dir",
-                        why: "to bind a ZeroMQ hub (its journal and queues)",
-                    })?;
-                    let mut config = HubConfig::new(endpoint, dir);
-                    if let Some(c) = credentials {
-                        config = config.allow(c);
-                    }
-                    if let Some(v) = s.max_envelope_bytes {
-                        config = config.max_envelope_bytes(v);
-                    }
-                    Ok(Client::hub(ZmqHub::bind(config)?))
-                } else {
-                    let mut config = ClientConfig::new(endpoint);
-                    if let Some(c) = credentials {
-                        config = config.credentials(c);
-                    }
-                    if let Some(v) = s.connect_timeout {
-                        config = config.connect_timeout(v);
-                    }
-                    Ok(Client::zeromq(ZmqClient::connect(config)?))
+                Ok(self.hub_config(endpoint, user)?.publisher_capabilities())
+            }
+            #[cfg(not(all(feature = "redis", feature = "rabbitmq", feature = "zeromq")))]
+            _ => unreachable!("Target::parse refuses the schemes of left-out backends"),
+        }
+    }
+
+    async fn connect_list_server(&self) -> Result<PublisherClient, Error> {
+        match &self.target {
+            Target::Memory(name) => Ok(PublisherClient::memory(memory_broker(name))),
+            #[cfg(feature = "redis")]
+            Target::Redis(url) => Ok(PublisherClient::redis(
+                backend_redis::RedisBackend::connect(self.redis_config(url)?).await?,
+            )),
+            #[cfg(feature = "rabbitmq")]
+            Target::Rabbitmq(url) => Ok(PublisherClient::rabbitmq(
+                backend_rabbitmq::RabbitBackend::connect(self.rabbit_config(url)?).await?,
+            )),
+            #[cfg(feature = "zeromq")]
+            Target::Zeromq { endpoint, user } => Ok(PublisherClient::hub(
+                backend_zeromq::ZmqHub::bind(self.hub_config(endpoint, user)?)?,
+            )),
+            #[cfg(not(all(feature = "redis", feature = "rabbitmq", feature = "zeromq")))]
+            _ => unreachable!("Target::parse refuses the schemes of left-out backends"),
+        }
+    }
+
+    async fn connect_archive_server(&self) -> Result<SubscriberClient, Error> {
+        match &self.target {
+            Target::Memory(name) => Ok(SubscriberClient::memory(memory_broker(name))),
+            #[cfg(feature = "redis")]
+            Target::Redis(url) => Ok(SubscriberClient::redis(
+                backend_redis::RedisBackend::connect(self.redis_config(url)?).await?,
+            )),
+            #[cfg(feature = "rabbitmq")]
+            Target::Rabbitmq(url) => Ok(SubscriberClient::rabbitmq(
+                backend_rabbitmq::RabbitBackend::connect(self.rabbit_config(url)?).await?,
+            )),
+            #[cfg(feature = "zeromq")]
+            Target::Zeromq { endpoint, user } => {
+                use backend_zeromq::{ClientConfig, ZmqClient};
+                let mut config = ClientConfig::new(endpoint);
+                if let Some(c) = self.zmq_credentials(user) {
+                    config = config.credentials(c);
                 }
+                if let Some(v) = self.settings.connect_timeout {
+                    config = config.connect_timeout(v);
+                }
+                Ok(SubscriberClient::zeromq(ZmqClient::connect(config)?))
             }
             #[cfg(not(all(feature = "redis", feature = "rabbitmq", feature = "zeromq")))]
             _ => unreachable!("Target::parse refuses the schemes of left-out backends"),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mq_archiver::{
-    Archiver, Backend, BackendKind, Bytes, Client, Config, Error, ListId, MailingList, Outcome,
-    Subscriber, Subscription,
+    Archiver, BackendKind, Bytes, Config, Connection, Error, ListId, MailingList, Outcome,
+    PublisherClient, Subscriber, Subscription,
 };
 
 const BASE_URL: &str = "https://archive.example.org/list/{list_id}/";
@@ -28,7 +28,7 @@ async fn round_trip(url: &str, options: &[(&str, String)], subscriber_url: Optio
     let archiver = mq_archiver::open_archiver(url, archive_options)
         .await
         .unwrap();
-    let publisher: &Client = archiver.publisher();
+    let publisher: &PublisherClient = archiver.publisher();
     let subscriber_url = match (subscriber_url, publisher.hub_handle()) {
         (Some(url), _) => url.to_owned(),
         (None, Some(hub)) => hub.endpoint().to_owned(),

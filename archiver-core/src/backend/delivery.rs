@@ -41,7 +41,7 @@ pub trait Settle: Send + Sync {
     /// It was dropped unsettled: give it back for redelivery as the next
     /// attempt, as soon as the broker can. Runs on a spawned task; if it
     /// fails, the backend redelivers it once the consumer is gone (see
-    /// `Capabilities::abandoned_redelivery`).
+    /// `SubscriberCapabilities::abandoned_redelivery`).
     async fn hand_back(self: Box<Self>) -> Result<(), BackendError>;
 
     /// True where the broker counts a hand-back as an attempt and

@@ -1,12 +1,17 @@
-//! The message patterns every backend implements, one trait each, and the
-//! [`Backend`] that bundles them.
+//! The message patterns every backend implements, as one trait per role
+//! (who calls them), on a common [`Connection`]; [`Backend`] is a client of
+//! every role.
 //!
-//! | pattern | trait |
-//! |---|---|
-//! | durable publish | [`Publisher`] |
-//! | durable named subscription, fan-out, competing consumers, routing, acks | [`Subscriber`] |
-//! | dead letters: list and replay | [`DeadLetters`] |
-//! | transient live tail | [`LiveTail`] |
+//! | role | trait | patterns |
+//! |---|---|---|
+//! | list server | [`Publisher`] | durable publish |
+//! | archive server | [`Subscriber`] | durable named subscription, fan-out, competing consumers, routing, acks; transient live tail |
+//! | operator | [`Operator`] | dead letters: list, replay and purge; unsubscribe |
+//!
+//! Symmetric brokers (Redis, RabbitMQ, the in-memory backend) give one
+//! client of every role. ZeroMQ has no broker: the list server's hub is its
+//! [`Publisher`], and the archive servers' client is [`Subscriber`] and
+//! [`Operator`].
 
 mod capabilities;
 mod close_flag;
@@ -23,7 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-pub use capabilities::Capabilities;
+pub use capabilities::{PublisherCapabilities, SubscriberCapabilities};
 pub use close_flag::CloseFlag;
 pub use dead_letter::{DeadLetter, RawDeadLetter, Replay, malformed_reason};
 pub use delivery::{Delivery, Settle, attempt_limit_reached};
@@ -50,31 +55,55 @@ pub type Deliveries = BoxStream<'static, Result<Delivery, BackendError>>;
 /// past the backend's small buffer.
 pub type Tail = BoxStream<'static, Result<Envelope, BackendError>>;
 
-/// Durable publish.
+/// What a client of any role has. Each role's trait builds on it, so a
+/// client that plays several roles (a Redis or RabbitMQ client, the
+/// in-memory backend) is closed once.
 #[async_trait]
-pub trait Publisher: Send + Sync {
+pub trait Connection: Send + Sync {
+    /// Closes this client: later calls fail with [`BackendError::Closed`],
+    /// its streams end, and unsettled deliveries go back for redelivery.
+    async fn close(&self) -> Result<(), BackendError>;
+}
+
+/// The list server's side: durable publish.
+#[async_trait]
+pub trait Publisher: Connection {
+    /// What publishing through this client guarantees. (Each role's
+    /// capabilities have their own method name, so a client of every role
+    /// has no ambiguous `capabilities`.)
+    fn publisher_capabilities(&self) -> PublisherCapabilities;
+
     /// Hands the envelope to the backend. Returns Ok only once the backend
-    /// holds it durably as its [`Capabilities::publish_durability`] says; on
-    /// an error nothing was taken and the caller may retry.
+    /// holds it durably as its
+    /// [`PublisherCapabilities::publish_durability`] says; on an error
+    /// nothing was taken and the caller may retry.
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError>;
 }
 
-/// Durable named subscriptions: fan-out between names, competing consumers
-/// within a name, routing by [`Selection`], acks, redelivery.
+/// The archive server's side: durable named subscriptions (fan-out between
+/// names, competing consumers within a name, routing by [`Selection`],
+/// acks, redelivery) and the live tail that keeps nothing.
 #[async_trait]
-pub trait Subscriber: Send + Sync {
+pub trait Subscriber: Connection {
+    /// What subscriptions of this client guarantee.
+    fn subscriber_capabilities(&self) -> SubscriberCapabilities;
+
     /// Creates the subscriber's queue if needed (so that from now on it keeps
     /// what it selects while nobody consumes) and starts consuming it.
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError>;
 
-    /// Deletes the subscriber's queue and dead letters: for an archive server
-    /// that is retired. What was in them is gone.
-    async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError>;
+    /// Envelopes published from now on while the stream is held: returns
+    /// only once attached, so whatever is published after it returns is
+    /// seen. A tail that falls behind loses envelopes rather than making
+    /// anything grow.
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError>;
 }
 
-/// Dead letters of durable subscribers.
+/// The operator's actions on durable subscribers: what is done by hand
+/// (look at and replay dead letters, retire an archive server), not by the
+/// archive server's consuming loop.
 #[async_trait]
-pub trait DeadLetters: Send + Sync {
+pub trait Operator: Connection {
     /// The subscriber's dead letters, oldest first.
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError>;
 
@@ -85,31 +114,38 @@ pub trait DeadLetters: Send + Sync {
         name: &SubscriberName,
         which: Replay,
     ) -> Result<usize, BackendError>;
+
+    /// Deletes every dead letter of the subscriber (malformed ones too),
+    /// for those an operator looked at and does not want back; the queue
+    /// is untouched. Returns how many were deleted.
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError>;
+
+    /// Deletes the subscriber's queue and dead letters: for an archive
+    /// server that is retired. What was in them is gone.
+    async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError>;
 }
 
-/// Transient pub/sub: a live tail that keeps nothing.
-#[async_trait]
-pub trait LiveTail: Send + Sync {
-    /// Envelopes published from now on while the stream is held: returns
-    /// only once attached, so whatever is published after it returns is
-    /// seen. A tail that falls behind loses envelopes rather than making
-    /// anything grow.
-    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError>;
-}
+/// A client of every role, as a symmetric broker's client is (Redis,
+/// RabbitMQ, the in-memory backend): what code that plays list server,
+/// archive server and operator in one process takes. Implemented for
+/// every type that has the three roles.
+pub trait Backend: Publisher + Subscriber + Operator + 'static {}
 
-/// A complete backend: every pattern, its capabilities, and close.
-#[async_trait]
-pub trait Backend: Publisher + Subscriber + DeadLetters + LiveTail + 'static {
-    /// What this backend guarantees.
-    fn capabilities(&self) -> Capabilities;
+impl<T: Publisher + Subscriber + Operator + 'static> Backend for T {}
 
-    /// Closes this client: later calls fail with [`BackendError::Closed`],
-    /// its streams end, and unsettled deliveries go back for redelivery.
-    async fn close(&self) -> Result<(), BackendError>;
+#[async_trait]
+impl<T: Connection + ?Sized> Connection for Arc<T> {
+    async fn close(&self) -> Result<(), BackendError> {
+        (**self).close().await
+    }
 }
 
 #[async_trait]
 impl<T: Publisher + ?Sized> Publisher for Arc<T> {
+    fn publisher_capabilities(&self) -> PublisherCapabilities {
+        (**self).publisher_capabilities()
+    }
+
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
         (**self).publish(envelope).await
     }
@@ -117,11 +153,15 @@ impl<T: Publisher + ?Sized> Publisher for Arc<T> {
 
 #[async_trait]
 impl<T: Subscriber + ?Sized> Subscriber for Arc<T> {
+    fn subscriber_capabilities(&self) -> SubscriberCapabilities {
+        (**self).subscriber_capabilities()
+    }
+
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
         (**self).subscribe(subscription).await
     }
 
-    async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
-        (**self).unsubscribe(name).await
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
+        (**self).tail(selection).await
     }
 }

@@ -65,7 +65,7 @@ pub enum StartPosition {
     #[default]
     New,
     /// With everything the backend still retains (only where
-    /// [`Capabilities::replay_from_start`](crate::Capabilities) is true).
+    /// [`SubscriberCapabilities::replay_from_start`](crate::SubscriberCapabilities) is true).
     Beginning,
 }
 

@@ -10,7 +10,7 @@ use super::support::{
     receive_acked, subscribe,
 };
 use crate::archiver::{ArchiveError, ArchiveUrls, Archiver, Outcome, QueueArchiver};
-use crate::backend::{Backend, BackendError, Publisher, Subscriber, Subscription};
+use crate::backend::{BackendError, Connection, Publisher, Subscriber, Subscription};
 use crate::envelope::{EVENT_CONTENT_TYPE, Envelope, Kind, MAIL_CONTENT_TYPE};
 use crate::event::{ListChange, ListEvent};
 use crate::list::{ListAddress, ListId, MailingList};
@@ -18,10 +18,10 @@ use crate::mail::mbox::MboxReader;
 use crate::mail::{DEFAULT_MAX_MAIL_BYTES, MailError, MailLimits};
 use crate::selection::Selection;
 
-fn archiver<B: Backend>(backend: B) -> QueueArchiver<B> {
+fn archiver<P: Publisher>(publisher: P) -> QueueArchiver<P> {
     QueueArchiver::new(
         "conformance",
-        backend,
+        publisher,
         ArchiveUrls::new("https://archive.example.org/list/{list_id}/").expect("valid base URL"),
     )
 }
@@ -32,9 +32,9 @@ pub async fn corpus_round_trip<H: Harness>(harness: &H) {
     let Some(path) = corpus_mbox("corpus_round_trip") else {
         return;
     };
-    let consumer = harness.connect().await;
+    let consumer = harness.subscriber().await;
     let mut deliveries = subscribe(&consumer, Subscription::new(name("corpus"))).await;
-    let archiver = archiver(harness.connect().await);
+    let archiver = archiver(harness.publisher().await);
     let fallback = ListId::new("corpus.lists.example.org").expect("valid list id");
 
     let mut sent = HashMap::new();
@@ -86,8 +86,8 @@ pub async fn corpus_round_trip<H: Harness>(harness: &H) {
 
 /// A 20 MiB mail arrives byte-identical.
 pub async fn large_mail_round_trip<H: Harness>(harness: &H) {
-    let backend = harness.connect().await;
-    let mut deliveries = subscribe(&backend, Subscription::new(name("large"))).await;
+    let consumer = harness.subscriber().await;
+    let mut deliveries = subscribe(&consumer, Subscription::new(name("large"))).await;
     let line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAx\r\n";
     let body: Vec<u8> = line
         .iter()
@@ -97,7 +97,7 @@ pub async fn large_mail_round_trip<H: Harness>(harness: &H) {
         .collect();
     let large = mail_with_body(&list("large.lists.example.org"), 0, &body);
     assert!(large.body.len() > 20 * 1024 * 1024);
-    publish_all(&backend, std::slice::from_ref(&large)).await;
+    publish_all(&harness.publisher().await, std::slice::from_ref(&large)).await;
     let received = receive_acked(&mut deliveries, 1, "20 MiB mail").await;
     assert_exactly_once(&received, &[large], "20 MiB mail");
 }
@@ -105,10 +105,11 @@ pub async fn large_mail_round_trip<H: Harness>(harness: &H) {
 /// Above the mail limit the archiver returns the typed error; above the
 /// backend's limit publish returns it; nothing is delivered for either.
 pub async fn over_limit_is_refused<H: Harness>(harness: &H) {
-    let backend = harness.connect().await;
-    let mut deliveries = subscribe(&backend, Subscription::new(name("limits"))).await;
+    let consumer = harness.subscriber().await;
+    let mut deliveries = subscribe(&consumer, Subscription::new(name("limits"))).await;
+    let publisher = harness.publisher().await;
     let list_id = list("limits.lists.example.org");
-    let limited = archiver(harness.connect().await).with_limits(MailLimits { max_bytes: 1024 });
+    let limited = archiver(harness.publisher().await).with_limits(MailLimits { max_bytes: 1024 });
     let raw = mail_with_body(&list_id, 0, &[b'x'; 2048]).body;
     let size = raw.len();
     match limited
@@ -122,10 +123,10 @@ pub async fn over_limit_is_refused<H: Harness>(harness: &H) {
         other => panic!("an over-limit mail must give MailError::TooLarge, got {other:?}"),
     }
 
-    let limit = backend.capabilities().max_envelope_bytes;
+    let limit = publisher.publisher_capabilities().max_envelope_bytes;
     if limit <= 4 * DEFAULT_MAX_MAIL_BYTES {
         let over = mail_with_body(&list_id, 1, &vec![b'x'; limit]);
-        match backend.publish(&over).await {
+        match publisher.publish(&over).await {
             Err(BackendError::TooLarge { size, limit: l }) => assert!(size > l && l == limit),
             other => panic!(
                 "an envelope above the backend limit must give BackendError::TooLarge, got {other:?}"
@@ -137,24 +138,30 @@ pub async fn over_limit_is_refused<H: Harness>(harness: &H) {
         );
     }
     let marker = mail(&list_id, 2);
-    publish_all(&backend, std::slice::from_ref(&marker)).await;
+    publish_all(&publisher, std::slice::from_ref(&marker)).await;
     let received = receive_acked(&mut deliveries, 1, "marker after refused mails").await;
     assert_exactly_once(&received, &[marker], "only the marker");
     assert_quiet(&mut deliveries, "nothing after the marker").await;
 }
 
-/// A closed client refuses to publish and subscribe with `Closed`, and its
-/// delivery streams end; other clients keep working.
+/// A closed archive server's client refuses to subscribe and tail with
+/// `Closed`, and its delivery streams end, while other clients keep
+/// working; a closed list server's client refuses to publish with
+/// `Closed`. (The publisher is closed last: ZeroMQ's list server is one
+/// hub, which closing stops.)
 pub async fn closed_client_refuses_work<H: Harness>(harness: &H) {
-    let backend = harness.connect().await;
-    let mut deliveries = subscribe(&backend, Subscription::new(name("closing"))).await;
-    backend.close().await.expect("close succeeds");
-    let envelope = mail(&list("closed.lists.example.org"), 0);
-    assert_eq!(backend.publish(&envelope).await, Err(BackendError::Closed));
-    match backend.subscribe(&Subscription::new(name("closing"))).await {
+    let closing = harness.subscriber().await;
+    let mut deliveries = subscribe(&closing, Subscription::new(name("closing"))).await;
+    closing.close().await.expect("close succeeds");
+    match closing.subscribe(&Subscription::new(name("closing"))).await {
         Err(BackendError::Closed) => {}
         Err(other) => panic!("subscribe after close must give Closed, got {other}"),
         Ok(_) => panic!("subscribe after close must fail"),
+    }
+    match closing.tail(&Selection::all()).await {
+        Err(BackendError::Closed) => {}
+        Err(other) => panic!("tail after close must give Closed, got {other}"),
+        Ok(_) => panic!("tail after close must fail"),
     }
     let ended = tokio::time::timeout(
         super::support::DEADLINE,
@@ -166,22 +173,34 @@ pub async fn closed_client_refuses_work<H: Harness>(harness: &H) {
         "the delivery stream of a closed client must end"
     );
 
-    let other = harness.connect().await;
+    let other = harness.subscriber().await;
     let mut reopened = subscribe(&other, Subscription::new(name("closing"))).await;
-    publish_all(&other, std::slice::from_ref(&envelope)).await;
+    let publisher = harness.publisher().await;
+    let envelope = mail(&list("closed.lists.example.org"), 0);
+    publish_all(&publisher, std::slice::from_ref(&envelope)).await;
     let received = receive_acked(&mut reopened, 1, "another client after close").await;
-    assert_exactly_once(&received, &[envelope], "another client after close");
+    assert_exactly_once(
+        &received,
+        std::slice::from_ref(&envelope),
+        "another client after close",
+    );
+
+    publisher.close().await.expect("close succeeds");
+    assert_eq!(
+        publisher.publish(&envelope).await,
+        Err(BackendError::Closed)
+    );
 }
 
 /// Every kind of list event, with every role, arrives and parses back equal.
 pub async fn list_events_round_trip<H: Harness>(harness: &H) {
-    let consumer = harness.connect().await;
+    let consumer = harness.subscriber().await;
     let mut deliveries = subscribe(
         &consumer,
         Subscription::new(name("events")).select(Selection::all().only(Kind::Event)),
     )
     .await;
-    let archiver = archiver(harness.connect().await);
+    let archiver = archiver(harness.publisher().await);
     let events = ListEvent::samples(&list("events.lists.example.org"));
     let mut ids = Vec::new();
     for event in &events {
@@ -208,9 +227,9 @@ pub async fn list_events_round_trip<H: Harness>(harness: &H) {
 /// envelope published directly; a list without one gives envelopes
 /// without it.
 pub async fn list_address_round_trip<H: Harness>(harness: &H) {
-    let consumer = harness.connect().await;
+    let consumer = harness.subscriber().await;
     let mut deliveries = subscribe(&consumer, Subscription::new(name("addresses"))).await;
-    let archiver = archiver(harness.connect().await);
+    let archiver = archiver(harness.publisher().await);
     let address = ListAddress::new("dev@lists.example.org").expect("valid address");
     let with = MailingList::public(list("dev.lists.example.org"))
         .with_address(address.as_str())

@@ -13,7 +13,7 @@ use super::support::{
     DEADLINE, QUIET, assert_exactly_once, assert_quiet, list, mail, name, publish_all,
     receive_acked, subscribe,
 };
-use crate::backend::{Backend, BackendError, DeadLetters, StartPosition, Subscriber, Subscription};
+use crate::backend::{BackendError, Connection, Operator, StartPosition, Subscriber, Subscription};
 use crate::envelope::{Envelope, EnvelopeId, Kind};
 use crate::event::ListEvent;
 use crate::list::ListId;
@@ -24,7 +24,7 @@ pub async fn fan_out<H: Harness>(harness: &H) {
     let mut streams = Vec::new();
     let mut clients = Vec::new();
     for subscriber in ["web", "search", "mirror"] {
-        let client = harness.connect().await;
+        let client = harness.subscriber().await;
         streams.push((
             subscriber,
             subscribe(&client, Subscription::new(name(subscriber))).await,
@@ -33,7 +33,7 @@ pub async fn fan_out<H: Harness>(harness: &H) {
     }
     let list_id = list("fanout.lists.example.org");
     let published: Vec<Envelope> = (0..500).map(|i| mail(&list_id, i)).collect();
-    publish_all(&harness.connect().await, &published).await;
+    publish_all(&harness.publisher().await, &published).await;
     for (subscriber, deliveries) in &mut streams {
         let received = receive_acked(deliveries, published.len(), subscriber).await;
         assert_exactly_once(&received, &published, subscriber);
@@ -47,7 +47,7 @@ pub async fn competing_consumers<H: Harness>(harness: &H) {
     let (sender, mut receiver) = mpsc::unbounded_channel();
     let mut instances = JoinSet::new();
     for instance in 0..INSTANCES {
-        let client = harness.connect().await;
+        let client = harness.subscriber().await;
         let mut deliveries =
             subscribe(&client, Subscription::new(name("competing")).prefetch(16)).await;
         let sender = sender.clone();
@@ -64,7 +64,7 @@ pub async fn competing_consumers<H: Harness>(harness: &H) {
     }
     let list_id = list("competing.lists.example.org");
     let published: Vec<Envelope> = (0..2000).map(|i| mail(&list_id, i)).collect();
-    publish_all(&harness.connect().await, &published).await;
+    publish_all(&harness.publisher().await, &published).await;
 
     let mut received = Vec::new();
     let mut per_instance = [0usize; INSTANCES];
@@ -124,7 +124,7 @@ pub async fn routing_by_list_and_kind<H: Harness>(harness: &H) {
             |l, k| l.as_str() == "c.other.example.net" && k == Kind::Mail,
         ),
     ];
-    let consumer = harness.connect().await;
+    let consumer = harness.subscriber().await;
     let mut streams = Vec::new();
     for (subscriber, selection, _) in &subscriptions {
         streams.push(
@@ -144,7 +144,7 @@ pub async fn routing_by_list_and_kind<H: Harness>(harness: &H) {
             published.push(Envelope::event(event));
         }
     }
-    publish_all(&harness.connect().await, &published).await;
+    publish_all(&harness.publisher().await, &published).await;
     for ((subscriber, _, wants), deliveries) in subscriptions.iter().zip(&mut streams) {
         let expected: Vec<Envelope> = published
             .iter()
@@ -159,13 +159,13 @@ pub async fn routing_by_list_and_kind<H: Harness>(harness: &H) {
 
 /// A durable subscriber that is offline keeps what is published meanwhile.
 pub async fn offline_subscriber_catches_up<H: Harness>(harness: &H) {
-    let first = harness.connect().await;
+    let first = harness.subscriber().await;
     drop(subscribe(&first, Subscription::new(name("offline"))).await);
     first.close().await.expect("close");
     let list_id = list("offline.lists.example.org");
     let published: Vec<Envelope> = (0..100).map(|i| mail(&list_id, i)).collect();
-    publish_all(&harness.connect().await, &published).await;
-    let back = harness.connect().await;
+    publish_all(&harness.publisher().await, &published).await;
+    let back = harness.subscriber().await;
     let mut deliveries = subscribe(&back, Subscription::new(name("offline"))).await;
     let received = receive_acked(&mut deliveries, published.len(), "back online").await;
     assert_exactly_once(&received, &published, "back online");
@@ -174,8 +174,8 @@ pub async fn offline_subscriber_catches_up<H: Harness>(harness: &H) {
 /// A single consumer receives each list's messages in publish order, where
 /// the backend declares it.
 pub async fn per_list_order<H: Harness>(harness: &H) {
-    let backend = harness.connect().await;
-    if !backend.capabilities().per_list_order {
+    let backend = harness.subscriber().await;
+    if !backend.subscriber_capabilities().per_list_order {
         eprintln!("per_list_order: not checked, the backend does not declare per-list order");
         return;
     }
@@ -186,7 +186,7 @@ pub async fn per_list_order<H: Harness>(harness: &H) {
         list("o3.lists.example.org"),
     ];
     let published: Vec<Envelope> = (0..300).map(|i| mail(&lists[i % 3], i)).collect();
-    publish_all(&harness.connect().await, &published).await;
+    publish_all(&harness.publisher().await, &published).await;
     let received = receive_acked(&mut deliveries, published.len(), "ordered").await;
     for list_id in &lists {
         let sent: Vec<EnvelopeId> = published
@@ -203,14 +203,15 @@ pub async fn per_list_order<H: Harness>(harness: &H) {
     }
 }
 
-/// Fifty publishers, each its own client, publishing 100 messages each at
+/// Fifty publishers, each its own client where the backend gives one (a
+/// ZeroMQ list server has one hub), publishing 100 messages each at
 /// the same time: all 5,000 delivered once.
 pub async fn concurrent_publishers<H: Harness>(harness: &H) {
-    let consumer = harness.connect().await;
+    let consumer = harness.subscriber().await;
     let mut deliveries = subscribe(&consumer, Subscription::new(name("concurrent"))).await;
     let mut publishers = JoinSet::new();
     for p in 0..50 {
-        let client = harness.connect().await;
+        let client = harness.publisher().await;
         let list_id = list(&format!("p{p}.lists.example.org"));
         publishers.spawn(async move {
             let envelopes: Vec<Envelope> = (0..100).map(|i| mail(&list_id, i)).collect();
@@ -234,9 +235,9 @@ pub async fn churning_subscribers_lose_nothing<H: Harness>(harness: &H) {
     let subscription = Subscription::new(name("churn"))
         .prefetch(8)
         .max_attempts(u32::MAX);
-    let first = harness.connect().await;
+    let first = harness.subscriber().await;
     drop(subscribe(&first, subscription.clone()).await);
-    let publisher = harness.connect().await;
+    let publisher = harness.publisher().await;
     let list_id = list("churn.lists.example.org");
     let publishing = tokio::spawn(async move {
         let envelopes: Vec<Envelope> = (0..5000).map(|i| mail(&list_id, i)).collect();
@@ -246,7 +247,7 @@ pub async fn churning_subscribers_lose_nothing<H: Harness>(harness: &H) {
         }
         envelopes
     });
-    let abandoned = harness.connect().await.capabilities().abandoned_redelivery;
+    let abandoned = first.subscriber_capabilities().abandoned_redelivery;
     let deadline = tokio::time::Instant::now() + DEADLINE * 2 + abandoned;
     let mut acked: HashSet<EnvelopeId> = HashSet::new();
     let mut expected: Option<HashSet<EnvelopeId>> = None;
@@ -264,7 +265,7 @@ pub async fn churning_subscribers_lose_nothing<H: Harness>(harness: &H) {
         }
         if tokio::time::Instant::now() >= deadline {
             let dead = harness
-                .connect()
+                .subscriber()
                 .await
                 .dead_letters(&subscription.name)
                 .await
@@ -275,7 +276,7 @@ pub async fn churning_subscribers_lose_nothing<H: Harness>(harness: &H) {
             );
         }
         round += 1;
-        let client = harness.connect().await;
+        let client = harness.subscriber().await;
         let mut deliveries = subscribe(&client, subscription.clone()).await;
         for taken in 0..200 {
             // A short wait ends a round; the deadline bounds the scenario.
@@ -312,12 +313,12 @@ pub async fn churning_subscribers_lose_nothing<H: Harness>(harness: &H) {
 /// it existed where the backend declares replay; otherwise it is refused
 /// with `Unsupported`.
 pub async fn replay_from_start<H: Harness>(harness: &H) {
-    let backend = harness.connect().await;
+    let backend = harness.subscriber().await;
     let list_id = list("history.lists.example.org");
     let published: Vec<Envelope> = (0..20).map(|i| mail(&list_id, i)).collect();
-    publish_all(&backend, &published).await;
+    publish_all(&harness.publisher().await, &published).await;
     let subscription = Subscription::new(name("late")).start(StartPosition::Beginning);
-    if backend.capabilities().replay_from_start {
+    if backend.subscriber_capabilities().replay_from_start {
         let mut deliveries = subscribe(&backend, subscription).await;
         let received = receive_acked(&mut deliveries, published.len(), "replay from start").await;
         assert_exactly_once(&received, &published, "replay from start");

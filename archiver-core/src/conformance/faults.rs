@@ -319,7 +319,7 @@ pub async fn killed_child_consumer<H: super::Harness>(
         "ready"
     );
 
-    let publisher = harness.connect().await;
+    let publisher = harness.publisher().await;
     let list = ListId::new("child.lists.example.org").expect("valid list id");
     let mut published = HashSet::new();
     for i in 0..20 {
@@ -341,7 +341,7 @@ pub async fn killed_child_consumer<H: super::Harness>(
     child.kill().expect("kill -9 the child"); // SIGKILL: no chance to hand anything back
     child.wait().expect("reap the child");
 
-    let survivor = harness.connect().await;
+    let survivor = harness.subscriber().await;
     let subscription = crate::backend::Subscription::new(name.parse().expect("valid name"));
     let mut deliveries = crate::backend::Subscriber::subscribe(&survivor, &subscription)
         .await

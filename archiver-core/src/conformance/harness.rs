@@ -2,18 +2,28 @@
 
 use async_trait::async_trait;
 
-use crate::backend::Backend;
+use crate::backend::{Operator, Publisher, Subscriber};
 use crate::memory::MemoryBackend;
 
 /// One isolated namespace of a backend (its own key prefix, vhost or
-/// endpoint) for one scenario.
+/// endpoint) for one scenario. The list server's client and the archive
+/// servers' clients are asked for separately, since they need not be the
+/// same type (ZeroMQ's list server is its hub).
 #[async_trait]
 pub trait Harness: Send + Sync {
-    /// The backend under test.
-    type Backend: Backend;
+    /// The list server's client.
+    type Publisher: Publisher + 'static;
+    /// An archive server's client, which an operator uses too.
+    type Subscriber: Subscriber + Operator + 'static;
 
-    /// A new client of this namespace, as a separate process would open.
-    async fn connect(&self) -> Self::Backend;
+    /// The list server's client of this namespace. A symmetric broker gives
+    /// a new client each time, as a separate process would open; a backend
+    /// whose list server is one object (ZeroMQ's hub) may give that one.
+    async fn publisher(&self) -> Self::Publisher;
+
+    /// A new archive server's client of this namespace, as a separate
+    /// process would open.
+    async fn subscriber(&self) -> Self::Subscriber;
 
     /// Removes what the scenario left on the broker (keys, queues); called
     /// after every scenario, passed or failed (see [`run`](super::run)).
@@ -35,9 +45,14 @@ impl MemoryHarness {
 
 #[async_trait]
 impl Harness for MemoryHarness {
-    type Backend = MemoryBackend;
+    type Publisher = MemoryBackend;
+    type Subscriber = MemoryBackend;
 
-    async fn connect(&self) -> MemoryBackend {
+    async fn publisher(&self) -> MemoryBackend {
+        self.broker.connect()
+    }
+
+    async fn subscriber(&self) -> MemoryBackend {
         self.broker.connect()
     }
 }

@@ -12,7 +12,9 @@
 //!
 //! Every scenario asserts counts and byte-exact envelopes, waits on events
 //! with a deadline (never a fixed sleep), and adapts to the backend's
-//! [`Capabilities`](crate::Capabilities) where a guarantee is optional.
+//! capabilities ([`PublisherCapabilities`](crate::PublisherCapabilities),
+//! [`SubscriberCapabilities`](crate::SubscriberCapabilities)) where a
+//! guarantee is optional.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -114,8 +116,12 @@ mod tests {
 
     #[async_trait]
     impl Harness for Noting {
-        type Backend = MemoryBackend;
-        async fn connect(&self) -> MemoryBackend {
+        type Publisher = MemoryBackend;
+        type Subscriber = MemoryBackend;
+        async fn publisher(&self) -> MemoryBackend {
+            MemoryBackend::new()
+        }
+        async fn subscriber(&self) -> MemoryBackend {
             MemoryBackend::new()
         }
         async fn cleanup(&self) {

@@ -10,17 +10,17 @@ use super::support::{
     DEADLINE, assert_exactly_once, assert_quiet, list, mail, name, next, next_within, publish_all,
     receive_acked, subscribe,
 };
-use crate::backend::{Backend, DeadLetters, Delivery, Replay, Subscription};
+use crate::backend::{Connection, Delivery, Operator, Replay, Subscriber, Subscription};
 use crate::backoff::Backoff;
 use crate::envelope::Envelope;
 use crate::runner::{Handler, HandlerError, RunStats, Runner};
 
 /// A nacked delivery comes back with attempt + 1, after its delay.
 pub async fn nack_redelivers_with_next_attempt<H: Harness>(harness: &H) {
-    let backend = harness.connect().await;
+    let backend = harness.subscriber().await;
     let mut deliveries = subscribe(&backend, Subscription::new(name("nacking"))).await;
     let envelope = mail(&list("nack.lists.example.org"), 0);
-    publish_all(&backend, std::slice::from_ref(&envelope)).await;
+    publish_all(&harness.publisher().await, std::slice::from_ref(&envelope)).await;
 
     let first = next(&mut deliveries, "first delivery").await;
     assert_eq!((first.envelope(), first.attempt()), (&envelope, 1));
@@ -46,18 +46,18 @@ pub async fn nack_redelivers_with_next_attempt<H: Harness>(harness: &H) {
 /// another instance, with attempt + 1.
 pub async fn abandoned_delivery_is_redelivered<H: Harness>(harness: &H) {
     let subscription = Subscription::new(name("abandoning"));
-    let crashed = harness.connect().await;
-    let wait = crashed.capabilities().abandoned_redelivery + DEADLINE;
+    let crashed = harness.subscriber().await;
+    let wait = crashed.subscriber_capabilities().abandoned_redelivery + DEADLINE;
     let mut deliveries = subscribe(&crashed, subscription.clone()).await;
     let envelope = mail(&list("abandon.lists.example.org"), 0);
-    publish_all(&harness.connect().await, std::slice::from_ref(&envelope)).await;
+    publish_all(&harness.publisher().await, std::slice::from_ref(&envelope)).await;
     let held = next(&mut deliveries, "delivery to the instance that goes away").await;
     assert_eq!(held.attempt(), 1);
     drop(held);
     drop(deliveries);
     crashed.close().await.expect("close");
 
-    let survivor = harness.connect().await;
+    let survivor = harness.subscriber().await;
     let mut deliveries = subscribe(&survivor, subscription).await;
     let again = next_within(
         &mut deliveries,
@@ -75,9 +75,10 @@ pub async fn abandoned_delivery_is_redelivered<H: Harness>(harness: &H) {
 }
 
 /// Nacked up to the attempt limit, or rejected, an envelope lands in the
-/// dead letters; it can be listed, replayed and then delivered.
+/// dead letters; it can be listed, replayed and then delivered, or purged
+/// and never delivered again.
 pub async fn dead_letters_after_max_attempts<H: Harness>(harness: &H) {
-    let backend = harness.connect().await;
+    let backend = harness.subscriber().await;
     let subscriber = name("dead");
     let mut deliveries = subscribe(
         &backend,
@@ -87,7 +88,11 @@ pub async fn dead_letters_after_max_attempts<H: Harness>(harness: &H) {
     let list_id = list("dead.lists.example.org");
     let exhausted = mail(&list_id, 0);
     let poison = mail(&list_id, 1);
-    publish_all(&backend, &[exhausted.clone(), poison.clone()]).await;
+    publish_all(
+        &harness.publisher().await,
+        &[exhausted.clone(), poison.clone()],
+    )
+    .await;
 
     let mut nacks = 0;
     let mut rejected = false;
@@ -159,10 +164,43 @@ pub async fn dead_letters_after_max_attempts<H: Harness>(harness: &H) {
             .expect("list")
             .is_empty()
     );
+
+    // Purged dead letters are gone for good; the queue goes on.
+    let unwanted = mail(&list_id, 2);
+    publish_all(&harness.publisher().await, std::slice::from_ref(&unwanted)).await;
+    let delivery = next(&mut deliveries, "the mail to purge").await;
+    assert_eq!(delivery.envelope(), &unwanted);
+    delivery.reject("not wanted").await.expect("reject");
+    wait_for_dead_letters(&backend, &subscriber, 1).await;
+    assert_eq!(
+        backend
+            .purge_dead_letters(&subscriber)
+            .await
+            .expect("purge"),
+        1
+    );
+    assert!(
+        backend
+            .dead_letters(&subscriber)
+            .await
+            .expect("list after purge")
+            .is_empty()
+    );
+    assert_eq!(
+        backend
+            .replay_dead_letters(&subscriber, Replay::All)
+            .await
+            .expect("replay after purge"),
+        0
+    );
+    let after = mail(&list_id, 3);
+    publish_all(&harness.publisher().await, std::slice::from_ref(&after)).await;
+    let received = receive_acked(&mut deliveries, 1, "after the purge").await;
+    assert_exactly_once(&received, &[after], "after the purge");
 }
 
 /// Dead-lettering may be asynchronous on a broker: poll with a deadline.
-async fn wait_for_dead_letters<B: Backend>(
+async fn wait_for_dead_letters<B: Operator>(
     backend: &B,
     subscriber: &crate::backend::SubscriberName,
     count: usize,
@@ -190,11 +228,11 @@ async fn wait_for_dead_letters<B: Backend>(
 /// rest go to another instance meanwhile.
 pub async fn prefetch_bounds_in_flight<H: Harness>(harness: &H) {
     let subscription = Subscription::new(name("bounded")).prefetch(2);
-    let slow = harness.connect().await;
+    let slow = harness.subscriber().await;
     let mut slow_deliveries = subscribe(&slow, subscription.clone()).await;
     let list_id = list("bounded.lists.example.org");
     let published: Vec<Envelope> = (0..10).map(|i| mail(&list_id, i)).collect();
-    publish_all(&harness.connect().await, &published).await;
+    publish_all(&harness.publisher().await, &published).await;
 
     let held = [
         next(&mut slow_deliveries, "first held").await,
@@ -202,7 +240,7 @@ pub async fn prefetch_bounds_in_flight<H: Harness>(harness: &H) {
     ];
     assert_quiet(&mut slow_deliveries, "a consumer at its prefetch of 2").await;
 
-    let fast = harness.connect().await;
+    let fast = harness.subscriber().await;
     let mut fast_deliveries = subscribe(&fast, subscription).await;
     let mut received = receive_acked(
         &mut fast_deliveries,
@@ -236,10 +274,10 @@ impl Handler for ByList {
 /// The runner acks on Ok, nacks with back-off on a retryable error and
 /// rejects to the dead letters on a permanent one.
 pub async fn runner_settles_by_outcome<H: Harness>(harness: &H) {
-    let backend = harness.connect().await;
+    let backend = harness.subscriber().await;
     let subscriber = name("runner");
     let runner = Runner::new(
-        harness.connect().await,
+        harness.subscriber().await,
         Subscription::new(subscriber.clone()),
     )
     .concurrency(4)
@@ -256,7 +294,7 @@ pub async fn runner_settles_by_outcome<H: Harness>(harness: &H) {
         .expect("runner subscribes");
     let poison = mail(&list("poison.lists.example.org"), 2);
     publish_all(
-        &backend,
+        &harness.publisher().await,
         &[
             mail(&list("ok.lists.example.org"), 0),
             mail(&list("retry.lists.example.org"), 1),

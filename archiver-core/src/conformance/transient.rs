@@ -4,7 +4,7 @@ use futures::StreamExt;
 
 use super::Harness;
 use super::support::{DEADLINE, QUIET, list, mail, publish_all};
-use crate::backend::{LiveTail, Tail};
+use crate::backend::{Subscriber, Tail};
 use crate::envelope::Envelope;
 use crate::selection::Selection;
 
@@ -20,12 +20,13 @@ async fn next_tailed(tail: &mut Tail, what: &str) -> Envelope {
 /// A tail sees what is published while it is attached, in its selection,
 /// and nothing from before it attached or while it was gone.
 pub async fn live_tail_sees_only_live_messages<H: Harness>(harness: &H) {
-    let backend = harness.connect().await;
+    let backend = harness.subscriber().await;
+    let publisher = harness.publisher().await;
     let watched = list("live.lists.example.org");
     let other = list("other.lists.example.org");
     let selection = Selection::all().list(watched.clone().into());
     publish_all(
-        &backend,
+        &publisher,
         &(0..5).map(|i| mail(&watched, i)).collect::<Vec<_>>(),
     )
     .await;
@@ -33,7 +34,7 @@ pub async fn live_tail_sees_only_live_messages<H: Harness>(harness: &H) {
     let mut tail = backend.tail(&selection).await.expect("tail");
     let live: Vec<Envelope> = (5..15).map(|i| mail(&watched, i)).collect();
     for (i, envelope) in live.iter().enumerate() {
-        publish_all(&backend, &[mail(&other, i), envelope.clone()]).await;
+        publish_all(&publisher, &[mail(&other, i), envelope.clone()]).await;
     }
     for expected in &live {
         assert_eq!(
@@ -48,10 +49,10 @@ pub async fn live_tail_sees_only_live_messages<H: Harness>(harness: &H) {
     );
     drop(tail);
 
-    publish_all(&backend, &[mail(&watched, 15)]).await;
+    publish_all(&publisher, &[mail(&watched, 15)]).await;
     let mut again = backend.tail(&selection).await.expect("tail again");
     let fresh = mail(&watched, 16);
-    publish_all(&backend, std::slice::from_ref(&fresh)).await;
+    publish_all(&publisher, std::slice::from_ref(&fresh)).await;
     assert_eq!(
         next_tailed(&mut again, "new tail").await,
         fresh,

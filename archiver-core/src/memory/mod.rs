@@ -14,8 +14,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backend::{
-    Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, LiveTail,
-    Publisher, Replay, StartPosition, Subscriber, SubscriberName, Subscription, Tail,
+    BackendError, CloseFlag, Connection, DeadLetter, Deliveries, Operator, Publisher,
+    PublisherCapabilities, Replay, StartPosition, Subscriber, SubscriberCapabilities,
+    SubscriberName, Subscription, Tail,
 };
 use crate::envelope::Envelope;
 use crate::selection::Selection;
@@ -99,7 +100,22 @@ impl MemoryBackend {
 }
 
 #[async_trait]
+impl Connection for MemoryBackend {
+    async fn close(&self) -> Result<(), BackendError> {
+        self.closed.close();
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl Publisher for MemoryBackend {
+    fn publisher_capabilities(&self) -> PublisherCapabilities {
+        PublisherCapabilities {
+            max_envelope_bytes: self.broker.max_envelope_bytes,
+            publish_durability: "held in this process's memory: lost when the process exits",
+        }
+    }
+
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
         self.closed.ensure_open()?;
         BackendError::check_size(envelope, self.broker.max_envelope_bytes)?;
@@ -125,6 +141,15 @@ impl Publisher for MemoryBackend {
 
 #[async_trait]
 impl Subscriber for MemoryBackend {
+    fn subscriber_capabilities(&self) -> SubscriberCapabilities {
+        SubscriberCapabilities {
+            per_list_order: true,
+            replay_from_start: false,
+            native_dead_letter: true,
+            abandoned_redelivery: Duration::ZERO,
+        }
+    }
+
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
         self.closed.ensure_open()?;
         if subscription.start == StartPosition::Beginning {
@@ -173,6 +198,17 @@ impl Subscriber for MemoryBackend {
         Ok(self.closed.until_closed(deliveries))
     }
 
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
+        self.closed.ensure_open()?;
+        let (sender, receiver) = mpsc::channel(TAIL_BUFFER);
+        lock(&self.broker.tails).push((selection.clone(), sender));
+        let envelopes = ReceiverStream::new(receiver).map(Ok);
+        Ok(self.closed.until_closed(envelopes))
+    }
+}
+
+#[async_trait]
+impl Operator for MemoryBackend {
     async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
         self.closed.ensure_open()?;
         if let Some(queue) = lock(&self.broker.queues).remove(name) {
@@ -180,16 +216,18 @@ impl Subscriber for MemoryBackend {
         }
         Ok(())
     }
-}
 
-#[async_trait]
-impl DeadLetters for MemoryBackend {
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
         self.closed.ensure_open()?;
         Ok(self
             .queue(name)
             .map(|q| q.dead_letters())
             .unwrap_or_default())
+    }
+
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError> {
+        self.closed.ensure_open()?;
+        Ok(self.queue(name).map_or(0, |q| q.purge_dead_letters()))
     }
 
     async fn replay_dead_letters(
@@ -201,37 +239,6 @@ impl DeadLetters for MemoryBackend {
         Ok(self.queue(name).map(|q| q.replay(&which)).unwrap_or(0))
     }
 }
-
-#[async_trait]
-impl LiveTail for MemoryBackend {
-    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
-        self.closed.ensure_open()?;
-        let (sender, receiver) = mpsc::channel(TAIL_BUFFER);
-        lock(&self.broker.tails).push((selection.clone(), sender));
-        let envelopes = ReceiverStream::new(receiver).map(Ok);
-        Ok(self.closed.until_closed(envelopes))
-    }
-}
-
-#[async_trait]
-impl Backend for MemoryBackend {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            per_list_order: true,
-            replay_from_start: false,
-            native_dead_letter: true,
-            max_envelope_bytes: self.broker.max_envelope_bytes,
-            abandoned_redelivery: Duration::ZERO,
-            publish_durability: "held in this process's memory: lost when the process exits",
-        }
-    }
-
-    async fn close(&self) -> Result<(), BackendError> {
-        self.closed.close();
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,6 +153,11 @@ impl Queue {
         self.lock().dead.clone()
     }
 
+    /// Forgets every dead letter; returns how many.
+    pub(super) fn purge_dead_letters(&self) -> usize {
+        std::mem::take(&mut self.lock().dead).len()
+    }
+
     pub(super) fn replay(&self, which: &Replay) -> usize {
         let mut state = self.lock();
         let (replayed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut state.dead)

@@ -9,7 +9,7 @@
 //! The URL can also come from `ARCHIVER_AMQP_URL`, so no password needs to
 //! be on the command line. Output never contains mail bodies.
 
-use archiver_core::Backend;
+use archiver_core::Connection;
 use archiver_core::admin::AdminCommand;
 use backend_rabbitmq::{QueueType, RabbitBackend, RabbitConfig};
 use clap::Parser;

@@ -37,11 +37,9 @@ impl RabbitHarness {
     }
 }
 
-#[async_trait]
-impl Harness for RabbitHarness {
-    type Backend = RabbitBackend;
-
-    async fn connect(&self) -> RabbitBackend {
+impl RabbitHarness {
+    /// A new client of this namespace, of every role.
+    pub async fn connect(&self) -> RabbitBackend {
         let client = RabbitBackend::connect(self.config.clone())
             .await
             .unwrap_or_else(|e| {
@@ -52,6 +50,20 @@ impl Harness for RabbitHarness {
             });
         self.clients.lock().unwrap().push(client.clone());
         client
+    }
+}
+
+#[async_trait]
+impl Harness for RabbitHarness {
+    type Publisher = RabbitBackend;
+    type Subscriber = RabbitBackend;
+
+    async fn publisher(&self) -> RabbitBackend {
+        self.connect().await
+    }
+
+    async fn subscriber(&self) -> RabbitBackend {
+        self.connect().await
     }
 
     async fn cleanup(&self) {

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use archiver_core::Backend;
+use archiver_core::Connection;
 use archiver_core::admin::AdminCommand;
 use backend_redis::{RedisBackend, RedisConfig};
 use clap::{Parser, Subcommand};

@@ -37,11 +37,9 @@ impl RedisHarness {
     }
 }
 
-#[async_trait]
-impl Harness for RedisHarness {
-    type Backend = RedisBackend;
-
-    async fn connect(&self) -> RedisBackend {
+impl RedisHarness {
+    /// A new client of this namespace, of every role.
+    pub async fn connect(&self) -> RedisBackend {
         RedisBackend::connect(self.config.clone())
             .await
             .unwrap_or_else(|e| {
@@ -50,6 +48,20 @@ impl Harness for RedisHarness {
                     self.config.redacted_url()
                 )
             })
+    }
+}
+
+#[async_trait]
+impl Harness for RedisHarness {
+    type Publisher = RedisBackend;
+    type Subscriber = RedisBackend;
+
+    async fn publisher(&self) -> RedisBackend {
+        self.connect().await
+    }
+
+    async fn subscriber(&self) -> RedisBackend {
+        self.connect().await
     }
 
     async fn cleanup(&self) {

@@ -2,6 +2,7 @@
 //! deliveries into a bounded channel, settlements back, heartbeats, and
 //! reconnection when a hub falls silent or restarts.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archiver_core::{BackendError, CloseFlag, Delivery, Settle, Subscription};
@@ -10,10 +11,11 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::capabilities::Learned;
 use super::link::Link;
 use crate::config::{ClientConfig, DEFAULT_HEARTBEAT, DEFAULT_TIMEOUT};
 use crate::mailbox::{Inbox, Mailbox, mailbox};
-use crate::protocol::{self, Hello, Welcome, command};
+use crate::protocol::{self, Hello, Welcome, WireCapabilities, command};
 
 /// What deliveries and the stream ask of the thread.
 pub enum ConsumerCommand {
@@ -51,12 +53,14 @@ type Started = (
 );
 
 /// Starts the thread. Its deliveries refuse to settle once `closed` is
-/// set, and hand themselves back on the runtime current here.
+/// set, and hand themselves back on the runtime current here. What each
+/// hub's WELCOME says it guarantees goes into `learned`.
 pub fn start(
     context: zmq::Context,
     config: &ClientConfig,
     subscription: &Subscription,
     closed: CloseFlag,
+    learned: Arc<Learned>,
 ) -> Result<Started, BackendError> {
     let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
     let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
@@ -78,7 +82,9 @@ pub fn start(
         welcome: Welcome {
             heartbeat_ms: DEFAULT_HEARTBEAT.as_millis() as u64,
             timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
+            capabilities: WireCapabilities::of_hub(DEFAULT_TIMEOUT),
         },
+        learned,
     };
     let runtime = tokio::runtime::Handle::try_current().ok();
     std::thread::Builder::new()
@@ -169,6 +175,7 @@ struct Consumer {
     max_attempts: u32,
     closed: CloseFlag,
     welcome: Welcome,
+    learned: Arc<Learned>,
 }
 
 /// Why the thread stops.
@@ -380,6 +387,8 @@ impl Consumer {
                     if let Ok(welcome) =
                         serde_json::from_slice::<Welcome>(args.first().map_or(&[][..], |a| a))
                     {
+                        self.learned
+                            .record(&self.links[i].link.endpoint, welcome.capabilities);
                         self.welcome = welcome;
                     }
                     self.links[i].welcomed = true;

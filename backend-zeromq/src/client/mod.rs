@@ -1,33 +1,33 @@
 //! The archive server's side: [`ZmqClient`] connects to one or more hubs
 //! and consumes, tails, and administers dead letters over ZeroMQ.
 
+mod capabilities;
 mod consumer;
 mod link;
 mod request;
 mod tail;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use archiver_core::wire;
 use archiver_core::{
-    Backend, BackendError, Capabilities, CloseFlag, DeadLetter, DeadLetters, Deliveries, Envelope,
-    LiveTail, Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription, Tail,
+    BackendError, CloseFlag, Connection, DeadLetter, Deliveries, Operator, Replay, Selection,
+    Subscriber, SubscriberCapabilities, SubscriberName, Subscription, Tail,
 };
 use async_trait::async_trait;
 
-use crate::config::{ClientConfig, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_TIMEOUT};
-use crate::hub::ZmqHub;
+use crate::config::ClientConfig;
 use crate::protocol::{DeadLetterMeta, command};
+use capabilities::Learned;
 use link::check_endpoint;
 
 /// An archive server's client of one or more hubs. Cheap to clone.
 ///
-/// It implements [`archiver_core::Backend`]: `subscribe` consumes a durable
-/// queue from every hub, `tail` follows live traffic, dead letters are
-/// listed and replayed by asking the hubs. Publishing is the list server's
-/// ([`ZmqHub`]); a client made by [`ZmqHub::client`] publishes through its
-/// hub, one made by [`ZmqClient::connect`] refuses with `Unsupported`.
+/// It plays the archive server's role ([`Subscriber`]: `subscribe` consumes
+/// a durable queue from every hub, `tail` follows live traffic) and the
+/// operator's ([`Operator`]: dead letters are listed, replayed and purged, and
+/// subscribers deleted, by asking the hubs). Publishing is the list
+/// server's role, which its [`ZmqHub`](crate::ZmqHub) plays.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), archiver_core::BackendError> {
@@ -45,7 +45,7 @@ pub struct ZmqClient {
 struct ClientInner {
     config: ClientConfig,
     context: zmq::Context,
-    hub: Option<ZmqHub>,
+    learned: Arc<Learned>,
     closed: CloseFlag,
     stoppers: Mutex<Vec<Box<dyn Fn() + Send>>>,
 }
@@ -60,23 +60,15 @@ impl ZmqClient {
         for endpoint in config.endpoints.iter().chain(&config.tail_endpoints) {
             check_endpoint(endpoint)?;
         }
-        Ok(Self::new(config, None))
-    }
-
-    pub(crate) fn attached(config: ClientConfig, hub: ZmqHub) -> Self {
-        Self::new(config, Some(hub))
-    }
-
-    fn new(config: ClientConfig, hub: Option<ZmqHub>) -> Self {
-        Self {
+        Ok(Self {
             inner: Arc::new(ClientInner {
                 config,
                 context: zmq::Context::new(),
-                hub,
+                learned: Arc::default(),
                 closed: CloseFlag::new(),
                 stoppers: Mutex::default(),
             }),
-        }
+        })
     }
 
     fn ensure_open(&self) -> Result<(), BackendError> {
@@ -144,20 +136,32 @@ async fn attached(
 }
 
 #[async_trait]
-impl Publisher for ZmqClient {
-    async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
-        self.ensure_open()?;
-        match &self.inner.hub {
-            Some(hub) => hub.publish(envelope).await,
-            None => Err(BackendError::Unsupported(
-                "publishing from an archive server's client: the list server publishes through its ZmqHub",
-            )),
+impl Connection for ZmqClient {
+    async fn close(&self) -> Result<(), BackendError> {
+        self.inner.closed.close();
+        let stoppers = std::mem::take(
+            &mut *self
+                .inner
+                .stoppers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for stop in stoppers {
+            stop();
         }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Subscriber for ZmqClient {
+    /// What the hubs said in their last WELCOME to a subscription of this
+    /// client (a hub counts as one of default settings until it has
+    /// welcomed one): read it after `subscribe` to know the hubs' own.
+    fn subscriber_capabilities(&self) -> SubscriberCapabilities {
+        self.inner.learned.across(&self.inner.config.endpoints)
+    }
+
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BackendError> {
         self.ensure_open()?;
         let (stream, stopper, answer) = consumer::start(
@@ -165,6 +169,7 @@ impl Subscriber for ZmqClient {
             &self.inner.config,
             subscription,
             self.inner.closed.clone(),
+            Arc::clone(&self.inner.learned),
         )?;
         attached(answer).await?;
         self.on_close(move || {
@@ -173,6 +178,20 @@ impl Subscriber for ZmqClient {
         Ok(self.inner.closed.until_closed(stream))
     }
 
+    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
+        self.ensure_open()?;
+        let (stream, stopper, answer) =
+            tail::start(self.inner.context.clone(), &self.inner.config, selection)?;
+        attached(answer).await?;
+        self.on_close(move || {
+            let _ = stopper.send(tail::StopTail);
+        });
+        Ok(self.inner.closed.until_closed(stream))
+    }
+}
+
+#[async_trait]
+impl Operator for ZmqClient {
     async fn unsubscribe(&self, name: &SubscriberName) -> Result<(), BackendError> {
         let replies = self
             .ask_all(vec![
@@ -182,49 +201,7 @@ impl Subscriber for ZmqClient {
             .await?;
         expect_reply(&replies, command::UNSUBSCRIBED).map(drop)
     }
-}
 
-/// Checks every hub answered with `verb`; returns the replies' arguments.
-fn expect_reply<'a>(
-    replies: &'a [Vec<Vec<u8>>],
-    verb: &[u8],
-) -> Result<Vec<&'a [Vec<u8>]>, BackendError> {
-    replies
-        .iter()
-        .map(|reply| match reply.split_first() {
-            Some((first, rest)) if first == verb => Ok(rest),
-            _ => Err(BackendError::Broker(format!(
-                "the hub answered {:?} where {:?} was expected",
-                reply
-                    .first()
-                    .map(|f| String::from_utf8_lossy(f).into_owned()),
-                String::from_utf8_lossy(verb)
-            ))),
-        })
-        .collect()
-}
-
-/// The dead letters of one DEAD-LETTERS reply page: metadata and envelope
-/// frames in pairs.
-fn dead_letter_page(frames: &[Vec<u8>]) -> Result<Vec<DeadLetter>, BackendError> {
-    if !frames.len().is_multiple_of(2) {
-        return Err(BackendError::Broker(
-            "dead-letter reply frames do not pair".into(),
-        ));
-    }
-    frames
-        .chunks(2)
-        .map(|pair| {
-            let meta: DeadLetterMeta = serde_json::from_slice(&pair[0])
-                .map_err(|e| BackendError::Broker(format!("dead-letter metadata: {e}")))?;
-            let envelope = wire::from_bytes(bytes::Bytes::from(pair[1].clone()))?;
-            Ok(meta.into_letter(envelope))
-        })
-        .collect()
-}
-
-#[async_trait]
-impl DeadLetters for ZmqClient {
     async fn dead_letters(&self, name: &SubscriberName) -> Result<Vec<DeadLetter>, BackendError> {
         let name = name.as_str().as_bytes().to_vec();
         let per_hub = self
@@ -251,6 +228,16 @@ impl DeadLetters for ZmqClient {
         Ok(letters)
     }
 
+    async fn purge_dead_letters(&self, name: &SubscriberName) -> Result<usize, BackendError> {
+        let replies = self
+            .ask_all(vec![
+                command::PURGE.to_vec(),
+                name.as_str().as_bytes().to_vec(),
+            ])
+            .await?;
+        counts(&replies, command::PURGED)
+    }
+
     async fn replay_dead_letters(
         &self,
         name: &SubscriberName,
@@ -262,58 +249,61 @@ impl DeadLetters for ZmqClient {
             Replay::Only(ids) => frames.extend(ids.iter().map(|id| id.to_string().into_bytes())),
         }
         let replies = self.ask_all(frames).await?;
-        expect_reply(&replies, command::REPLAYED)?
-            .into_iter()
-            .map(|args| {
-                args.first()
-                    .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
-                    .ok_or_else(|| BackendError::Broker("REPLAYED without a count".into()))
-            })
-            .sum()
+        counts(&replies, command::REPLAYED)
     }
 }
-
-#[async_trait]
-impl LiveTail for ZmqClient {
-    async fn tail(&self, selection: &Selection) -> Result<Tail, BackendError> {
-        self.ensure_open()?;
-        let (stream, stopper, answer) =
-            tail::start(self.inner.context.clone(), &self.inner.config, selection)?;
-        attached(answer).await?;
-        self.on_close(move || {
-            let _ = stopper.send(tail::StopTail);
-        });
-        Ok(self.inner.closed.until_closed(stream))
-    }
+/// Checks every hub answered with `verb`; returns the replies' arguments.
+fn expect_reply<'a>(
+    replies: &'a [Vec<Vec<u8>>],
+    verb: &[u8],
+) -> Result<Vec<&'a [Vec<u8>]>, BackendError> {
+    replies
+        .iter()
+        .map(|reply| match reply.split_first() {
+            Some((first, rest)) if first == verb => Ok(rest),
+            _ => Err(BackendError::Broker(format!(
+                "the hub answered {:?} where {:?} was expected",
+                reply
+                    .first()
+                    .map(|f| String::from_utf8_lossy(f).into_owned()),
+                String::from_utf8_lossy(verb)
+            ))),
+        })
+        .collect()
 }
 
-#[async_trait]
-impl Backend for ZmqClient {
-    fn capabilities(&self) -> Capabilities {
-        let hub = self.inner.hub.as_ref().map(ZmqHub::config);
-        Capabilities {
-            per_list_order: true,
-            replay_from_start: true,
-            native_dead_letter: true,
-            max_envelope_bytes: hub.map_or(DEFAULT_MAX_ENVELOPE_BYTES, |c| c.max_envelope_bytes),
-            abandoned_redelivery: hub.map_or(DEFAULT_TIMEOUT, |c| c.timeout)
-                + Duration::from_secs(1),
-            publish_durability: "appended to the list server's journal and synced to its disk (fdatasync); delivered to each subscriber from there",
-        }
-    }
+/// The sum of the counts every hub answered with `verb` (REPLAYED, PURGED).
+fn counts(replies: &[Vec<Vec<u8>>], verb: &[u8]) -> Result<usize, BackendError> {
+    expect_reply(replies, verb)?
+        .into_iter()
+        .map(|args| {
+            args.first()
+                .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    BackendError::Broker(format!(
+                        "{} without a count",
+                        String::from_utf8_lossy(verb)
+                    ))
+                })
+        })
+        .sum()
+}
 
-    async fn close(&self) -> Result<(), BackendError> {
-        self.inner.closed.close();
-        let stoppers = std::mem::take(
-            &mut *self
-                .inner
-                .stoppers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        for stop in stoppers {
-            stop();
-        }
-        Ok(())
+/// The dead letters of one DEAD-LETTERS reply page: metadata and envelope
+/// frames in pairs.
+fn dead_letter_page(frames: &[Vec<u8>]) -> Result<Vec<DeadLetter>, BackendError> {
+    if !frames.len().is_multiple_of(2) {
+        return Err(BackendError::Broker(
+            "dead-letter reply frames do not pair".into(),
+        ));
     }
+    frames
+        .chunks(2)
+        .map(|pair| {
+            let meta: DeadLetterMeta = serde_json::from_slice(&pair[0])
+                .map_err(|e| BackendError::Broker(format!("dead-letter metadata: {e}")))?;
+            let envelope = wire::from_bytes(bytes::Bytes::from(pair[1].clone()))?;
+            Ok(meta.into_letter(envelope))
+        })
+        .collect()
 }

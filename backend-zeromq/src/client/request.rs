@@ -1,4 +1,4 @@
-//! One request to a hub and its reply (dead letters, replay, unsubscribe),
+//! One request to a hub and its reply (dead letters, replay, purge, unsubscribe),
 //! on a socket of its own that lives as long as the request.
 
 use std::time::{Duration, Instant};

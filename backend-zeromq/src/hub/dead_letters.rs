@@ -147,6 +147,17 @@ impl DeadLetterStore {
         sync_dir(path.parent().unwrap_or(Path::new(".")))
     }
 
+    /// Forgets every dead letter of a subscriber an operator purged;
+    /// returns how many. Durable when it returns.
+    pub fn purge(&self, name: &SubscriberName) -> Result<usize, JournalError> {
+        let count = self.count(name)?;
+        if count > 0 {
+            self.remove_all(name)?;
+            sync_dir(&self.root)?;
+        }
+        Ok(count)
+    }
+
     /// Forgets every dead letter of a retired subscriber.
     pub fn remove_all(&self, name: &SubscriberName) -> Result<(), JournalError> {
         let dir = self.dir(name);

@@ -291,6 +291,19 @@ impl HubLoop {
                 self.send(peer, reply);
                 Ok(())
             }
+            command::PURGE => {
+                arity(1)?;
+                let name = subscriber(&args[0])?;
+                let reply = match self.dead.purge(&name) {
+                    Ok(count) => {
+                        tracing::info!(subscriber = %name, count, "dead letters purged");
+                        vec![command::PURGED.to_vec(), count.to_string().into_bytes()]
+                    }
+                    Err(e) => vec![command::ERROR.to_vec(), e.to_string().into_bytes()],
+                };
+                self.send(peer, reply);
+                Ok(())
+            }
             command::UNSUBSCRIBE => {
                 arity(1)?;
                 let name = subscriber(&args[0])?;

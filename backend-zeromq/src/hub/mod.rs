@@ -15,14 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use archiver_core::journal::{Journal, JournalError, JournalOptions};
-use archiver_core::{BackendError, Envelope, Publisher, SubscriberName};
+use archiver_core::{
+    BackendError, Connection, Envelope, Publisher, PublisherCapabilities, SubscriberName,
+};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use crate::client::ZmqClient;
-use crate::config::{ClientConfig, HubConfig};
+use crate::config::HubConfig;
 use crate::mailbox::{Mailbox, mailbox};
-use crate::protocol::{MAX_COMMAND_BYTES, Welcome};
+use crate::protocol::{MAX_COMMAND_BYTES, Welcome, WireCapabilities};
 use crate::zap::{self, ZapHandler};
 use dead_letters::DeadLetterStore;
 use event_loop::{HubCommand, HubLoop, Limits};
@@ -35,6 +36,10 @@ pub use status::QueueStatus;
 /// (synced before `Ok`); each durable subscriber's queue is a position in
 /// that journal, so an archive server that is offline, or a list server
 /// that restarts, loses nothing.
+///
+/// It plays the list server's role only ([`Publisher`]): archive servers,
+/// and operators, use a [`ZmqClient`](crate::ZmqClient) over its endpoint,
+/// as they would from another machine.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), archiver_core::BackendError> {
@@ -174,6 +179,7 @@ impl ZmqHub {
         let welcome = Welcome {
             heartbeat_ms: config.heartbeat.as_millis() as u64,
             timeout_ms: config.timeout.as_millis() as u64,
+            capabilities: WireCapabilities::of_hub(config.timeout),
         };
         let hub_loop = HubLoop::new(
             router,
@@ -226,21 +232,6 @@ impl ZmqHub {
         &self.inner.config
     }
 
-    /// A client of this hub over its endpoint (with the first allowed
-    /// credentials, if any) that also publishes through it: a complete
-    /// [`archiver_core::Backend`] for code that runs list server and
-    /// archive servers in one process.
-    pub fn client(&self) -> ZmqClient {
-        let mut config = ClientConfig::new(self.endpoint());
-        if let Some(tail) = self.tail_endpoint() {
-            config = config.tail(tail);
-        }
-        if let Some(credentials) = self.inner.config.allowed.first() {
-            config = config.credentials(credentials.clone());
-        }
-        ZmqClient::attached(config, self.clone())
-    }
-
     /// Every durable subscriber's queue, with what it pins of the journal
     /// and since when: an operator's list of subscribers.
     pub async fn status(&self) -> Result<Vec<QueueStatus>, BackendError> {
@@ -268,9 +259,17 @@ impl ZmqHub {
             .map_err(|e| BackendError::Broker(format!("deleting subscriber {name}: {e}")))
     }
 
+    /// True once [`close`](Connection::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Connection for ZmqHub {
     /// Saves every queue's position, stops serving and closes the journal.
     /// Archive servers keep their queues for when the hub is back.
-    pub async fn close(&self) -> Result<(), BackendError> {
+    async fn close(&self) -> Result<(), BackendError> {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
@@ -294,15 +293,14 @@ impl ZmqHub {
             .await
             .map_err(journal_error)
     }
-
-    /// True once [`close`](Self::close) was called.
-    pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(Ordering::SeqCst)
-    }
 }
 
 #[async_trait]
 impl Publisher for ZmqHub {
+    fn publisher_capabilities(&self) -> PublisherCapabilities {
+        self.inner.config.publisher_capabilities()
+    }
+
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
         if self.is_closed() {
             return Err(BackendError::Closed);

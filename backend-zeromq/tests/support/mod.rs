@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use archiver_core::conformance::Harness;
 use async_trait::async_trait;
-use backend_zeromq::{HubConfig, ZmqClient, ZmqHub};
+use backend_zeromq::{ClientConfig, HubConfig, ZmqClient, ZmqHub};
 use tokio::sync::mpsc;
 
-/// One hub per scenario, on `tcp://127.0.0.1` with ports the system picks;
-/// every `connect` is a new client over TCP, as an archive server in
-/// another process would be (it also publishes through the hub, as the
-/// list server does).
+/// One hub per scenario, on `tcp://127.0.0.1` with ports the system picks:
+/// the publisher is the hub, as the list server's is; every subscriber is
+/// a new client over TCP, as an archive server in another process would be.
 pub struct ZmqHarness {
     pub hub: ZmqHub,
     _dir: tempfile::TempDir,
@@ -35,12 +34,30 @@ pub fn hub_config(dir: &std::path::Path) -> HubConfig {
     HubConfig::new("tcp://127.0.0.1:*", dir).tail("tcp://127.0.0.1:*")
 }
 
+/// A new archive server's client of `hub`: its endpoint, its tail, its
+/// first allowed credentials.
+pub fn client_of(hub: &ZmqHub) -> ZmqClient {
+    let mut config = ClientConfig::new(hub.endpoint());
+    if let Some(tail) = hub.tail_endpoint() {
+        config = config.tail(tail);
+    }
+    if let Some(credentials) = hub.config().allowed.first() {
+        config = config.credentials(credentials.clone());
+    }
+    ZmqClient::connect(config).expect("the hub's endpoints are valid")
+}
+
 #[async_trait]
 impl Harness for ZmqHarness {
-    type Backend = ZmqClient;
+    type Publisher = ZmqHub;
+    type Subscriber = ZmqClient;
 
-    async fn connect(&self) -> ZmqClient {
-        self.hub.client()
+    async fn publisher(&self) -> ZmqHub {
+        self.hub.clone()
+    }
+
+    async fn subscriber(&self) -> ZmqClient {
+        client_of(&self.hub)
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::ValueEnum;
-use mq_archiver::{Backend, BackendKind, Client, Config, Subscriber};
+use mq_archiver::{BackendKind, Config, Connection, PublisherClient, Subscriber, SubscriberClient};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -47,20 +47,22 @@ pub struct Place {
 }
 
 impl Place {
-    /// The client `role` uses: a ZeroMQ publisher binds the hub.
-    async fn client_for(&self, role: Role) -> anyhow::Result<Client> {
+    /// The publisher's client: for ZeroMQ, it binds the hub.
+    async fn publisher(&self) -> anyhow::Result<PublisherClient> {
         let mut options = vec![("prefix", PREFIX.to_owned())];
-        let config = Config::parse(&self.url, options.clone())?;
-        Ok(match role {
-            Role::Publisher if config.backend() == BackendKind::Zeromq => {
-                options.push(("hub-dir", self.hub_dir.display().to_string()));
-                Config::parse(&self.url, options)?
-                    .connect_publisher()
-                    .await?
-            }
-            Role::Publisher => config.connect_publisher().await?,
-            Role::Consumer => config.connect_subscriber().await?,
-        })
+        if Config::parse(&self.url, options.clone())?.backend() == BackendKind::Zeromq {
+            options.push(("hub-dir", self.hub_dir.display().to_string()));
+        }
+        Ok(Config::parse(&self.url, options)?
+            .connect_publisher()
+            .await?)
+    }
+
+    /// An archive server's client of `url` (for ZeroMQ, the hub's endpoint).
+    async fn subscriber(url: &str) -> anyhow::Result<SubscriberClient> {
+        Ok(Config::parse(url, [("prefix", PREFIX)])?
+            .connect_subscriber()
+            .await?)
     }
 
     fn args(&self) -> Vec<String> {
@@ -177,18 +179,25 @@ pub async fn play(
     backlog: u64,
     prefetch: u16,
 ) -> anyhow::Result<()> {
-    let client = place.client_for(role).await?;
     match role {
-        Role::Publisher => publish(client, corpus, backlog, prefetch).await?,
-        Role::Consumer => consume(client, backlog, prefetch).await?,
+        Role::Publisher => publish(place, corpus, backlog, prefetch).await?,
+        Role::Consumer => consume(Place::subscriber(&place.url).await?, backlog, prefetch).await?,
     }
     println!("{MARK}peak-kib {}", peak_kib()?);
     Ok(())
 }
 
-async fn publish(client: Client, corpus: &Path, backlog: u64, prefetch: u16) -> anyhow::Result<()> {
+async fn publish(place: &Place, corpus: &Path, backlog: u64, prefetch: u16) -> anyhow::Result<()> {
     let corpus = Arc::new(Corpus::load(corpus)?);
-    drop(client.subscribe(&subscription(0, prefetch)).await?);
+    let client = place.publisher().await?;
+    // The durable queue exists before the backlog is published; the
+    // publisher's client cannot subscribe, so an archive server's does.
+    let url = client
+        .hub_handle()
+        .map_or(place.url.clone(), |hub| hub.endpoint().to_owned());
+    let queues = Place::subscriber(&url).await?;
+    drop(queues.subscribe(&subscription(0, prefetch)).await?);
+    queues.close().await?;
     let producer = OursProducer(client.clone());
     let pipelining = Pipelining {
         batch: 32,
@@ -210,7 +219,7 @@ async fn publish(client: Client, corpus: &Path, backlog: u64, prefetch: u16) -> 
     Ok(())
 }
 
-async fn consume(client: Client, backlog: u64, prefetch: u16) -> anyhow::Result<()> {
+async fn consume(client: SubscriberClient, backlog: u64, prefetch: u16) -> anyhow::Result<()> {
     let deliveries = client.subscribe(&subscription(0, prefetch)).await?;
     let mut consumer = OursConsumer {
         deliveries,

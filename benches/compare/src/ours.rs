@@ -1,4 +1,4 @@
-//! Ours: the library's `Backend` on Redis, RabbitMQ or a ZeroMQ hub, reached
+//! Ours: the library's clients on Redis, RabbitMQ or a ZeroMQ hub, reached
 //! through the `mq-archiver` facade's URL and used as a list server and an
 //! archive server use it (concurrent `publish` calls; a subscription stream
 //! whose deliveries are acked).
@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use mq_archiver::{
-    Backend, BackendKind, Client, Config, Deliveries, Envelope, Publisher, Subscriber, Subscription,
+    BackendKind, Config, Connection, Deliveries, Envelope, Publisher, PublisherClient, Subscriber,
+    SubscriberClient, Subscription,
 };
 
 use crate::system::{Arrival, Consumer, Producer, System};
@@ -34,17 +35,25 @@ pub struct Ours {
 struct Deployment {
     /// The first list-server client (for ZeroMQ: the hub, which every
     /// producer shares, as a list server is one process).
-    publisher: Client,
+    publisher: PublisherClient,
     /// How more list-server clients connect (Redis, RabbitMQ).
     publishers: Config,
     /// How archive-server clients connect.
     subscribers: Config,
-    clients: Mutex<Vec<Client>>,
+    publisher_clients: Mutex<Vec<PublisherClient>>,
+    subscriber_clients: Mutex<Vec<SubscriberClient>>,
 }
 
 impl Deployment {
-    fn keep(&self, client: &Client) {
-        self.clients
+    fn keep_publisher(&self, client: &PublisherClient) {
+        self.publisher_clients
+            .lock()
+            .expect("not poisoned")
+            .push(client.clone());
+    }
+
+    fn keep_subscriber(&self, client: &SubscriberClient) {
+        self.subscriber_clients
             .lock()
             .expect("not poisoned")
             .push(client.clone());
@@ -99,13 +108,16 @@ impl System for Ours {
             publisher: client.clone(),
             publishers,
             subscribers: Config::parse(&subscriber_url, options)?,
-            clients: Mutex::default(),
+            publisher_clients: Mutex::default(),
+            subscriber_clients: Mutex::default(),
         };
-        deployment.keep(&client);
+        deployment.keep_publisher(&client);
+        let subscriber = deployment.subscribers.connect_subscriber().await?;
+        deployment.keep_subscriber(&subscriber);
         for index in 0..subscribers {
             // The stream is dropped at once: the durable queue stays.
             drop(
-                client
+                subscriber
                     .subscribe(&subscription(index, self.prefetch))
                     .await?,
             );
@@ -120,7 +132,7 @@ impl System for Ours {
             deployment.publisher.clone()
         } else {
             let client = deployment.publishers.connect_publisher().await?;
-            deployment.keep(&client);
+            deployment.keep_publisher(&client);
             client
         };
         Ok(Box::new(OursProducer(client)))
@@ -129,7 +141,7 @@ impl System for Ours {
     async fn consumer(&self, subscriber: usize) -> anyhow::Result<Box<dyn Consumer>> {
         let deployment = self.deployment()?;
         let client = deployment.subscribers.connect_subscriber().await?;
-        deployment.keep(&client);
+        deployment.keep_subscriber(&client);
         let deliveries = client
             .subscribe(&subscription(subscriber, self.prefetch))
             .await?;
@@ -142,8 +154,16 @@ impl System for Ours {
     async fn cleanup(&self) -> anyhow::Result<()> {
         let deployment = self.deployment.lock().expect("not poisoned").take();
         if let Some(deployment) = deployment {
-            let clients = std::mem::take(&mut *deployment.clients.lock().expect("not poisoned"));
-            for client in clients {
+            // Archive servers first, the list server (a ZeroMQ hub) last.
+            let subscribers =
+                std::mem::take(&mut *deployment.subscriber_clients.lock().expect("not poisoned"));
+            for client in subscribers {
+                client.purge().await?;
+                client.close().await?;
+            }
+            let publishers =
+                std::mem::take(&mut *deployment.publisher_clients.lock().expect("not poisoned"));
+            for client in publishers {
                 client.purge().await?;
                 client.close().await?;
             }
@@ -153,7 +173,7 @@ impl System for Ours {
 }
 
 /// Concurrent `publish` calls, one per mail of the batch.
-pub struct OursProducer(pub Client);
+pub struct OursProducer(pub PublisherClient);
 
 #[async_trait]
 impl Producer for OursProducer {

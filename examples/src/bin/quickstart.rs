@@ -36,9 +36,9 @@ use archiver_examples::maildir::MaildirArchive;
 use archiver_examples::thread_index::ThreadIndex;
 use clap::Parser;
 use mq_archiver::{
-    ArchiveError, ArchiveUrls, ArchivedMail, Archiver, Backend, BackendKind, Client, Config,
-    DeadLetters, Handler, Kind, ListChange, ListEvent, ListId, MailingList, MboxReader, Outcome,
-    QueueArchiver, RunCounters, RunStats, Runner, RunningRunner, Selection, Subscription,
+    ArchiveError, ArchiveUrls, ArchivedMail, Archiver, BackendKind, Config, Connection, Handler,
+    Kind, ListChange, ListEvent, ListId, MailingList, MboxReader, Operator, Outcome, QueueArchiver,
+    RunCounters, RunStats, Runner, RunningRunner, Selection, SubscriberClient, Subscription,
 };
 use tokio::sync::oneshot;
 
@@ -241,17 +241,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (maildir_stats, maildir_client) = maildir_server.stop().await?;
     let (index_stats, index_client) = index_server.stop().await?;
     let threads = index.write_threads()?;
+    // An archive server's client is the operator's too.
     let mut dead = 0;
     for name in ["maildir", "thread-index"] {
-        dead += list_server.dead_letters(&name.parse()?).await?.len();
+        dead += maildir_client.dead_letters(&name.parse()?).await?.len();
     }
     let elapsed = started.elapsed();
-    for client in [maildir_client, index_client, list_server] {
+    for client in [maildir_client, index_client] {
         if !args.keep {
             client.purge().await?;
         }
         client.close().await?;
     }
+    if !args.keep {
+        list_server.purge().await?;
+    }
+    list_server.close().await?;
 
     println!(
         "quickstart: {} archived into {} through the {backend:?} backend",
@@ -339,7 +344,7 @@ async fn run_list_server<P: mq_archiver::Publisher + 'static>(
 struct ArchiveServer {
     stop: oneshot::Sender<()>,
     running: RunningRunner,
-    client: Client,
+    client: SubscriberClient,
 }
 
 impl ArchiveServer {
@@ -370,7 +375,7 @@ impl ArchiveServer {
     }
 
     /// Stops the runner; hands back its client, still open (to purge).
-    async fn stop(self) -> Result<(RunStats, Client), mq_archiver::BackendError> {
+    async fn stop(self) -> Result<(RunStats, SubscriberClient), mq_archiver::BackendError> {
         let _ = self.stop.send(());
         let stats = self.running.join().await?;
         Ok((stats, self.client))

@@ -46,7 +46,10 @@ async fn main() {
     let config = Arc::new(
         Config::parse(&args.url, [("prefix", &args.prefix)]).expect("a valid URL and prefix"),
     );
-    let publisher = LazyPublisher::new(move || {
+    let capabilities = config
+        .publisher_capabilities()
+        .expect("a complete configuration");
+    let publisher = LazyPublisher::new(capabilities, move || {
         let config = config.clone();
         async move { Ok(config.connect_publisher().await?) }
     });
