@@ -5,7 +5,11 @@
 //!
 //! The publisher publishes the whole backlog before the consumer starts.
 //! On Redis and RabbitMQ it then exits; a ZeroMQ hub is the list server,
-//! so it stays up and serves the backlog until the queue is drained.
+//! so it stays up and serves the backlog until the parent says the
+//! consumer has drained it (a line on its stdin). Waiting for the hub's
+//! status to show the queue drained instead could wait forever: acks the
+//! consumer sent as it exited may never reach the hub, and the mails they
+//! settled then wait for a consumer that is gone.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -100,6 +104,7 @@ pub async fn measure(
             .arg("--corpus")
             .arg(corpus)
             .args(place.args())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
         command
@@ -109,6 +114,7 @@ pub async fn measure(
     let mut consumer = Reporter::spawn(common("consumer"))?;
     let drain_secs: f64 = consumer.expect("drained").await?.parse()?;
     let consumer_peak_kib = consumer.expect("peak-kib").await?.parse()?;
+    publisher.close_stdin();
     let publisher_peak_kib = publisher.expect("peak-kib").await?.parse()?;
     publisher.finish().await?;
     consumer.finish().await?;
@@ -147,6 +153,12 @@ impl Reporter {
         }
         let status = self.child.wait().await?;
         bail!("the child ended ({status}) before saying {key:?}")
+    }
+
+    /// Closes the child's stdin: the publisher's cue that the consumer
+    /// has drained the backlog.
+    fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
     }
 
     async fn finish(mut self) -> anyhow::Result<()> {
@@ -205,15 +217,9 @@ async fn publish(place: &Place, corpus: &Path, backlog: u64, prefetch: u16) -> a
     };
     crate::scenario::send_range(&producer, &corpus, 0..backlog, pipelining).await?;
     println!("{MARK}filled");
-    if let Some(hub) = client.hub_handle() {
-        // The hub serves the backlog: it stays until the queue is drained.
-        loop {
-            let status = hub.status().await?;
-            if status.iter().all(|queue| queue.is_drained()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    if client.hub_handle().is_some() {
+        // The hub serves the backlog until the parent closes our stdin.
+        tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new())).await??;
         client.close().await?;
     }
     Ok(())
