@@ -205,6 +205,12 @@ async fn closing_releases_the_lock_a_forked_child_shares() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
     let (mut ours, theirs) = UnixStream::pair().unwrap();
+    // The child holds both ends (fork copies every descriptor), so it
+    // never sees end of file: if this test fails before letting it go, the
+    // timeout ends it instead of leaving it behind holding our output.
+    theirs
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     let mut command = std::process::Command::new("true");
     // SAFETY: between fork and exec the child only writes to and reads
     // from a socket (two system calls, async-signal-safe).
