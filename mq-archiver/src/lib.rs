@@ -51,6 +51,7 @@
 //! | `queue-type`, `keep-unrouted` | RabbitMQ | `quorum` or `classic` (quorum); `true` or `false` (true) |
 //! | `hub-dir` | ZeroMQ | the hub's journal and queues (required by [`connect_publisher`]) |
 //! | `connect-timeout` | ZeroMQ | how long a subscriber waits for the hub (10s) |
+//! | `tail` | ZeroMQ | the live tail's endpoint: [`connect_publisher`]'s hub binds it (port `*` picks a free one, see the hub's `tail_endpoint`), [`connect_subscriber`] tails it (none: no tail) |
 //! | `spool-dir`, `publish-timeout` | all | [`open_archiver`]'s spool (none), and how long a publish may take before its envelope is spooled (2s) |
 //! | `base-url`, `archiver-name` | all | [`open_archiver`]'s archive URL with `{list_id}` (required), its name (`mq-archiver`) |
 //!
@@ -345,6 +346,9 @@ impl Config {
         if let Some(v) = s.max_envelope_bytes {
             config = config.max_envelope_bytes(v);
         }
+        if let Some(v) = &s.tail {
+            config = config.tail(v);
+        }
         Ok(config)
     }
 
@@ -408,6 +412,9 @@ impl Config {
                 }
                 if let Some(v) = self.settings.connect_timeout {
                     config = config.connect_timeout(v);
+                }
+                if let Some(v) = &self.settings.tail {
+                    config = config.tail(v);
                 }
                 Ok(SubscriberClient::zeromq(ZmqClient::connect(config)?))
             }

@@ -24,6 +24,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "node",
     "hub-dir",
     "connect-timeout",
+    "tail",
     "hub",
     "spool-dir",
     "publish-timeout",
@@ -53,6 +54,8 @@ pub(crate) struct Settings {
     pub keep_unrouted: Option<bool>,
     pub hub_dir: Option<PathBuf>,
     pub connect_timeout: Option<Duration>,
+    /// ZeroMQ live tail: the endpoint the hub binds, or a subscriber connects to.
+    pub tail: Option<String>,
     pub spool_dir: Option<PathBuf>,
     pub publish_timeout: Option<Duration>,
     pub base_url: Option<String>,
@@ -68,7 +71,7 @@ fn applies(key: &str, scheme: BackendKind) -> Option<bool> {
         "tls-ca-file" => matches!(scheme, Redis | Rabbitmq),
         "durability" | "claim-idle" | "poll-interval" | "consumer-name" => scheme == Redis,
         "queue-type" | "keep-unrouted" | "node" => scheme == Rabbitmq,
-        "hub-dir" | "connect-timeout" | "hub" => scheme == Zeromq,
+        "hub-dir" | "connect-timeout" | "tail" | "hub" => scheme == Zeromq,
         _ => return None,
     };
     Some(yes)
@@ -166,6 +169,7 @@ impl Settings {
             "connect-timeout" => {
                 self.connect_timeout = Some(duration(value).ok_or_else(|| invalid(DURATION))?);
             }
+            "tail" => self.tail = Some(text("an endpoint, e.g. tcp://127.0.0.1:5556")?),
             "hub" => {
                 return Err(Error::NotSupportedYet {
                     what: "several ZeroMQ hubs for one subscriber (option hub)",

@@ -268,6 +268,7 @@ fn every_option_key_takes_a_good_value_and_names_itself_on_a_bad_one() {
         ("keep-unrouted", "amqp://h/%2f", "false", Some("no")),
         ("hub-dir", "tcp://h:1", "/var/lib/archiver", Some("")),
         ("connect-timeout", "ipc:///h", "120s", Some("2 minutes")),
+        ("tail", "tcp://h:1", "tcp://127.0.0.1:5556", Some("")),
         ("spool-dir", "memory:", "/var/spool/archiver", Some("")),
         ("publish-timeout", "memory:", "2s", Some("-1s")),
         ("base-url", "memory:", BASE_URL, Some("")),

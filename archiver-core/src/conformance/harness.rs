@@ -3,7 +3,6 @@
 use async_trait::async_trait;
 
 use crate::backend::{Operator, Publisher, Subscriber};
-use crate::memory::MemoryBackend;
 
 /// One isolated namespace of a backend (its own key prefix, vhost or
 /// endpoint) for one scenario. The list server's client and the archive
@@ -28,31 +27,4 @@ pub trait Harness: Send + Sync {
     /// Removes what the scenario left on the broker (keys, queues); called
     /// after every scenario, passed or failed (see [`run`](super::run)).
     async fn cleanup(&self) {}
-}
-
-/// The in-memory backend's harness: one broker per scenario.
-#[derive(Default)]
-pub struct MemoryHarness {
-    broker: MemoryBackend,
-}
-
-impl MemoryHarness {
-    /// A fresh broker.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-#[async_trait]
-impl Harness for MemoryHarness {
-    type Publisher = MemoryBackend;
-    type Subscriber = MemoryBackend;
-
-    async fn publisher(&self) -> MemoryBackend {
-        self.broker.connect()
-    }
-
-    async fn subscriber(&self) -> MemoryBackend {
-        self.broker.connect()
-    }
 }

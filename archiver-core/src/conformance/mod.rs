@@ -2,13 +2,18 @@
 //! real broker, in the manner of arrow-rs `object_store`'s shared tests and
 //! watermill's universal Pub/Sub tests.
 //!
-//! A backend crate implements [`Harness`] (each `connect` is a new client on
-//! one isolated namespace, as a separate process would be) and expands
-//! [`conformance_tests!`](crate::conformance_tests) in an integration test:
+//! A [`Harness`] gives the clients of one isolated namespace (each a new
+//! client, as a separate process would open) and
+//! [`conformance_tests!`](crate::conformance_tests) expands the scenarios in
+//! an integration test:
 //!
 //! ```text
 //! archiver_core::conformance_tests!(my_backend::TestHarness::new());
 //! ```
+//!
+//! The workspace runs it once per backend through the facade's URLs and
+//! options (`mq-archiver/tests/conformance.rs`), so what is tested is what a
+//! user configures.
 //!
 //! Every scenario asserts counts and byte-exact envelopes, waits on events
 //! with a deadline (never a fixed sleep), and adapts to the backend's
@@ -44,7 +49,7 @@ pub use delivery::{
     churning_subscribers_lose_nothing, competing_consumers, concurrent_publishers, fan_out,
     offline_subscriber_catches_up, per_list_order, replay_from_start, routing_by_list_and_kind,
 };
-pub use harness::{Harness, MemoryHarness};
+pub use harness::Harness;
 pub use settlement::{
     abandoned_delivery_is_redelivered, dead_letters_after_max_attempts,
     nack_redelivers_with_next_attempt, prefetch_bounds_in_flight, runner_settles_by_outcome,

@@ -8,26 +8,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use archiver_core::conformance::Harness;
-use async_trait::async_trait;
 use backend_zeromq::{ClientConfig, HubConfig, ZmqClient, ZmqHub};
 use tokio::sync::mpsc;
-
-/// One hub per scenario, on `tcp://127.0.0.1` with ports the system picks:
-/// the publisher is the hub, as the list server's is; every subscriber is
-/// a new client over TCP, as an archive server in another process would be.
-pub struct ZmqHarness {
-    pub hub: ZmqHub,
-    _dir: tempfile::TempDir,
-}
-
-impl ZmqHarness {
-    pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let hub = ZmqHub::bind(hub_config(dir.path())).expect("hub binds on loopback");
-        Self { hub, _dir: dir }
-    }
-}
 
 /// A hub on loopback with a live tail and the default settings.
 pub fn hub_config(dir: &std::path::Path) -> HubConfig {
@@ -45,20 +27,6 @@ pub fn client_of(hub: &ZmqHub) -> ZmqClient {
         config = config.credentials(credentials.clone());
     }
     ZmqClient::connect(config).expect("the hub's endpoints are valid")
-}
-
-#[async_trait]
-impl Harness for ZmqHarness {
-    type Publisher = ZmqHub;
-    type Subscriber = ZmqClient;
-
-    async fn publisher(&self) -> ZmqHub {
-        self.hub.clone()
-    }
-
-    async fn subscriber(&self) -> ZmqClient {
-        client_of(&self.hub)
-    }
 }
 
 /// How long a test waits for a line from a child process.
