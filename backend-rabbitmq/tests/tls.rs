@@ -5,11 +5,12 @@
 mod support;
 
 use archiver_core::conformance::faults::small_mail;
+use archiver_core::conformance::server::spare_port;
 use archiver_core::conformance::tls::{assert_untrusted_refused, make_certificates};
 use archiver_core::{ListId, Publisher, Subscriber, Subscription};
 use backend_rabbitmq::{RabbitBackend, RabbitConfig};
 use futures::StreamExt;
-use support::{RabbitHarness, RabbitNode, spare_port};
+use support::{RabbitHarness, RabbitNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqps_round_trip_with_a_private_ca() {

@@ -23,7 +23,7 @@ async fn wrong_url_scheme_is_invalid_url() {
 
 #[tokio::test]
 async fn unreachable_server_is_unavailable() {
-    let port = support::spare_port();
+    let port = archiver_core::conformance::server::spare_port();
     let error = connect(&format!("redis://127.0.0.1:{port}")).await;
     assert!(matches!(error, BackendError::Unavailable(_)), "{error:?}");
 }

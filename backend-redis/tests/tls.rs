@@ -4,13 +4,14 @@
 
 mod support;
 
+use archiver_core::conformance::server::spare_port;
 use archiver_core::conformance::tls::{assert_untrusted_refused, make_certificates};
 use archiver_core::{
     ArchivedMail, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber, Subscription,
 };
 use backend_redis::{RedisBackend, RedisConfig};
 use futures::StreamExt;
-use support::{RedisHarness, RedisServer, spare_port};
+use support::{RedisHarness, RedisServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_round_trip_with_a_private_ca() {

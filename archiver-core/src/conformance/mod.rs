@@ -29,6 +29,7 @@ pub mod fixtures;
 mod harness;
 pub mod interop;
 pub mod leaks;
+pub mod server;
 mod settlement;
 pub mod strategies;
 mod support;
