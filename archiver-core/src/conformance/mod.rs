@@ -24,6 +24,7 @@ use futures::FutureExt;
 mod content;
 mod corpus;
 mod delivery;
+pub mod errors;
 pub mod faults;
 pub mod fixtures;
 mod harness;
