@@ -1,6 +1,7 @@
-//! Helpers for backends' fault tests (which kill brokers and processes and
-//! so cannot be shared scenarios): test mail from the corpus, waiting on a
-//! condition with a deadline, and a small file system that fills up.
+//! Backends' fault tests (which kill brokers and processes, so each backend
+//! brings its own fault): test mail from the corpus, waiting on a condition
+//! with a deadline, a small file system that fills up, and the shared runs
+//! the faults strike (10,000 publishes, a consumer process killed -9).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
