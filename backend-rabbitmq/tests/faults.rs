@@ -6,17 +6,12 @@
 mod support;
 
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use archiver_core::conformance::Harness;
 use archiver_core::conformance::faults::{
-    Collector, Publishing, corpus_envelopes, killed_child_consumer, poll_until, wait_until,
+    Publishing, corpus_envelopes, killed_child_consumer, publishes_survive_two_faults,
 };
-use archiver_core::{Subscriber, Subscription};
 use support::RabbitHarness;
-
-const DEADLINE: Duration = Duration::from_secs(120);
 
 fn rabbitmqctl(args: &[&str]) -> String {
     let output = Command::new("rabbitmqctl")
@@ -77,67 +72,32 @@ async fn ten_thousand_publishes_survive_connections_closed_twice() {
     };
     let harness = RabbitHarness::new();
     let prefix = harness.config.prefix.clone();
-    let consumer = harness.connect().await;
-    let collector = Collector::start(
-        consumer
-            .subscribe(&Subscription::new("archive".parse().unwrap()).prefetch(256))
-            .await
-            .unwrap(),
-    );
-    let publishing = Publishing::start(Arc::new(harness.connect().await), envelopes, 8);
-
+    let queue = format!("{prefix}.q.archive");
     let mut closed = Vec::new();
-    for at in [3_000, 6_500] {
-        wait_until("publishing progress", DEADLINE, || {
-            publishing.published() >= at
-        })
-        .await;
+    let close = async |_: &Publishing| {
         let prefix = prefix.clone();
         closed.push(
             tokio::task::spawn_blocking(move || close_connections(&prefix))
                 .await
                 .unwrap(),
         );
-    }
-    let (published, failures) = publishing.finish().await;
-    poll_until(DEADLINE, || collector.has_all(&published)).await;
-    let queue = format!("{prefix}.q.archive");
-    let deadline = Instant::now() + DEADLINE;
-    let mut left = tokio::task::spawn_blocking({
-        let q = queue.clone();
-        move || messages_in(&q)
-    })
-    .await
-    .unwrap();
-    while left > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        left = tokio::task::spawn_blocking({
-            let q = queue.clone();
-            move || messages_in(&q)
-        })
-        .await
-        .unwrap();
-    }
-    collector.stop();
-    let (deliveries, distinct, ack_errors, reconnects) = collector.counts();
-    let lost = collector.missing(&published);
-    println!(
-        "rabbitmq connections closed twice | connections closed {closed:?} | published Ok {} | publish errors retried {} | deliveries {deliveries} | distinct delivered {distinct} | redelivered {} | ack errors {ack_errors} | consumer reconnects {reconnects} | left unacknowledged in the queue {left} | lost {lost}",
-        published.len(),
-        failures,
-        deliveries - distinct as u64,
-    );
+    };
+    let left = async || {
+        let queue = queue.clone();
+        tokio::task::spawn_blocking(move || messages_in(&queue))
+            .await
+            .unwrap()
+    };
+    let run = publishes_survive_two_faults(&harness, envelopes, close, left).await;
+    println!("rabbitmq connections closed twice | connections closed {closed:?}");
     assert!(
         closed.iter().all(|n| *n >= 1),
         "each round closed this deployment's connections: {closed:?}"
     );
     assert!(
-        reconnects >= 1,
+        run.stream_errors >= 1,
         "the consumer saw its connection go and came back"
     );
-    assert_eq!(published.len(), 10_000);
-    assert_eq!(left, 0, "every delivery is acknowledged in the broker");
-    assert_eq!(lost, 0);
     harness.cleanup().await;
 }
 

@@ -5,12 +5,11 @@ mod support;
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use archiver_core::conformance::Harness;
 use archiver_core::conformance::faults::{
-    Collector, Publishing, corpus_envelopes, killed_child_consumer, poll_until, small_mail,
+    Publishing, corpus_envelopes, killed_child_consumer, publishes_survive_two_faults, small_mail,
     wait_until,
 };
 use archiver_core::{ListId, Publisher, Subscriber, Subscription};
@@ -54,19 +53,7 @@ async fn ten_thousand_publishes_survive_two_kill_9_restarts() {
     };
     let mut server = RedisServer::start(true, &[]);
     let harness = RedisHarness::on(RedisConfig::new(server.url()));
-    let consumer = harness.connect().await;
-    let collector = Collector::start(
-        consumer
-            .subscribe(&Subscription::new("archive".parse().unwrap()).prefetch(256))
-            .await
-            .unwrap(),
-    );
-    let publishing = Publishing::start(Arc::new(harness.connect().await), envelopes, 8);
-    for at in [3_000, 6_500] {
-        wait_until("publishing progress", DEADLINE, || {
-            publishing.published() >= at
-        })
-        .await;
+    let kill_9_and_restart = async |publishing: &Publishing| {
         let failures_before = publishing.failures();
         server.kill();
         wait_until("a publish failing while Redis is down", DEADLINE, || {
@@ -74,26 +61,11 @@ async fn ten_thousand_publishes_survive_two_kill_9_restarts() {
         })
         .await;
         server.restart();
-    }
-    let (published, failures) = publishing.finish().await;
-    poll_until(DEADLINE, || collector.has_all(&published)).await;
-    let deadline = Instant::now() + DEADLINE;
-    let mut pending = pending_entries(&harness, "archive").await;
-    while pending > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        pending = pending_entries(&harness, "archive").await;
-    }
-    collector.stop();
-    let (deliveries, distinct, ack_errors, stream_errors) = collector.counts();
-    let lost = collector.missing(&published);
-    println!(
-        "redis kill -9 twice | published Ok {} | publish errors retried {failures} | deliveries {deliveries} | distinct delivered {distinct} | redelivered {} | ack errors {ack_errors} | errors reported by the stream {stream_errors} | left unacknowledged in Redis {pending} | lost {lost}",
-        published.len(),
-        deliveries - distinct as u64,
-    );
-    assert_eq!(published.len(), 10_000);
-    assert_eq!(pending, 0, "every delivery is acknowledged in Redis");
-    assert_eq!(lost, 0);
+    };
+    publishes_survive_two_faults(&harness, envelopes, kill_9_and_restart, async || {
+        pending_entries(&harness, "archive").await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

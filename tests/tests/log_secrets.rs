@@ -214,7 +214,7 @@ struct Cuttable {
 impl Cuttable {
     fn new(target: u16) -> Self {
         let forwarder = Self {
-            port: rabbit_support::spare_port(),
+            port: archiver_core::conformance::server::spare_port(),
             target,
             open: Default::default(),
             running: Default::default(),

@@ -1,6 +1,7 @@
-//! Helpers for backends' fault tests (which kill brokers and processes and
-//! so cannot be shared scenarios): test mail from the corpus, waiting on a
-//! condition with a deadline, and a small file system that fills up.
+//! Backends' fault tests (which kill brokers and processes, so each backend
+//! brings its own fault): test mail from the corpus, waiting on a condition
+//! with a deadline, a small file system that fills up, and the shared runs
+//! the faults strike (10,000 publishes, a consumer process killed -9).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -289,6 +290,98 @@ impl Collector {
     pub fn stop(&self) {
         self.task.abort();
     }
+}
+
+/// What [`publishes_survive_two_faults`] counted, for the test's output
+/// line and any assertion of the backend's own.
+#[derive(Debug)]
+pub struct FaultRun {
+    /// Envelopes whose publish returned Ok.
+    pub published: usize,
+    /// Publishes that failed and were retried.
+    pub failures: u64,
+    /// Deliveries, redeliveries included.
+    pub deliveries: u64,
+    /// Distinct envelopes delivered.
+    pub distinct: usize,
+    /// Acks that failed.
+    pub ack_errors: u64,
+    /// Errors the delivery stream reported (a reconnect, a loss report).
+    pub stream_errors: u64,
+    /// Messages the broker still holds for the subscriber at the end.
+    pub left: u64,
+    /// Published envelopes never delivered.
+    pub lost: usize,
+}
+
+impl std::fmt::Display for FaultRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "published Ok {} | publish errors retried {} | deliveries {} | distinct delivered {} | redelivered {} | ack errors {} | errors reported by the stream {} | left unacknowledged in the broker {} | lost {}",
+            self.published,
+            self.failures,
+            self.deliveries,
+            self.distinct,
+            self.deliveries.saturating_sub(self.distinct as u64),
+            self.ack_errors,
+            self.stream_errors,
+            self.left,
+            self.lost
+        )
+    }
+}
+
+/// `envelopes` are published by 8 retrying publishers while a subscriber
+/// `archive` (prefetch 256) collects them; `fault` strikes the broker
+/// twice, at 30 % and 65 % of the publishes. Every publish must come back
+/// Ok, every envelope be delivered, and the broker (`left`, polled until
+/// it is 0 or the deadline passes) hold nothing unacknowledged.
+pub async fn publishes_survive_two_faults<H: super::Harness>(
+    harness: &H,
+    envelopes: Vec<Envelope>,
+    mut fault: impl AsyncFnMut(&Publishing),
+    mut left: impl AsyncFnMut() -> u64,
+) -> FaultRun {
+    const WAIT: Duration = Duration::from_secs(120);
+    let count = envelopes.len();
+    let subscriber = harness.subscriber().await;
+    let subscription = crate::backend::Subscription::new("archive".parse().expect("valid name"));
+    let collector = Collector::start(
+        crate::backend::Subscriber::subscribe(&subscriber, &subscription.prefetch(256))
+            .await
+            .expect("subscribe"),
+    );
+    let publishing = Publishing::start(Arc::new(harness.publisher().await), envelopes, 8);
+    for at in [count * 3 / 10, count * 13 / 20] {
+        wait_until("publishing progress", WAIT, || publishing.published() >= at).await;
+        fault(&publishing).await;
+    }
+    let (published, failures) = publishing.finish().await;
+    poll_until(WAIT, || collector.has_all(&published)).await;
+    let deadline = Instant::now() + WAIT;
+    let mut remaining = left().await;
+    while remaining > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        remaining = left().await;
+    }
+    collector.stop();
+    let (deliveries, distinct, ack_errors, stream_errors) = collector.counts();
+    let run = FaultRun {
+        published: published.len(),
+        failures,
+        deliveries,
+        distinct,
+        ack_errors,
+        stream_errors,
+        left: remaining,
+        lost: collector.missing(&published),
+    };
+    println!("{run}");
+    assert_eq!(run.published, count, "every publish came back Ok");
+    assert_eq!(run.left, 0, "every delivery is acknowledged in the broker");
+    assert_eq!(run.lost, 0);
+    run
 }
 
 /// A consumer child process is killed -9 while it holds deliveries; another

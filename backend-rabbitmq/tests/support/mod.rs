@@ -3,11 +3,14 @@
 
 #![allow(dead_code)]
 
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use archiver_core::conformance::Harness;
+use archiver_core::conformance::server::{Broker, BrokerProcess, spare_port};
 use async_trait::async_trait;
 use backend_rabbitmq::{RabbitBackend, RabbitConfig};
 
@@ -77,24 +80,68 @@ impl Harness for RabbitHarness {
     }
 }
 
-/// A RabbitMQ node this test starts itself, with its own node name, ports
-/// and data directory, stopped by the pid it writes (never another node).
-pub struct RabbitNode {
-    pub port: u16,
+/// How a RabbitMQ node of a test's own is launched: its own node name,
+/// ports and data directory, with `config` added to its rabbitmq.conf and
+/// `advanced` as its advanced.config (Erlang terms, for settings
+/// rabbitmq.conf lacks).
+pub struct RabbitLaunch {
+    config: String,
+    advanced: String,
     dist_port: u16,
-    dir: tempfile::TempDir,
-    /// The rabbitmq-server wrapper (the node runs under it as another user).
-    wrapper: Option<std::process::Child>,
 }
 
-/// A port free right now on the loopback.
-pub fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+impl Broker for RabbitLaunch {
+    const PROGRAM: &'static str = "rabbitmq-server";
+    const STARTUP: Duration = Duration::from_secs(120);
+
+    fn prepare(&self, port: u16, dir: &Path) {
+        let path = |name: &str| dir.join(name);
+        std::fs::create_dir_all(path("mnesia")).unwrap();
+        std::fs::create_dir_all(path("log")).unwrap();
+        std::fs::write(path("enabled_plugins"), "[].\n").unwrap();
+        std::fs::write(
+            path("rabbitmq.conf"),
+            format!("listeners.tcp.default = {port}\n{}", self.config),
+        )
+        .unwrap();
+        std::fs::write(path("advanced.config"), format!("{}\n", self.advanced)).unwrap();
+        // Debian's rabbitmq-server runs the node as the rabbitmq user.
+        let _ = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(dir)
+            .status();
+    }
+
+    fn command(&self, port: u16, dir: &Path) -> Command {
+        let path = |name: &str| dir.join(name);
+        let mut command = Command::new("rabbitmq-server");
+        command
+            .env("RABBITMQ_NODENAME", node_name(port))
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
+            .env("RABBITMQ_LOG_BASE", path("log"))
+            .env("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf"))
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", path("advanced.config"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins"))
+            .env("RABBITMQ_PID_FILE", path("pid"));
+        command
+    }
+
+    /// The wrapper runs the node as another process, which writes this.
+    fn pid_file(&self, dir: &Path) -> Option<PathBuf> {
+        Some(dir.join("pid"))
+    }
 }
+
+/// The Erlang node name of the node on `port`.
+fn node_name(port: u16) -> String {
+    format!("archiver-test-{port}@localhost")
+}
+
+/// A RabbitMQ node this test starts itself, stopped by the pid it writes
+/// (never another node).
+pub struct RabbitNode(BrokerProcess<RabbitLaunch>);
 
 impl RabbitNode {
     /// Starts a node; `config` is added to its rabbitmq.conf.
@@ -103,82 +150,19 @@ impl RabbitNode {
     }
 
     /// Starts a node with `config` added to its rabbitmq.conf and
-    /// `advanced` as its advanced.config (Erlang terms, for settings
-    /// rabbitmq.conf lacks).
+    /// `advanced` as its advanced.config.
     pub fn start_advanced(config: &str, advanced: &str) -> Self {
-        let port = spare_port();
-        let dir = tempfile::tempdir().unwrap();
-        let path = |name: &str| dir.path().join(name);
-        std::fs::create_dir_all(path("mnesia")).unwrap();
-        std::fs::create_dir_all(path("log")).unwrap();
-        std::fs::write(path("enabled_plugins"), "[].\n").unwrap();
-        std::fs::write(
-            path("rabbitmq.conf"),
-            format!("listeners.tcp.default = {port}\n{config}"),
-        )
-        .unwrap();
-        std::fs::write(path("advanced.config"), format!("{advanced}\n")).unwrap();
-        // Debian's rabbitmq-server runs the node as the rabbitmq user.
-        let _ = Command::new("chown")
-            .args(["-R", "rabbitmq:rabbitmq"])
-            .arg(dir.path())
-            .status();
-        let mut node = Self {
-            port,
+        Self(BrokerProcess::start(RabbitLaunch {
+            config: config.to_owned(),
+            advanced: advanced.to_owned(),
             dist_port: spare_port(),
-            dir,
-            wrapper: None,
-        };
-        node.start_again();
-        node
-    }
-
-    /// Starts the node (again, after [`kill`](Self::kill)) on the same
-    /// name, ports and data directory; returns once it listens.
-    pub fn start_again(&mut self) {
-        let path = |name: &str| self.dir.path().join(name);
-        let node = format!("archiver-test-{}@localhost", self.port);
-        let wrapper = Command::new("rabbitmq-server")
-            .env("RABBITMQ_NODENAME", &node)
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-            .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
-            .env("RABBITMQ_LOG_BASE", path("log"))
-            .env("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf"))
-            .env("RABBITMQ_ADVANCED_CONFIG_FILE", path("advanced.config"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins"))
-            .env("RABBITMQ_PID_FILE", path("pid"))
-            .stdout(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path("out.log"))
-                    .unwrap(),
-            )
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("rabbitmq-server must be installed (scripts/test installs it)");
-        self.wrapper = Some(wrapper);
-        self.wait_listening(self.port);
-    }
-
-    /// Polls until `port` accepts connections, 120 s at most.
-    pub fn wait_listening(&self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the RabbitMQ node did not listen on {port}: see {}",
-                self.dir.path().join("out.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        }))
     }
 
     /// Runs `rabbitmqctl` against this node (never another); panics unless
     /// it succeeds.
     pub fn ctl(&self, args: &[&str]) {
-        let node = format!("archiver-test-{}@localhost", self.port);
+        let node = node_name(self.port);
         let status = Command::new("rabbitmqctl")
             .arg("-n")
             .arg(&node)
@@ -188,22 +172,18 @@ impl RabbitNode {
             .expect("rabbitmqctl runs");
         assert!(status.success(), "rabbitmqctl {args:?} on {node} failed");
     }
+}
 
-    /// kill -9 of the node's own process; returns once it is gone.
-    pub fn kill(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
-            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
-            let _ = std::fs::remove_file(self.dir.path().join("pid"));
-        }
-        // The wrapper ends with the node; reap it.
-        if let Some(mut wrapper) = self.wrapper.take() {
-            let _ = wrapper.wait();
-        }
+impl Deref for RabbitNode {
+    type Target = BrokerProcess<RabbitLaunch>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
-impl Drop for RabbitNode {
-    fn drop(&mut self) {
-        self.kill();
+impl DerefMut for RabbitNode {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
