@@ -240,22 +240,8 @@ async fn listing_a_quorum_dead_letter_queue_again_and_again_keeps_every_letter_i
         listings.push(backend.dead_letter_page(&name, 10).await.unwrap());
     }
     let page = backend.dead_letter_page(&name, 2).await.unwrap();
-    let mut deliveries = backend
-        .subscribe(&Subscription::new(name.clone()))
-        .await
-        .unwrap();
-    let replayed = backend
-        .replay_dead_letters(&name, Replay::All)
-        .await
-        .unwrap();
-    let mut received = Vec::new();
-    for _ in 0..replayed {
-        let delivery = next_delivery(&mut deliveries).await;
-        received.push(delivery.envelope().clone());
-        delivery.ack().await.unwrap();
-    }
+    let (replayed, received) = replay_all_and_receive(&backend, &name).await;
     let left = backend.dead_letter_page(&name, 10).await.unwrap();
-    drop(deliveries);
     harness.cleanup().await;
 
     for (n, listing) in listings.iter().enumerate() {
@@ -311,12 +297,28 @@ async fn an_earlier_versions_classic_dead_letter_queue_still_works() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let again = backend.dead_letter_page(&name, 10).await.unwrap();
+    let (replayed, received) = replay_all_and_receive(&backend, &name).await;
+    harness.cleanup().await;
+    let id = |l: &RawDeadLetter| l.envelope.as_ref().unwrap().id;
+    assert_eq!(first.total, 5);
+    assert_eq!(first.letters.iter().map(id).collect::<Vec<_>>(), ids[..2]);
+    assert_eq!(again.letters.iter().map(id).collect::<Vec<_>>(), ids);
+    assert_eq!((replayed, received), (5, sent));
+}
+
+/// Replays every dead letter of `name` into its queue and acks each one
+/// delivered: how many the replay reported, and what came back in
+/// delivery order.
+async fn replay_all_and_receive(
+    backend: &backend_rabbitmq::RabbitBackend,
+    name: &SubscriberName,
+) -> (usize, Vec<Envelope>) {
     let mut deliveries = backend
         .subscribe(&Subscription::new(name.clone()))
         .await
         .unwrap();
     let replayed = backend
-        .replay_dead_letters(&name, Replay::All)
+        .replay_dead_letters(name, Replay::All)
         .await
         .unwrap();
     let mut received = Vec::new();
@@ -325,11 +327,5 @@ async fn an_earlier_versions_classic_dead_letter_queue_still_works() {
         received.push(delivery.envelope().clone());
         delivery.ack().await.unwrap();
     }
-    drop(deliveries);
-    harness.cleanup().await;
-    let id = |l: &RawDeadLetter| l.envelope.as_ref().unwrap().id;
-    assert_eq!(first.total, 5);
-    assert_eq!(first.letters.iter().map(id).collect::<Vec<_>>(), ids[..2]);
-    assert_eq!(again.letters.iter().map(id).collect::<Vec<_>>(), ids);
-    assert_eq!((replayed, received), (5, sent));
+    (replayed, received)
 }

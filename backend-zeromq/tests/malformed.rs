@@ -16,7 +16,7 @@ use backend_zeromq::protocol::{self, command};
 use backend_zeromq::{ClientConfig, ZmqClient, ZmqHub};
 use futures::StreamExt;
 
-const DEADLINE: Duration = Duration::from_secs(30);
+const DEADLINE: Duration = support::RAW_DEADLINE;
 
 fn mail(i: usize) -> Envelope {
     let raw = format!(
@@ -30,23 +30,11 @@ fn mail(i: usize) -> Envelope {
     )
 }
 
-/// Receives one message on a raw socket, failing the test after `DEADLINE`.
-fn recv(socket: &zmq::Socket, what: &str) -> Vec<Vec<u8>> {
-    assert!(
-        socket
-            .poll(zmq::POLLIN, DEADLINE.as_millis() as i64)
-            .unwrap()
-            > 0,
-        "{what}: nothing received within {DEADLINE:?}"
-    );
-    socket.recv_multipart(0).unwrap()
-}
-
 /// The reply to a message, skipping the hub's pings and deliveries.
 fn reply(socket: &zmq::Socket, frames: &[&[u8]], what: &str) -> Vec<Vec<u8>> {
     socket.send_multipart(frames, 0).unwrap();
     loop {
-        let got = recv(socket, what);
+        let got = support::recv_raw(socket, what);
         if got[0] != command::PING && got[0] != command::DELIVER {
             return got;
         }
@@ -130,7 +118,7 @@ async fn garbage_from_a_peer_is_refused_and_loses_nothing() {
     // speaks again.
     let raw_held = tokio::task::spawn_blocking(move || {
         let held = loop {
-            let got = recv(&raw, "a delivery to the raw consumer");
+            let got = support::recv_raw(&raw, "a delivery to the raw consumer");
             if got[0] == command::DELIVER {
                 break got;
             }
@@ -185,7 +173,7 @@ async fn a_misbehaving_hub_cannot_corrupt_deliveries() {
     let good = mail(1);
     let good_frames = protocol::envelope_frames(&good);
     let fake_hub = std::thread::spawn(move || {
-        let hello = recv(&fake, "hello");
+        let hello = support::recv_raw(&fake, "hello");
         assert_eq!(hello[1], command::HELLO);
         let peer = hello[0].clone();
         let send = |frames: Vec<Vec<u8>>| {
@@ -217,7 +205,7 @@ async fn a_misbehaving_hub_cannot_corrupt_deliveries() {
         send(ok);
         let mut seen = Vec::new();
         while seen.len() < 2 {
-            let got = recv(&fake, "settlements");
+            let got = support::recv_raw(&fake, "settlements");
             if got[1] != command::PING {
                 seen.push(got[1..].to_vec());
             }

@@ -12,20 +12,6 @@ use archiver_core::{BackendError, Connection, Subscriber, Subscription};
 use backend_zeromq::protocol::{self, command};
 use backend_zeromq::{ClientConfig, DEFAULT_TIMEOUT, ZmqClient, ZmqHub};
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Receives one message on a raw socket, failing the test after `DEADLINE`.
-fn recv(socket: &zmq::Socket, what: &str) -> Vec<Vec<u8>> {
-    assert!(
-        socket
-            .poll(zmq::POLLIN, DEADLINE.as_millis() as i64)
-            .unwrap()
-            > 0,
-        "{what}: nothing received within {DEADLINE:?}"
-    );
-    socket.recv_multipart(0).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hello_of_protocol_1_is_denied_naming_both_versions() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,7 +27,7 @@ async fn a_hello_of_protocol_1_is_denied_naming_both_versions() {
         old_client
             .send_multipart([command::HELLO, &hello[..]], 0)
             .unwrap();
-        recv(&old_client, "the answer to an old hello")
+        support::recv_raw(&old_client, "the answer to an old hello")
     })
     .await
     .unwrap();
@@ -70,7 +56,7 @@ async fn a_hub_of_protocol_1_refuses_this_client_with_a_typed_error() {
     old_hub.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = old_hub.get_last_endpoint().unwrap().unwrap();
     let hub = std::thread::spawn(move || {
-        let hello = recv(&old_hub, "hello");
+        let hello = support::recv_raw(&old_hub, "hello");
         assert_eq!(hello[1], command::HELLO);
         let said: serde_json::Value = serde_json::from_slice(&hello[2]).unwrap();
         let version = said["version"].as_u64().unwrap();

@@ -117,3 +117,19 @@ impl Drop for Role {
         let _ = self.child.wait();
     }
 }
+
+/// How long a raw-socket test waits for the hub's answer.
+pub const RAW_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Receives one message on a raw socket, failing the test after
+/// [`RAW_DEADLINE`].
+pub fn recv_raw(socket: &zmq::Socket, what: &str) -> Vec<Vec<u8>> {
+    assert!(
+        socket
+            .poll(zmq::POLLIN, RAW_DEADLINE.as_millis() as i64)
+            .unwrap()
+            > 0,
+        "{what}: nothing received within {RAW_DEADLINE:?}"
+    );
+    socket.recv_multipart(0).unwrap()
+}
