@@ -22,11 +22,7 @@ pub struct Prefix(String);
 impl Prefix {
     /// Validates a prefix.
     pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
-        let ok = (1..=100).contains(&prefix.len())
-            && prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if ok {
+        if super::subscription::is_broker_safe(prefix) {
             Ok(Self(prefix.to_owned()))
         } else {
             Err(InvalidPrefix(prefix.to_owned()))

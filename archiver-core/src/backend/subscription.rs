@@ -18,6 +18,16 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 #[error("invalid subscriber name {0:?}: use 1 to 100 of A-Z a-z 0-9 . _ -")]
 pub struct InvalidSubscriberName(pub String);
 
+/// The rule for every name the backends build queue and key names from
+/// (subscriber names, prefixes): 1 to 100 of `A-Z a-z 0-9 . _ -`, safe in
+/// every broker's names and free of glob characters and of `:`.
+pub(crate) fn is_broker_safe(name: &str) -> bool {
+    (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// The name of a durable subscriber (one archive server role, such as
 /// `hyperkitty` or `search-indexer`). Every instance using the same name
 /// shares one queue. Restricted to characters that are safe in every
@@ -28,11 +38,7 @@ pub struct SubscriberName(String);
 impl SubscriberName {
     /// Validates a name.
     pub fn new(name: &str) -> Result<Self, InvalidSubscriberName> {
-        let ok = (1..=100).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if ok {
+        if is_broker_safe(name) {
             Ok(Self(name.to_owned()))
         } else {
             Err(InvalidSubscriberName(name.to_owned()))
