@@ -134,16 +134,7 @@ impl RabbitConfig {
     /// Checks the URL's form before any connection is made (the prefix was
     /// checked when it was made).
     pub(crate) fn validate(&self) -> Result<(), BackendError> {
-        let url = url::Url::parse(&self.url)
-            .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", self.redacted_url())))?;
-        if !matches!(url.scheme(), "amqp" | "amqps") {
-            return Err(BackendError::InvalidUrl(format!(
-                "{}: scheme {:?} is not amqp or amqps",
-                self.redacted_url(),
-                url.scheme()
-            )));
-        }
-        Ok(())
+        archiver_core::backend::check_url(&self.url, &["amqp", "amqps"]).map(drop)
     }
 
     /// The URL with any password replaced, for messages and logs.

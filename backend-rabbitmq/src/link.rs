@@ -4,6 +4,7 @@
 //! of its own, so a slow consumer never delays publishing.
 
 use archiver_core::BackendError;
+use archiver_core::backend::read_ca_file;
 use lapin::options::ConfirmSelectOptions;
 use lapin::tcp::OwnedTLSConfig;
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -20,15 +21,9 @@ pub(crate) async fn connect(config: &RabbitConfig, role: &str) -> Result<Connect
     let connected = match &config.tls_ca_file {
         None => Connection::connect(&config.url, properties).await,
         Some(path) => {
-            let ca = std::fs::read_to_string(path).map_err(|e| {
-                BackendError::InvalidUrl(format!(
-                    "cannot read the TLS CA file {}: {e}",
-                    path.display()
-                ))
-            })?;
             let tls = OwnedTLSConfig {
                 identity: None,
-                cert_chain: Some(ca),
+                cert_chain: Some(read_ca_file(path)?),
             };
             let runtime = lapin::runtime::default_runtime().map_err(backend_error)?;
             Connection::connect_with_config(&config.url, properties, tls, runtime).await

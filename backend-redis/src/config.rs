@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use archiver_core::backend::check_url;
 use archiver_core::{BackendError, Prefix, PublisherCapabilities, redact_url as redact};
 
 /// What `publish` waits for before it returns Ok.
@@ -200,15 +201,7 @@ impl RedisConfig {
     /// Checks the URL's form and the consumer name before any connection
     /// is made (the prefix was checked when it was made).
     pub(crate) fn validate(&self) -> Result<(), BackendError> {
-        let url = url::Url::parse(&self.url)
-            .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", redact(&self.url))))?;
-        if !matches!(url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
-            return Err(BackendError::InvalidUrl(format!(
-                "{}: scheme {:?} is not redis, rediss or redis+unix",
-                redact(&self.url),
-                url.scheme()
-            )));
-        }
+        check_url(&self.url, &["redis", "rediss", "redis+unix", "unix"])?;
         if self.consumer_name.is_empty() || self.consumer_name.contains(char::is_whitespace) {
             return Err(BackendError::InvalidUrl(format!(
                 "consumer name {:?} must be non-empty without spaces",

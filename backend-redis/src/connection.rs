@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use archiver_core::BackendError;
+use archiver_core::backend::read_ca_file;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::RedisConfig;
@@ -40,15 +41,9 @@ pub(crate) fn client(config: &RedisConfig) -> Result<redis::Client, BackendError
     match &config.tls_ca_file {
         None => redis::Client::open(config.url.as_str()).map_err(invalid),
         Some(path) => {
-            let root_cert = std::fs::read(path).map_err(|e| {
-                BackendError::InvalidUrl(format!(
-                    "cannot read the TLS CA file {}: {e}",
-                    path.display()
-                ))
-            })?;
             let certificates = redis::TlsCertificates {
                 client_tls: None,
-                root_cert: Some(root_cert),
+                root_cert: Some(read_ca_file(path)?.into_bytes()),
             };
             redis::Client::build_with_tls(config.url.as_str(), certificates).map_err(invalid)
         }
