@@ -1,6 +1,7 @@
 //! The operator's commands every backend's tool offers (feature `admin`):
-//! consume a subscription to watch it, list and replay dead letters. A
-//! backend's binary adds only how to connect, and commands of its own.
+//! consume a subscription to watch it, list, replay and purge dead letters,
+//! retire a subscriber. A backend's binary adds only how to connect, and
+//! commands of its own.
 //!
 //! Output names envelopes by id, list and Message-ID-Hash; never a body.
 
@@ -102,6 +103,27 @@ pub enum AdminCommand {
         #[arg(long, conflicts_with = "ids")]
         all: bool,
     },
+    /// Delete all of a subscriber's dead letters (they cannot be replayed
+    /// afterwards); its queue stays.
+    PurgeDeadLetters {
+        /// Subscriber name.
+        #[arg(long)]
+        name: SubscriberName,
+        /// Confirms the deletion (without it nothing is deleted).
+        #[arg(long, required = true)]
+        yes: bool,
+    },
+    /// Retire a subscriber: delete its queue, what it still holds and its
+    /// dead letters (an archive server that comes back under this name
+    /// starts afresh).
+    Unsubscribe {
+        /// Subscriber name.
+        #[arg(long)]
+        name: SubscriberName,
+        /// Confirms the deletion (without it nothing is deleted).
+        #[arg(long, required = true)]
+        yes: bool,
+    },
 }
 
 impl AdminCommand {
@@ -162,6 +184,13 @@ impl AdminCommand {
                     "replayed {}",
                     backend.replay_dead_letters(&name, which).await?
                 );
+            }
+            Self::PurgeDeadLetters { name, yes: _ } => {
+                println!("purged {}", backend.purge_dead_letters(&name).await?);
+            }
+            Self::Unsubscribe { name, yes: _ } => {
+                backend.unsubscribe(&name).await?;
+                println!("unsubscribed {name}");
             }
         }
         Ok(())

@@ -153,3 +153,86 @@ async fn dead_letters_are_paged_from_an_exclusive_start() {
         .collect();
     assert_eq!(listed, ids, "each once, oldest first");
 }
+
+/// Runs `archiver-redis` on the harness's deployment; its stdout, or its
+/// stderr as the error when it fails.
+async fn operator_tool(harness: &RedisHarness, args: &[&str]) -> Result<String, String> {
+    let mut tool = std::process::Command::new(env!("CARGO_BIN_EXE_archiver-redis"));
+    tool.args([
+        "--url",
+        &harness.config.url,
+        "--prefix",
+        &harness.config.prefix,
+    ])
+    .args(args);
+    let output = tokio::task::spawn_blocking(move || tool.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    if output.status.success() {
+        Ok(text(output.stdout))
+    } else {
+        Err(text(output.stderr))
+    }
+}
+
+/// The operator's tool lists a subscriber's dead letters, purges them only
+/// when told `--yes`, and retires the subscriber.
+#[tokio::test]
+async fn the_operator_tool_lists_purges_and_unsubscribes() {
+    let harness = RedisHarness::new();
+    let backend = harness.connect().await;
+    let name = SubscriberName::new("operated").unwrap();
+    let list = ListId::new("operated.example.org").unwrap();
+    drop(
+        backend
+            .subscribe(&Subscription::new(name.clone()))
+            .await
+            .unwrap(),
+    );
+    let dead = format!("{}:dead:operated", harness.config.prefix);
+    let mut conn = forge::connection(&harness).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let envelope = mail(&list);
+        let _: String = forge::xadd_envelope(&dead, &envelope)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        ids.push(envelope.id.to_string());
+    }
+    let listed = operator_tool(&harness, &["dead-letters", "--name", "operated"]).await;
+    let unconfirmed = operator_tool(&harness, &["purge-dead-letters", "--name", "operated"]).await;
+    let kept = backend.dead_letters(&name).await.unwrap().len();
+    let purged = operator_tool(
+        &harness,
+        &["purge-dead-letters", "--name", "operated", "--yes"],
+    )
+    .await;
+    let left = backend.dead_letters(&name).await.unwrap().len();
+    let retired = operator_tool(&harness, &["unsubscribe", "--name", "operated", "--yes"]).await;
+    let registered_after: bool = redis::cmd("HEXISTS")
+        .arg(format!("{}:subscribers", harness.config.prefix))
+        .arg("operated")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    harness.cleanup().await;
+
+    let listed = listed.unwrap();
+    let shown: Vec<&str> = listed
+        .lines()
+        .map(|line| line.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(shown, ids, "each dead letter once, oldest first: {listed}");
+    assert!(
+        unconfirmed.as_ref().is_err_and(|e| e.contains("--yes")),
+        "{unconfirmed:?}"
+    );
+    assert_eq!(kept, 2, "nothing deleted without --yes");
+    assert_eq!(purged.unwrap(), "purged 2\n");
+    assert_eq!(left, 0);
+    assert_eq!(retired.unwrap(), "unsubscribed operated\n");
+    assert!(!registered_after, "the subscriber's registration is gone");
+}

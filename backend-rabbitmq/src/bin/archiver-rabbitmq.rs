@@ -1,9 +1,12 @@
 //! Operator's tool for the RabbitMQ backend: consume a subscription
-//! (printing what arrives), list and replay dead letters.
+//! (printing what arrives), list, replay and purge dead letters, retire a
+//! subscriber.
 //!
 //! ```text
 //! archiver-rabbitmq --url amqp://archiver@rabbit.example.org/lists dead-letters --name hyperkitty
 //! archiver-rabbitmq replay --name hyperkitty --all
+//! archiver-rabbitmq purge-dead-letters --name hyperkitty --yes
+//! archiver-rabbitmq unsubscribe --name old-archive --yes
 //! ```
 //!
 //! The URL can also come from `ARCHIVER_AMQP_URL`, so no password needs to

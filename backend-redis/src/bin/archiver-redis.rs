@@ -1,9 +1,12 @@
 //! Operator's tool for the Redis backend: consume a subscription (printing
-//! what arrives), list and replay dead letters, trim now.
+//! what arrives), list, replay and purge dead letters, retire a
+//! subscriber, trim now.
 //!
 //! ```text
 //! archiver-redis --url redis://127.0.0.1:6379 dead-letters --name hyperkitty
 //! archiver-redis replay --name hyperkitty --id 0193...   # or --all
+//! archiver-redis purge-dead-letters --name hyperkitty --yes
+//! archiver-redis unsubscribe --name old-archive --yes
 //! archiver-redis consume --name debug --list '*.lists.example.org'
 //! ```
 //!
