@@ -12,6 +12,7 @@
 //! | [`list`], [`event`] | lists, archive policy, list events |
 //! | [`envelope`], [`wire`] | what travels, and its fields on the wire |
 //! | [`selection`] | which lists and kinds a subscriber wants |
+//! | [`grant`] | which of them an authenticated archive server may read |
 //! | [`backend`] | the message patterns as traits, one per role |
 //! | [`archiver`] | the list server's side (Mailman's `IArchiver`) |
 //! | [`journal`] | a durable local log: the spool's and ZeroMQ's storage |
@@ -26,6 +27,7 @@ pub mod backend;
 pub mod backoff;
 pub mod envelope;
 pub mod event;
+pub mod grant;
 pub mod journal;
 pub mod list;
 pub mod mail;
@@ -52,6 +54,7 @@ pub use backend::{
 pub use backoff::Backoff;
 pub use envelope::{Envelope, EnvelopeId, Kind};
 pub use event::{ListChange, ListEvent, MemberRole};
+pub use grant::Grant;
 pub use list::{
     ArchivePolicy, InvalidListAddress, InvalidListId, ListAddress, ListId, MailingList,
 };

@@ -186,7 +186,10 @@ impl<S: Subscriber> Runner<S> {
     /// [`shutdown_signal`]) or the stream ends; then stops taking deliveries,
     /// lets in-flight handlers finish within the drain timeout and releases
     /// the rest. Errors the stream reports are logged and counted, and
-    /// consuming goes on. Returns the counts; fails only if subscribing does.
+    /// consuming goes on, except [`BackendError::Forbidden`]: the principal
+    /// is not granted what it asked for, which retrying cannot change, so
+    /// the runner drains and returns it. Returns the counts; fails if
+    /// subscribing does or the broker forbids the subscription.
     pub async fn run<H: Handler>(
         self,
         handler: H,
@@ -225,6 +228,7 @@ impl<S: Subscriber> Runner<S> {
         let mut in_flight = JoinSet::new();
         tokio::pin!(shutdown);
         tracing::info!(subscriber = %name, "runner started");
+        let mut refused = None;
         loop {
             let slot = tokio::select! {
                 biased;
@@ -236,6 +240,11 @@ impl<S: Subscriber> Runner<S> {
                 () = &mut shutdown => break,
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => delivery,
+                    Some(Err(BackendError::Forbidden(why))) => {
+                        tracing::error!(subscriber = %name, %why, "the broker refused this subscriber: stopping");
+                        refused = Some(BackendError::Forbidden(why));
+                        break;
+                    }
                     Some(Err(error)) => {
                         tracing::error!(subscriber = %name, %error, "the delivery stream reported a problem");
                         self.counters.count(&self.counters.stream_errors);
@@ -264,7 +273,7 @@ impl<S: Subscriber> Runner<S> {
         }
         let stats = self.counters.snapshot();
         tracing::info!(subscriber = %name, ?stats, "runner stopped");
-        Ok(stats)
+        refused.map_or(Ok(stats), Err)
     }
 }
 
@@ -510,9 +519,9 @@ mod tests {
         }
     }
 
-    /// A subscriber whose stream reports a recovered problem between two
-    /// deliveries, then ends.
-    struct Hiccup(Arc<AtomicU64>);
+    /// A subscriber whose stream reports a problem between two deliveries,
+    /// then ends.
+    struct Hiccup(Arc<AtomicU64>, BackendError);
 
     #[async_trait]
     impl crate::backend::Connection for Hiccup {
@@ -543,13 +552,7 @@ mod tests {
                     Box::new(RecordAck(Arc::clone(acks))),
                 ))
             };
-            let items = vec![
-                delivery(&self.0),
-                Err(BackendError::Unavailable(
-                    "connection lost, reconnected".into(),
-                )),
-                delivery(&self.0),
-            ];
+            let items = vec![delivery(&self.0), Err(self.1.clone()), delivery(&self.0)];
             Ok(futures::stream::iter(items).boxed())
         }
         async fn tail(
@@ -572,7 +575,8 @@ mod tests {
     #[tokio::test]
     async fn a_reported_stream_error_is_counted_and_consuming_goes_on() {
         let acks = Arc::new(AtomicU64::new(0));
-        let stats = Runner::new(Hiccup(Arc::clone(&acks)), subscription())
+        let reconnected = BackendError::Unavailable("connection lost, reconnected".into());
+        let stats = Runner::new(Hiccup(Arc::clone(&acks), reconnected), subscription())
             .run(Accept, std::future::pending())
             .await
             .unwrap();
@@ -585,6 +589,23 @@ mod tests {
             }
         );
         assert_eq!(acks.load(Ordering::Relaxed), 2);
+    }
+
+    /// A refusal is not retried: the runner settles what it holds and
+    /// returns the refusal, taking nothing after it.
+    #[tokio::test]
+    async fn a_forbidden_stream_stops_the_runner_with_the_refusal() {
+        let acks = Arc::new(AtomicU64::new(0));
+        let refused = BackendError::Forbidden("list pattern \"#\" is not granted".into());
+        let result = Runner::new(Hiccup(Arc::clone(&acks), refused.clone()), subscription())
+            .run(Accept, std::future::pending())
+            .await;
+        assert_eq!(result, Err(refused));
+        assert_eq!(
+            acks.load(Ordering::Relaxed),
+            1,
+            "the delivery after it is not taken"
+        );
     }
 
     #[test]

@@ -90,6 +90,25 @@ impl ListPattern {
         self.matches_counting(list, &mut 0)
     }
 
+    /// Whether every list `narrower` matches is matched by this pattern too:
+    /// how a grant of `*.lists.example.org` is told to accept a selection of
+    /// `dev.lists.example.org` and refuse `#`.
+    ///
+    /// Sound, not complete: a true answer is always right, but a few
+    /// equivalent spellings are refused (`*.#` is not found inside `#.*`),
+    /// which errs on the side of refusing access.
+    ///
+    /// ```
+    /// use archiver_core::ListPattern;
+    /// let grant: ListPattern = "*.lists.example.org".parse().unwrap();
+    /// assert!(grant.covers(&"dev.lists.example.org".parse().unwrap()));
+    /// assert!(!grant.covers(&"#".parse().unwrap()));
+    /// assert!(!grant.covers(&"*.*.lists.example.org".parse().unwrap()));
+    /// ```
+    pub fn covers(&self, narrower: &ListPattern) -> bool {
+        covers_labels(&self.labels, &narrower.labels)
+    }
+
     /// [`matches`](Self::matches), adding the matcher's steps to `steps`.
     fn matches_counting(&self, list: &ListId, steps: &mut usize) -> bool {
         if self.is_exact() {
@@ -98,6 +117,31 @@ impl ListPattern {
         }
         matches_labels(&self.labels, list.as_str().split('.'), steps)
     }
+}
+
+/// Pattern containment by dynamic programming over (wide label, narrow
+/// label), as [`matches_labels`] does for a list: `row[j]` says whether the
+/// wide pattern's labels so far cover the narrow one's first `j`. A `#` of
+/// the wide pattern absorbs any run of narrow labels; a `*` covers one `*`
+/// or exact label; an exact label covers only itself; a narrow `#` is
+/// covered only by a wide `#`.
+fn covers_labels(wide: &[Label], narrow: &[Label]) -> bool {
+    let mut row = vec![false; narrow.len() + 1];
+    row[0] = true;
+    for label in wide {
+        let mut next = vec![false; narrow.len() + 1];
+        for j in 0..=narrow.len() {
+            next[j] = match (label, j.checked_sub(1).map(|i| &narrow[i])) {
+                (Label::Any, _) => row[j] || (j > 0 && next[j - 1]),
+                (_, None) => false,
+                (Label::One, Some(Label::One | Label::Exact(_))) => row[j - 1],
+                (Label::Exact(w), Some(Label::Exact(n))) => row[j - 1] && w == n,
+                _ => false,
+            };
+        }
+        row = next;
+    }
+    row[narrow.len()]
 }
 
 /// Label matching by dynamic programming over (pattern label, list label):
@@ -246,6 +290,57 @@ mod tests {
 
     fn id(s: &str) -> ListId {
         ListId::new(s).unwrap()
+    }
+
+    /// Every dot-joined word of 1 to `max` labels from `alphabet`.
+    fn words(alphabet: &[&str], max: usize) -> Vec<String> {
+        let mut all: Vec<String> = alphabet.iter().map(|l| (*l).to_owned()).collect();
+        let mut last = all.clone();
+        for _ in 1..max {
+            last = last
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |l| format!("{w}.{l}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    /// Over every pair of short patterns: whenever `covers` says yes, every
+    /// list the narrower one matches is matched by the wider one (so a
+    /// grant never lets more through than it says); for a plain list id
+    /// it says yes exactly when the wider pattern matches that id; and it
+    /// finds the common cases (`#` covers all, a pattern covers itself).
+    #[test]
+    fn covers_never_claims_a_list_the_wider_pattern_does_not_match() {
+        let patterns: Vec<ListPattern> = words(&["a", "b", "*", "#"], 3)
+            .iter()
+            .map(|w| w.parse().unwrap())
+            .collect();
+        let lists: Vec<ListId> = words(&["a", "b", "c"], 4).iter().map(|w| id(w)).collect();
+        let everything: ListPattern = "#".parse().unwrap();
+        for wide in &patterns {
+            for narrow in &patterns {
+                if wide.covers(narrow) {
+                    for list in lists.iter().filter(|l| narrow.matches(l)) {
+                        assert!(wide.matches(list), "{wide} covers {narrow} but not {list}");
+                    }
+                }
+                if narrow.is_exact() {
+                    assert_eq!(
+                        wide.covers(narrow),
+                        wide.matches(&id(narrow.as_str())),
+                        "{wide} / {narrow}"
+                    );
+                }
+            }
+            assert!(wide.covers(wide), "{wide}");
+            assert!(everything.covers(wide), "{wide}");
+        }
+        let grant: ListPattern = "*.lists.example.org".parse().unwrap();
+        assert!(grant.covers(&"*.lists.example.org".parse().unwrap()));
+        assert!(!grant.covers(&"#.lists.example.org".parse().unwrap()));
+        assert!(!grant.covers(&"*.example.org".parse().unwrap()));
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum BackendError {
     /// the credentials themselves).
     #[error("authentication refused by the broker: {0}")]
     Auth(String),
+    /// The authenticated principal is not granted this (a subscriber name,
+    /// a list, another subscriber's dead letters, ...): the message names
+    /// what was refused. Not transient: asking again is refused again, so
+    /// a [`Runner`](crate::Runner) stops on it rather than retrying.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The broker cannot be reached or went away; retrying later may work.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
