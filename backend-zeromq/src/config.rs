@@ -2,11 +2,12 @@
 //! would pick.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use archiver_core::PublisherCapabilities;
 use archiver_core::journal::SyncPolicy;
+use archiver_core::{BackendError, Grant, ListPattern, PublisherCapabilities};
+use serde::Deserialize;
 
 /// Largest envelope body a hub takes by default: the wire format's mail
 /// limit (32 MiB).
@@ -66,13 +67,88 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// A grant of everything (every subscriber name and list, private lists,
+/// membership events, operator actions): what anonymous peers of a hub on
+/// loopback get ([`HubConfig::allow_anonymous`]), and what a hub with one
+/// shared user gives it, as before grants existed.
+pub fn full_access(principal: impl Into<String>) -> Grant {
+    Grant::new(principal)
+        .lists(ListPattern::new("#").expect("`#` is a valid pattern"))
+        .private_lists(true)
+        .membership_events(true)
+        .operator(true)
+}
+
+/// One allowlist entry: credentials and the grant of the principal they
+/// log in as (the grant's principal is the ZAP user id the hub checks).
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    /// What the peer sends.
+    pub credentials: Credentials,
+    /// What it may do once logged in.
+    pub grant: Grant,
+}
+
+/// An allowlist entry as a grants file writes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowedText {
+    user: String,
+    password: String,
+    grant: Grant,
+}
+
+impl Allowed {
+    /// Reads a grants file: a JSON list of `{"user", "password", "grant"}`
+    /// (the grant as [`Grant`]'s JSON), so an operator keeps the allowlist
+    /// outside the code. An error names the file and where it is wrong,
+    /// never a value (it may be a password).
+    ///
+    /// ```json
+    /// [{"user": "web", "password": "s3cret",
+    ///   "grant": {"principal": "web", "subscribers": ["web"], "lists": ["#"]}}]
+    /// ```
+    pub fn read_file(path: &Path) -> Result<Vec<Self>, BackendError> {
+        let refused =
+            |why: String| BackendError::Auth(format!("grants file {}: {why}", path.display()));
+        let bytes = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
+        let entries: Vec<AllowedText> = serde_json::from_slice(&bytes).map_err(|e| {
+            let text = e.to_string();
+            // A grant's own refusal names the principal and the field;
+            // serde's type errors may quote a value, so only where.
+            let why = match text.find("grant of ") {
+                Some(at) => text[at..].to_owned(),
+                None => format!(
+                    "not a list of {{user, password, grant}} at line {} column {}",
+                    e.line(),
+                    e.column()
+                ),
+            };
+            refused(why)
+        })?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| Self {
+                credentials: Credentials::new(entry.user, entry.password),
+                grant: entry.grant,
+            })
+            .collect())
+    }
+}
+
 /// The list server's side: where it listens and where it keeps the queues.
 ///
 /// ```
+/// use archiver_core::Grant;
 /// use backend_zeromq::{Credentials, HubConfig};
 /// let config = HubConfig::new("tcp://0.0.0.0:5555", "/var/lib/mailman/archiver")
 ///     .tail("tcp://0.0.0.0:5556")
-///     .allow(Credentials::new("hyperkitty", "s3cret"));
+///     .allow(
+///         Credentials::new("hyperkitty", "s3cret"),
+///         Grant::new("hyperkitty")
+///             .subscriber("hyperkitty".parse().unwrap())
+///             .lists("#".parse().unwrap()),
+///     );
 /// ```
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -84,8 +160,12 @@ pub struct HubConfig {
     pub tail_endpoint: Option<String>,
     /// Directory of the journal, the subscriber registry and dead letters.
     pub dir: PathBuf,
-    /// Accepted credentials; empty means no authentication.
-    pub allowed: Vec<Credentials>,
+    /// Accepted credentials, each with its principal's grant.
+    pub allowed: Vec<Allowed>,
+    /// No authentication, every peer with [`full_access`]: only with
+    /// [`allow_anonymous`](Self::allow_anonymous), only on `ipc://` or
+    /// loopback endpoints, and never together with `allowed`.
+    pub anonymous: bool,
     /// How often the hub pings each connection.
     pub heartbeat: Duration,
     /// Silence after which a connection is dropped and its deliveries given
@@ -132,6 +212,7 @@ impl HubConfig {
             tail_endpoint: None,
             dir: dir.into(),
             allowed: Vec::new(),
+            anonymous: false,
             heartbeat: DEFAULT_HEARTBEAT,
             timeout: DEFAULT_TIMEOUT,
             max_envelope_bytes: DEFAULT_MAX_ENVELOPE_BYTES,
@@ -149,10 +230,22 @@ impl HubConfig {
         self
     }
 
-    /// Accepts these credentials (and, once one is given, refuses peers
-    /// without valid ones).
-    pub fn allow(mut self, credentials: Credentials) -> Self {
-        self.allowed.push(credentials);
+    /// Accepts these credentials, as the principal of `grant` with what it
+    /// grants (and, once one is given, refuses peers without valid ones,
+    /// replacing anonymous access if it was allowed before).
+    pub fn allow(mut self, credentials: Credentials, grant: Grant) -> Self {
+        self.allowed.push(Allowed { credentials, grant });
+        self.anonymous = false;
+        self
+    }
+
+    /// Serves peers without authentication, each with [`full_access`]:
+    /// for a hub whose endpoints are `ipc://` or loopback only (anyone on
+    /// the machine is trusted); [`ZmqHub::bind`](crate::ZmqHub::bind)
+    /// refuses any other endpoint, and warns. After [`allow`](Self::allow)
+    /// it is refused at bind (credentials are never dropped silently).
+    pub fn allow_anonymous(mut self) -> Self {
+        self.anonymous = true;
         self
     }
 
@@ -258,10 +351,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grants_files_are_read_and_their_errors_quote_no_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grants.json");
+        std::fs::write(
+            &path,
+            r##"[{"user": "web", "password": "hunter2",
+                 "grant": {"principal": "web-archive", "subscribers": ["web"], "lists": ["#"]}}]"##,
+        )
+        .unwrap();
+        let allowed = Allowed::read_file(&path).unwrap();
+        assert_eq!(allowed[0].credentials, Credentials::new("web", "hunter2"));
+        assert_eq!(allowed[0].grant.principal(), "web-archive");
+
+        for (text, says) in [
+            (
+                r#"[{"user": "web", "password": 271828, "grant": {"principal": "w"}}]"#,
+                "line 1",
+            ),
+            (
+                r#"[{"user": "web", "password": "x", "grant": {"principal": "w", "lists": ["a b"]}}]"#,
+                "grant of \"w\"",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = Allowed::read_file(&path).unwrap_err().to_string();
+            assert!(error.contains(says), "{error}");
+            assert!(!error.contains("271828"), "{error}");
+        }
+        assert!(Allowed::read_file(&dir.path().join("none")).is_err());
+    }
+
+    #[test]
     fn passwords_are_not_printed() {
         let config = ClientConfig::new("tcp://x:1").credentials(Credentials::new("u", "hunter2"));
         assert!(!format!("{config:?}").contains("hunter2"));
-        let hub = HubConfig::new("tcp://*:1", "/tmp/x").allow(Credentials::new("u", "hunter2"));
+        let hub = HubConfig::new("tcp://*:1", "/tmp/x")
+            .allow(Credentials::new("u", "hunter2"), full_access("u"));
         assert!(!format!("{hub:?}").contains("hunter2"));
     }
 }

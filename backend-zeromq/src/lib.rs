@@ -93,14 +93,19 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use archiver_core::{Subscriber, Subscription};
+//! use archiver_core::{Grant, Subscriber, Subscription};
 //! use backend_zeromq::{ClientConfig, Credentials, HubConfig, ZmqClient, ZmqHub};
 //! use futures::StreamExt;
 //!
 //! // The list server.
 //! let hub = ZmqHub::bind(
 //!     HubConfig::new("tcp://127.0.0.1:5555", "/var/lib/mailman/archiver")
-//!         .allow(Credentials::new("hyperkitty", "s3cret")),
+//!         .allow(
+//!             Credentials::new("hyperkitty", "s3cret"),
+//!             Grant::new("hyperkitty")
+//!                 .subscriber("hyperkitty".parse()?)
+//!                 .lists("#".parse()?),
+//!         ),
 //! )?;
 //!
 //! // An archive server, in another process.
@@ -125,8 +130,8 @@ mod zap;
 
 pub use client::ZmqClient;
 pub use config::{
-    ClientConfig, Credentials, DEFAULT_ACK_DEADLINE, DEFAULT_DEAD_LETTER_PAGE_BYTES,
+    Allowed, ClientConfig, Credentials, DEFAULT_ACK_DEADLINE, DEFAULT_DEAD_LETTER_PAGE_BYTES,
     DEFAULT_HEARTBEAT, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_MAX_NACK_DELAY,
-    DEFAULT_MAX_UNACKED_BYTES, DEFAULT_TIMEOUT, HubConfig,
+    DEFAULT_MAX_UNACKED_BYTES, DEFAULT_TIMEOUT, HubConfig, full_access,
 };
 pub use hub::{QueueStatus, ZmqHub};

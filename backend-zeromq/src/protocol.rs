@@ -69,6 +69,9 @@ pub mod command {
     pub const GONE: &[u8] = b"GONE";
     /// Hub → peer: the previous message was malformed (reason).
     pub const ERROR: &[u8] = b"ERROR";
+    /// Hub → peer: the previous message asked for what the peer's
+    /// principal is not granted (a reason naming it); nothing was done.
+    pub const FORBIDDEN: &[u8] = b"FORBIDDEN";
     /// Request: list a subscriber's dead letters (name).
     pub const DEAD_LETTERS: &[u8] = b"DEAD-LETTERS";
     /// Request: replay dead letters (name, then `all` or envelope ids).

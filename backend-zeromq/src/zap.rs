@@ -1,6 +1,10 @@
 //! The hub's ZAP handler (ZeroMQ RFC 27): checks the PLAIN user name and
 //! password of every connecting peer against the allowlist, so a peer
 //! without valid credentials never gets a connection, let alone a mail.
+//! It answers with the principal's name as the ZAP user id, which libzmq
+//! attaches to every message of that connection (`User-Id`): the hub
+//! looks up the principal's grant per message. On the live tail's domain
+//! it admits only the principals that may tail ([`Gate::tail`]).
 //!
 //! libzmq asks the handler bound at `inproc://zeromq.zap.01` in the socket's
 //! context; the hub runs one per context, on its own thread.
@@ -14,8 +18,21 @@ use crate::config::Credentials;
 /// Where libzmq sends authentication requests.
 const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
 
-/// The ZAP domain the hub's sockets declare.
+/// The ZAP domain of the hub's ROUTER (durable subscribers, requests).
 pub const DOMAIN: &str = "mq-archiver";
+
+/// The ZAP domain of the hub's live tail: a tail cannot be filtered per
+/// peer, so only principals that may see all of it connect.
+pub const TAIL_DOMAIN: &str = "mq-archiver-tail";
+
+/// Who may connect, as whom, and to which domains.
+#[derive(Clone)]
+pub struct Gate {
+    /// Credentials and the principal each logs in as.
+    pub logins: Vec<(Credentials, String)>,
+    /// Principals admitted on [`TAIL_DOMAIN`].
+    pub tail: Vec<String>,
+}
 
 /// A running handler; stops when dropped.
 pub struct ZapHandler {
@@ -26,7 +43,7 @@ pub struct ZapHandler {
 impl ZapHandler {
     /// Binds the handler in `context` (before any socket that needs it
     /// binds) and starts answering.
-    pub fn start(context: &zmq::Context, allowed: Vec<Credentials>) -> zmq::Result<Self> {
+    pub fn start(context: &zmq::Context, gate: Gate) -> zmq::Result<Self> {
         let socket = context.socket(zmq::REP)?;
         socket.set_linger(0)?;
         socket.bind(ZAP_ENDPOINT)?;
@@ -34,7 +51,7 @@ impl ZapHandler {
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("zmq-zap".into())
-            .spawn(move || serve(&socket, &allowed, &stopping))
+            .spawn(move || serve(&socket, &gate, &stopping))
             .expect("spawning the ZAP thread");
         Ok(Self {
             stop,
@@ -52,7 +69,7 @@ impl Drop for ZapHandler {
     }
 }
 
-fn serve(socket: &zmq::Socket, allowed: &[Credentials], stop: &AtomicBool) {
+fn serve(socket: &zmq::Socket, gate: &Gate, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match socket.poll(zmq::POLLIN, 100) {
             Ok(0) => continue,
@@ -62,15 +79,17 @@ fn serve(socket: &zmq::Socket, allowed: &[Credentials], stop: &AtomicBool) {
         let Ok(request) = socket.recv_multipart(0) else {
             return;
         };
-        let reply = answer(&request, allowed);
+        let reply = answer(&request, gate);
         if socket.send_multipart(reply, 0).is_err() {
             return;
         }
     }
 }
 
-/// The reply to one ZAP request.
-fn answer(request: &[Vec<u8>], allowed: &[Credentials]) -> Vec<Vec<u8>> {
+/// The reply to one ZAP request: 200 with the principal as user id, or
+/// 400 for unknown credentials, another mechanism, or a principal not
+/// admitted on the domain.
+fn answer(request: &[Vec<u8>], gate: &Gate) -> Vec<Vec<u8>> {
     let request_id = request.get(1).cloned().unwrap_or_default();
     let text = |i: usize| {
         request
@@ -78,28 +97,32 @@ fn answer(request: &[Vec<u8>], allowed: &[Credentials]) -> Vec<Vec<u8>> {
             .and_then(|f| std::str::from_utf8(f).ok())
             .unwrap_or("")
     };
-    let (version, address, mechanism, user, password) =
-        (text(0), text(3), text(5), text(6), text(7));
-    let ok = version == "1.0"
-        && mechanism == "PLAIN"
-        && allowed
-            .iter()
-            .any(|c| c.user == user && c.password == password);
-    if ok {
-        tracing::debug!(user, address, "peer authenticated");
-    } else {
-        // The user name helps the operator; the password is never logged.
-        tracing::warn!(
-            user,
-            address,
-            mechanism,
-            "peer refused: unknown user or wrong password"
-        );
-    }
-    let (code, status, user_id) = if ok {
-        ("200", "OK", user)
-    } else {
-        ("400", "unknown user or wrong password", "")
+    let (version, domain, address, mechanism, user, password) =
+        (text(0), text(2), text(3), text(5), text(6), text(7));
+    let principal = (version == "1.0" && mechanism == "PLAIN")
+        .then(|| {
+            gate.logins
+                .iter()
+                .find(|(c, _)| c.user == user && c.password == password)
+                .map(|(_, principal)| principal.as_str())
+        })
+        .flatten();
+    let admitted = match (principal, domain) {
+        (Some(principal), DOMAIN) => Ok(principal),
+        (Some(principal), TAIL_DOMAIN) if gate.tail.iter().any(|p| p == principal) => Ok(principal),
+        (Some(_), _) => Err("not granted this endpoint"),
+        (None, _) => Err("unknown user or wrong password"),
+    };
+    // The user name helps the operator; the password is never logged.
+    let (code, status, user_id) = match admitted {
+        Ok(principal) => {
+            tracing::debug!(user, principal, domain, address, "peer authenticated");
+            ("200", "OK", principal)
+        }
+        Err(why) => {
+            tracing::warn!(user, domain, address, mechanism, why, "peer refused");
+            ("400", why, "")
+        }
     };
     vec![
         b"1.0".to_vec(),
@@ -115,19 +138,52 @@ fn answer(request: &[Vec<u8>], allowed: &[Credentials]) -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn request(user: &str, password: &str) -> Vec<Vec<u8>> {
-        ["1.0", "7", DOMAIN, "127.0.0.1", "", "PLAIN", user, password]
+    fn request(domain: &str, user: &str, password: &str) -> Vec<Vec<u8>> {
+        ["1.0", "7", domain, "127.0.0.1", "", "PLAIN", user, password]
             .iter()
             .map(|s| s.as_bytes().to_vec())
             .collect()
     }
 
+    fn gate() -> Gate {
+        Gate {
+            logins: vec![
+                (Credentials::new("web", "right"), "web-principal".into()),
+                (Credentials::new("ops", "other"), "ops".into()),
+            ],
+            tail: vec!["ops".into()],
+        }
+    }
+
     #[test]
-    fn only_listed_credentials_pass() {
-        let allowed = vec![Credentials::new("web", "right")];
-        assert_eq!(answer(&request("web", "right"), &allowed)[2], b"200");
-        assert_eq!(answer(&request("web", "wrong"), &allowed)[2], b"400");
-        assert_eq!(answer(&request("other", "right"), &allowed)[2], b"400");
-        assert_eq!(answer(&[], &allowed)[2], b"400");
+    fn only_listed_credentials_pass_and_name_their_principal() {
+        let ok = answer(&request(DOMAIN, "web", "right"), &gate());
+        assert_eq!(
+            (&ok[2][..], &ok[4][..]),
+            (&b"200"[..], &b"web-principal"[..])
+        );
+        for refused in [
+            request(DOMAIN, "web", "wrong"),
+            request(DOMAIN, "other", "right"),
+            Vec::new(),
+        ] {
+            let reply = answer(&refused, &gate());
+            assert_eq!((&reply[2][..], &reply[4][..]), (&b"400"[..], &b""[..]));
+        }
+    }
+
+    #[test]
+    fn the_tail_domain_admits_only_tail_principals() {
+        assert_eq!(
+            answer(&request(TAIL_DOMAIN, "ops", "other"), &gate())[2],
+            b"200"
+        );
+        let refused = answer(&request(TAIL_DOMAIN, "web", "right"), &gate());
+        assert_eq!(refused[2], b"400");
+        assert_eq!(refused[3], b"not granted this endpoint");
+        assert_eq!(
+            answer(&request("elsewhere", "ops", "other"), &gate())[2],
+            b"400"
+        );
     }
 }

@@ -6,10 +6,10 @@ mod support;
 use std::time::Duration;
 
 use archiver_core::{
-    BackendError, Connection, Envelope, ListChange, ListEvent, ListId, Operator, Publisher,
-    Selection, Subscriber, Subscription,
+    ArchivePolicy, BackendError, Connection, Envelope, ListChange, ListEvent, ListId, Operator,
+    Publisher, Selection, Subscriber, Subscription,
 };
-use backend_zeromq::{ClientConfig, Credentials, ZmqClient, ZmqHub};
+use backend_zeromq::{ClientConfig, Credentials, ZmqClient, ZmqHub, full_access};
 use futures::StreamExt;
 
 fn client(hub: &ZmqHub, credentials: Option<Credentials>) -> ZmqClient {
@@ -38,8 +38,10 @@ fn assert_auth<T>(result: Result<T, BackendError>, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_listed_credentials_are_served() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = ZmqHub::bind(support::hub_config(dir.path()).allow(Credentials::new("web", "right")))
-        .unwrap();
+    let hub = ZmqHub::bind(
+        support::hub_config(dir.path()).allow(Credentials::new("web", "right"), full_access("web")),
+    )
+    .unwrap();
     let subscription = Subscription::new("web".parse().unwrap());
 
     let wrong = client(&hub, Some(Credentials::new("web", "wrong")));
@@ -60,10 +62,14 @@ async fn only_listed_credentials_are_served() {
     let allowed = client(&hub, Some(Credentials::new("web", "right")));
     let mut deliveries = allowed.subscribe(&subscription).await.unwrap();
     let mut tail = allowed.tail(&Selection::all()).await.unwrap();
-    let event = Envelope::event(&ListEvent::now(
-        ListId::new("auth.example.org").unwrap(),
-        ListChange::ListDeleted,
-    ));
+    // Of a public list: the tail of a hub with credentials carries nothing else.
+    let event = Envelope {
+        archive_policy: Some(ArchivePolicy::Public),
+        ..Envelope::event(&ListEvent::now(
+            ListId::new("auth.example.org").unwrap(),
+            ListChange::ListDeleted,
+        ))
+    };
     hub.publish(&event).await.unwrap();
     let delivery = tokio::time::timeout(Duration::from_secs(30), deliveries.next())
         .await

@@ -76,6 +76,7 @@ async fn archive_server_killed_holding_unacked_deliveries_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let hub = ZmqHub::bind(
         HubConfig::new("tcp://127.0.0.1:*", dir.path())
+            .allow_anonymous()
             .heartbeat(Duration::from_millis(500), Duration::from_secs(3)),
     )
     .unwrap();
@@ -346,7 +347,7 @@ async fn run_subscriber(endpoint: &str, hold_after: &str) {
 /// `ok <i>` for each publish that returned Ok, then `done`, and serves
 /// until a line on stdin.
 async fn run_publisher(endpoint: &str, dir: &str, from: usize, count: usize) {
-    let hub = ZmqHub::bind(HubConfig::new(endpoint, dir)).unwrap();
+    let hub = ZmqHub::bind(HubConfig::new(endpoint, dir).allow_anonymous()).unwrap();
     println!("@ listening");
     let mut go = String::new();
     std::io::stdin().read_line(&mut go).unwrap();

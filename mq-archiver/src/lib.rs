@@ -43,7 +43,8 @@
 //! | key | backends | meaning (default) |
 //! |---|---|---|
 //! | `prefix` | all (memory and ZeroMQ ignore it) | Redis key prefix, RabbitMQ exchange and queue prefix: 1 to 100 of `A-Z a-z 0-9 . _ -` ([`Prefix`]; `archiver`) |
-//! | `user`, `password` | Redis, RabbitMQ, ZeroMQ | credentials, instead of the URL's user info (ZeroMQ: ZAP PLAIN, the hub allows them and the subscriber sends them) |
+//! | `user`, `password` | Redis, RabbitMQ, ZeroMQ | credentials, instead of the URL's user info (ZeroMQ: ZAP PLAIN, the subscriber sends them and the hub allows them with every grant, operator included) |
+//! | `grants-file` | ZeroMQ | the hub's allowlist: a JSON list of `{"user", "password", "grant"}`, each grant as `archiver_core::Grant`'s JSON (`{"principal", "subscribers", "lists", "private_lists", "membership_events", "operator"}`); with neither it nor credentials the hub is anonymous, which it allows on `ipc://` and loopback only |
 //! | `tls-ca-file` | Redis, RabbitMQ | PEM CA for `rediss://` / `amqps://` (the system's trust store) |
 //! | `max-envelope-bytes` | Redis, RabbitMQ, ZeroMQ | largest body (64 MiB) |
 //! | `durability` | Redis | `reply` (default), `replicas:COUNT:TIMEOUT`, `fsync:REPLICAS:TIMEOUT` |
@@ -340,8 +341,19 @@ impl Config {
             why: "to bind a ZeroMQ hub (its journal and queues)",
         })?;
         let mut config = backend_zeromq::HubConfig::new(endpoint, dir);
+        if let Some(path) = &s.grants_file {
+            for allowed in backend_zeromq::Allowed::read_file(path)? {
+                config = config.allow(allowed.credentials, allowed.grant);
+            }
+        }
         if let Some(c) = self.zmq_credentials(user) {
-            config = config.allow(c);
+            let grant = backend_zeromq::full_access(c.user.clone());
+            config = config.allow(c, grant);
+        }
+        if config.allowed.is_empty() {
+            // No credentials at all: anonymous, which the hub allows on
+            // ipc:// and loopback only (and warns).
+            config = config.allow_anonymous();
         }
         if let Some(v) = s.max_envelope_bytes {
             config = config.max_envelope_bytes(v);

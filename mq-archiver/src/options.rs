@@ -23,6 +23,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "keep-unrouted",
     "node",
     "hub-dir",
+    "grants-file",
     "connect-timeout",
     "tail",
     "hub",
@@ -53,6 +54,8 @@ pub(crate) struct Settings {
     pub queue_type: Option<backend_rabbitmq::QueueType>,
     pub keep_unrouted: Option<bool>,
     pub hub_dir: Option<PathBuf>,
+    /// ZeroMQ hub: the allowlist with each principal's grant.
+    pub grants_file: Option<PathBuf>,
     pub connect_timeout: Option<Duration>,
     /// ZeroMQ live tail: the endpoint the hub binds, or a subscriber connects to.
     pub tail: Option<String>,
@@ -71,7 +74,7 @@ fn applies(key: &str, scheme: BackendKind) -> Option<bool> {
         "tls-ca-file" => matches!(scheme, Redis | Rabbitmq),
         "durability" | "claim-idle" | "poll-interval" | "consumer-name" => scheme == Redis,
         "queue-type" | "keep-unrouted" | "node" => scheme == Rabbitmq,
-        "hub-dir" | "connect-timeout" | "tail" | "hub" => scheme == Zeromq,
+        "hub-dir" | "grants-file" | "connect-timeout" | "tail" | "hub" => scheme == Zeromq,
         _ => return None,
     };
     Some(yes)
@@ -166,6 +169,7 @@ impl Settings {
                 });
             }
             "hub-dir" => self.hub_dir = Some(text("a directory")?.into()),
+            "grants-file" => self.grants_file = Some(text("a JSON file's path")?.into()),
             "connect-timeout" => {
                 self.connect_timeout = Some(duration(value).ok_or_else(|| invalid(DURATION))?);
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use mq_archiver::{
     Archiver, BackendKind, Bytes, Config, Connection, Error, ListId, MailingList, Outcome,
-    PublisherClient, Subscriber, Subscription,
+    PublisherClient, Selection, Subscriber, Subscription,
 };
 
 const BASE_URL: &str = "https://archive.example.org/list/{list_id}/";
@@ -153,6 +153,66 @@ async fn zeromq_credentials_from_user_info_and_options() {
     hub.close().await.unwrap();
 }
 
+/// A hub whose allowlist comes from `grants-file` serves each principal
+/// what its grant allows and refuses the rest with `Forbidden`; a hub
+/// with no credentials at all binds loopback only.
+#[tokio::test]
+async fn zeromq_grants_file_and_anonymous_only_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let grants = dir.path().join("grants.json");
+    std::fs::write(
+        &grants,
+        r##"[{"user": "web", "password": "s3cret-web",
+             "grant": {"principal": "web", "subscribers": ["web"], "lists": ["#.example.org"]}}]"##,
+    )
+    .unwrap();
+    let hub = mq_archiver::connect_publisher(
+        "tcp://127.0.0.1:*",
+        [
+            ("hub-dir", dir.path().join("hub").display().to_string()),
+            ("grants-file", grants.display().to_string()),
+        ],
+    )
+    .await
+    .unwrap();
+    let endpoint = hub.hub_handle().unwrap().endpoint().to_owned();
+    let address = endpoint.strip_prefix("tcp://").unwrap();
+    let client = mq_archiver::connect_subscriber(
+        &format!("tcp://web:s3cret-web@{address}"),
+        [("connect-timeout", "5s")],
+    )
+    .await
+    .unwrap();
+    let web: mq_archiver::SubscriberName = "web".parse().unwrap();
+    let own = Subscription::new(web.clone())
+        .select(Selection::all().list("dev.example.org".parse().unwrap()));
+    let accepted = client.subscribe(&own).await;
+    assert!(accepted.is_ok(), "{:?}", accepted.err());
+    match client.subscribe(&Subscription::new(web)).await {
+        Err(mq_archiver::BackendError::Forbidden(why)) => {
+            assert!(why.contains("list pattern \"#\""), "{why}")
+        }
+        other => panic!("every list is not granted to web: {:?}", other.err()),
+    }
+    client.close().await.unwrap();
+    hub.close().await.unwrap();
+
+    let exposed = mq_archiver::connect_publisher(
+        "tcp://0.0.0.0:*",
+        [("hub-dir", dir.path().join("exposed").display().to_string())],
+    )
+    .await;
+    match exposed {
+        Err(Error::Backend(mq_archiver::BackendError::Forbidden(why))) => {
+            assert!(why.contains("tcp://0.0.0.0:*"), "{why}")
+        }
+        other => panic!(
+            "anonymous on every interface must be refused: {:?}",
+            other.err()
+        ),
+    }
+}
+
 #[tokio::test]
 async fn a_password_never_appears_in_an_error() {
     // Redis on 127.0.0.1 has no password: AUTH with one is refused.
@@ -267,6 +327,12 @@ fn every_option_key_takes_a_good_value_and_names_itself_on_a_bad_one() {
         ("queue-type", "amqp://h/%2f", "quorum", Some("stream")),
         ("keep-unrouted", "amqp://h/%2f", "false", Some("no")),
         ("hub-dir", "tcp://h:1", "/var/lib/archiver", Some("")),
+        (
+            "grants-file",
+            "tcp://h:1",
+            "/etc/archiver/grants.json",
+            Some(""),
+        ),
         ("connect-timeout", "ipc:///h", "120s", Some("2 minutes")),
         ("tail", "tcp://h:1", "tcp://127.0.0.1:5556", Some("")),
         ("spool-dir", "memory:", "/var/spool/archiver", Some("")),

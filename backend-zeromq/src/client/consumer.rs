@@ -395,6 +395,8 @@ impl Consumer {
                 }
                 command::UNKNOWN => {
                     tracing::info!(hub = %self.links[i].link.endpoint, "the hub restarted; saying hello again");
+                    // Until welcomed again, a FORBIDDEN refuses the hello.
+                    self.links[i].welcomed = false;
                     self.say_hello(&self.links[i]);
                 }
                 command::DENIED => {
@@ -406,6 +408,21 @@ impl Consumer {
                         self.links[i].link.endpoint,
                         reason.unwrap_or_default()
                     )));
+                }
+                command::FORBIDDEN => {
+                    let reason = args
+                        .first()
+                        .map(|r| String::from_utf8_lossy(r).into_owned())
+                        .unwrap_or_default();
+                    if !self.links[i].welcomed {
+                        return Err(BackendError::Forbidden(format!(
+                            "the hub at {} refused the subscription: {reason}",
+                            self.links[i].link.endpoint
+                        )));
+                    }
+                    // A settlement the hub refused (a tag it no longer
+                    // counts as this connection's): nothing was settled.
+                    tracing::warn!(hub = %self.links[i].link.endpoint, %reason, "the hub refused a settlement");
                 }
                 command::GONE => return Ok(Some(Stop::Ended)),
                 command::ERROR => {

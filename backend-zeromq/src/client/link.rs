@@ -73,8 +73,13 @@ impl Link {
             let event = u16::from_ne_bytes([head[0], head[1]]);
             failure = Some(if event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16 {
                 BackendError::Auth(format!(
-                    "the hub at {} refused the user name or password (ZAP PLAIN)",
-                    self.endpoint
+                    "the hub at {} refused the user name or password (ZAP PLAIN){}",
+                    self.endpoint,
+                    if self.socket.get_socket_type().ok() == Some(zmq::SUB) {
+                        ", or does not grant its principal the live tail (only principals granted every list may tail)"
+                    } else {
+                        ""
+                    }
                 ))
             } else {
                 BackendError::Auth(format!(

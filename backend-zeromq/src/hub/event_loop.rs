@@ -7,9 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use archiver_core::journal::Journal;
-use archiver_core::{DeadLetter, Envelope, Replay, StartPosition, SubscriberName, wire};
+use archiver_core::{
+    BackendError, DeadLetter, Envelope, Grant, Replay, StartPosition, SubscriberName, Subscription,
+    wire,
+};
 use tokio::sync::oneshot;
 
+use super::access::Access;
 use super::dead_letters::DeadLetterStore;
 use super::queue::{ConnId, Doomed, Queue, Settled};
 use super::record;
@@ -35,6 +39,8 @@ pub enum HubCommand {
 /// An archive server's connection.
 struct Conn {
     name: SubscriberName,
+    /// What its principal may do (its hello passed this grant).
+    grant: Grant,
     prefetch: usize,
     inflight: usize,
     /// Envelope bytes delivered to it and not settled, expired ones
@@ -66,6 +72,9 @@ pub struct HubLoop {
     pub registry: Registry,
     pub queues: BTreeMap<SubscriberName, Queue>,
     pub welcome: Welcome,
+    pub access: Access,
+    /// What the live tail may carry ([`Access::tail_grant`]).
+    tail_grant: Grant,
     pub limits: Limits,
     conns: HashMap<ConnId, Conn>,
     last_ping: Instant,
@@ -89,6 +98,7 @@ impl HubLoop {
         registry: Registry,
         queues: BTreeMap<SubscriberName, Queue>,
         welcome: Welcome,
+        access: Access,
         limits: Limits,
     ) -> Self {
         Self {
@@ -100,6 +110,8 @@ impl HubLoop {
             registry,
             queues,
             welcome,
+            tail_grant: access.tail_grant(),
+            access,
             limits,
             conns: HashMap::new(),
             last_ping: Instant::now(),
@@ -179,7 +191,7 @@ impl HubLoop {
 
     fn read_router(&mut self) {
         for _ in 0..BATCH {
-            let (frames, whole) = match self.recv_message() {
+            let (frames, whole, user_id) = match self.recv_message() {
                 Ok(Some(message)) => message,
                 Ok(None) => return,
                 Err(error) => {
@@ -193,14 +205,20 @@ impl HubLoop {
             if let Some(conn) = self.conns.get_mut(&peer) {
                 conn.last_seen = Instant::now();
             }
-            let handled = if whole {
-                self.handle(&peer, rest)
-            } else {
+            let grant = self.access.grant(user_id.as_deref()).cloned();
+            let handled = if !whole {
                 Err(format!(
                     "a message of more than {} frames or {} bytes is refused",
                     protocol::MAX_MESSAGE_FRAMES,
                     protocol::MAX_MESSAGE_BYTES
                 ))
+            } else if let Some(grant) = grant {
+                self.handle(&peer, rest, &grant)
+            } else {
+                // libzmq attaches the user id the ZAP handler gave: a
+                // message without a known one is never served.
+                self.forbid(&peer, "the message names no principal of this hub".into());
+                Ok(())
             };
             if let Err(reason) = handled {
                 tracing::warn!(peer = %hex(&peer), %reason, "malformed message from a peer refused");
@@ -213,8 +231,11 @@ impl HubLoop {
     /// out at most [`protocol::MAX_MESSAGE_FRAMES`] frames and
     /// [`protocol::MAX_MESSAGE_BYTES`] bytes; the frames past that are
     /// received and dropped, never copied. `None` when nothing is waiting;
-    /// the flag is false when frames were dropped.
-    fn recv_message(&self) -> zmq::Result<Option<(Vec<Vec<u8>>, bool)>> {
+    /// the flag is false when frames were dropped. With it comes the ZAP
+    /// `User-Id` libzmq attached to the message (on the peer's frames,
+    /// not on the routing id the ROUTER prepends), read per message so
+    /// that every command is checked against its sender's grant.
+    fn recv_message(&self) -> zmq::Result<Option<(Vec<Vec<u8>>, bool, Option<String>)>> {
         let mut frame = zmq::Message::new();
         match self.router.recv(&mut frame, zmq::DONTWAIT) {
             Ok(()) => {}
@@ -224,8 +245,12 @@ impl HubLoop {
         let mut kept = frame.len();
         let mut frames = vec![frame.to_vec()];
         let mut whole = true;
+        let mut user_id = None;
         while frame.get_more() {
             self.router.recv(&mut frame, 0)?;
+            if user_id.is_none() {
+                user_id = frame.gets("User-Id").map(str::to_owned);
+            }
             whole = whole
                 && frames.len() < protocol::MAX_MESSAGE_FRAMES
                 && kept + frame.len() <= protocol::MAX_MESSAGE_BYTES;
@@ -234,12 +259,37 @@ impl HubLoop {
                 frames.push(frame.to_vec());
             }
         }
-        Ok(Some((frames, whole)))
+        Ok(Some((frames, whole, user_id)))
     }
 
-    /// Handles one message; an `Err` is a malformed message, answered with
-    /// ERROR and otherwise ignored.
-    fn handle(&mut self, peer: &ConnId, frames: Vec<Vec<u8>>) -> Result<(), String> {
+    /// Answers FORBIDDEN: the peer's principal is not granted what it
+    /// asked, and nothing was done.
+    fn forbid(&self, peer: &ConnId, reason: String) {
+        tracing::warn!(peer = %hex(peer), %reason, "refused: not granted");
+        self.send(peer, vec![command::FORBIDDEN.to_vec(), reason.into_bytes()]);
+    }
+
+    /// Whether `grant` may act on `name`'s dead letters or queue; answers
+    /// FORBIDDEN if not.
+    fn may_act(
+        &self,
+        peer: &ConnId,
+        grant: &Grant,
+        name: &SubscriberName,
+        action: &'static str,
+    ) -> bool {
+        match grant.check_operator_action(name, action) {
+            Ok(()) => true,
+            Err(refusal) => {
+                self.forbid(peer, refusal_reason(refusal));
+                false
+            }
+        }
+    }
+
+    /// Handles one message from the principal of `grant`; an `Err` is a
+    /// malformed message, answered with ERROR and otherwise ignored.
+    fn handle(&mut self, peer: &ConnId, frames: Vec<Vec<u8>>, grant: &Grant) -> Result<(), String> {
         let Some((verb, args)) = frames.split_first() else {
             return Err("empty message".into());
         };
@@ -257,7 +307,7 @@ impl HubLoop {
         match verb.as_slice() {
             command::HELLO => {
                 arity(1)?;
-                self.hello(peer, &args[0]);
+                self.hello(peer, &args[0], grant);
                 Ok(())
             }
             command::DEAD_LETTERS => {
@@ -270,11 +320,19 @@ impl HubLoop {
                         .map_err(|_| "the page mark is not UTF-8".to_owned())?,
                     None => "",
                 };
+                if !self.may_act(peer, grant, &name, "dead letters") {
+                    return Ok(());
+                }
                 let page = self
                     .dead
                     .page(&name, after, self.limits.dead_letter_page_bytes);
                 let reply = match page {
-                    Ok((letters, next)) => dead_letter_frames(letters, next),
+                    // A dead letter kept before the grant narrowed stays
+                    // unread by it.
+                    Ok((mut letters, next)) => {
+                        letters.retain(|letter| grant.may_receive(&letter.envelope));
+                        dead_letter_frames(letters, next)
+                    }
                     Err(e) => vec![command::ERROR.to_vec(), e.to_string().into_bytes()],
                 };
                 self.send(peer, reply);
@@ -284,6 +342,9 @@ impl HubLoop {
                 let (name, which) = args.split_first().ok_or("REPLAY needs a subscriber name")?;
                 let name = subscriber(name)?;
                 let which = replay_selection(which)?;
+                if !self.may_act(peer, grant, &name, "replay") {
+                    return Ok(());
+                }
                 let reply = match self.replay(&name, &which) {
                     Ok(count) => vec![command::REPLAYED.to_vec(), count.to_string().into_bytes()],
                     Err(e) => vec![command::ERROR.to_vec(), e.into_bytes()],
@@ -294,6 +355,9 @@ impl HubLoop {
             command::PURGE => {
                 arity(1)?;
                 let name = subscriber(&args[0])?;
+                if !self.may_act(peer, grant, &name, "purge") {
+                    return Ok(());
+                }
                 let reply = match self.dead.purge(&name) {
                     Ok(count) => {
                         tracing::info!(subscriber = %name, count, "dead letters purged");
@@ -307,6 +371,9 @@ impl HubLoop {
             command::UNSUBSCRIBE => {
                 arity(1)?;
                 let name = subscriber(&args[0])?;
+                if !self.may_act(peer, grant, &name, "unsubscribe") {
+                    return Ok(());
+                }
                 let reply = match self.unsubscribe(&name) {
                     Ok(()) => vec![command::UNSUBSCRIBED.to_vec()],
                     Err(e) => vec![command::ERROR.to_vec(), e.into_bytes()],
@@ -328,6 +395,22 @@ impl HubLoop {
                 }
                 Ok(())
             }
+            _ if self
+                .conns
+                .get(peer)
+                .is_some_and(|conn| conn.grant.principal() != grant.principal()) =>
+            {
+                // One connection is one ZAP login: never seen, but a
+                // message must not act under another principal's hello.
+                self.forbid(
+                    peer,
+                    format!(
+                        "this connection said hello as another principal than {:?}",
+                        grant.principal()
+                    ),
+                );
+                Ok(())
+            }
             command::PING => Ok(()),
             command::BYE => {
                 self.drop_conn(peer, "said goodbye");
@@ -342,13 +425,21 @@ impl HubLoop {
                     .map(|t| protocol::number::<u64>(t, "a tag"))
                     .collect::<Result<Vec<_>, _>>()?;
                 let name = self.conns[peer].name.clone();
+                let mut refused = Vec::new();
                 for seq in seqs {
                     tracing::trace!(subscriber = %name, seq, peer = %hex(peer), "ack");
                     if self.settle_expired(peer, seq) {
                         continue;
                     }
+                    if !self.queue(&name).holds(seq, peer) {
+                        refused.push(seq);
+                        continue;
+                    }
                     let settled = self.queue(&name).ack(seq);
                     self.credit_back(settled);
+                }
+                if !refused.is_empty() {
+                    self.forbid(peer, not_delivered_here("ACK", &refused));
                 }
                 Ok(())
             }
@@ -357,7 +448,7 @@ impl HubLoop {
                 let seq = protocol::number::<u64>(&args[0], "the tag")?;
                 let delay = protocol::number::<u64>(&args[1], "the delay")?;
                 let delay = Duration::from_millis(delay).min(self.limits.max_nack_delay);
-                self.settle(peer, seq, |queue| {
+                self.settle("NACK", peer, seq, |queue| {
                     queue.nack(seq, peer, delay, "nacked", Instant::now())
                 });
                 Ok(())
@@ -365,14 +456,14 @@ impl HubLoop {
             command::RELEASE => {
                 arity(1)?;
                 let seq = protocol::number::<u64>(&args[0], "the tag")?;
-                self.settle(peer, seq, |queue| queue.release(seq, peer));
+                self.settle("RELEASE", peer, seq, |queue| queue.release(seq, peer));
                 Ok(())
             }
             command::REJECT => {
                 arity(2)?;
                 let seq = protocol::number::<u64>(&args[0], "the tag")?;
                 let reason = String::from_utf8_lossy(&args[1]).into_owned();
-                self.settle(peer, seq, |queue| queue.reject(seq, peer, reason));
+                self.settle("REJECT", peer, seq, |queue| queue.reject(seq, peer, reason));
                 Ok(())
             }
             _ => Err(format!(
@@ -388,6 +479,7 @@ impl HubLoop {
     /// of a delivery that expired only gives back its bytes.
     fn settle(
         &mut self,
+        verb: &str,
         peer: &ConnId,
         seq: u64,
         apply: impl FnOnce(&mut Queue) -> (Settled, Option<Doomed>),
@@ -396,6 +488,10 @@ impl HubLoop {
             return;
         }
         let name = self.conns[peer].name.clone();
+        if !self.queue(&name).holds(seq, peer) {
+            self.forbid(peer, not_delivered_here(verb, &[seq]));
+            return;
+        }
         let (settled, doomed) = apply(self.queue(&name));
         self.credit_back(settled);
         self.bury(&name, doomed);
@@ -407,7 +503,7 @@ impl HubLoop {
             .expect("a connection's queue exists while the connection does")
     }
 
-    fn hello(&mut self, peer: &ConnId, json: &[u8]) {
+    fn hello(&mut self, peer: &ConnId, json: &[u8], grant: &Grant) {
         let hello = serde_json::from_slice::<protocol::Hello>(json)
             .map_err(|e| format!("hello is not valid JSON: {e}"))
             .and_then(protocol::Hello::validate);
@@ -419,6 +515,11 @@ impl HubLoop {
                 return;
             }
         };
+        let asked = Subscription::new(hello.name.clone()).select(hello.selection.clone());
+        if let Err(refusal) = grant.check_subscription(&asked) {
+            self.forbid(peer, refusal_reason(refusal));
+            return;
+        }
         if self.conns.contains_key(peer) {
             self.drop_conn(peer, "said hello again");
         }
@@ -438,11 +539,12 @@ impl HubLoop {
             return;
         }
         self.queue(&hello.name).consumers.push(peer.clone());
-        tracing::info!(subscriber = %hello.name, peer = %hex(peer), prefetch = hello.prefetch, "archive server connected");
+        tracing::info!(subscriber = %hello.name, principal = grant.principal(), peer = %hex(peer), prefetch = hello.prefetch, "archive server connected");
         self.conns.insert(
             peer.clone(),
             Conn {
                 name: hello.name,
+                grant: grant.clone(),
                 prefetch: usize::from(hello.prefetch),
                 inflight: 0,
                 inflight_bytes: 0,
@@ -657,11 +759,6 @@ impl HubLoop {
                 let Some(mut ready) = queue.next_ready(&self.journal, now) else {
                     break;
                 };
-                // Chosen only once there is something to deliver, so turns
-                // go round fairly.
-                let peer = queue
-                    .pick_consumer(has_credit)
-                    .expect("a consumer with credit was seen above");
                 let envelope = match ready.envelope.take() {
                     Some(envelope) => envelope,
                     None => match self.read_envelope(ready.seq) {
@@ -673,6 +770,28 @@ impl HubLoop {
                             break;
                         }
                     },
+                };
+                // The stored selection may be wider than the grants of
+                // those consuming it: each envelope goes only to a
+                // connection whose principal may receive it.
+                let granted = |id: &ConnId| {
+                    conns
+                        .get(id)
+                        .is_some_and(|c| c.grant.may_receive(&envelope))
+                };
+                let queue = self.queues.get_mut(&name).expect("listed above");
+                // Chosen only once there is something to deliver, so turns
+                // go round fairly.
+                let Some(peer) = queue.pick_consumer(|id| has_credit(id) && granted(id)) else {
+                    if queue.consumers.iter().any(granted) {
+                        // Waits for a granted connection's credit.
+                        ready.envelope = Some(envelope);
+                        queue.unsent(ready);
+                        break;
+                    }
+                    tracing::warn!(subscriber = %name, envelope_id = %envelope.id, list = %envelope.list_id, "passed over: no principal consuming this subscriber is granted it");
+                    queue.ack(ready.seq);
+                    continue;
                 };
                 let mut frames = vec![command::DELIVER.to_vec(), protocol::tag(ready.seq)];
                 let envelope_frames = protocol::envelope_frames(&envelope);
@@ -732,6 +851,9 @@ impl HubLoop {
 
     fn tail_publish(&self, envelope: &Envelope) {
         let Some(tail) = &self.tail else { return };
+        if !self.tail_grant.may_receive(envelope) {
+            return;
+        }
         let mut frames = vec![protocol::tail_topic(envelope)];
         frames.extend(protocol::envelope_frames(envelope));
         // PUB never blocks: a tail that cannot keep up loses envelopes.
@@ -770,6 +892,28 @@ impl HubLoop {
             })
             .collect()
     }
+}
+
+/// The reason of a grant's refusal, for the FORBIDDEN reply.
+fn refusal_reason(refusal: BackendError) -> String {
+    match refusal {
+        BackendError::Forbidden(reason) => reason,
+        other => other.to_string(),
+    }
+}
+
+/// The refusal of settling tags this connection does not hold.
+fn not_delivered_here(verb: &str, tags: &[u64]) -> String {
+    let shown: Vec<String> = tags.iter().take(8).map(u64::to_string).collect();
+    let more = if tags.len() > shown.len() {
+        ", ..."
+    } else {
+        ""
+    };
+    format!(
+        "{verb} of tag {}{more}: not delivered to this connection",
+        shown.join(", ")
+    )
 }
 
 fn subscriber(frame: &[u8]) -> Result<SubscriberName, String> {

@@ -2,6 +2,7 @@
 //! durable subscriber's queue on a local journal, and delivers to the
 //! archive servers that connect.
 
+mod access;
 mod dead_letters;
 mod event_loop;
 mod queue;
@@ -25,6 +26,7 @@ use crate::config::HubConfig;
 use crate::mailbox::{Mailbox, mailbox};
 use crate::protocol::{MAX_COMMAND_BYTES, Welcome, WireCapabilities};
 use crate::zap::{self, ZapHandler};
+use access::Access;
 use dead_letters::DeadLetterStore;
 use event_loop::{HubCommand, HubLoop, Limits};
 use queue::Queue;
@@ -45,7 +47,10 @@ pub use status::QueueStatus;
 /// # async fn demo() -> Result<(), archiver_core::BackendError> {
 /// use archiver_core::{ArchiveUrls, QueueArchiver};
 /// use backend_zeromq::{HubConfig, ZmqHub};
-/// let hub = ZmqHub::bind(HubConfig::new("tcp://0.0.0.0:5555", "/var/lib/mailman/archiver"))?;
+/// // Anonymous peers, so loopback only (see the crate docs).
+/// let hub = ZmqHub::bind(
+///     HubConfig::new("tcp://127.0.0.1:5555", "/var/lib/mailman/archiver").allow_anonymous(),
+/// )?;
 /// let archiver = QueueArchiver::new(
 ///     "mq-archiver",
 ///     hub.clone(),
@@ -112,8 +117,12 @@ impl ZmqHub {
     /// Opens the hub's directory (recovering from any crash), binds its
     /// endpoints and starts serving. Fails with `InvalidUrl` for a bad
     /// endpoint and `Unavailable` when it cannot be bound; a directory
-    /// another hub has open is refused.
+    /// another hub has open is refused. A hub without credentials is
+    /// refused with `Forbidden` unless anonymous access was asked for
+    /// ([`HubConfig::allow_anonymous`]) and every endpoint is `ipc://` or
+    /// loopback.
     pub fn bind(config: HubConfig) -> Result<Self, BackendError> {
+        let access = Access::of(&config)?;
         let journal = Journal::open(
             config.dir.join("journal"),
             JournalOptions {
@@ -138,15 +147,14 @@ impl ZmqHub {
 
         let context = zmq::Context::new();
         let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
-        let zap = if config.allowed.is_empty() {
-            None
-        } else {
-            Some(ZapHandler::start(&context, config.allowed.clone()).map_err(setup)?)
+        let zap = match access.gate(&config) {
+            None => None,
+            Some(gate) => Some(ZapHandler::start(&context, gate).map_err(setup)?),
         };
-        let secure = |socket: &zmq::Socket| -> zmq::Result<()> {
+        let secure = |socket: &zmq::Socket, domain: &str| -> zmq::Result<()> {
             if zap.is_some() {
                 socket.set_plain_server(true)?;
-                socket.set_zap_domain(zap::DOMAIN)?;
+                socket.set_zap_domain(domain)?;
             }
             Ok(())
         };
@@ -159,7 +167,7 @@ impl ZmqHub {
         // be in this queue).
         router.set_sndhwm(0).map_err(setup)?;
         router.set_linger(1000).map_err(setup)?;
-        secure(&router).map_err(setup)?;
+        secure(&router, zap::DOMAIN).map_err(setup)?;
         let endpoint = bound_endpoint(&router, &config.endpoint)?;
 
         let (tail, tail_endpoint) = match &config.tail_endpoint {
@@ -169,7 +177,7 @@ impl ZmqHub {
                 tail.set_xpub_verbose(true).map_err(setup)?;
                 tail.set_maxmsgsize(MAX_COMMAND_BYTES).map_err(setup)?;
                 tail.set_linger(0).map_err(setup)?;
-                secure(&tail).map_err(setup)?;
+                secure(&tail, zap::TAIL_DOMAIN).map_err(setup)?;
                 let bound = bound_endpoint(&tail, wanted)?;
                 (Some(tail), Some(bound))
             }
@@ -190,6 +198,7 @@ impl ZmqHub {
             registry,
             queues,
             welcome,
+            access,
             Limits {
                 max_nack_delay: config.max_nack_delay,
                 ack_deadline: config.ack_deadline,

@@ -256,8 +256,17 @@ impl Queue {
         self.ready.push_front(ready);
     }
 
-    /// Done with `seq`, whoever holds it now: an ack from a connection the
-    /// hub gave up on still counts.
+    /// Whether `seq` is in flight on `conn`: a connection settles only
+    /// what was delivered to it.
+    pub fn holds(&self, seq: u64, conn: &ConnId) -> bool {
+        self.inflight
+            .get(&seq)
+            .is_some_and(|held| held.conn == *conn)
+    }
+
+    /// Done with `seq`: acked by the connection that holds it (the caller
+    /// checked [`Self::holds`]), or passed over undelivered (its
+    /// subscriber's principals are not granted it).
     pub fn ack(&mut self, seq: u64) -> Settled {
         if !self.unsettled.remove(&seq) {
             return Settled::default();

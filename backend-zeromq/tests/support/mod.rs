@@ -11,9 +11,13 @@ use std::time::Duration;
 use backend_zeromq::{ClientConfig, HubConfig, ZmqClient, ZmqHub};
 use tokio::sync::mpsc;
 
-/// A hub on loopback with a live tail and the default settings.
+/// A hub on loopback with a live tail and the default settings, open to
+/// anonymous peers (loopback only) unless a test adds credentials, which
+/// replace anonymous access.
 pub fn hub_config(dir: &std::path::Path) -> HubConfig {
-    HubConfig::new("tcp://127.0.0.1:*", dir).tail("tcp://127.0.0.1:*")
+    HubConfig::new("tcp://127.0.0.1:*", dir)
+        .tail("tcp://127.0.0.1:*")
+        .allow_anonymous()
 }
 
 /// A new archive server's client of `hub`: its endpoint, its tail, its
@@ -23,8 +27,8 @@ pub fn client_of(hub: &ZmqHub) -> ZmqClient {
     if let Some(tail) = hub.tail_endpoint() {
         config = config.tail(tail);
     }
-    if let Some(credentials) = hub.config().allowed.first() {
-        config = config.credentials(credentials.clone());
+    if let Some(allowed) = hub.config().allowed.first() {
+        config = config.credentials(allowed.credentials.clone());
     }
     ZmqClient::connect(config).expect("the hub's endpoints are valid")
 }

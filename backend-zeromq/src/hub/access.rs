@@ -1,0 +1,207 @@
+//! Who may talk to the hub and what each may do: the principals of the
+//! allowlist with their grants (looked up per message by its ZAP
+//! `User-Id`), or, only where it is safe, anonymous peers; and what the
+//! live tail may carry, since it cannot filter per peer.
+
+use std::collections::BTreeMap;
+
+use archiver_core::{BackendError, Grant, ListPattern};
+
+use crate::config::{HubConfig, full_access};
+use crate::zap::Gate;
+
+/// The principal anonymous peers are (a hub without authentication).
+pub const ANONYMOUS: &str = "anonymous";
+
+/// How the hub knows who sent a message.
+pub enum Access {
+    /// No authentication (loopback or `ipc://` only): every peer is
+    /// [`ANONYMOUS`] with this grant.
+    Anonymous(Grant),
+    /// ZAP PLAIN: the principal a message's `User-Id` names, with its grant.
+    Principals(BTreeMap<String, Grant>),
+}
+
+impl Access {
+    /// The access a configuration sets, refusing what is unsafe: no
+    /// authentication without [`HubConfig::allow_anonymous`], anonymous
+    /// access on an endpoint other than `ipc://` or loopback, anonymous and
+    /// credentials together, or one principal listed twice.
+    pub fn of(config: &HubConfig) -> Result<Self, BackendError> {
+        let endpoints = std::iter::once(&config.endpoint).chain(config.tail_endpoint.as_ref());
+        match (config.anonymous, config.allowed.is_empty()) {
+            (true, false) => Err(BackendError::Auth(
+                "a hub takes either credentials (HubConfig::allow) or anonymous peers (HubConfig::allow_anonymous), not both".into(),
+            )),
+            (false, true) => Err(BackendError::Forbidden(format!(
+                "a hub without authentication on {}: configure credentials (HubConfig::allow), or allow anonymous peers (HubConfig::allow_anonymous) on ipc:// or loopback endpoints only",
+                config.endpoint
+            ))),
+            (true, true) => {
+                for endpoint in endpoints {
+                    if !is_local(endpoint) {
+                        return Err(BackendError::Forbidden(format!(
+                            "anonymous access on {endpoint}: a hub without authentication binds only ipc:// or loopback (127.0.0.1, [::1], localhost) endpoints; configure credentials (HubConfig::allow) for any other"
+                        )));
+                    }
+                }
+                tracing::warn!(endpoint = %config.endpoint, tail = ?config.tail_endpoint, "ZeroMQ hub without authentication: every local peer may read every list, private ones included, and act as operator");
+                Ok(Self::Anonymous(full_access(ANONYMOUS)))
+            }
+            (false, false) => {
+                let mut principals = BTreeMap::new();
+                for allowed in &config.allowed {
+                    let principal = allowed.grant.principal().to_owned();
+                    if principals
+                        .insert(principal.clone(), allowed.grant.clone())
+                        .is_some()
+                    {
+                        return Err(BackendError::Auth(format!(
+                            "the hub's allowlist gives principal {principal:?} twice"
+                        )));
+                    }
+                }
+                Ok(Self::Principals(principals))
+            }
+        }
+    }
+
+    /// The grant of a message's sender, by the `User-Id` libzmq attached
+    /// to it; `None` when the hub does not know it (it never serves such
+    /// a message).
+    pub fn grant(&self, user_id: Option<&str>) -> Option<&Grant> {
+        match self {
+            Self::Anonymous(grant) => Some(grant),
+            Self::Principals(principals) => principals.get(user_id?),
+        }
+    }
+
+    /// What the ZAP handler admits; `None` without authentication.
+    pub fn gate(&self, config: &HubConfig) -> Option<Gate> {
+        let Self::Principals(principals) = self else {
+            return None;
+        };
+        Some(Gate {
+            logins: config
+                .allowed
+                .iter()
+                .map(|a| (a.credentials.clone(), a.grant.principal().to_owned()))
+                .collect(),
+            tail: principals
+                .values()
+                .filter(|grant| grant.check_tail(&archiver_core::Selection::all()).is_ok())
+                .map(|grant| grant.principal().to_owned())
+                .collect(),
+        })
+    }
+
+    /// What the live tail carries. With authentication: mail and events of
+    /// public lists only, never membership events (a tail cannot filter
+    /// per peer, so it carries what every principal admitted to it may
+    /// see); without, everything.
+    pub fn tail_grant(&self) -> Grant {
+        match self {
+            Self::Anonymous(grant) => grant.clone(),
+            Self::Principals(_) => Grant::new("live tail")
+                .lists(ListPattern::new("#").expect("`#` is a valid pattern")),
+        }
+    }
+}
+
+/// Whether an endpoint is reachable from this machine only: `ipc://`,
+/// `inproc://`, or TCP on a loopback address or `localhost`.
+fn is_local(endpoint: &str) -> bool {
+    if endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://") {
+        return true;
+    }
+    let Some(address) = endpoint.strip_prefix("tcp://") else {
+        return false;
+    };
+    let host = match address.rsplit_once(':') {
+        Some((host, _port)) => host,
+        None => address,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Credentials;
+
+    #[test]
+    fn only_loopback_and_ipc_are_local() {
+        for local in [
+            "ipc:///run/hub.sock",
+            "inproc://x",
+            "tcp://127.0.0.1:5555",
+            "tcp://127.0.0.1:*",
+            "tcp://127.8.9.1:1",
+            "tcp://[::1]:5555",
+            "tcp://localhost:5555",
+        ] {
+            assert!(is_local(local), "{local}");
+        }
+        for exposed in [
+            "tcp://0.0.0.0:5555",
+            "tcp://*:5555",
+            "tcp://192.168.1.2:5555",
+            "tcp://[::]:5555",
+            "tcp://eth0:5555",
+            "tcp://lists.example.org:5555",
+            "tcp://127.0.0.1;192.168.1.2:5555",
+            "pgm://x",
+        ] {
+            assert!(!is_local(exposed), "{exposed}");
+        }
+    }
+
+    #[test]
+    fn unsafe_configurations_are_refused() {
+        let dir = "/nonexistent";
+        let refused = |config: HubConfig| match Access::of(&config) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted {config:?}"),
+        };
+        assert!(
+            refused(HubConfig::new("tcp://127.0.0.1:1", dir)).contains("without authentication")
+        );
+        assert!(
+            refused(HubConfig::new("tcp://0.0.0.0:1", dir).allow_anonymous())
+                .contains("tcp://0.0.0.0:1")
+        );
+        assert!(
+            refused(
+                HubConfig::new("tcp://127.0.0.1:1", dir)
+                    .tail("tcp://*:2")
+                    .allow_anonymous()
+            )
+            .contains("tcp://*:2")
+        );
+        let web = || (Credentials::new("web", "pw"), Grant::new("web"));
+        let (c, g) = web();
+        assert!(
+            refused(
+                HubConfig::new("ipc:///x", dir)
+                    .allow(c, g)
+                    .allow_anonymous()
+            )
+            .contains("not both")
+        );
+        let (c, g) = web();
+        let replaced = HubConfig::new("tcp://*:1", dir)
+            .allow_anonymous()
+            .allow(c, g);
+        assert!(matches!(Access::of(&replaced), Ok(Access::Principals(_))));
+        let (c, g) = web();
+        let (c2, g2) = web();
+        assert!(
+            refused(HubConfig::new("tcp://*:1", dir).allow(c, g).allow(c2, g2)).contains("twice")
+        );
+        assert!(Access::of(&HubConfig::new("ipc:///x", dir).allow_anonymous()).is_ok());
+    }
+}
