@@ -52,14 +52,58 @@
 //!   and async code talks to those threads through channels and an
 //!   `inproc` bell, never blocking the runtime.
 //!
-//! # Security: authenticated, not encrypted
+//! # Security: who may do what, authenticated, not encrypted
 //!
-//! The bundled libzmq has no CURVE, so **traffic is not encrypted**: mails
-//! (including those of private lists) and PLAIN passwords cross the network
-//! in clear text. Use it on a trusted network, over `ipc://` on one
-//! machine, or inside a VPN or SSH tunnel. What there is: ZAP PLAIN
-//! authentication. A hub with credentials ([`HubConfig::allow`]) refuses
-//! every peer without a listed user and password, and such a client gets
+//! **Principals and grants.** A hub with credentials
+//! ([`HubConfig::allow`], or a grants file: [`Allowed::read_file`]) maps
+//! each ZAP PLAIN user to a principal and its [`Grant`]. The ZAP handler
+//! answers with the principal's name as the ZAP user id; libzmq attaches it
+//! to every message of that connection (`User-Id`), and the hub reads it
+//! per message and checks the command against that principal's grant. A
+//! refusal is a `FORBIDDEN` reply, nothing done, which the client returns
+//! as [`BackendError::Forbidden`](archiver_core::BackendError::Forbidden)
+//! naming what was refused. An authenticated principal **can**:
+//!
+//! - say hello under a subscriber name its grant lists, selecting list
+//!   patterns its grant covers (no pattern means `#`);
+//! - receive from that queue only envelopes its grant may receive
+//!   ([`Grant::may_receive`]: list covered, private lists only if granted,
+//!   membership events only if granted), checked at each delivery, so a
+//!   stored selection (an old one, or one another principal of the same
+//!   name wrote) never widens access: what no consumer of the queue may
+//!   receive is passed over, not held;
+//! - settle (ACK, NACK, REJECT, RELEASE) only tags delivered to its own
+//!   connection;
+//! - list, replay and purge the dead letters of, and unsubscribe, its own
+//!   subscriber names (dead letters it may not receive are left out);
+//! - tail the hub only if its grant covers every list (`#`), and then
+//!   sees public lists only.
+//!
+//! It **cannot**: use another subscriber name, select a list outside its
+//! grant, read private lists or membership events it is not granted (on a
+//! queue or the tail), settle another connection's deliveries, or touch
+//! another subscriber's queue or dead letters — unless its grant makes it
+//! an operator ([`Grant::operator`]), which lifts the name checks only
+//! (what it may read stays limited by the rest of the grant).
+//!
+//! **The live tail** is one XPUB socket, which cannot filter per peer, so
+//! it carries only what every principal admitted to it may see: envelopes
+//! of public lists, never private lists or membership events. It has its
+//! own ZAP domain, which admits only principals granted every list. Private
+//! lists have no tail; they reach durable subscriptions only.
+//!
+//! **Anonymous only where it is safe.** A hub without credentials serves
+//! anyone with [`full_access`], and binds only when that was asked for
+//! ([`HubConfig::allow_anonymous`]) and every endpoint is `ipc://` or
+//! loopback (it warns at bind); otherwise [`ZmqHub::bind`] fails with
+//! `Forbidden` naming the endpoint.
+//!
+//! **Not encrypted.** The bundled libzmq has no CURVE (issue 19), so PLAIN
+//! protects nothing on the wire: the password, and every mail and event
+//! (private lists included), cross the network in clear text, and anyone
+//! who can read the traffic reads them, and can replay the password. Use
+//! it on a trusted network, over `ipc://` on one machine, or inside a VPN
+//! or SSH tunnel. A peer with wrong credentials gets
 //! [`BackendError::Auth`](archiver_core::BackendError::Auth) from
 //! `subscribe`, not silence.
 //!
@@ -80,6 +124,9 @@
 //! with credentials: configure them ([`HubConfig::allow`]) on any network
 //! that is not wholly trusted.
 //!
+//! [`Grant`]: archiver_core::Grant
+//! [`Grant::may_receive`]: archiver_core::Grant::may_receive
+//! [`Grant::operator`]: archiver_core::Grant::operator
 //! [`Publisher`]: archiver_core::Publisher
 //! [`Subscriber`]: archiver_core::Subscriber
 //! [`Operator`]: archiver_core::Operator
