@@ -48,14 +48,18 @@ def decimal(frame, what):
 
 
 class Hub:
-    """One DEALER connection to the hub, with heartbeats and a deadline."""
+    """One DEALER connection to the hub, with heartbeats and a deadline;
+    ZAP PLAIN credentials (user, password) when given."""
 
-    def __init__(self, context, endpoint, hello):
+    def __init__(self, context, endpoint, hello, credentials=None):
         self.endpoint = endpoint
         self.hello = hello
         self.socket = context.socket(zmq.DEALER)
         # Enough for the last ACK and BYE to leave at exit, never a hang.
         self.socket.linger = 2000
+        if credentials:
+            self.socket.plain_username = credentials[0].encode()
+            self.socket.plain_password = credentials[1].encode()
         self.socket.connect(endpoint)
         self.deadline = time.monotonic() + TIMEOUT
         self.heartbeat = 1.0
