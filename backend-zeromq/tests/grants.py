@@ -100,6 +100,7 @@ def run(context, config):
         }), flush=True)
 
         other = config["other"].encode()
+        foreign = str(config["foreign_tag"]).encode()
         attempts = [
             ("hello as another name", b"HELLO", json.dumps(hello(config["other"], [])).encode()),
             ("hello selecting every list", b"HELLO", json.dumps(hello(config["name"], ["#"])).encode()),
@@ -112,7 +113,10 @@ def run(context, config):
             ("replay of another name", b"REPLAY", other, b"all"),
             ("purge of another name", b"PURGE", other),
             ("unsubscribe of another name", b"UNSUBSCRIBE", other),
-            ("ACK of a tag delivered to someone else", b"ACK", str(config["foreign_tag"]).encode()),
+            ("ACK of a tag delivered to someone else", b"ACK", foreign),
+            ("NACK of a tag delivered to someone else", b"NACK", foreign, b"0"),
+            ("REJECT of a tag delivered to someone else", b"REJECT", foreign, b"poison"),
+            ("RELEASE of a tag delivered to someone else", b"RELEASE", foreign),
         ]
         for step, *frames in attempts:
             attempt(hub, step, *frames)

@@ -431,6 +431,18 @@ async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
             "ACK of a tag delivered to someone else",
             format!("ACK of tag {foreign_tag}: not delivered to this connection"),
         ),
+        (
+            "NACK of a tag delivered to someone else",
+            format!("NACK of tag {foreign_tag}: not delivered to this connection"),
+        ),
+        (
+            "REJECT of a tag delivered to someone else",
+            format!("REJECT of tag {foreign_tag}: not delivered to this connection"),
+        ),
+        (
+            "RELEASE of a tag delivered to someone else",
+            format!("RELEASE of tag {foreign_tag}: not delivered to this connection"),
+        ),
     ] {
         let got = step(what);
         assert_eq!(
