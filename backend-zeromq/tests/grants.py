@@ -8,10 +8,12 @@ usage: grants.py CONFIG
 CONFIG is a JSON object: endpoint, tail (endpoints), user, password (its
 ZAP PLAIN login), name and list (its own subscriber name and list), other
 (another subscriber's name), private_list (a private list it is not
-granted), foreign_tag (a tag delivered to another connection).
+granted), foreign_tag (a tag delivered to another subscriber), shared and
+shared_tag (a name it shares with another principal, and a tag delivered
+to that principal's connection under it).
 
 Prints one JSON object per line: {"step", "verb", "reason"} for each
-attempt, {"step": "read its own list", "verb": "DELIVER", "envelope-id",
+attempt (verb `none` if the hub answered nothing within 5 s), {"step": "read its own list", "verb": "DELIVER", "envelope-id",
 "body_hex"} first, {"step": "tail", "event"} last (the handshake event the
 tail's monitor reported). Exit 0; any surprise or the 30 s deadline: a
 message on stderr, exit 1.
@@ -19,11 +21,15 @@ message on stderr, exit 1.
 
 import json
 import sys
+import time
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from interop import PROTOCOL_VERSION, TIMEOUT, Failure, Hub, delivery
+
+# How long an attempt waits for the hub's answer.
+ANSWER_WAIT = 5.0
 
 
 def hello(name, lists):
@@ -44,10 +50,29 @@ def report(step, verb, args):
 
 
 def attempt(hub, step, *frames):
-    """Sends one message and reports the hub's answer to it."""
+    """Sends one message and reports the hub's answer to it, or `none`
+    when no answer but PINGs came within ANSWER_WAIT seconds (a hub that
+    did what was asked answers a settlement with nothing)."""
     hub.send(*frames)
-    verb, args = hub.recv(f"an answer to {step!r}")
-    report(step, verb, args)
+    deadline = time.monotonic() + ANSWER_WAIT
+    while (left := deadline - time.monotonic()) > 0:
+        if not hub.socket.poll(int(left * 1000) + 1, zmq.POLLIN):
+            break
+        verb, *args = hub.socket.recv_multipart()
+        if verb != b"PING":
+            report(step, verb, args)
+            return
+    report(step, b"none", [])
+
+
+def settlements(whose, tag):
+    """ACK, NACK, REJECT and RELEASE of `tag`, as attempts."""
+    return [
+        (f"ACK of {whose}", b"ACK", tag),
+        (f"NACK of {whose}", b"NACK", tag, b"0"),
+        (f"REJECT of {whose}", b"REJECT", tag, b"poison"),
+        (f"RELEASE of {whose}", b"RELEASE", tag),
+    ]
 
 
 def tail_event(context, config):
@@ -113,13 +138,26 @@ def run(context, config):
             ("replay of another name", b"REPLAY", other, b"all"),
             ("purge of another name", b"PURGE", other),
             ("unsubscribe of another name", b"UNSUBSCRIBE", other),
-            ("ACK of a tag delivered to someone else", b"ACK", foreign),
-            ("NACK of a tag delivered to someone else", b"NACK", foreign, b"0"),
-            ("REJECT of a tag delivered to someone else", b"REJECT", foreign, b"poison"),
-            ("RELEASE of a tag delivered to someone else", b"RELEASE", foreign),
-        ]
+        ] + settlements("another subscriber's tag", foreign)
         for step, *frames in attempts:
             attempt(hub, step, *frames)
+
+        # A second connection, under the name it shares with the victim:
+        # granted, but the victim's delivery is still not its own.
+        shared = Hub(
+            context,
+            config["endpoint"],
+            hello(config["shared"], [config["list"]]),
+            (config["user"], config["password"]),
+        )
+        try:
+            shared.welcome()
+            shared_tag = str(config["shared_tag"]).encode()
+            for step, *frames in settlements("a tag delivered to another connection of a shared name", shared_tag):
+                attempt(shared, step, *frames)
+            shared.send(b"BYE")
+        finally:
+            shared.socket.close()
         hub.send(b"BYE")
     finally:
         hub.socket.close()

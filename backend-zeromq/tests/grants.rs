@@ -45,9 +45,9 @@ fn list(id: &str) -> MailingList {
     }
 }
 
-/// The three principals: `public-archive` (every public list, and the
-/// shared name `mirror`), `team-archive` (the private list `team` only),
-/// `ops` (everything, operator).
+/// The three principals: `public-archive` (every public list),
+/// `team-archive` (the private list `team` only), `ops` (everything,
+/// operator); the first two may also use the shared name `mirror`.
 fn principals() -> Vec<(Credentials, Grant)> {
     vec![
         (
@@ -61,6 +61,7 @@ fn principals() -> Vec<(Credentials, Grant)> {
             Credentials::new("team-archive", "pw-team"),
             Grant::new("team-archive")
                 .subscriber(name("team-archive"))
+                .subscriber(name("mirror"))
                 .lists(TEAM.parse().unwrap())
                 .private_lists(true),
         ),
@@ -142,6 +143,20 @@ async fn receive(deliveries: &mut Deliveries, expected: &[Envelope]) -> Vec<Enve
     got
 }
 
+/// Checks that `who` got exactly `expected`, naming first anything it got
+/// that it should not have.
+fn assert_exactly(who: &str, got: &[Envelope], expected: &[Envelope]) {
+    if let Some(extra) = got.iter().find(|e| !expected.contains(e)) {
+        panic!(
+            "{who} received a {} of {} ({:?}) it is not granted",
+            extra.kind.as_str(),
+            extra.list_id,
+            extra.archive_policy
+        );
+    }
+    assert_eq!(got, expected, "{who}: byte for byte, in order");
+}
+
 fn forbidden<T>(result: Result<T, BackendError>, naming: &str) {
     match result {
         Err(BackendError::Forbidden(why)) => {
@@ -196,9 +211,12 @@ async fn each_principal_receives_exactly_what_its_grant_allows() {
         .cloned()
         .collect();
 
-    assert_eq!(receive(&mut public_queue, &publics).await, publics);
-    assert_eq!(receive(&mut team_queue, &teams).await, teams);
-    assert_eq!(receive(&mut ops_queue, &published).await, published);
+    let got = receive(&mut public_queue, &publics).await;
+    assert_exactly("public-archive", &got, &publics);
+    let got = receive(&mut team_queue, &teams).await;
+    assert_exactly("team-archive", &got, &teams);
+    let got = receive(&mut ops_queue, &published).await;
+    assert_exactly("ops", &got, &published);
     let mut tailed = Vec::new();
     while tailed.len() < publics.len() {
         let envelope = tokio::time::timeout(WAIT, public_tail.next())
@@ -208,7 +226,7 @@ async fn each_principal_receives_exactly_what_its_grant_allows() {
             .unwrap();
         tailed.push(envelope);
     }
-    assert_eq!(tailed, publics, "the tail carries public lists only");
+    assert_exactly("public-archive's tail", &tailed, &publics);
 
     let mut mirrored: Vec<EnvelopeId> = Vec::new();
     while mirrored.len() < published.len() {
@@ -226,12 +244,29 @@ async fn each_principal_receives_exactly_what_its_grant_allows() {
             delivery.envelope().list_id
         );
         mirrored.push(delivery.envelope().id);
-        delivery.ack().await.unwrap();
+        if is_public(delivery.envelope()) {
+            delivery.ack().await.unwrap();
+        } else {
+            delivery.reject("kept as a dead letter").await.unwrap();
+        }
     }
     let unique: BTreeSet<_> = mirrored.iter().collect();
     let all: BTreeSet<_> = published.iter().map(|e| &e.id).collect();
     assert_eq!(unique, all, "the mirror gets each envelope once");
     assert_eq!(mirrored.len(), published.len());
+    // The mirror's dead letters are private mail: listed to ops, not to
+    // public-archive, though the name is its own too.
+    let privates = published.iter().filter(|e| !is_public(e)).count();
+    assert_eq!(
+        ops.dead_letters(&name("mirror")).await.unwrap().len(),
+        privates
+    );
+    let shown = public.dead_letters(&name("mirror")).await.unwrap();
+    assert!(
+        shown.is_empty(),
+        "public-archive was shown {} private dead letters",
+        shown.len()
+    );
 
     // Nothing else is waiting for the restricted principals: a last
     // envelope each may receive comes next.
@@ -239,14 +274,12 @@ async fn each_principal_receives_exactly_what_its_grant_allows() {
     let last_team = small_mail(&list(TEAM), "grants.example.org");
     hub.publish(&last_public).await.unwrap();
     hub.publish(&last_team).await.unwrap();
-    assert_eq!(
-        receive(&mut public_queue, std::slice::from_ref(&last_public)).await,
-        [last_public]
-    );
-    assert_eq!(
-        receive(&mut team_queue, std::slice::from_ref(&last_team)).await,
-        [last_team]
-    );
+    let last_public = [last_public];
+    let got = receive(&mut public_queue, &last_public).await;
+    assert_exactly("public-archive", &got, &last_public);
+    let last_team = [last_team];
+    let got = receive(&mut team_queue, &last_team).await;
+    assert_exactly("team-archive", &got, &last_team);
 
     // Asking for more.
     forbidden(
@@ -324,10 +357,17 @@ async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
     }
     let dir = tempfile::tempdir().unwrap();
     let hub = hub(dir.path());
-    // The victim: public-archive, with a dead letter and a delivery held.
+    // The victim: public-archive, with a dead letter and a delivery held
+    // on its own queue (of one list), and a delivery held on the name it
+    // shares with the attacker.
     let public = client(&hub, "public-archive");
+    let dev_only = Selection::all().list(PUBLIC_LISTS[0].parse().unwrap());
     let mut queue = public
-        .subscribe(&Subscription::new(name("public-archive")).prefetch(1))
+        .subscribe(
+            &Subscription::new(name("public-archive"))
+                .select(dev_only)
+                .prefetch(1),
+        )
         .await
         .unwrap();
     let dev = list(PUBLIC_LISTS[0]);
@@ -346,14 +386,24 @@ async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
     // The attacker's own mail, on its own list.
     let own = small_mail(&list(TEAM), "grants.example.org");
     hub.publish(&own).await.unwrap();
+    let mut mirror = public
+        .subscribe(&Subscription::new(name("mirror")).prefetch(1))
+        .await
+        .unwrap();
+    let shared_mail = small_mail(&list(PUBLIC_LISTS[1]), "grants.example.org");
+    hub.publish(&shared_mail).await.unwrap();
+    let shared_held = next_delivery(&mut mirror).await;
+    assert_eq!(shared_held.envelope(), &shared_mail);
 
     let before = status(&hub, "public-archive").await.unwrap();
     assert_eq!(
         (before.unsettled, before.held, before.dead_letters),
         (1, 1, 1)
     );
-    // The one unsettled envelope is the floor: its tag.
-    let foreign_tag = before.pinned_from;
+    let shared_before = status(&hub, "mirror").await.unwrap();
+    assert_eq!((shared_before.unsettled, shared_before.held), (1, 1));
+    // The one unsettled envelope of each is its floor: its tag.
+    let (foreign_tag, shared_tag) = (before.pinned_from, shared_before.pinned_from);
 
     let config = serde_json::json!({
         "endpoint": hub.endpoint(),
@@ -365,6 +415,8 @@ async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
         "other": "public-archive",
         "private_list": BOARD,
         "foreign_tag": foreign_tag,
+        "shared": "mirror",
+        "shared_tag": shared_tag,
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grants.py");
     let output = tokio::task::spawn_blocking(move || {
@@ -392,6 +444,21 @@ async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
             .unwrap_or_else(|| panic!("no step {what:?} in {steps:?}"))
             .clone()
     };
+    // What the attempts did to the victim, before what they were told.
+    let after = status(&hub, "public-archive")
+        .await
+        .expect("the victim's queue is still there");
+    assert_eq!(
+        victim_view(&after),
+        victim_view(&before),
+        "the victim's queue (unsettled, held, dead letters, floor) is as it was"
+    );
+    let shared_after = status(&hub, "mirror").await.unwrap();
+    assert_eq!(
+        victim_view(&shared_after),
+        victim_view(&shared_before),
+        "the victim's delivery on the shared name is still its own"
+    );
     let own_read = step("read its own list");
     assert_eq!(own_read["verb"], "DELIVER");
     assert_eq!(own_read["envelope-id"], own.id.to_string());
@@ -428,20 +495,36 @@ async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
                 .to_owned(),
         ),
         (
-            "ACK of a tag delivered to someone else",
+            "ACK of another subscriber's tag",
             format!("ACK of tag {foreign_tag}: not delivered to this connection"),
         ),
         (
-            "NACK of a tag delivered to someone else",
+            "NACK of another subscriber's tag",
             format!("NACK of tag {foreign_tag}: not delivered to this connection"),
         ),
         (
-            "REJECT of a tag delivered to someone else",
+            "REJECT of another subscriber's tag",
             format!("REJECT of tag {foreign_tag}: not delivered to this connection"),
         ),
         (
-            "RELEASE of a tag delivered to someone else",
+            "RELEASE of another subscriber's tag",
             format!("RELEASE of tag {foreign_tag}: not delivered to this connection"),
+        ),
+        (
+            "ACK of a tag delivered to another connection of a shared name",
+            format!("ACK of tag {shared_tag}: not delivered to this connection"),
+        ),
+        (
+            "NACK of a tag delivered to another connection of a shared name",
+            format!("NACK of tag {shared_tag}: not delivered to this connection"),
+        ),
+        (
+            "REJECT of a tag delivered to another connection of a shared name",
+            format!("REJECT of tag {shared_tag}: not delivered to this connection"),
+        ),
+        (
+            "RELEASE of a tag delivered to another connection of a shared name",
+            format!("RELEASE of tag {shared_tag}: not delivered to this connection"),
         ),
     ] {
         let got = step(what);
@@ -457,20 +540,15 @@ async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
         "the tail's ZAP domain refuses a principal not granted every list"
     );
 
-    let after = status(&hub, "public-archive").await.unwrap();
-    assert_eq!(
-        victim_view(&after),
-        victim_view(&before),
-        "the victim's queue is as it was"
-    );
     let attacker = status(&hub, "team-archive").await.unwrap();
     assert_eq!(
         (attacker.unsettled, attacker.held),
         (0, 0),
         "its own ACK settled its own delivery"
     );
-    // The victim still settles its delivery itself.
+    // The victim still settles its deliveries itself.
     held.ack().await.unwrap();
+    shared_held.ack().await.unwrap();
     let dead = public.dead_letters(&name("public-archive")).await.unwrap();
     assert_eq!(dead.len(), 1, "the refused purge and replay left it");
     public.close().await.unwrap();
