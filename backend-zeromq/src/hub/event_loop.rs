@@ -54,6 +54,16 @@ struct Conn {
     last_seen: Instant,
 }
 
+/// One message from a peer, as [`HubLoop::recv_message`] read it.
+struct Received {
+    /// The routing id, then the frames kept.
+    frames: Vec<Vec<u8>>,
+    /// False when frames past the limits were dropped.
+    whole: bool,
+    /// The ZAP user id libzmq attached: the sender's principal.
+    user_id: Option<String>,
+}
+
 /// What the hub allows one peer (from [`crate::HubConfig`]).
 pub struct Limits {
     pub max_nack_delay: Duration,
@@ -191,7 +201,11 @@ impl HubLoop {
 
     fn read_router(&mut self) {
         for _ in 0..BATCH {
-            let (frames, whole, user_id) = match self.recv_message() {
+            let Received {
+                frames,
+                whole,
+                user_id,
+            } = match self.recv_message() {
                 Ok(Some(message)) => message,
                 Ok(None) => return,
                 Err(error) => {
@@ -230,12 +244,12 @@ impl HubLoop {
     /// Receives one message frame by frame into one `zmq::Message`, copying
     /// out at most [`protocol::MAX_MESSAGE_FRAMES`] frames and
     /// [`protocol::MAX_MESSAGE_BYTES`] bytes; the frames past that are
-    /// received and dropped, never copied. `None` when nothing is waiting;
-    /// the flag is false when frames were dropped. With it comes the ZAP
+    /// received and dropped, never copied. `None` when nothing is waiting.
+    /// With it comes the ZAP
     /// `User-Id` libzmq attached to the message (on the peer's frames,
     /// not on the routing id the ROUTER prepends), read per message so
     /// that every command is checked against its sender's grant.
-    fn recv_message(&self) -> zmq::Result<Option<(Vec<Vec<u8>>, bool, Option<String>)>> {
+    fn recv_message(&self) -> zmq::Result<Option<Received>> {
         let mut frame = zmq::Message::new();
         match self.router.recv(&mut frame, zmq::DONTWAIT) {
             Ok(()) => {}
@@ -259,7 +273,11 @@ impl HubLoop {
                 frames.push(frame.to_vec());
             }
         }
-        Ok(Some((frames, whole, user_id)))
+        Ok(Some(Received {
+            frames,
+            whole,
+            user_id,
+        }))
     }
 
     /// Answers FORBIDDEN: the peer's principal is not granted what it
