@@ -108,6 +108,10 @@ pub struct Envelope {
     /// The list's posting address, when the list server gave it (wire
     /// format 1.1), so archives can key the list as HyperKitty does.
     pub list_address: Option<ListAddress>,
+    /// The event's `type` (events only, wire format 1.2), e.g.
+    /// `membership_added`, so brokers and hubs can route events without
+    /// parsing the body; see [`Envelope::is_membership_event`].
+    pub event_type: Option<String>,
     /// The mail exactly as received, or the event's JSON.
     pub body: Bytes,
 }
@@ -124,6 +128,7 @@ impl Envelope {
             message_id_hash: Some(mail.message_id_hash().to_owned()),
             archive_policy: Some(list.archive_policy),
             list_address: list.list_address.clone(),
+            event_type: None,
             body: mail.raw().clone(),
         }
     }
@@ -140,6 +145,7 @@ impl Envelope {
             message_id_hash: None,
             archive_policy: None,
             list_address: None,
+            event_type: Some(event.change.type_name().to_owned()),
             body: Bytes::from(event.to_json()),
         }
     }
@@ -152,6 +158,27 @@ impl Envelope {
             list_address: list.list_address.clone(),
             ..Self::event(event)
         }
+    }
+}
+
+/// Event types known to carry no member address: every other event type,
+/// and an event without one (written before wire format 1.2), may.
+const ROSTER_FREE_EVENT_TYPES: [&str; 3] = ["list_created", "list_deleted", "settings_changed"];
+
+impl Envelope {
+    /// True for an event that may carry a member's address: a membership
+    /// event (`membership_added`, `membership_removed`), an event of a type
+    /// this library does not know (a later writer's), or an event without
+    /// `event-type` (a writer older than wire format 1.2). Mailman shows a
+    /// list's roster to its moderators only by default, so whoever routes
+    /// or filters events must treat all of these as membership events: an
+    /// unknown event errs on the side of hiding it. False for mails.
+    pub fn is_membership_event(&self) -> bool {
+        self.kind == Kind::Event
+            && !self
+                .event_type
+                .as_deref()
+                .is_some_and(|t| ROSTER_FREE_EVENT_TYPES.contains(&t))
     }
 }
 
@@ -170,5 +197,41 @@ mod tests {
         let b = EnvelopeId::new();
         assert!(a < b);
         assert_eq!(a.to_string().parse::<EnvelopeId>().unwrap(), a);
+    }
+
+    #[test]
+    fn membership_events_and_events_of_unknown_type_count_as_membership() {
+        let list = ListId::new("dev.lists.example.org").unwrap();
+        for event in ListEvent::samples(&list) {
+            let envelope = Envelope::event(&event);
+            assert_eq!(
+                envelope.event_type.as_deref(),
+                Some(event.change.type_name())
+            );
+            assert_eq!(
+                envelope.is_membership_event(),
+                matches!(
+                    event.change,
+                    crate::ListChange::MembershipAdded { .. }
+                        | crate::ListChange::MembershipRemoved { .. }
+                ),
+                "{:?}",
+                event.change
+            );
+        }
+        let deleted = Envelope::event(&ListEvent::now(list, crate::ListChange::ListDeleted));
+        for unknown in [None, Some("roster_exported".to_owned())] {
+            let envelope = Envelope {
+                event_type: unknown.clone(),
+                ..deleted.clone()
+            };
+            assert!(envelope.is_membership_event(), "{unknown:?}");
+        }
+        let mail = Envelope {
+            kind: Kind::Mail,
+            event_type: None,
+            ..deleted
+        };
+        assert!(!mail.is_membership_event());
     }
 }
