@@ -213,9 +213,10 @@ pub fn from_fields<'a>(
 /// order of [`to_fields`], an empty line, then the body untouched.
 ///
 /// ```
-/// use archiver_core::{wire, Envelope, ListEvent, ListChange, ListId};
-/// let event = ListEvent::now(ListId::new("dev.example.org").unwrap(), ListChange::ListDeleted);
-/// let envelope = Envelope::event(&event);
+/// use archiver_core::{wire, Envelope, ListEvent, ListChange, ListId, MailingList};
+/// let list = MailingList::public(ListId::new("dev.example.org").unwrap());
+/// let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
+/// let envelope = Envelope::event(&event, &list);
 /// let bytes = wire::to_bytes(&envelope);
 /// assert!(bytes.starts_with(b"format-version: 1.2\n"));
 /// assert_eq!(wire::from_bytes(bytes.into()).unwrap(), envelope);
@@ -258,7 +259,7 @@ pub fn from_bytes(bytes: Bytes) -> Result<Envelope, WireError> {
 mod tests {
     use super::*;
     use crate::event::{ListChange, ListEvent};
-    use crate::list::MailingList;
+    use crate::list::{ArchivePolicy, MailingList};
     use crate::mail::{ArchivedMail, MailLimits};
 
     #[test]
@@ -270,7 +271,7 @@ mod tests {
         .unwrap();
         let list = MailingList::public(ListId::new("a.example.org").unwrap());
         let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
-        for envelope in [Envelope::mail(&mail, &list), Envelope::event(&event)] {
+        for envelope in [Envelope::mail(&mail, &list), Envelope::event(&event, &list)] {
             let fields = to_fields(&envelope);
             assert_eq!(fields[0], ("format-version", "1.2".to_owned()));
             let back = from_fields(
@@ -321,20 +322,31 @@ Message-ID: <12345>\n\nbody\n";
         assert_eq!(envelope.list_id.as_str(), "dev.lists.example.org");
     }
 
-    /// Each event type travels as its `event-type`, and comes back equal.
+    /// Each event type travels as its `event-type`, with its list's
+    /// archive policy, and comes back equal.
     #[test]
-    fn every_event_type_round_trips_with_its_event_type() {
-        let list = ListId::new("dev.lists.example.org").unwrap();
-        for event in ListEvent::samples(&list) {
-            let envelope = Envelope::event(&event);
-            let fields = to_fields(&envelope);
-            assert_eq!(
-                fields.last().unwrap(),
-                &("event-type", event.change.type_name().to_owned())
-            );
-            let back = from_bytes(to_bytes(&envelope).into()).unwrap();
-            assert_eq!(back, envelope);
-            assert_eq!(ListEvent::from_json(&back.body).unwrap(), event);
+    fn every_event_type_round_trips_with_its_event_type_and_policy() {
+        let id = ListId::new("dev.lists.example.org").unwrap();
+        for policy in [ArchivePolicy::Public, ArchivePolicy::Private] {
+            let list = MailingList {
+                archive_policy: policy,
+                ..MailingList::public(id.clone())
+            };
+            for event in ListEvent::samples(&id) {
+                let envelope = Envelope::event(&event, &list);
+                let fields = to_fields(&envelope);
+                assert_eq!(
+                    &fields[6..],
+                    &[
+                        ("archive-policy", policy.as_str().to_owned()),
+                        ("event-type", event.change.type_name().to_owned()),
+                    ]
+                );
+                let back = from_bytes(to_bytes(&envelope).into()).unwrap();
+                assert_eq!(back, envelope);
+                assert_eq!(back.is_public(), policy == ArchivePolicy::Public);
+                assert_eq!(ListEvent::from_json(&back.body).unwrap(), event);
+            }
         }
     }
 
@@ -355,16 +367,15 @@ content-type: application/json\n\
         assert_eq!(envelope.kind, Kind::Event);
         assert_eq!(envelope.event_type, None);
         assert_eq!(envelope.archive_policy, None);
+        assert!(!envelope.is_public());
         assert!(envelope.is_membership_event());
     }
 
     #[test]
     fn refuses_an_event_type_that_is_not_a_lower_case_token() {
-        let event = ListEvent::now(
-            ListId::new("a.example.org").unwrap(),
-            ListChange::ListDeleted,
-        );
-        let fields = to_fields(&Envelope::event(&event));
+        let list = MailingList::public(ListId::new("a.example.org").unwrap());
+        let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
+        let fields = to_fields(&Envelope::event(&event, &list));
         let with = |value: &str| {
             let mut fields = fields.clone();
             fields.last_mut().unwrap().1 = value.to_owned();
@@ -403,10 +414,7 @@ content-type: application/json\n\
             .with_address("a@example.org")
             .unwrap();
         let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
-        for envelope in [
-            Envelope::mail(&mail, &list),
-            Envelope::list_event(&event, &list),
-        ] {
+        for envelope in [Envelope::mail(&mail, &list), Envelope::event(&event, &list)] {
             let fields = to_fields(&envelope);
             assert!(
                 fields.contains(&("list-address", "a@example.org".to_owned())),

@@ -350,11 +350,14 @@ pub fn tail_prefixes(selection: &Selection) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use archiver_core::{ListChange, ListEvent, ListId, Subscription};
+    use archiver_core::{ListChange, ListEvent, ListId, MailingList, Subscription};
 
     fn event() -> Envelope {
-        let list = ListId::new("dev.lists.example.org").unwrap();
-        Envelope::event(&ListEvent::now(list, ListChange::ListDeleted))
+        let list = MailingList::public(ListId::new("dev.lists.example.org").unwrap());
+        Envelope::event(
+            &ListEvent::now(list.list_id.clone(), ListChange::ListDeleted),
+            &list,
+        )
     }
 
     #[test]

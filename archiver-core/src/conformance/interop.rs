@@ -64,9 +64,11 @@ pub async fn publish_for_the_script<P: Publisher>(publisher: P) -> Sent {
     };
     let event = ListEvent::now(interop_list(), change).by("admin@example.org");
     let event_id = archiver
-        .archive_list_event(&interop_mailing_list(), &event)
+        .archive_event(&interop_mailing_list(), &event)
         .await
-        .expect("event published");
+        .expect("event published")
+        .envelope_id
+        .expect("an event of a public list is published");
     Sent {
         mail,
         receipt,

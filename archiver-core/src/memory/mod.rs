@@ -243,11 +243,14 @@ impl Operator for MemoryBackend {
 mod tests {
     use super::*;
     use crate::event::{ListChange, ListEvent};
-    use crate::list::ListId;
+    use crate::list::{ListId, MailingList};
 
     fn event() -> Envelope {
-        let list = ListId::new("memory.example.org").unwrap();
-        Envelope::event(&ListEvent::now(list, ListChange::ListDeleted))
+        let list = MailingList::public(ListId::new("memory.example.org").unwrap());
+        Envelope::event(
+            &ListEvent::now(list.list_id.clone(), ListChange::ListDeleted),
+            &list,
+        )
     }
 
     #[tokio::test]
