@@ -365,7 +365,7 @@ mod tests {
         let envelope = event();
         let frames = envelope_frames(&envelope);
         assert_eq!(frames[0], b"format-version");
-        assert_eq!(frames[1], b"1.1");
+        assert_eq!(frames[1], b"1.2");
         assert_eq!(parse_envelope(frames).unwrap(), envelope);
     }
 
