@@ -177,7 +177,7 @@ impl Subscriber for MemoryBackend {
                     changed.as_mut().enable();
                     let due = match queue.take(&mut permit, &closed) {
                         Take::Delivered(delivery) => {
-                            return Some((Ok(delivery), (queue, permits, closed)));
+                            return Some((Ok(*delivery), (queue, permits, closed)));
                         }
                         Take::Deleted => return None,
                         Take::Wait(due) => due,
