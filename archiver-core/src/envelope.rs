@@ -118,6 +118,10 @@ pub struct Envelope {
     pub body: Bytes,
 }
 
+/// Event types known to carry no member address: every other event type,
+/// and an event without one (written before wire format 1.2), may.
+const ROSTER_FREE_EVENT_TYPES: [&str; 3] = ["list_created", "list_deleted", "settings_changed"];
+
 impl Envelope {
     /// Wraps a mail posted to `list`; the body shares the mail's bytes.
     pub fn mail(mail: &ArchivedMail, list: &MailingList) -> Self {
@@ -153,13 +157,7 @@ impl Envelope {
             body: Bytes::from(event.to_json()),
         }
     }
-}
 
-/// Event types known to carry no member address: every other event type,
-/// and an event without one (written before wire format 1.2), may.
-const ROSTER_FREE_EVENT_TYPES: [&str; 3] = ["list_created", "list_deleted", "settings_changed"];
-
-impl Envelope {
     /// True only for an envelope marked `public`: one of a private list,
     /// and one without `archive-policy` (an event written before wire
     /// format 1.2), may be read only by those granted private lists, so
