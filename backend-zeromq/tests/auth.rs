@@ -6,8 +6,8 @@ mod support;
 use std::time::Duration;
 
 use archiver_core::{
-    BackendError, Connection, Envelope, ListChange, ListEvent, ListId, Operator, Publisher,
-    Selection, Subscriber, Subscription,
+    BackendError, Connection, Envelope, ListChange, ListEvent, ListId, MailingList, Operator,
+    Publisher, Selection, Subscriber, Subscription,
 };
 use backend_zeromq::{ClientConfig, Credentials, ZmqClient, ZmqHub};
 use futures::StreamExt;
@@ -60,10 +60,11 @@ async fn only_listed_credentials_are_served() {
     let allowed = client(&hub, Some(Credentials::new("web", "right")));
     let mut deliveries = allowed.subscribe(&subscription).await.unwrap();
     let mut tail = allowed.tail(&Selection::all()).await.unwrap();
-    let event = Envelope::event(&ListEvent::now(
-        ListId::new("auth.example.org").unwrap(),
-        ListChange::ListDeleted,
-    ));
+    let list = MailingList::public(ListId::new("auth.example.org").unwrap());
+    let event = Envelope::event(
+        &ListEvent::now(list.list_id.clone(), ListChange::ListDeleted),
+        &list,
+    );
     hub.publish(&event).await.unwrap();
     let delivery = tokio::time::timeout(Duration::from_secs(30), deliveries.next())
         .await
