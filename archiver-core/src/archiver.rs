@@ -52,7 +52,8 @@ pub struct InvalidBaseUrl {
     pub reason: String,
 }
 
-/// What happened to a mail handed to [`Archiver::archive_message`].
+/// What happened to a mail or event handed to [`Archiver::archive_message`]
+/// or [`Archiver::archive_event`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The backend holds it durably; every subscriber that selects it will
@@ -80,6 +81,16 @@ pub struct Receipt {
     pub outcome: Outcome,
 }
 
+/// The answer to [`Archiver::archive_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventReceipt {
+    /// The envelope that carries it, when published or spooled.
+    pub envelope_id: Option<EnvelopeId>,
+    /// Published, spooled, or skipped because the list is not archived
+    /// ([`SkipReason::ListNotArchived`]).
+    pub outcome: Outcome,
+}
+
 /// What a list server calls, shaped like Mailman's `IArchiver`.
 #[async_trait]
 pub trait Archiver: Send + Sync {
@@ -101,22 +112,19 @@ pub trait Archiver: Send + Sync {
         raw: Bytes,
     ) -> Result<Receipt, ArchiveError>;
 
-    /// Hands an event of `list` to the archives, with what the envelope
-    /// carries of the list (its posting address); returns its envelope id.
-    /// Fails with [`ArchiveError::WrongList`] when the event is of another
-    /// list.
-    async fn archive_list_event(
+    /// Hands an event of `list` to the archives, marked with the list's
+    /// archive policy (and posting address, when known) as its mails are:
+    /// events of a private list go out `private`, and events of a list
+    /// whose policy is `never` are not published at all (the receipt says
+    /// [`Outcome::Skipped`]). There is no list-less variant: an event
+    /// published without its list's policy could reach the archive of a
+    /// private list's readers as public. Fails with
+    /// [`ArchiveError::WrongList`] when the event is of another list.
+    async fn archive_event(
         &self,
         list: &MailingList,
         event: &ListEvent,
-    ) -> Result<EnvelopeId, ArchiveError>;
-
-    /// Hands a list event to the archives when the list's posting address
-    /// is not known; returns its envelope id.
-    async fn archive_event(&self, event: &ListEvent) -> Result<EnvelopeId, ArchiveError> {
-        self.archive_list_event(&MailingList::public(event.list_id.clone()), event)
-            .await
-    }
+    ) -> Result<EventReceipt, ArchiveError>;
 }
 
 /// Where archived mail can be read: a base URL, per list when it contains
@@ -375,34 +383,136 @@ impl<P: Publisher> Archiver for QueueArchiver<P> {
         .await
     }
 
-    async fn archive_list_event(
+    async fn archive_event(
         &self,
         list: &MailingList,
         event: &ListEvent,
-    ) -> Result<EnvelopeId, ArchiveError> {
+    ) -> Result<EventReceipt, ArchiveError> {
         if list.list_id != event.list_id {
             return Err(ArchiveError::WrongList {
                 event: event.list_id.clone(),
                 list: list.list_id.clone(),
             });
         }
-        let envelope = Envelope::list_event(event, list);
+        if list.archive_policy == ArchivePolicy::Never {
+            let reason = SkipReason::ListNotArchived;
+            tracing::info!(list_id = %list.list_id, event_type = event.change.type_name(), ?reason, "event not archived");
+            return Ok(EventReceipt {
+                envelope_id: None,
+                outcome: Outcome::Skipped(reason),
+            });
+        }
+        let envelope = Envelope::event(event, list);
         let span = tracing::info_span!(
             "archive_event",
             list_id = %event.list_id,
             envelope_id = %envelope.id,
+            event_type = event.change.type_name(),
         );
-        self.deliver(&envelope)
-            .instrument(span)
-            .await
-            .map(|_| envelope.id)
+        async {
+            let outcome = self.deliver(&envelope).await.inspect_err(|error| {
+                tracing::warn!(%error, "archiving failed");
+            })?;
+            tracing::debug!(?outcome, "archived");
+            Ok(EventReceipt {
+                envelope_id: Some(envelope.id),
+                outcome,
+            })
+        }
+        .instrument(span)
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Subscriber, Subscription};
+    use crate::event::ListChange;
+    use crate::memory::MemoryBackend;
+    use futures::StreamExt;
 
+    fn list(id: &str, archive_policy: ArchivePolicy) -> MailingList {
+        MailingList {
+            archive_policy,
+            ..MailingList::public(ListId::new(id).unwrap())
+        }
+    }
+
+    /// Events go out marked with their list's policy, as its mails do;
+    /// events of a `never` list are not published at all.
+    #[tokio::test]
+    async fn events_carry_the_lists_policy_and_never_lists_publish_none() {
+        let broker = MemoryBackend::new();
+        let mut deliveries = broker
+            .subscribe(&Subscription::new("web".parse().unwrap()))
+            .await
+            .unwrap();
+        let archiver = QueueArchiver::new(
+            "test",
+            broker.connect(),
+            ArchiveUrls::new("https://archive.example.org/").unwrap(),
+        );
+        let never = list("never.example.org", ArchivePolicy::Never);
+        for event in ListEvent::samples(&never.list_id) {
+            let receipt = archiver.archive_event(&never, &event).await.unwrap();
+            assert_eq!(
+                receipt,
+                EventReceipt {
+                    envelope_id: None,
+                    outcome: Outcome::Skipped(SkipReason::ListNotArchived),
+                }
+            );
+        }
+        let mut sent = Vec::new();
+        for list in [
+            list("private.example.org", ArchivePolicy::Private),
+            list("public.example.org", ArchivePolicy::Public),
+        ] {
+            for event in ListEvent::samples(&list.list_id) {
+                let receipt = archiver.archive_event(&list, &event).await.unwrap();
+                assert_eq!(receipt.outcome, Outcome::Published);
+                sent.push((receipt.envelope_id.unwrap(), list.archive_policy, event));
+            }
+        }
+        // The memory broker keeps publish order: had any event of the
+        // `never` list been published, it would come first.
+        for (id, policy, event) in &sent {
+            let delivery = deliveries.next().await.unwrap().unwrap();
+            let envelope = delivery.envelope();
+            assert_eq!(envelope.id, *id, "{:?}", envelope.list_id);
+            assert_eq!(envelope.archive_policy, Some(*policy));
+            assert_eq!(
+                envelope.event_type.as_deref(),
+                Some(event.change.type_name())
+            );
+            assert_eq!(ListEvent::from_json(&envelope.body).unwrap(), *event);
+            delivery.ack().await.unwrap();
+        }
+        let samples = ListEvent::samples(&never.list_id).len();
+        assert_eq!(sent.len(), 2 * samples);
+    }
+
+    #[tokio::test]
+    async fn an_event_of_another_list_is_refused() {
+        let archiver = QueueArchiver::new(
+            "test",
+            MemoryBackend::new(),
+            ArchiveUrls::new("https://archive.example.org/").unwrap(),
+        );
+        let event = ListEvent::now(
+            ListId::new("b.example.org").unwrap(),
+            ListChange::ListDeleted,
+        );
+        for policy in [ArchivePolicy::Public, ArchivePolicy::Never] {
+            assert!(matches!(
+                archiver
+                    .archive_event(&list("a.example.org", policy), &event)
+                    .await,
+                Err(ArchiveError::WrongList { .. })
+            ));
+        }
+    }
     #[test]
     fn base_urls_are_checked() {
         assert!(ArchiveUrls::new("ftp://x.org/").is_err());

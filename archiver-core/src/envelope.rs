@@ -103,14 +103,24 @@ pub struct Envelope {
     /// Mailman's Message-ID-Hash (mails only), so consumers can de-duplicate
     /// without parsing the body.
     pub message_id_hash: Option<String>,
-    /// The list's archive policy (mails only), so archives know who may read.
+    /// The list's archive policy, so archives know who may read and
+    /// brokers and hubs whom to deliver to: on mails, and on events since
+    /// wire format 1.2 (see [`Envelope::is_public`]).
     pub archive_policy: Option<ArchivePolicy>,
     /// The list's posting address, when the list server gave it (wire
     /// format 1.1), so archives can key the list as HyperKitty does.
     pub list_address: Option<ListAddress>,
+    /// The event's `type` (events only, wire format 1.2), e.g.
+    /// `membership_added`, so brokers and hubs can route events without
+    /// parsing the body; see [`Envelope::is_membership_event`].
+    pub event_type: Option<String>,
     /// The mail exactly as received, or the event's JSON.
     pub body: Bytes,
 }
+
+/// Event types known to carry no member address: every other event type,
+/// and an event without one (written before wire format 1.2), may.
+const ROSTER_FREE_EVENT_TYPES: [&str; 3] = ["list_created", "list_deleted", "settings_changed"];
 
 impl Envelope {
     /// Wraps a mail posted to `list`; the body shares the mail's bytes.
@@ -124,13 +134,16 @@ impl Envelope {
             message_id_hash: Some(mail.message_id_hash().to_owned()),
             archive_policy: Some(list.archive_policy),
             list_address: list.list_address.clone(),
+            event_type: None,
             body: mail.raw().clone(),
         }
     }
 
-    /// Wraps a list event as JSON, without the list's posting address
-    /// (see [`Envelope::list_event`]).
-    pub fn event(event: &ListEvent) -> Self {
+    /// Wraps an event of `list` as JSON, marked as the list's mails are
+    /// (its archive policy and posting address) and with the event's type.
+    /// The envelope's list id is the event's; the caller checks that it is
+    /// `list`'s.
+    pub fn event(event: &ListEvent, list: &MailingList) -> Self {
         Self {
             id: EnvelopeId::new(),
             kind: Kind::Event,
@@ -138,20 +151,34 @@ impl Envelope {
             published_at: now_millis(),
             content_type: EVENT_CONTENT_TYPE.to_owned(),
             message_id_hash: None,
-            archive_policy: None,
-            list_address: None,
+            archive_policy: Some(list.archive_policy),
+            list_address: list.list_address.clone(),
+            event_type: Some(event.change.type_name().to_owned()),
             body: Bytes::from(event.to_json()),
         }
     }
 
-    /// Wraps an event of `list` as JSON, with the list's posting address.
-    /// The envelope's list id is the event's; the caller checks that it is
-    /// `list`'s.
-    pub fn list_event(event: &ListEvent, list: &MailingList) -> Self {
-        Self {
-            list_address: list.list_address.clone(),
-            ..Self::event(event)
-        }
+    /// True only for an envelope marked `public`: one of a private list,
+    /// and one without `archive-policy` (an event written before wire
+    /// format 1.2), may be read only by those granted private lists, so
+    /// whoever routes or filters on it treats both as private.
+    pub fn is_public(&self) -> bool {
+        self.archive_policy == Some(ArchivePolicy::Public)
+    }
+
+    /// True for an event that may carry a member's address: a membership
+    /// event (`membership_added`, `membership_removed`), an event of a type
+    /// this library does not know (a later writer's), or an event without
+    /// `event-type` (a writer older than wire format 1.2). Mailman shows a
+    /// list's roster to its moderators only by default, so whoever routes
+    /// or filters events must treat all of these as membership events: an
+    /// unknown event errs on the side of hiding it. False for mails.
+    pub fn is_membership_event(&self) -> bool {
+        self.kind == Kind::Event
+            && !self
+                .event_type
+                .as_deref()
+                .is_some_and(|t| ROSTER_FREE_EVENT_TYPES.contains(&t))
     }
 }
 
@@ -170,5 +197,64 @@ mod tests {
         let b = EnvelopeId::new();
         assert!(a < b);
         assert_eq!(a.to_string().parse::<EnvelopeId>().unwrap(), a);
+    }
+
+    #[test]
+    fn membership_events_and_events_of_unknown_type_count_as_membership() {
+        let list = ListId::new("dev.lists.example.org").unwrap();
+        let public = MailingList::public(list.clone());
+        for event in ListEvent::samples(&list) {
+            let envelope = Envelope::event(&event, &public);
+            assert_eq!(
+                envelope.event_type.as_deref(),
+                Some(event.change.type_name())
+            );
+            assert_eq!(
+                envelope.is_membership_event(),
+                matches!(
+                    event.change,
+                    crate::ListChange::MembershipAdded { .. }
+                        | crate::ListChange::MembershipRemoved { .. }
+                ),
+                "{:?}",
+                event.change
+            );
+        }
+        let deleted = Envelope::event(
+            &ListEvent::now(list, crate::ListChange::ListDeleted),
+            &public,
+        );
+        for unknown in [None, Some("roster_exported".to_owned())] {
+            let envelope = Envelope {
+                event_type: unknown.clone(),
+                ..deleted.clone()
+            };
+            assert!(envelope.is_membership_event(), "{unknown:?}");
+        }
+        let mail = Envelope {
+            kind: Kind::Mail,
+            event_type: None,
+            ..deleted
+        };
+        assert!(!mail.is_membership_event());
+    }
+
+    #[test]
+    fn only_envelopes_marked_public_are_public() {
+        let list = MailingList::public(ListId::new("dev.lists.example.org").unwrap());
+        let event = ListEvent::now(list.list_id.clone(), crate::ListChange::ListDeleted);
+        let envelope = Envelope::event(&event, &list);
+        assert!(envelope.is_public());
+        for policy in [
+            None,
+            Some(ArchivePolicy::Private),
+            Some(ArchivePolicy::Never),
+        ] {
+            let marked = Envelope {
+                archive_policy: policy,
+                ..envelope.clone()
+            };
+            assert!(!marked.is_public(), "{policy:?}");
+        }
     }
 }

@@ -59,6 +59,21 @@ pub enum ListChange {
     },
 }
 
+impl ListChange {
+    /// The event's `type` as its JSON writes it (`membership_added`, ...),
+    /// which envelopes also carry outside the body (`event-type` on the
+    /// wire) so brokers and hubs can route on it without parsing JSON.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::ListCreated { .. } => "list_created",
+            Self::ListDeleted => "list_deleted",
+            Self::MembershipAdded { .. } => "membership_added",
+            Self::MembershipRemoved { .. } => "membership_removed",
+            Self::SettingsChanged { .. } => "settings_changed",
+        }
+    }
+}
+
 /// One event on one list, with who caused it where known.
 ///
 /// Serialised as one flat JSON object (`docs/wire-format.md`):
@@ -157,6 +172,8 @@ mod tests {
         for event in ListEvent::samples(&list) {
             let json = event.to_json();
             assert_eq!(ListEvent::from_json(&json).unwrap(), event);
+            let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(value["type"], event.change.type_name());
         }
         let added = ListEvent {
             list_id: list,

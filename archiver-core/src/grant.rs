@@ -27,7 +27,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendError, SubscriberName, Subscription};
 use crate::envelope::Envelope;
-use crate::list::ArchivePolicy;
 use crate::selection::{ListPattern, Selection};
 
 /// One principal's access. [`Grant::new`] grants nothing; each builder
@@ -148,10 +147,13 @@ impl Grant {
     /// it is private only if private lists are granted, it is a membership
     /// event only if those are granted. Checked on every delivery, so a
     /// stored selection can never widen access. An envelope without a
-    /// policy (an event from an older writer) counts as private.
+    /// policy (an event from an older writer) counts as private, an event
+    /// without a type as a membership event ([`Envelope::is_public`],
+    /// [`Envelope::is_membership_event`]).
     pub fn may_receive(&self, envelope: &Envelope) -> bool {
-        let private = !matches!(envelope.archive_policy, Some(ArchivePolicy::Public));
-        self.lists.iter().any(|g| g.matches(&envelope.list_id)) && (self.private_lists || !private)
+        self.lists.iter().any(|g| g.matches(&envelope.list_id))
+            && (self.private_lists || envelope.is_public())
+            && (self.membership_events || !envelope.is_membership_event())
     }
 
     /// The refusal of `what`, naming the principal (never a credential).
@@ -232,7 +234,8 @@ impl From<Grant> for GrantText {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::list::{ListId, MailingList};
+    use crate::event::{ListChange, ListEvent, MemberRole};
+    use crate::list::{ArchivePolicy, ListId, MailingList};
 
     fn name(text: &str) -> SubscriberName {
         text.parse().unwrap()
@@ -250,11 +253,10 @@ mod tests {
 
     fn event_of(list: &str, policy: Option<ArchivePolicy>) -> Envelope {
         let list = ListId::new(list).unwrap();
-        let event =
-            crate::event::ListEvent::now(list.clone(), crate::event::ListChange::ListDeleted);
+        let event = ListEvent::now(list.clone(), ListChange::ListDeleted);
         Envelope {
             archive_policy: policy,
-            ..Envelope::list_event(&event, &MailingList::public(list))
+            ..Envelope::event(&event, &MailingList::public(list))
         }
     }
 
@@ -328,6 +330,30 @@ mod tests {
         assert!(trusted.may_receive(&private));
         assert!(trusted.may_receive(&unmarked));
         assert!(!trusted.may_receive(&elsewhere));
+    }
+
+    #[test]
+    fn membership_events_only_when_granted() {
+        let list = MailingList::public(ListId::new("dev.lists.example.org").unwrap());
+        let joined = ListChange::MembershipAdded {
+            address: "ann@example.org".into(),
+            role: MemberRole::Member,
+            display_name: None,
+        };
+        let membership = Envelope::event(&ListEvent::now(list.list_id.clone(), joined), &list);
+        let untyped = Envelope {
+            event_type: None,
+            ..event_of("dev.lists.example.org", Some(ArchivePolicy::Public))
+        };
+        let grant = public_archive();
+        assert!(!grant.may_receive(&membership));
+        assert!(
+            !grant.may_receive(&untyped),
+            "no event type counts as membership"
+        );
+        let roster = grant.membership_events(true);
+        assert!(roster.may_receive(&membership));
+        assert!(roster.may_receive(&untyped));
     }
 
     #[test]

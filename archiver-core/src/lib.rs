@@ -43,7 +43,8 @@ pub mod admin;
 pub mod conformance;
 
 pub use archiver::{
-    ArchiveError, ArchiveUrls, Archiver, InvalidBaseUrl, Outcome, QueueArchiver, Receipt,
+    ArchiveError, ArchiveUrls, Archiver, EventReceipt, InvalidBaseUrl, Outcome, QueueArchiver,
+    Receipt,
 };
 pub use backend::{
     Backend, BackendError, CloseFlag, Connection, DeadLetter, Deliveries, Delivery, InvalidPrefix,

@@ -376,7 +376,7 @@ mod tests {
     use crate::backend::{CloseFlag, DEFAULT_MAX_ATTEMPTS, Publisher, Subscriber};
     use crate::envelope::Envelope;
     use crate::event::{ListChange, ListEvent};
-    use crate::list::ListId;
+    use crate::list::{ListId, MailingList};
     use crate::memory::MemoryBackend;
     use futures::StreamExt;
     use tokio::sync::{Semaphore, mpsc};
@@ -412,7 +412,10 @@ mod tests {
         let list = ListId::new("runner.example.org").unwrap();
         let mut envelopes = Vec::new();
         for _ in 0..count {
-            let envelope = Envelope::event(&ListEvent::now(list.clone(), ListChange::ListDeleted));
+            let envelope = Envelope::event(
+                &ListEvent::now(list.clone(), ListChange::ListDeleted),
+                &MailingList::public(list.clone()),
+            );
             backend.publish(&envelope).await.unwrap();
             envelopes.push(envelope);
         }
@@ -542,8 +545,10 @@ mod tests {
         ) -> Result<crate::backend::Deliveries, BackendError> {
             let list = ListId::new("hiccup.example.org").unwrap();
             let delivery = |acks: &Arc<AtomicU64>| {
-                let envelope =
-                    Envelope::event(&ListEvent::now(list.clone(), ListChange::ListDeleted));
+                let envelope = Envelope::event(
+                    &ListEvent::now(list.clone(), ListChange::ListDeleted),
+                    &MailingList::public(list.clone()),
+                );
                 Ok(Delivery::new(
                     envelope,
                     1,

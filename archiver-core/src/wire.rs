@@ -8,18 +8,19 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use crate::envelope::{Envelope, EnvelopeId, Kind};
 use crate::list::{ListAddress, ListId};
 
-/// Version of the wire format this library writes: 1.1, which adds the
-/// optional `list-address` to 1.0. A reader takes any 1.x (ignoring the
+/// Version of the wire format this library writes: 1.2, which adds the
+/// optional `event-type` to 1.1 (which added the optional `list-address`
+/// to 1.0). A reader takes any 1.x (ignoring the
 /// fields it does not know) and refuses a different major version rather
 /// than guess.
-pub const WIRE_FORMAT_VERSION: &str = "1.1";
+pub const WIRE_FORMAT_VERSION: &str = "1.2";
 
 /// The major version a reader accepts.
 const MAJOR_VERSION: &str = "1";
 
 /// Field names, in the order they are written.
 pub mod field {
-    /// Wire format version, `1.1` (readers take any `1.x`).
+    /// Wire format version, `1.2` (readers take any `1.x`).
     pub const FORMAT_VERSION: &str = "format-version";
     /// Envelope id, a hyphenated UUIDv7.
     pub const ENVELOPE_ID: &str = "envelope-id";
@@ -39,6 +40,10 @@ pub mod field {
     /// The list's posting address, when known (since 1.1), e.g.
     /// `dev@lists.example.org`, see [`crate::ListAddress`].
     pub const LIST_ADDRESS: &str = "list-address";
+    /// The event's `type` (events only, since 1.2), e.g.
+    /// `membership_added`: lower-case letters, digits and `_`, see
+    /// [`super::is_event_type`].
+    pub const EVENT_TYPE: &str = "event-type";
 }
 
 /// Why received metadata is not a valid envelope: the message is malformed
@@ -75,6 +80,20 @@ pub fn is_message_id_hash(value: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
 }
 
+/// Longest `event-type` a reader accepts.
+const MAX_EVENT_TYPE_LEN: usize = 64;
+
+/// True when `value` can be an `event-type`: 1 to 64 characters of
+/// `a-z`, `0-9` and `_`, as the event JSON's `type` is written. Brokers
+/// and hubs route on it (AMQP header matches, topic segments), so nothing
+/// else comes off the wire.
+pub fn is_event_type(value: &str) -> bool {
+    (1..=MAX_EVENT_TYPE_LEN).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// The envelope's metadata as `(name, value)` pairs, version first.
 pub fn to_fields(envelope: &Envelope) -> Vec<(&'static str, String)> {
     let mut fields = vec![
@@ -99,19 +118,23 @@ pub fn to_fields(envelope: &Envelope) -> Vec<(&'static str, String)> {
     if let Some(address) = &envelope.list_address {
         fields.push((field::LIST_ADDRESS, address.as_str().to_owned()));
     }
+    if let Some(event_type) = &envelope.event_type {
+        fields.push((field::EVENT_TYPE, event_type.clone()));
+    }
     fields
 }
 
 /// Rebuilds an envelope from received fields and body. Unknown fields are
 /// ignored so that later minor versions can add some; what [`to_fields`]
 /// cannot have written is refused: a known field given twice, a value with
-/// a line break, a `message-id-hash` that [`is_message_id_hash`] refuses.
+/// a line break, a `message-id-hash` that [`is_message_id_hash`] refuses,
+/// an `event-type` that [`is_event_type`] refuses.
 pub fn from_fields<'a>(
     fields: impl IntoIterator<Item = (&'a str, &'a str)>,
     body: Bytes,
 ) -> Result<Envelope, WireError> {
-    let mut found: [Option<&str>; 9] = [None; 9];
-    const NAMES: [&str; 9] = [
+    let mut found: [Option<&str>; 10] = [None; 10];
+    const NAMES: [&str; 10] = [
         field::FORMAT_VERSION,
         field::ENVELOPE_ID,
         field::KIND,
@@ -121,6 +144,7 @@ pub fn from_fields<'a>(
         field::MESSAGE_ID_HASH,
         field::ARCHIVE_POLICY,
         field::LIST_ADDRESS,
+        field::EVENT_TYPE,
     ];
     let invalid = |field: &'static str, reason: String| WireError::Invalid { field, reason };
     for (name, value) in fields {
@@ -171,6 +195,15 @@ pub fn from_fields<'a>(
         list_address: found[8]
             .map(|a| ListAddress::new(a).map_err(|e| invalid(field::LIST_ADDRESS, e.to_string())))
             .transpose()?,
+        event_type: found[9]
+            .map(|t| match is_event_type(t) {
+                true => Ok(t.to_owned()),
+                false => Err(invalid(
+                    field::EVENT_TYPE,
+                    "not 1 to 64 characters of a-z, 0-9 and _".into(),
+                )),
+            })
+            .transpose()?,
         body,
     })
 }
@@ -180,11 +213,12 @@ pub fn from_fields<'a>(
 /// order of [`to_fields`], an empty line, then the body untouched.
 ///
 /// ```
-/// use archiver_core::{wire, Envelope, ListEvent, ListChange, ListId};
-/// let event = ListEvent::now(ListId::new("dev.example.org").unwrap(), ListChange::ListDeleted);
-/// let envelope = Envelope::event(&event);
+/// use archiver_core::{wire, Envelope, ListEvent, ListChange, ListId, MailingList};
+/// let list = MailingList::public(ListId::new("dev.example.org").unwrap());
+/// let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
+/// let envelope = Envelope::event(&event, &list);
 /// let bytes = wire::to_bytes(&envelope);
-/// assert!(bytes.starts_with(b"format-version: 1.1\n"));
+/// assert!(bytes.starts_with(b"format-version: 1.2\n"));
 /// assert_eq!(wire::from_bytes(bytes.into()).unwrap(), envelope);
 /// ```
 pub fn to_bytes(envelope: &Envelope) -> Vec<u8> {
@@ -225,7 +259,7 @@ pub fn from_bytes(bytes: Bytes) -> Result<Envelope, WireError> {
 mod tests {
     use super::*;
     use crate::event::{ListChange, ListEvent};
-    use crate::list::MailingList;
+    use crate::list::{ArchivePolicy, MailingList};
     use crate::mail::{ArchivedMail, MailLimits};
 
     #[test]
@@ -237,9 +271,9 @@ mod tests {
         .unwrap();
         let list = MailingList::public(ListId::new("a.example.org").unwrap());
         let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
-        for envelope in [Envelope::mail(&mail, &list), Envelope::event(&event)] {
+        for envelope in [Envelope::mail(&mail, &list), Envelope::event(&event, &list)] {
             let fields = to_fields(&envelope);
-            assert_eq!(fields[0], ("format-version", "1.1".to_owned()));
+            assert_eq!(fields[0], ("format-version", "1.2".to_owned()));
             let back = from_fields(
                 fields.iter().map(|(k, v)| (*k, v.as_str())),
                 envelope.body.clone(),
@@ -288,6 +322,87 @@ Message-ID: <12345>\n\nbody\n";
         assert_eq!(envelope.list_id.as_str(), "dev.lists.example.org");
     }
 
+    /// Each event type travels as its `event-type`, with its list's
+    /// archive policy, and comes back equal.
+    #[test]
+    fn every_event_type_round_trips_with_its_event_type_and_policy() {
+        let id = ListId::new("dev.lists.example.org").unwrap();
+        for policy in [ArchivePolicy::Public, ArchivePolicy::Private] {
+            let list = MailingList {
+                archive_policy: policy,
+                ..MailingList::public(id.clone())
+            };
+            for event in ListEvent::samples(&id) {
+                let envelope = Envelope::event(&event, &list);
+                let fields = to_fields(&envelope);
+                assert_eq!(
+                    &fields[6..],
+                    &[
+                        ("archive-policy", policy.as_str().to_owned()),
+                        ("event-type", event.change.type_name().to_owned()),
+                    ]
+                );
+                let back = from_bytes(to_bytes(&envelope).into()).unwrap();
+                assert_eq!(back, envelope);
+                assert_eq!(back.is_public(), policy == ArchivePolicy::Public);
+                assert_eq!(ListEvent::from_json(&back.body).unwrap(), event);
+            }
+        }
+    }
+
+    /// A membership event as a 1.1 writer sent it: no `event-type`. It
+    /// still decodes, and counts as a membership event (it may carry a
+    /// member's address) until its body is read.
+    #[test]
+    fn reads_a_1_1_event_without_event_type_as_possibly_membership() {
+        let text = b"format-version: 1.1\n\
+envelope-id: 01936c2e-7b1a-7cc3-9f0e-2a4b5c6d7e8f\n\
+kind: event\n\
+list-id: dev.lists.example.org\n\
+published-at: 2026-11-24T10:00:00.123Z\n\
+content-type: application/json\n\
+\n\
+{\"list_id\":\"dev.lists.example.org\",\"at\":\"2026-11-24T10:00:00Z\",\"type\":\"list_deleted\"}";
+        let envelope = from_bytes(Bytes::from_static(text)).unwrap();
+        assert_eq!(envelope.kind, Kind::Event);
+        assert_eq!(envelope.event_type, None);
+        assert_eq!(envelope.archive_policy, None);
+        assert!(!envelope.is_public());
+        assert!(envelope.is_membership_event());
+    }
+
+    #[test]
+    fn refuses_an_event_type_that_is_not_a_lower_case_token() {
+        let list = MailingList::public(ListId::new("a.example.org").unwrap());
+        let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
+        let fields = to_fields(&Envelope::event(&event, &list));
+        let with = |value: &str| {
+            let mut fields = fields.clone();
+            fields.last_mut().unwrap().1 = value.to_owned();
+            from_fields(fields.iter().map(|(k, v)| (*k, v.as_str())), Bytes::new())
+        };
+        assert!(with("membership_added").is_ok());
+        for bad in [
+            "",
+            "Membership_added",
+            "membership-added",
+            "a.b",
+            "a b",
+            &"x".repeat(65),
+        ] {
+            assert!(
+                matches!(
+                    with(bad),
+                    Err(WireError::Invalid {
+                        field: "event-type",
+                        ..
+                    })
+                ),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
     #[test]
     fn list_address_round_trips_on_mails_and_events_and_bad_ones_are_refused() {
         let mail = ArchivedMail::parse(
@@ -299,14 +414,11 @@ Message-ID: <12345>\n\nbody\n";
             .with_address("a@example.org")
             .unwrap();
         let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
-        for envelope in [
-            Envelope::mail(&mail, &list),
-            Envelope::list_event(&event, &list),
-        ] {
+        for envelope in [Envelope::mail(&mail, &list), Envelope::event(&event, &list)] {
             let fields = to_fields(&envelope);
-            assert_eq!(
-                fields.last().unwrap(),
-                &("list-address", "a@example.org".to_owned())
+            assert!(
+                fields.contains(&("list-address", "a@example.org".to_owned())),
+                "{fields:?}"
             );
             assert_eq!(from_bytes(to_bytes(&envelope).into()).unwrap(), envelope);
         }

@@ -188,7 +188,8 @@ async fn spooled_mail_and_events_keep_the_list_address() {
     let receipt = archiver.archive_message(&list, mail(0)).await.unwrap();
     assert_eq!(receipt.outcome, Outcome::Spooled);
     let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
-    archiver.archive_list_event(&list, &event).await.unwrap();
+    let receipt = archiver.archive_event(&list, &event).await.unwrap();
+    assert_eq!(receipt.outcome, Outcome::Spooled);
     assert_eq!(archiver.spool_status().unwrap().depth, 2);
 
     switch.down.store(false, Ordering::SeqCst);

@@ -205,7 +205,7 @@ pub(crate) fn rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use archiver_core::{ListChange, ListEvent, ListId};
+    use archiver_core::{ListChange, ListEvent, ListId, MailingList};
 
     #[test]
     fn envelopes_round_trip_through_properties() {
@@ -213,7 +213,7 @@ mod tests {
             ListId::new("a.example.org").unwrap(),
             ListChange::ListDeleted,
         );
-        let envelope = Envelope::event(&event);
+        let envelope = Envelope::event(&event, &MailingList::public(event.list_id.clone()));
         let properties = properties(&envelope);
         assert_eq!(
             properties.message_id().as_ref().unwrap().as_str(),
@@ -227,10 +227,11 @@ mod tests {
 
     #[test]
     fn attempts_add_earlier_copies_and_returns() {
-        let envelope = Envelope::event(&ListEvent::now(
-            ListId::new("a.example.org").unwrap(),
-            ListChange::ListDeleted,
-        ));
+        let list = MailingList::public(ListId::new("a.example.org").unwrap());
+        let envelope = Envelope::event(
+            &ListEvent::now(list.list_id.clone(), ListChange::ListDeleted),
+            &list,
+        );
         let fresh = properties(&envelope);
         assert_eq!(attempt(&fresh, false, QueueType::Quorum), 1);
         let copy = rewrite(

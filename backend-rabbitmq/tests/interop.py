@@ -89,6 +89,8 @@ print(json.dumps({
     "event": {
         "envelope_id": event_headers["envelope-id"],
         "list_address": event_headers.get("list-address"),
+        "archive_policy": event_headers.get("archive-policy"),
+        "event_type": event_headers.get("event-type"),
         "json": json.loads(event_body),
     },
     "published": {"envelope_id": envelope_id, "body_sha256": hashlib.sha256(body).hexdigest()},

@@ -82,6 +82,8 @@ print(json.dumps({
     "event": {
         "envelope_id": event["envelope-id"],
         "list_address": event.get("list-address"),
+        "archive_policy": event.get("archive-policy"),
+        "event_type": event.get("event-type"),
         "json": json.loads(event_body),
     },
     "published": {"envelope_id": envelope_id, "body_sha256": hashlib.sha256(body).hexdigest()},

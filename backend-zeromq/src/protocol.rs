@@ -353,11 +353,14 @@ pub fn tail_prefixes(selection: &Selection) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use archiver_core::{ListChange, ListEvent, ListId, Subscription};
+    use archiver_core::{ListChange, ListEvent, ListId, MailingList, Subscription};
 
     fn event() -> Envelope {
-        let list = ListId::new("dev.lists.example.org").unwrap();
-        Envelope::event(&ListEvent::now(list, ListChange::ListDeleted))
+        let list = MailingList::public(ListId::new("dev.lists.example.org").unwrap());
+        Envelope::event(
+            &ListEvent::now(list.list_id.clone(), ListChange::ListDeleted),
+            &list,
+        )
     }
 
     #[test]
@@ -365,7 +368,7 @@ mod tests {
         let envelope = event();
         let frames = envelope_frames(&envelope);
         assert_eq!(frames[0], b"format-version");
-        assert_eq!(frames[1], b"1.1");
+        assert_eq!(frames[1], b"1.2");
         assert_eq!(parse_envelope(frames).unwrap(), envelope);
     }
 

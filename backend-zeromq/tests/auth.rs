@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use archiver_core::{
-    ArchivePolicy, BackendError, Connection, Envelope, ListChange, ListEvent, ListId, Operator,
+    BackendError, Connection, Envelope, ListChange, ListEvent, ListId, MailingList, Operator,
     Publisher, Selection, Subscriber, Subscription,
 };
 use backend_zeromq::{ClientConfig, Credentials, ZmqClient, ZmqHub, full_access};
@@ -63,13 +63,11 @@ async fn only_listed_credentials_are_served() {
     let mut deliveries = allowed.subscribe(&subscription).await.unwrap();
     let mut tail = allowed.tail(&Selection::all()).await.unwrap();
     // Of a public list: the tail of a hub with credentials carries nothing else.
-    let event = Envelope {
-        archive_policy: Some(ArchivePolicy::Public),
-        ..Envelope::event(&ListEvent::now(
-            ListId::new("auth.example.org").unwrap(),
-            ListChange::ListDeleted,
-        ))
-    };
+    let list = MailingList::public(ListId::new("auth.example.org").unwrap());
+    let event = Envelope::event(
+        &ListEvent::now(list.list_id.clone(), ListChange::ListDeleted),
+        &list,
+    );
     hub.publish(&event).await.unwrap();
     let delivery = tokio::time::timeout(Duration::from_secs(30), deliveries.next())
         .await

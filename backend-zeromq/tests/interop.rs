@@ -208,10 +208,7 @@ async fn python_consumes_from_the_hub_with_pyzmq_only() {
         .with_address(INTEROP_ADDRESS)
         .expect("valid address");
     let event = ListEvent::now(list.list_id.clone(), change).by("admin@example.org");
-    let sent = [
-        Envelope::mail(&mail, &list),
-        Envelope::list_event(&event, &list),
-    ];
+    let sent = [Envelope::mail(&mail, &list), Envelope::event(&event, &list)];
     for envelope in &sent {
         hub.publish(envelope).await.expect("published");
     }

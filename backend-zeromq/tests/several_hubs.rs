@@ -8,16 +8,18 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use archiver_core::{
-    Connection, Envelope, ListChange, ListEvent, ListId, Publisher, Subscriber, Subscription,
+    Connection, Envelope, ListChange, ListEvent, ListId, MailingList, Publisher, Subscriber,
+    Subscription,
 };
 use backend_zeromq::{ClientConfig, ZmqClient, ZmqHub};
 use futures::StreamExt;
 
 fn event(list: &str) -> Envelope {
-    Envelope::event(&ListEvent::now(
-        ListId::new(list).unwrap(),
-        ListChange::ListDeleted,
-    ))
+    let list = MailingList::public(ListId::new(list).unwrap());
+    Envelope::event(
+        &ListEvent::now(list.list_id.clone(), ListChange::ListDeleted),
+        &list,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,7 +184,7 @@ mod tests {
 
     use super::*;
     use crate::event::{ListChange, ListEvent};
-    use crate::list::ListId;
+    use crate::list::{ListId, MailingList};
 
     /// Records which primitive a delivery came to.
     #[derive(Clone, Default)]
@@ -233,8 +233,11 @@ mod tests {
     }
 
     fn delivery(attempt: u32, record: &Record, closed: &CloseFlag) -> Delivery {
-        let list = ListId::new("delivery.example.org").unwrap();
-        let envelope = Envelope::event(&ListEvent::now(list, ListChange::ListDeleted));
+        let list = MailingList::public(ListId::new("delivery.example.org").unwrap());
+        let envelope = Envelope::event(
+            &ListEvent::now(list.list_id.clone(), ListChange::ListDeleted),
+            &list,
+        );
         Delivery::new(
             envelope,
             attempt,

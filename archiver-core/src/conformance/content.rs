@@ -13,9 +13,9 @@ use crate::archiver::{ArchiveError, ArchiveUrls, Archiver, Outcome, QueueArchive
 use crate::backend::{BackendError, Connection, Publisher, Subscriber, Subscription};
 use crate::envelope::{EVENT_CONTENT_TYPE, Envelope, Kind, MAIL_CONTENT_TYPE};
 use crate::event::{ListChange, ListEvent};
-use crate::list::{ListAddress, ListId, MailingList};
+use crate::list::{ArchivePolicy, ListAddress, ListId, MailingList};
 use crate::mail::mbox::MboxReader;
-use crate::mail::{DEFAULT_MAX_MAIL_BYTES, MailError, MailLimits};
+use crate::mail::{DEFAULT_MAX_MAIL_BYTES, MailError, MailLimits, SkipReason};
 use crate::selection::Selection;
 
 fn archiver<P: Publisher>(publisher: P) -> QueueArchiver<P> {
@@ -192,7 +192,9 @@ pub async fn closed_client_refuses_work<H: Harness>(harness: &H) {
     );
 }
 
-/// Every kind of list event, with every role, arrives and parses back equal.
+/// Every kind of list event, with every role, arrives byte for byte,
+/// marked with its list's archive policy and its event type (wire format
+/// 1.2); the events of a list whose policy is `never` are not published.
 pub async fn list_events_round_trip<H: Harness>(harness: &H) {
     let consumer = harness.subscriber().await;
     let mut deliveries = subscribe(
@@ -201,25 +203,69 @@ pub async fn list_events_round_trip<H: Harness>(harness: &H) {
     )
     .await;
     let archiver = archiver(harness.publisher().await);
-    let events = ListEvent::samples(&list("events.lists.example.org"));
-    let mut ids = Vec::new();
-    for event in &events {
-        ids.push(archiver.archive_event(event).await.expect("event archives"));
+    let with_policy = |id: &str, archive_policy| MailingList {
+        archive_policy,
+        ..MailingList::public(list(id))
+    };
+    let never = with_policy("never.events.lists.example.org", ArchivePolicy::Never);
+    for event in ListEvent::samples(&never.list_id) {
+        let receipt = archiver
+            .archive_event(&never, &event)
+            .await
+            .expect("an event of a never list is skipped, not refused");
+        assert_eq!(
+            (receipt.envelope_id, receipt.outcome),
+            (None, Outcome::Skipped(SkipReason::ListNotArchived))
+        );
     }
-    let received = receive_acked(&mut deliveries, events.len(), "list events").await;
-    for (event, id) in events.iter().zip(&ids) {
-        let envelope = received
-            .iter()
-            .find(|e| e.id == *id)
-            .unwrap_or_else(|| panic!("event {id} missing"));
+    let mut sent = HashMap::new();
+    for list in [
+        with_policy("events.lists.example.org", ArchivePolicy::Public),
+        with_policy("private.events.lists.example.org", ArchivePolicy::Private),
+    ] {
+        for event in ListEvent::samples(&list.list_id) {
+            let receipt = archiver
+                .archive_event(&list, &event)
+                .await
+                .expect("event archives");
+            let id = receipt.envelope_id.expect("a published event has an id");
+            sent.insert(id, (list.archive_policy, event));
+        }
+    }
+    let count = sent.len();
+    let received = receive_acked(&mut deliveries, count, "list events").await;
+    for envelope in &received {
+        let (policy, event) = sent
+            .remove(&envelope.id)
+            .unwrap_or_else(|| panic!("unexpected or duplicate event {}", envelope.id));
         assert_eq!(envelope.kind, Kind::Event);
         assert_eq!(envelope.content_type, EVENT_CONTENT_TYPE);
         assert_eq!(
-            &ListEvent::from_json(&envelope.body).expect("event JSON parses"),
-            event
+            &envelope.body[..],
+            &event.to_json()[..],
+            "event {}",
+            envelope.id
+        );
+        assert_eq!(
+            envelope.archive_policy,
+            Some(policy),
+            "event {}",
+            envelope.id
+        );
+        assert_eq!(
+            envelope.event_type.as_deref(),
+            Some(event.change.type_name())
+        );
+        assert_eq!(
+            envelope.is_membership_event(),
+            matches!(
+                event.change,
+                ListChange::MembershipAdded { .. } | ListChange::MembershipRemoved { .. }
+            )
         );
     }
-    assert_eq!(received.len(), events.len());
+    assert!(sent.is_empty(), "not received: {sent:?}");
+    assert_quiet(&mut deliveries, "after the list events").await;
 }
 
 /// The list's posting address (wire format 1.1) arrives on the mails and
@@ -249,14 +295,16 @@ pub async fn list_address_round_trip<H: Harness>(harness: &H) {
         );
         let event = ListEvent::now(list.list_id.clone(), ListChange::ListDeleted);
         let id = archiver
-            .archive_list_event(list, &event)
+            .archive_event(list, &event)
             .await
-            .expect("event archives");
+            .expect("event archives")
+            .envelope_id
+            .expect("published");
         expected.insert(id, list.list_address.clone());
     }
     let wrong = ListEvent::now(without.list_id.clone(), ListChange::ListDeleted);
     assert!(matches!(
-        archiver.archive_list_event(&with, &wrong).await,
+        archiver.archive_event(&with, &wrong).await,
         Err(ArchiveError::WrongList { .. })
     ));
     let direct = Envelope {

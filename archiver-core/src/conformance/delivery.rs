@@ -16,7 +16,7 @@ use super::support::{
 use crate::backend::{BackendError, Connection, Operator, StartPosition, Subscriber, Subscription};
 use crate::envelope::{Envelope, EnvelopeId, Kind};
 use crate::event::ListEvent;
-use crate::list::ListId;
+use crate::list::{ListId, MailingList};
 use crate::selection::Selection;
 
 /// Three named subscribers each receive all of 500 messages.
@@ -141,7 +141,10 @@ pub async fn routing_by_list_and_kind<H: Harness>(harness: &H) {
             published.push(mail(list_id, i));
         }
         for event in ListEvent::samples(list_id).iter().take(2) {
-            published.push(Envelope::event(event));
+            published.push(Envelope::event(
+                event,
+                &MailingList::public(list_id.clone()),
+            ));
         }
     }
     publish_all(&harness.publisher().await, &published).await;

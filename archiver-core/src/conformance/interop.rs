@@ -3,7 +3,7 @@
 //! published, following only `docs/wire-format.md`, and publishes a mail
 //! back. The script prints one JSON object:
 //! `{"mail": {"envelope_id", "message_id_hash", "list_address", "body_sha256"},
-//!   "event": {"envelope_id", "list_address", "json"},
+//!   "event": {"envelope_id", "list_address", "archive_policy", "event_type", "json"},
 //!   "published": {"envelope_id", "body_sha256"}}`,
 //! where the script publishes a version 1.0 envelope (no `list-address`).
 
@@ -64,9 +64,11 @@ pub async fn publish_for_the_script<P: Publisher>(publisher: P) -> Sent {
     };
     let event = ListEvent::now(interop_list(), change).by("admin@example.org");
     let event_id = archiver
-        .archive_list_event(&interop_mailing_list(), &event)
+        .archive_event(&interop_mailing_list(), &event)
         .await
-        .expect("event published");
+        .expect("event published")
+        .envelope_id
+        .expect("an event of a public list is published");
     Sent {
         mail,
         receipt,
@@ -97,6 +99,8 @@ pub async fn check_the_script(seen: &serde_json::Value, sent: &Sent, deliveries:
     assert_eq!(seen["mail"]["list_address"], INTEROP_ADDRESS);
     assert_eq!(seen["event"]["envelope_id"], sent.event_id.to_string());
     assert_eq!(seen["event"]["list_address"], INTEROP_ADDRESS);
+    assert_eq!(seen["event"]["archive_policy"], "public");
+    assert_eq!(seen["event"]["event_type"], "membership_added");
     assert_eq!(
         ListEvent::from_json(seen["event"]["json"].to_string().as_bytes()).expect("event JSON"),
         sent.event

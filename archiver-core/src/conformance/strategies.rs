@@ -48,23 +48,27 @@ pub fn envelope() -> impl Strategy<Value = Envelope> {
             Just(ArchivePolicy::Never),
         ]),
         proptest::option::of(list_address()),
+        proptest::option::of("[a-z0-9_]{1,64}"),
         proptest::collection::vec(any::<u8>(), 0..512),
     )
         .prop_map(
-            |(id, kind, list_id, millis, content_type, hash, policy, address, body)| Envelope {
-                id: uuid::Uuid::from_u128(id)
-                    .to_string()
-                    .parse::<EnvelopeId>()
-                    .expect("a UUID's text parses back"),
-                kind,
-                list_id,
-                published_at: DateTime::from_timestamp_millis(millis)
-                    .expect("the range is within chrono's"),
-                content_type,
-                message_id_hash: hash,
-                archive_policy: policy,
-                list_address: address,
-                body: Bytes::from(body),
+            |(id, kind, list_id, millis, content_type, hash, policy, address, event_type, body)| {
+                Envelope {
+                    id: uuid::Uuid::from_u128(id)
+                        .to_string()
+                        .parse::<EnvelopeId>()
+                        .expect("a UUID's text parses back"),
+                    kind,
+                    list_id,
+                    published_at: DateTime::from_timestamp_millis(millis)
+                        .expect("the range is within chrono's"),
+                    content_type,
+                    message_id_hash: hash,
+                    archive_policy: policy,
+                    list_address: address,
+                    event_type,
+                    body: Bytes::from(body),
+                }
             },
         )
 }

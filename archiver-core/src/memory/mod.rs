@@ -177,7 +177,7 @@ impl Subscriber for MemoryBackend {
                     changed.as_mut().enable();
                     let due = match queue.take(&mut permit, &closed) {
                         Take::Delivered(delivery) => {
-                            return Some((Ok(delivery), (queue, permits, closed)));
+                            return Some((Ok(*delivery), (queue, permits, closed)));
                         }
                         Take::Deleted => return None,
                         Take::Wait(due) => due,
@@ -243,11 +243,14 @@ impl Operator for MemoryBackend {
 mod tests {
     use super::*;
     use crate::event::{ListChange, ListEvent};
-    use crate::list::ListId;
+    use crate::list::{ListId, MailingList};
 
     fn event() -> Envelope {
-        let list = ListId::new("memory.example.org").unwrap();
-        Envelope::event(&ListEvent::now(list, ListChange::ListDeleted))
+        let list = MailingList::public(ListId::new("memory.example.org").unwrap());
+        Envelope::event(
+            &ListEvent::now(list.list_id.clone(), ListChange::ListDeleted),
+            &list,
+        )
     }
 
     #[tokio::test]

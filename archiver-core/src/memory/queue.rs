@@ -69,7 +69,8 @@ pub(super) struct Queue {
 
 /// What a consumer gets from [`Queue::take`].
 pub(super) enum Take {
-    Delivered(Delivery),
+    /// A delivery, boxed: an envelope is far larger than the other variants.
+    Delivered(Box<Delivery>),
     /// Nothing ready; wait for a change or until the next delayed envelope.
     Wait(Option<Instant>),
     /// The queue was deleted by `unsubscribe`.
@@ -125,13 +126,13 @@ impl Queue {
                     pending,
                     _permit: permit.take().expect("a consumer takes only with a permit"),
                 };
-                Take::Delivered(Delivery::new(
+                Take::Delivered(Box::new(Delivery::new(
                     envelope,
                     attempt,
                     state.max_attempts,
                     closed.clone(),
                     Box::new(settle),
-                ))
+                )))
             }
             None => Take::Wait(state.next_due()),
         }

@@ -189,7 +189,7 @@ fn read(path: &Path) -> Result<DeadLetter, JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use archiver_core::{EnvelopeId, ListChange, ListEvent, ListId};
+    use archiver_core::{EnvelopeId, ListChange, ListEvent, ListId, MailingList};
 
     #[test]
     fn dead_letters_are_kept_listed_and_removed() {
@@ -198,7 +198,12 @@ mod tests {
         let name: SubscriberName = "web".parse().unwrap();
         let list = ListId::new("a.example.org").unwrap();
         let envelopes: Vec<Envelope> = (0..3)
-            .map(|_| Envelope::event(&ListEvent::now(list.clone(), ListChange::ListDeleted)))
+            .map(|_| {
+                Envelope::event(
+                    &ListEvent::now(list.clone(), ListChange::ListDeleted),
+                    &MailingList::public(list.clone()),
+                )
+            })
             .collect();
         for (seq, envelope) in envelopes.iter().enumerate() {
             store.add(&name, seq as u64, envelope, 5, "broken").unwrap();
@@ -230,7 +235,12 @@ mod tests {
         let name: SubscriberName = "web".parse().unwrap();
         let list = ListId::new("a.example.org").unwrap();
         let envelopes: Vec<Envelope> = (0..5)
-            .map(|_| Envelope::event(&ListEvent::now(list.clone(), ListChange::ListDeleted)))
+            .map(|_| {
+                Envelope::event(
+                    &ListEvent::now(list.clone(), ListChange::ListDeleted),
+                    &MailingList::public(list.clone()),
+                )
+            })
             .collect();
         for (seq, envelope) in envelopes.iter().enumerate().rev() {
             store.add(&name, seq as u64, envelope, 5, "broken").unwrap();

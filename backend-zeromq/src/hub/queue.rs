@@ -419,7 +419,7 @@ impl Queue {
 mod tests {
     use super::*;
     use archiver_core::journal::JournalOptions;
-    use archiver_core::{ListChange, ListEvent, ListId, Selection};
+    use archiver_core::{ListChange, ListEvent, ListId, MailingList, Selection};
 
     fn queue(max_attempts: u32) -> Queue {
         Queue::new(
@@ -437,7 +437,10 @@ mod tests {
         let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
         let list = ListId::new("a.example.org").unwrap();
         for _ in 0..count {
-            let envelope = Envelope::event(&ListEvent::now(list.clone(), ListChange::ListDeleted));
+            let envelope = Envelope::event(
+                &ListEvent::now(list.clone(), ListChange::ListDeleted),
+                &MailingList::public(list.clone()),
+            );
             journal.append(record::published(&envelope)).await.unwrap();
         }
         (dir, journal)

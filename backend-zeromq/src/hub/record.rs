@@ -63,14 +63,15 @@ pub fn read(payload: Bytes) -> Result<HubRecord, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use archiver_core::{ListChange, ListEvent, ListId};
+    use archiver_core::{ListChange, ListEvent, ListId, MailingList};
 
     #[test]
     fn records_round_trip() {
-        let envelope = Envelope::event(&ListEvent::now(
-            ListId::new("a.example.org").unwrap(),
-            ListChange::ListDeleted,
-        ));
+        let list = MailingList::public(ListId::new("a.example.org").unwrap());
+        let envelope = Envelope::event(
+            &ListEvent::now(list.list_id.clone(), ListChange::ListDeleted),
+            &list,
+        );
         let plain = read(published(&envelope).into()).unwrap();
         assert_eq!((plain.only_for, plain.envelope), (None, envelope.clone()));
         let name: SubscriberName = "web".parse().unwrap();

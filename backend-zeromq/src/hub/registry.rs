@@ -170,10 +170,10 @@ mod tests {
         let error = old.selection.as_ref().unwrap_err();
         assert!(error.error.contains("more than 32 labels"), "{error:?}");
         let list = archiver_core::ListId::new("a.example.org").unwrap();
-        let event = archiver_core::Envelope::event(&archiver_core::ListEvent::now(
-            list,
-            archiver_core::ListChange::ListDeleted,
-        ));
+        let event = archiver_core::Envelope::event(
+            &archiver_core::ListEvent::now(list.clone(), archiver_core::ListChange::ListDeleted),
+            &archiver_core::MailingList::public(list),
+        );
         assert!(!old.selects(&event), "never falls open to every list");
         registry.save(loaded.iter()).unwrap();
         assert_eq!(registry.load().unwrap(), loaded, "saved back as it was");

@@ -313,6 +313,7 @@ async fn run_list_server<P: mq_archiver::Publisher + 'static>(
             .ok()
             .and_then(|mail| mail.meta().list_id.clone())
             .unwrap_or_else(|| default_list.clone());
+        let list = MailingList::public(list_id.clone());
         if lists.insert(list_id.clone()) {
             let created = ListEvent::now(
                 list_id.clone(),
@@ -321,13 +322,10 @@ async fn run_list_server<P: mq_archiver::Publisher + 'static>(
                 },
             )
             .by("quickstart");
-            archiver.archive_event(&created).await?;
+            archiver.archive_event(&list, &created).await?;
             published.events += 1;
         }
-        match archiver
-            .archive_message(&MailingList::public(list_id), raw)
-            .await
-        {
+        match archiver.archive_message(&list, raw).await {
             Ok(receipt) if receipt.outcome == Outcome::Published => published.mails += 1,
             Ok(_) => published.skipped += 1,
             Err(ArchiveError::Mail(error)) => {
