@@ -245,10 +245,10 @@ impl HubLoop {
     /// out at most [`protocol::MAX_MESSAGE_FRAMES`] frames and
     /// [`protocol::MAX_MESSAGE_BYTES`] bytes; the frames past that are
     /// received and dropped, never copied. `None` when nothing is waiting.
-    /// With it comes the ZAP
-    /// `User-Id` libzmq attached to the message (on the peer's frames,
-    /// not on the routing id the ROUTER prepends), read per message so
-    /// that every command is checked against its sender's grant.
+    /// With it comes the ZAP `User-Id` libzmq attached to the message (on
+    /// the peer's frames, not on the routing id the ROUTER prepends), read
+    /// per message so that every command is checked against its sender's
+    /// grant.
     fn recv_message(&self) -> zmq::Result<Option<Received>> {
         let mut frame = zmq::Message::new();
         match self.router.recv(&mut frame, zmq::DONTWAIT) {
