@@ -44,7 +44,8 @@
 //! |---|---|---|
 //! | `prefix` | all (memory and ZeroMQ ignore it) | Redis key prefix, RabbitMQ exchange and queue prefix: 1 to 100 of `A-Z a-z 0-9 . _ -` ([`Prefix`]; `archiver`) |
 //! | `user`, `password` | Redis, RabbitMQ, ZeroMQ | credentials, instead of the URL's user info (ZeroMQ: ZAP PLAIN, the subscriber sends them and the hub allows them with every grant, operator included) |
-//! | `grants-file` | ZeroMQ | the hub's allowlist: a JSON list of `{"user", "password", "grant"}`, each grant as `archiver_core::Grant`'s JSON (`{"principal", "subscribers", "lists", "private_lists", "membership_events", "operator"}`); with neither it nor credentials the hub is anonymous, which it allows on `ipc://` and loopback only |
+//! | `grants-file` | ZeroMQ | the hub's allowlist: a JSON list of `{"user", "password", "grant"}`, each grant as `archiver_core::Grant`'s JSON (`{"principal", "subscribers", "lists", "private_lists", "membership_events", "operator"}`) |
+//! | `anonymous` | ZeroMQ | `true`: the hub serves peers without authentication, on `ipc://` and loopback endpoints only (logged at warn); a hub needs this, credentials or a `grants-file` (`false`) |
 //! | `tls-ca-file` | Redis, RabbitMQ | PEM CA for `rediss://` / `amqps://` (the system's trust store) |
 //! | `max-envelope-bytes` | Redis, RabbitMQ, ZeroMQ | largest body (64 MiB) |
 //! | `durability` | Redis | `reply` (default), `replicas:COUNT:TIMEOUT`, `fsync:REPLICAS:TIMEOUT` |
@@ -350,10 +351,23 @@ impl Config {
             let grant = backend_zeromq::full_access(c.user.clone());
             config = config.allow(c, grant);
         }
-        if config.allowed.is_empty() {
-            // No credentials at all: anonymous, which the hub allows on
-            // ipc:// and loopback only (and warns).
-            config = config.allow_anonymous();
+        match (config.allowed.is_empty(), s.anonymous) {
+            // Asked for: the hub allows it on ipc:// and loopback only,
+            // and warns.
+            (true, Some(true)) => config = config.allow_anonymous(),
+            (true, _) => {
+                return Err(Error::MissingOption {
+                    key: "anonymous",
+                    why: "a ZeroMQ hub needs user and password, a grants-file, or anonymous=true (ipc:// and loopback only)",
+                });
+            }
+            (false, Some(true)) => {
+                return Err(Error::InvalidOption {
+                    key: "anonymous".into(),
+                    expected: "false when credentials or a grants-file are given",
+                });
+            }
+            (false, _) => {}
         }
         if let Some(v) = s.max_envelope_bytes {
             config = config.max_envelope_bytes(v);

@@ -24,6 +24,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "node",
     "hub-dir",
     "grants-file",
+    "anonymous",
     "connect-timeout",
     "tail",
     "hub",
@@ -56,6 +57,9 @@ pub(crate) struct Settings {
     pub hub_dir: Option<PathBuf>,
     /// ZeroMQ hub: the allowlist with each principal's grant.
     pub grants_file: Option<PathBuf>,
+    /// ZeroMQ hub: serve peers without authentication (loopback and ipc
+    /// only), which must be asked for.
+    pub anonymous: Option<bool>,
     pub connect_timeout: Option<Duration>,
     /// ZeroMQ live tail: the endpoint the hub binds, or a subscriber connects to.
     pub tail: Option<String>,
@@ -74,7 +78,9 @@ fn applies(key: &str, scheme: BackendKind) -> Option<bool> {
         "tls-ca-file" => matches!(scheme, Redis | Rabbitmq),
         "durability" | "claim-idle" | "poll-interval" | "consumer-name" => scheme == Redis,
         "queue-type" | "keep-unrouted" | "node" => scheme == Rabbitmq,
-        "hub-dir" | "grants-file" | "connect-timeout" | "tail" | "hub" => scheme == Zeromq,
+        "hub-dir" | "grants-file" | "anonymous" | "connect-timeout" | "tail" | "hub" => {
+            scheme == Zeromq
+        }
         _ => return None,
     };
     Some(yes)
@@ -170,6 +176,9 @@ impl Settings {
             }
             "hub-dir" => self.hub_dir = Some(text("a directory")?.into()),
             "grants-file" => self.grants_file = Some(text("a JSON file's path")?.into()),
+            "anonymous" => {
+                self.anonymous = Some(value.parse().map_err(|_| invalid("true or false"))?);
+            }
             "connect-timeout" => {
                 self.connect_timeout = Some(duration(value).ok_or_else(|| invalid(DURATION))?);
             }

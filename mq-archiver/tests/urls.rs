@@ -99,7 +99,10 @@ async fn amqp_credentials_as_options() {
 #[tokio::test]
 async fn tcp_url_binds_a_hub_and_connects_to_it() {
     let dir = tempfile::tempdir().unwrap();
-    let options = [("hub-dir", dir.path().display().to_string())];
+    let options = [
+        ("hub-dir", dir.path().display().to_string()),
+        ("anonymous", "true".into()),
+    ];
     round_trip("tcp://127.0.0.1:*", &options, None).await;
 }
 
@@ -107,7 +110,10 @@ async fn tcp_url_binds_a_hub_and_connects_to_it() {
 async fn ipc_url() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("ipc://{}", dir.path().join("hub.sock").display());
-    let options = [("hub-dir", dir.path().join("hub").display().to_string())];
+    let options = [
+        ("hub-dir", dir.path().join("hub").display().to_string()),
+        ("anonymous", "true".into()),
+    ];
     round_trip(&endpoint, &options, Some(&endpoint)).await;
 }
 
@@ -155,7 +161,8 @@ async fn zeromq_credentials_from_user_info_and_options() {
 
 /// A hub whose allowlist comes from `grants-file` serves each principal
 /// what its grant allows and refuses the rest with `Forbidden`; a hub
-/// with no credentials at all binds loopback only.
+/// without authentication must be asked for (`anonymous=true`), and then
+/// binds loopback only.
 #[tokio::test]
 async fn zeromq_grants_file_and_anonymous_only_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
@@ -197,9 +204,38 @@ async fn zeromq_grants_file_and_anonymous_only_on_loopback() {
     client.close().await.unwrap();
     hub.close().await.unwrap();
 
+    let unauthenticated = mq_archiver::connect_publisher(
+        "tcp://127.0.0.1:*",
+        [("hub-dir", dir.path().join("open").display().to_string())],
+    )
+    .await;
+    match unauthenticated {
+        Err(Error::MissingOption { key, why }) => {
+            assert_eq!(key, "anonymous");
+            assert!(why.contains("grants-file"), "{why}");
+        }
+        other => panic!("no authentication must be asked for: {:?}", other.err()),
+    }
+    let both = mq_archiver::connect_publisher(
+        "tcp://127.0.0.1:*",
+        [
+            ("hub-dir", dir.path().join("both").display().to_string()),
+            ("grants-file", grants.display().to_string()),
+            ("anonymous", "true".into()),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(&both, Err(Error::InvalidOption { key, .. }) if key == "anonymous"),
+        "{:?}",
+        both.err()
+    );
     let exposed = mq_archiver::connect_publisher(
         "tcp://0.0.0.0:*",
-        [("hub-dir", dir.path().join("exposed").display().to_string())],
+        [
+            ("hub-dir", dir.path().join("exposed").display().to_string()),
+            ("anonymous", "true".into()),
+        ],
     )
     .await;
     match exposed {
@@ -333,6 +369,7 @@ fn every_option_key_takes_a_good_value_and_names_itself_on_a_bad_one() {
             "/etc/archiver/grants.json",
             Some(""),
         ),
+        ("anonymous", "ipc:///h", "true", Some("yes")),
         ("connect-timeout", "ipc:///h", "120s", Some("2 minutes")),
         ("tail", "tcp://h:1", "tcp://127.0.0.1:5556", Some("")),
         ("spool-dir", "memory:", "/var/spool/archiver", Some("")),

@@ -56,6 +56,7 @@ impl Place {
         let mut options = vec![("prefix", PREFIX.to_owned())];
         if Config::parse(&self.url, options.clone())?.backend() == BackendKind::Zeromq {
             options.push(("hub-dir", self.hub_dir.display().to_string()));
+            options.push(("anonymous", "true".into()));
         }
         Ok(Config::parse(&self.url, options)?
             .connect_publisher()

@@ -97,6 +97,7 @@ impl System for Ours {
         if Config::parse(&self.url, mq_archiver::NO_OPTIONS)?.backend() == BackendKind::Zeromq {
             let dir = self.hub_dirs.join(format!("hub-{run}"));
             options.push(("hub-dir", dir.display().to_string()));
+            options.push(("anonymous", "true".into()));
         }
         let publishers = Config::parse(&self.url, options.clone())?;
         let client = publishers.connect_publisher().await?;

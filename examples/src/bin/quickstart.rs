@@ -545,19 +545,22 @@ impl Args {
 
 /// `options`, and for ZeroMQ the ZAP PLAIN credentials of
 /// `ARCHIVER_ZMQ_USER` and `ARCHIVER_ZMQ_PASSWORD` when both are set (the
-/// environment, not the command line, which any local user can read).
+/// environment, not the command line, which any local user can read);
+/// without them the quickstart's hub is anonymous, which it may be on
+/// loopback and `ipc://` only (a hub on another interface is refused).
 fn zmq_credentials(
     options: &[(&'static str, String)],
     backend: BackendKind,
 ) -> Vec<(&'static str, String)> {
     let mut options = options.to_vec();
-    if backend == BackendKind::Zeromq
-        && let (Ok(user), Ok(password)) = (
+    if backend == BackendKind::Zeromq {
+        match (
             std::env::var("ARCHIVER_ZMQ_USER"),
             std::env::var("ARCHIVER_ZMQ_PASSWORD"),
-        )
-    {
-        options.extend([("user", user), ("password", password)]);
+        ) {
+            (Ok(user), Ok(password)) => options.extend([("user", user), ("password", password)]),
+            _ => options.push(("anonymous", "true".into())),
+        }
     }
     options
 }

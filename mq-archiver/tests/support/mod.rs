@@ -111,7 +111,14 @@ impl UrlHarness {
         Self {
             hub: Some(OnceCell::new()),
             _dir: Some(dir),
-            ..Self::new(url, vec![("hub-dir", hub_dir), ("tail", tail)])
+            ..Self::new(
+                url,
+                vec![
+                    ("hub-dir", hub_dir),
+                    ("tail", tail),
+                    ("anonymous", "true".into()),
+                ],
+            )
         }
     }
 
