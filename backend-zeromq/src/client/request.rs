@@ -49,20 +49,17 @@ pub fn request(
                 .socket
                 .recv_multipart(0)
                 .map_err(|e| BackendError::Unavailable(e.to_string()))?;
-            if reply.first().map(Vec::as_slice) == Some(command::FORBIDDEN) {
+            let refusal: Option<fn(String) -> BackendError> = match reply.first().map(Vec::as_slice)
+            {
+                Some(command::FORBIDDEN) => Some(BackendError::Forbidden),
+                Some(command::ERROR) => Some(BackendError::Broker),
+                _ => None,
+            };
+            if let Some(refusal) = refusal {
                 let reason = reply
                     .get(1)
                     .map(|r| String::from_utf8_lossy(r).into_owned());
-                return Err(BackendError::Forbidden(format!(
-                    "the hub at {endpoint} refused the request: {}",
-                    reason.unwrap_or_default()
-                )));
-            }
-            if reply.first().map(Vec::as_slice) == Some(command::ERROR) {
-                let reason = reply
-                    .get(1)
-                    .map(|r| String::from_utf8_lossy(r).into_owned());
-                return Err(BackendError::Broker(format!(
+                return Err(refusal(format!(
                     "the hub at {endpoint} refused the request: {}",
                     reason.unwrap_or_default()
                 )));
