@@ -1,35 +1,45 @@
 """A raw peer logged in to the hub as a restricted principal, speaking the
 wire protocol with pyzmq alone (the Hub of interop.py): it first reads its
 own list, then tries, on the same connection, everything its grant does not
-allow, and prints what the hub answered to each attempt.
+allow, and prints what the hub answered to each attempt; last it tries the
+live tail.
 
 usage: grants.py CONFIG
 
 CONFIG is a JSON object: endpoint, tail (endpoints), user, password (its
-ZAP PLAIN login), name and list (its own subscriber name and list), other
-(another subscriber's name), private_list (a private list it is not
-granted), foreign_tag (a tag delivered to another subscriber), shared and
+ZAP PLAIN login), name and lists (its own subscriber name and selection,
+read from the beginning of the journal), refused_selections (a list of
+[step, lists] its grant does not cover), other (another subscriber's
+name), foreign_tag (a tag delivered to another subscriber), shared and
 shared_tag (a name it shares with another principal, and a tag delivered
 to that principal's connection under it).
 
-Prints one JSON object per line: {"step", "verb", "reason"} for each
-attempt (verb `none` if the hub answered nothing within 5 s), {"step": "read its own list", "verb": "DELIVER", "envelope-id",
-"body_hex"} first, {"step": "tail", "event"} last (the handshake event the
-tail's monitor reported). Exit 0; any surprise or the 30 s deadline: a
-message on stderr, exit 1.
+Prints one JSON object per line: {"step": "read its own list", "verb":
+"DELIVER", "envelope-id", "body_hex"} first (its first delivery), then
+{"step", "verb", "reason"} for each attempt (verb `none` if the hub
+answered nothing within 5 s), then {"step": "tail ready"} once the tail's
+handshake succeeded, and last {"step": "tail", "event", "received"}: the
+handshake event the tail's monitor reported and, when it succeeded, the
+topics and envelope ids of the first TAIL_COUNT envelopes the tail carried
+after "tail ready". Exit 0; any surprise or the 30 s deadline: a message on
+stderr, exit 1.
 """
 
+import functools
 import json
+import operator
 import sys
 import time
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from interop import PROTOCOL_VERSION, TIMEOUT, Failure, Hub, delivery
+from interop import PROTOCOL_VERSION, TIMEOUT, Failure, Hub, delivery, text
 
 # How long an attempt waits for the hub's answer.
 ANSWER_WAIT = 5.0
+# How many envelopes the tail reports once it carries them.
+TAIL_COUNT = 3
 
 
 def hello(name, lists):
@@ -75,32 +85,45 @@ def settlements(whose, tag):
     ]
 
 
-def tail_event(context, config):
-    """Connects to the tail with the same login and returns the name of the
-    first handshake event its monitor reports."""
+HANDSHAKE_EVENTS = {
+    zmq.EVENT_HANDSHAKE_SUCCEEDED: "HANDSHAKE_SUCCEEDED",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "HANDSHAKE_FAILED_AUTH",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "HANDSHAKE_FAILED_PROTOCOL",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "HANDSHAKE_FAILED_NO_DETAIL",
+}
+
+
+def tail(context, config):
+    """Connects to the tail with the same login, subscribed to everything,
+    and reports the first handshake event its monitor gives and, when the
+    tail let it in, what it carries next."""
     sub = context.socket(zmq.SUB)
     sub.linger = 0
     sub.plain_username = config["user"].encode()
     sub.plain_password = config["password"].encode()
-    monitor = sub.get_monitor_socket(
-        zmq.EVENT_HANDSHAKE_SUCCEEDED
-        | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    )
+    monitor = sub.get_monitor_socket(functools.reduce(operator.or_, HANDSHAKE_EVENTS))
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(config["tail"])
     try:
         if not monitor.poll(int(TIMEOUT * 1000)):
             raise Failure("no handshake event from the tail")
         event = recv_monitor_message(monitor)["event"]
-        names = {
-            zmq.EVENT_HANDSHAKE_SUCCEEDED: "HANDSHAKE_SUCCEEDED",
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH: "HANDSHAKE_FAILED_AUTH",
-            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "HANDSHAKE_FAILED_PROTOCOL",
-            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "HANDSHAKE_FAILED_NO_DETAIL",
-        }
-        return names.get(event, str(event))
+        event = HANDSHAKE_EVENTS.get(event, str(event))
+        received = []
+        if event == "HANDSHAKE_SUCCEEDED":
+            print(json.dumps({"step": "tail ready"}), flush=True)
+            deadline = time.monotonic() + TIMEOUT
+            while len(received) < TAIL_COUNT:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sub.poll(int(left * 1000) + 1, zmq.POLLIN):
+                    raise Failure(f"the tail carried {len(received)} of {TAIL_COUNT} envelopes within {TIMEOUT:.0f} s")
+                topic, *pairs, _body = sub.recv_multipart()
+                fields = dict(zip(pairs[0::2], pairs[1::2]))
+                received.append({
+                    "topic": text(topic, "the tail's topic"),
+                    "envelope-id": text(fields.get(b"envelope-id", b""), "the envelope id"),
+                })
+        return event, received
     finally:
         sub.disable_monitor()
         monitor.close()
@@ -108,7 +131,7 @@ def tail_event(context, config):
 
 
 def run(context, config):
-    own = hello(config["name"], [config["list"]])
+    own = hello(config["name"], config["lists"])
     hub = Hub(context, config["endpoint"], own, (config["user"], config["password"]))
     try:
         hub.welcome()
@@ -128,12 +151,10 @@ def run(context, config):
         foreign = str(config["foreign_tag"]).encode()
         attempts = [
             ("hello as another name", b"HELLO", json.dumps(hello(config["other"], [])).encode()),
-            ("hello selecting every list", b"HELLO", json.dumps(hello(config["name"], ["#"])).encode()),
-            (
-                "hello selecting a private list not granted",
-                b"HELLO",
-                json.dumps(hello(config["name"], [config["private_list"]])).encode(),
-            ),
+        ] + [
+            (step, b"HELLO", json.dumps(hello(config["name"], lists)).encode())
+            for step, lists in config["refused_selections"]
+        ] + [
             ("dead letters of another name", b"DEAD-LETTERS", other),
             ("replay of another name", b"REPLAY", other, b"all"),
             ("purge of another name", b"PURGE", other),
@@ -147,7 +168,7 @@ def run(context, config):
         shared = Hub(
             context,
             config["endpoint"],
-            hello(config["shared"], [config["list"]]),
+            hello(config["shared"], config["lists"]),
             (config["user"], config["password"]),
         )
         try:
@@ -161,7 +182,8 @@ def run(context, config):
         hub.send(b"BYE")
     finally:
         hub.socket.close()
-    print(json.dumps({"step": "tail", "event": tail_event(context, config)}), flush=True)
+    event, received = tail(context, config)
+    print(json.dumps({"step": "tail", "event": event, "received": received}), flush=True)
 
 
 def main():

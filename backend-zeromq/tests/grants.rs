@@ -2,14 +2,16 @@
 //! list, everything) each receive exactly what their grant allows, byte
 //! for byte, and nothing else, on their queues and on the live tail; asking
 //! for more is `Forbidden`. Then a raw pyzmq peer (`tests/grants.py`)
-//! logged in as the restricted principal reads its own list, and gets the
-//! specific refusal for every attempt beyond its grant, while the victim's
-//! queue stays as it was.
+//! logged in as each restricted principal reads its own list (and nothing
+//! before it that it may not read), gets the specific refusal for every
+//! attempt beyond its grant while the other's queues stay as they were,
+//! and tails only public lists or not at all.
 
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use archiver_core::conformance::fixtures::{next_delivery, small_mail};
@@ -368,28 +370,82 @@ fn victim_view(status: &QueueStatus) -> (usize, usize, usize, u64) {
     )
 }
 
+/// A restricted principal a raw peer logs in as, and the other restricted
+/// principal, whose queues it attacks.
+struct Attack {
+    user: &'static str,
+    password: &'static str,
+    /// Its own selection, read from the beginning of the journal.
+    lists: &'static [&'static str],
+    /// A list of its own selection: its first delivery is a mail of it,
+    /// though the journal holds mails it may not read before that one.
+    own_list: &'static str,
+    /// Selections beyond its grant: (the step, the pattern refused).
+    refused_selections: &'static [(&'static str, &'static str)],
+    /// The victim, whose subscriber name is its principal's.
+    victim: &'static str,
+    /// A list the victim selects and the attacker may not read.
+    victim_list: &'static str,
+    /// Whether its grant covers the live tail (every list, so it gets the
+    /// public ones) or the tail refuses it.
+    may_tail: bool,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
+async fn a_raw_peer_as_public_archive_gets_the_specific_refusal_for_each_attempt() {
+    raw_peer(Attack {
+        user: "public-archive",
+        password: "pw-public",
+        lists: &["#"],
+        own_list: PUBLIC_LISTS[0],
+        refused_selections: &[],
+        victim: "team-archive",
+        victim_list: TEAM,
+        may_tail: true,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_peer_as_team_archive_gets_the_specific_refusal_for_each_attempt() {
+    raw_peer(Attack {
+        user: "team-archive",
+        password: "pw-team",
+        lists: &[TEAM],
+        own_list: TEAM,
+        refused_selections: &[
+            ("hello selecting every list", "#"),
+            ("hello selecting a private list not granted", BOARD),
+        ],
+        victim: "public-archive",
+        victim_list: PUBLIC_LISTS[0],
+        may_tail: false,
+    })
+    .await;
+}
+
+/// Runs `tests/grants.py` as the attacker against a hub where the victim
+/// has a dead letter and a delivery held on its own queue and a delivery
+/// held on the name both share, then checks each answer, the victim's
+/// queues, and what the tail carried.
+async fn raw_peer(attack: Attack) {
     if !python_with("zmq") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let hub = hub(dir.path());
-    // The victim: public-archive, with a dead letter and a delivery held
-    // on its own queue (of one list), and a delivery held on the name it
-    // shares with the attacker.
-    let public = client(&hub, "public-archive");
-    let dev_only = Selection::all().list(PUBLIC_LISTS[0].parse().unwrap());
-    let mut queue = public
+    let victim = client(&hub, attack.victim);
+    let victim_list = list(attack.victim_list);
+    let victim_selection = Selection::all().list(attack.victim_list.parse().unwrap());
+    let mut queue = victim
         .subscribe(
-            &Subscription::new(name("public-archive"))
-                .select(dev_only)
+            &Subscription::new(name(attack.victim))
+                .select(victim_selection.clone())
                 .prefetch(1),
         )
         .await
         .unwrap();
-    let dev = list(PUBLIC_LISTS[0]);
-    hub.publish(&small_mail(&dev, "grants.example.org"))
+    hub.publish(&small_mail(&victim_list, "grants.example.org"))
         .await
         .unwrap();
     next_delivery(&mut queue)
@@ -397,23 +453,39 @@ async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
         .reject("kept as a dead letter")
         .await
         .unwrap();
-    let held_mail = small_mail(&dev, "grants.example.org");
+    let held_mail = small_mail(&victim_list, "grants.example.org");
     hub.publish(&held_mail).await.unwrap();
     let held = next_delivery(&mut queue).await;
     assert_eq!(held.envelope(), &held_mail);
-    // The attacker's own mail, on its own list.
-    let own = small_mail(&list(TEAM), "grants.example.org");
+    // The attacker's own list: a membership event it is not granted, then
+    // its own mail.
+    let own_list = list(attack.own_list);
+    hub.publish(&event(
+        &own_list,
+        ListChange::MembershipAdded {
+            address: "ann@example.org".into(),
+            role: MemberRole::Member,
+            display_name: None,
+        },
+    ))
+    .await
+    .unwrap();
+    let own = small_mail(&own_list, "grants.example.org");
     hub.publish(&own).await.unwrap();
-    let mut mirror = public
-        .subscribe(&Subscription::new(name("mirror")).prefetch(1))
+    let mut mirror = victim
+        .subscribe(
+            &Subscription::new(name("mirror"))
+                .select(victim_selection)
+                .prefetch(1),
+        )
         .await
         .unwrap();
-    let shared_mail = small_mail(&list(PUBLIC_LISTS[1]), "grants.example.org");
+    let shared_mail = small_mail(&victim_list, "grants.example.org");
     hub.publish(&shared_mail).await.unwrap();
     let shared_held = next_delivery(&mut mirror).await;
     assert_eq!(shared_held.envelope(), &shared_mail);
 
-    let before = status(&hub, "public-archive").await.unwrap();
+    let before = status(&hub, attack.victim).await.unwrap();
     assert_eq!(
         (before.unsettled, before.held, before.dead_letters),
         (1, 1, 1)
@@ -426,35 +498,79 @@ async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
     let config = serde_json::json!({
         "endpoint": hub.endpoint(),
         "tail": hub.tail_endpoint().unwrap(),
-        "user": "team-archive",
-        "password": "pw-team",
-        "name": "team-archive",
-        "list": TEAM,
-        "other": "public-archive",
-        "private_list": BOARD,
+        "user": attack.user,
+        "password": attack.password,
+        "name": attack.user,
+        "lists": attack.lists,
+        "refused_selections": attack
+            .refused_selections
+            .iter()
+            .map(|(step, pattern)| serde_json::json!([step, [pattern]]))
+            .collect::<Vec<_>>(),
+        "other": attack.victim,
         "foreign_tag": foreign_tag,
         "shared": "mirror",
         "shared_tag": shared_tag,
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grants.py");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, &config.to_string()])
-            .output()
-            .expect("python3 starts")
-    })
-    .await
-    .unwrap();
+    let mut child = Command::new("python3")
+        .args([script, &config.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let (line_sender, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let step: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if line_sender.send(step).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Once the attempts are over (the first tail step), the queues are
+    // read; while the tail is open, mails of a private list and public
+    // markers are published in turns until the script has what it needs.
+    let mut steps = Vec::new();
+    let mut after = None;
+    let (mut markers, mut privates) = (Vec::new(), Vec::new());
+    let mut turns = tokio::time::interval(Duration::from_millis(100));
+    let mut tailing = false;
+    loop {
+        tokio::select! {
+            step = lines.recv() => {
+                let Some(step) = step else { break };
+                let step_name = step["step"].as_str().unwrap_or_default().to_owned();
+                if step_name.starts_with("tail") && after.is_none() {
+                    after = Some((
+                        status(&hub, attack.victim).await,
+                        status(&hub, "mirror").await,
+                        status(&hub, attack.user).await,
+                    ));
+                }
+                tailing |= step_name == "tail ready";
+                steps.push(step);
+            }
+            _ = turns.tick(), if tailing => {
+                let private = small_mail(&list(BOARD), "grants.example.org");
+                let marker = small_mail(&list(PUBLIC_LISTS[1]), "grants.example.org");
+                hub.publish(&private).await.unwrap();
+                hub.publish(&marker).await.unwrap();
+                privates.push(private.id.to_string());
+                markers.push(marker.id.to_string());
+            }
+        }
+    }
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
     assert!(
         output.status.success(),
         "grants.py failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let steps: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
     let step = |what: &str| {
         steps
             .iter()
@@ -463,88 +579,70 @@ async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
             .clone()
     };
     // What the attempts did to the victim, before what they were told.
-    let after = status(&hub, "public-archive")
-        .await
-        .expect("the victim's queue is still there");
+    let (after, shared_after, attacker) = after.expect("grants.py reached the tail");
+    let after = after.expect("the victim's queue is still there");
     assert_eq!(
         victim_view(&after),
         victim_view(&before),
         "the victim's queue (unsettled, held, dead letters, floor) is as it was"
     );
-    let shared_after = status(&hub, "mirror").await.unwrap();
     assert_eq!(
-        victim_view(&shared_after),
+        victim_view(&shared_after.unwrap()),
         victim_view(&shared_before),
         "the victim's delivery on the shared name is still its own"
     );
     let own_read = step("read its own list");
     assert_eq!(own_read["verb"], "DELIVER");
-    assert_eq!(own_read["envelope-id"], own.id.to_string());
+    assert_eq!(
+        own_read["envelope-id"],
+        own.id.to_string(),
+        "its first delivery is its own mail, not one of those before it it may not read"
+    );
     assert_eq!(own_read["body_hex"], hex(&own.body));
-    for (what, reason) in [
+    let attacker = attacker.unwrap();
+    assert_eq!(
+        attacker.unsettled, 0,
+        "its own ACK settled its own mail, and nothing else was left for it"
+    );
+
+    let (user, other) = (attack.user, attack.victim);
+    let not_granted = |what: String| format!("{what} is not granted to \"{user}\"");
+    let mut refusals = vec![(
+        "hello as another name".to_owned(),
+        not_granted(format!("subscriber name \"{other}\"")),
+    )];
+    for (what, pattern) in attack.refused_selections {
+        refusals.push((
+            what.to_string(),
+            not_granted(format!("list pattern \"{pattern}\"")),
+        ));
+    }
+    for (what, action) in [
+        ("dead letters of another name", "dead letters"),
+        ("replay of another name", "replay"),
+        ("purge of another name", "purge"),
+        ("unsubscribe of another name", "unsubscribe"),
+    ] {
+        refusals.push((
+            what.to_owned(),
+            not_granted(format!("{action} of subscriber \"{other}\"")),
+        ));
+    }
+    for (whose, tag) in [
+        ("another subscriber's tag", foreign_tag),
         (
-            "hello as another name",
-            "subscriber name \"public-archive\" is not granted to \"team-archive\"".to_owned(),
-        ),
-        (
-            "hello selecting every list",
-            "list pattern \"#\" is not granted to \"team-archive\"".to_owned(),
-        ),
-        (
-            "hello selecting a private list not granted",
-            "list pattern \"board.example.org\" is not granted to \"team-archive\"".to_owned(),
-        ),
-        (
-            "dead letters of another name",
-            "dead letters of subscriber \"public-archive\" is not granted to \"team-archive\""
-                .to_owned(),
-        ),
-        (
-            "replay of another name",
-            "replay of subscriber \"public-archive\" is not granted to \"team-archive\"".to_owned(),
-        ),
-        (
-            "purge of another name",
-            "purge of subscriber \"public-archive\" is not granted to \"team-archive\"".to_owned(),
-        ),
-        (
-            "unsubscribe of another name",
-            "unsubscribe of subscriber \"public-archive\" is not granted to \"team-archive\""
-                .to_owned(),
-        ),
-        (
-            "ACK of another subscriber's tag",
-            format!("ACK of tag {foreign_tag}: not delivered to this connection"),
-        ),
-        (
-            "NACK of another subscriber's tag",
-            format!("NACK of tag {foreign_tag}: not delivered to this connection"),
-        ),
-        (
-            "REJECT of another subscriber's tag",
-            format!("REJECT of tag {foreign_tag}: not delivered to this connection"),
-        ),
-        (
-            "RELEASE of another subscriber's tag",
-            format!("RELEASE of tag {foreign_tag}: not delivered to this connection"),
-        ),
-        (
-            "ACK of a tag delivered to another connection of a shared name",
-            format!("ACK of tag {shared_tag}: not delivered to this connection"),
-        ),
-        (
-            "NACK of a tag delivered to another connection of a shared name",
-            format!("NACK of tag {shared_tag}: not delivered to this connection"),
-        ),
-        (
-            "REJECT of a tag delivered to another connection of a shared name",
-            format!("REJECT of tag {shared_tag}: not delivered to this connection"),
-        ),
-        (
-            "RELEASE of a tag delivered to another connection of a shared name",
-            format!("RELEASE of tag {shared_tag}: not delivered to this connection"),
+            "a tag delivered to another connection of a shared name",
+            shared_tag,
         ),
     ] {
+        for verb in ["ACK", "NACK", "REJECT", "RELEASE"] {
+            refusals.push((
+                format!("{verb} of {whose}"),
+                format!("{verb} of tag {tag}: not delivered to this connection"),
+            ));
+        }
+    }
+    for (what, reason) in &refusals {
         let got = step(what);
         assert_eq!(
             (got["verb"].as_str(), got["reason"].as_str()),
@@ -552,24 +650,31 @@ async fn a_raw_peer_gets_the_specific_refusal_for_each_attempt() {
             "{what}"
         );
     }
-    assert_eq!(
-        step("tail")["event"],
-        "HANDSHAKE_FAILED_AUTH",
-        "the tail's ZAP domain refuses a principal not granted every list"
-    );
 
-    let attacker = status(&hub, "team-archive").await.unwrap();
-    assert_eq!(
-        (attacker.unsettled, attacker.held),
-        (0, 0),
-        "its own ACK settled its own delivery"
-    );
+    let tail = step("tail");
+    if attack.may_tail {
+        assert_eq!(tail["event"], "HANDSHAKE_SUCCEEDED");
+        for carried in tail["received"].as_array().unwrap() {
+            let id = carried["envelope-id"].as_str().unwrap().to_owned();
+            assert!(
+                !privates.contains(&id),
+                "the tail carried a private mail to {user}: {carried}"
+            );
+            assert!(markers.contains(&id), "{carried} is none of the markers");
+        }
+    } else {
+        assert_eq!(
+            tail["event"], "HANDSHAKE_FAILED_AUTH",
+            "the tail's ZAP domain refuses a principal not granted every list"
+        );
+    }
+
     // The victim still settles its deliveries itself.
     held.ack().await.unwrap();
     shared_held.ack().await.unwrap();
-    let dead = public.dead_letters(&name("public-archive")).await.unwrap();
+    let dead = victim.dead_letters(&name(attack.victim)).await.unwrap();
     assert_eq!(dead.len(), 1, "the refused purge and replay left it");
-    public.close().await.unwrap();
+    victim.close().await.unwrap();
     hub.close().await.unwrap();
 }
 
