@@ -26,26 +26,7 @@ use crate::runtime;
 /// and every thread may use it at once.
 #[pyclass(frozen, module = "mq_archiver")]
 pub struct Archiver {
-    /// `None` only while being dropped (see `Drop`).
-    inner: Option<QueueArchiver<PublisherClient>>,
-}
-
-impl Archiver {
-    fn inner(&self) -> &QueueArchiver<PublisherClient> {
-        self.inner
-            .as_ref()
-            .expect("the archiver is only taken out when dropped")
-    }
-}
-
-/// The backends' clients spawn and cancel tasks when dropped, which needs
-/// the runtime they run on: Python drops the archiver on any thread, so
-/// the runtime is entered for it.
-impl Drop for Archiver {
-    fn drop(&mut self) {
-        let _entered = runtime().enter();
-        drop(self.inner.take());
-    }
+    inner: QueueArchiver<PublisherClient>,
 }
 
 /// The list as Rust knows it, from the three strings a list server has.
@@ -106,13 +87,13 @@ impl Archiver {
         let inner = py
             .detach(|| runtime().block_on(mq_archiver::open_archiver(&url, &options)))
             .map_err(open_error)?;
-        Ok(Self { inner: Some(inner) })
+        Ok(Self { inner })
     }
 
     /// The archiver's name (option `archiver-name`, default `mq-archiver`).
     #[getter]
     fn name(&self) -> &str {
-        self.inner().name()
+        self.inner.name()
     }
 
     /// Hands a mail, as received, to the archives and returns only once
@@ -131,7 +112,7 @@ impl Archiver {
     ) -> PyResult<Receipt> {
         let list = mailing_list(list_id, list_address, archive_policy)?;
         let raw = Bytes::copy_from_slice(raw);
-        let archiver = self.inner();
+        let archiver = &self.inner;
         py.detach(|| runtime().block_on(archiver.archive_message(&list, raw)))
             .map(Receipt::from)
             .map_err(archive_error)
@@ -158,7 +139,7 @@ impl Archiver {
     ) -> PyResult<EventReceipt> {
         let list = mailing_list(list_id, list_address, archive_policy)?;
         let event = list_event(event, &list.list_id)?;
-        let archiver = self.inner();
+        let archiver = &self.inner;
         py.detach(|| runtime().block_on(archiver.archive_event(&list, &event)))
             .map(EventReceipt::from)
             .map_err(archive_error)
@@ -177,7 +158,7 @@ impl Archiver {
     ) -> PyResult<Option<String>> {
         let list = mailing_list(list_id, list_address, archive_policy)?;
         let raw = Bytes::copy_from_slice(raw);
-        let archiver = self.inner();
+        let archiver = &self.inner;
         py.detach(|| {
             let mail = ArchivedMail::parse(raw, archiver.limits())?;
             Ok(archiver.permalink(&list, &mail))
@@ -194,12 +175,12 @@ impl Archiver {
         archive_policy: &str,
     ) -> PyResult<Option<String>> {
         let list = mailing_list(list_id, list_address, archive_policy)?;
-        Ok(self.inner().list_url(&list))
+        Ok(self.inner.list_url(&list))
     }
 
     /// The spool's depth, age and counters; `None` without `spool-dir`.
     fn spool_status(&self) -> Option<SpoolStatus> {
-        self.inner().spool_status().map(SpoolStatus::from)
+        self.inner.spool_status().map(SpoolStatus::from)
     }
 
     /// Adopts the spool directory `dir` that no live process holds (one a
@@ -207,7 +188,7 @@ impl Archiver {
     /// archiver's spool, in order; returns how many. Raises `SpoolError`
     /// when a process holds `dir` or this archiver has no spool.
     fn adopt_spool(&self, py: Python<'_>, dir: PathBuf) -> PyResult<u64> {
-        let archiver = self.inner();
+        let archiver = &self.inner;
         py.detach(|| runtime().block_on(archiver.adopt_spool(&dir)))
             .map_err(archive_error)
     }
@@ -220,7 +201,7 @@ impl Archiver {
         let within = Duration::try_from_secs_f64(within_seconds).map_err(|e| {
             InvalidArgumentError::new_err(format!("within_seconds {within_seconds}: {e}"))
         })?;
-        let archiver = self.inner();
+        let archiver = &self.inner;
         py.detach(|| {
             runtime().block_on(async {
                 let left = archiver.shutdown(within).await;
@@ -232,6 +213,6 @@ impl Archiver {
     }
 
     fn __repr__(&self) -> String {
-        format!("<mq_archiver.Archiver {:?}>", self.inner().name())
+        format!("<mq_archiver.Archiver {:?}>", self.inner.name())
     }
 }

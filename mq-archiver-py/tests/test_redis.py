@@ -3,6 +3,7 @@ back with redis-py from the streams (docs/wire-format.md), byte for byte;
 the spool keeps mail while Redis is down; the GIL is released while a
 call waits on Redis."""
 
+import gc
 import json
 import threading
 import time
@@ -57,6 +58,42 @@ def test_mails_and_events_arrive_byte_for_byte(redis_client, prefix):
     assert event_fields[b"event-type"] == b"membership_added"
     assert event_fields[b"archive-policy"] == b"private"
     assert json.loads(event_fields[b"body"]) == {**event, "list_id": LIST_ID}
+
+
+def test_threads_share_one_archiver(redis_client, prefix):
+    archiver = Archiver.open(REDIS_URL, {"base-url": BASE_URL, "prefix": prefix})
+    sent = {}
+    errors = []
+
+    def post(thread):
+        try:
+            for n in range(25):
+                raw = mail(f"<thread.{thread}.{n}@example.org>", body=f"mail {n} of thread {thread}\r\n".encode())
+                sent[archiver.archive_message(LIST_ID, LIST_ADDRESS, "public", raw).envelope_id] = raw
+        except Exception as error:  # reported below, with the thread's failure
+            errors.append(error)
+
+    threads = [threading.Thread(target=post, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    archiver.close(5)
+    assert errors == []
+    stored = {f[b"envelope-id"].decode(): f[b"body"] for f in entries(redis_client, prefix, "mail")}
+    assert len(sent) == 100
+    assert stored == sent
+
+
+def test_an_archiver_dropped_without_close_lets_go_of_its_spool(redis_client, prefix, tmp_path):
+    options = {"base-url": BASE_URL, "prefix": prefix, "spool-dir": str(tmp_path / "spool")}
+    archiver = Archiver.open(REDIS_URL, options)
+    assert archiver.archive_message(LIST_ID, None, "public", mail()).outcome == "published"
+    del archiver
+    gc.collect()
+    again = Archiver.open(REDIS_URL, options)  # the spool's lock was released
+    assert again.spool_status().depth == 0
+    again.close(5)
 
 
 def test_an_envelope_above_the_backends_limit_is_too_large(redis_client, prefix):
