@@ -213,6 +213,6 @@ impl Archiver {
     }
 
     fn __repr__(&self) -> String {
-        format!("<mq_archiver.Archiver {:?}>", self.inner.name())
+        format!("<mq_archiver.Archiver {}>", self.inner.name())
     }
 }

@@ -4,6 +4,7 @@
 
 use mq_archiver::{EventReceipt as RustEventReceipt, Outcome, SpoolStatus as RustSpoolStatus};
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 /// The outcome's name and, when skipped, why: the names the wire format
 /// uses for skip reasons (`x_no_archive`, `x_archive_no`,
@@ -18,6 +19,15 @@ fn outcome_names(outcome: Outcome) -> (String, Option<String>) {
                 .and_then(|value| value.as_str().map(str::to_owned));
             ("skipped".into(), name)
         }
+    }
+}
+
+/// Python's `repr` of an optional string (`'published'`, `None`), for the
+/// classes' `__repr__`.
+fn repr(py: Python<'_>, value: Option<&str>) -> PyResult<String> {
+    match value {
+        None => Ok("None".into()),
+        Some(value) => Ok(PyString::new(py, value).repr()?.to_string()),
     }
 }
 
@@ -55,11 +65,15 @@ impl From<mq_archiver::Receipt> for Receipt {
 
 #[pymethods]
 impl Receipt {
-    fn __repr__(&self) -> String {
-        format!(
-            "Receipt(outcome={:?}, skip_reason={:?}, message_id_hash={:?}, envelope_id={:?}, permalink={:?})",
-            self.outcome, self.skip_reason, self.message_id_hash, self.envelope_id, self.permalink
-        )
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Receipt(outcome={}, skip_reason={}, message_id_hash={}, envelope_id={}, permalink={})",
+            repr(py, Some(&self.outcome))?,
+            repr(py, self.skip_reason.as_deref())?,
+            repr(py, Some(&self.message_id_hash))?,
+            repr(py, self.envelope_id.as_deref())?,
+            repr(py, self.permalink.as_deref())?,
+        ))
     }
 }
 
@@ -88,11 +102,13 @@ impl From<RustEventReceipt> for EventReceipt {
 
 #[pymethods]
 impl EventReceipt {
-    fn __repr__(&self) -> String {
-        format!(
-            "EventReceipt(outcome={:?}, skip_reason={:?}, envelope_id={:?})",
-            self.outcome, self.skip_reason, self.envelope_id
-        )
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "EventReceipt(outcome={}, skip_reason={}, envelope_id={})",
+            repr(py, Some(&self.outcome))?,
+            repr(py, self.skip_reason.as_deref())?,
+            repr(py, self.envelope_id.as_deref())?,
+        ))
     }
 }
 
@@ -139,9 +155,15 @@ impl From<RustSpoolStatus> for SpoolStatus {
 #[pymethods]
 impl SpoolStatus {
     fn __repr__(&self) -> String {
+        let or_none = |value: Option<String>| value.unwrap_or_else(|| "None".into());
         format!(
-            "SpoolStatus(depth={}, oldest_age={:?}, spooled={}, drained={}, rejected={}, stuck_seq={:?})",
-            self.depth, self.oldest_age, self.spooled, self.drained, self.rejected, self.stuck_seq
+            "SpoolStatus(depth={}, oldest_age={}, spooled={}, drained={}, rejected={}, stuck_seq={})",
+            self.depth,
+            or_none(self.oldest_age.map(|age| age.to_string())),
+            self.spooled,
+            self.drained,
+            self.rejected,
+            or_none(self.stuck_seq.map(|seq| seq.to_string())),
         )
     }
 }

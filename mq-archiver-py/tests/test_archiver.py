@@ -29,7 +29,10 @@ def test_a_mail_is_published_with_its_hash_envelope_and_permalink(memory):
     assert receipt.permalink == f"https://archive.example.org/list/{LIST_ID}/{HASH_12345}"
     assert memory.permalink(LIST_ID, LIST_ADDRESS, "public", mail()) == receipt.permalink
     assert memory.list_url(LIST_ID, None, "private") == f"https://archive.example.org/list/{LIST_ID}/"
-    assert "published" in repr(receipt)
+    assert repr(receipt) == (
+        f"Receipt(outcome='published', skip_reason=None, message_id_hash='{HASH_12345}', "
+        f"envelope_id='{receipt.envelope_id}', permalink='{receipt.permalink}')"
+    )
     assert memory.name == "mq-archiver"
 
 
@@ -62,6 +65,7 @@ def test_events_from_dicts(memory):
         assert memory.archive_event(LIST_ID, None, "public", event).outcome == "published", event
     never = memory.archive_event(LIST_ID, None, "never", {"type": "list_deleted"})
     assert (never.outcome, never.skip_reason, never.envelope_id) == ("skipped", "list_not_archived", None)
+    assert repr(never) == "EventReceipt(outcome='skipped', skip_reason='list_not_archived', envelope_id=None)"
 
 
 @pytest.mark.parametrize(
@@ -141,6 +145,7 @@ def test_spool_status_and_close(tmp_path):
     status = archiver.spool_status()
     assert (status.depth, status.spooled, status.drained, status.rejected) == (0, 0, 0, 0)
     assert status.oldest_age is None and status.stuck_seq is None
+    assert repr(status) == "SpoolStatus(depth=0, oldest_age=None, spooled=0, drained=0, rejected=0, stuck_seq=None)"
     assert archiver.archive_message(LIST_ID, None, "public", mail()).outcome == "published"
     with pytest.raises(mq_archiver.SpoolError):  # a live process (this one) holds it
         archiver.adopt_spool(tmp_path / "spool")
