@@ -3,6 +3,7 @@ back with redis-py from the streams (docs/wire-format.md), byte for byte;
 the spool keeps mail while Redis is down; the GIL is released while a
 call waits on Redis."""
 
+import datetime
 import gc
 import json
 import threading
@@ -40,6 +41,9 @@ def test_mails_and_events_arrive_byte_for_byte(redis_client, prefix):
         event = {"type": "membership_added", "address": "ann@example.org", "role": "moderator",
                  "display_name": "Ann Example", "actor": "admin@example.org", "at": "2026-11-24T10:00:00Z"}
         event_receipt = archiver.archive_event(LIST_ID, LIST_ADDRESS, "private", event)
+        before = datetime.datetime.now(datetime.timezone.utc)
+        archiver.archive_event(LIST_ID, LIST_ADDRESS, "private", {"type": "list_deleted"})
+        after = datetime.datetime.now(datetime.timezone.utc)
     finally:
         archiver.close(5)
     assert [r.outcome for r in receipts] == ["published"] * len(AWKWARD_MAILS)
@@ -53,11 +57,16 @@ def test_mails_and_events_arrive_byte_for_byte(redis_client, prefix):
         assert fields[b"list-address"].decode() == LIST_ADDRESS
         assert fields[b"archive-policy"] == b"private"
         assert fields[b"content-type"] == b"message/rfc822"
-    [event_fields] = entries(redis_client, prefix, "event")
+    event_fields, deleted_fields = entries(redis_client, prefix, "event")
     assert event_fields[b"envelope-id"].decode() == event_receipt.envelope_id
     assert event_fields[b"event-type"] == b"membership_added"
     assert event_fields[b"archive-policy"] == b"private"
     assert json.loads(event_fields[b"body"]) == {**event, "list_id": LIST_ID}
+    deleted = json.loads(deleted_fields[b"body"])
+    # `at` defaults to the time of the call; list_id to the list's.
+    at = datetime.datetime.fromisoformat(deleted.pop("at").replace("Z", "+00:00"))
+    assert before - datetime.timedelta(seconds=1) <= at <= after + datetime.timedelta(seconds=1)
+    assert deleted == {"type": "list_deleted", "list_id": LIST_ID}
 
 
 def test_threads_share_one_archiver(redis_client, prefix):
