@@ -1,7 +1,7 @@
 """Type stubs of the native module mq_archiver._native (Rust, PyO3)."""
 
 from os import PathLike
-from typing import Any, Dict, Literal, Mapping, Optional, Union, final
+from typing import Any, Dict, Literal, Optional, Union, final
 
 __version__: str
 
@@ -17,7 +17,7 @@ class Archiver:
     process is enough."""
 
     @staticmethod
-    def open(url: str, options: Optional[Mapping[str, str]] = None) -> "Archiver":
+    def open(url: str, options: Optional[Dict[str, str]] = None) -> "Archiver":
         """Connects to the backend ``url`` names (``memory:``, ``redis://``,
         ``rediss://``, ``redis+unix://``, ``amqp://``, ``amqps://``,
         ``tcp://``, ``ipc://``; for ZeroMQ binds the hub) and opens the spool
