@@ -268,7 +268,7 @@ async fn replay_one(
     let origin = letter
         .origin
         .clone()
-        .unwrap_or_else(|| keys.stream(envelope.kind, &envelope.list_id));
+        .unwrap_or_else(|| keys.stream_of(envelope).key);
     xadd.arg(ORIGIN).arg(origin);
     pipe.ignore();
     pipe.cmd("XDEL")

@@ -81,6 +81,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acl;
 mod batcher;
 mod config;
 mod connection;
@@ -90,6 +91,7 @@ mod dead_letters;
 mod entry;
 mod error;
 mod keys;
+mod migrate;
 mod persistence;
 mod publish;
 mod registry;
@@ -107,6 +109,7 @@ use archiver_core::{
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
+pub use acl::{UngrantableGrant, acl_setuser_lines, list_server_acl_lines};
 pub use archiver_core::RawDeadLetter;
 pub use config::{Durability, RedisConfig};
 pub use dead_letters::DeadLetterPage;
@@ -157,6 +160,7 @@ impl RedisBackend {
         if matches!(config.durability, Durability::Fsync { .. }) {
             ensure_waitaof(&mut conn).await?;
         }
+        migrate::migrate(&mut conn, &Keys::new(&config.prefix)).await?;
         tracing::info!(url = %config.redacted_url(), prefix = %config.prefix, "connected to Redis");
         let persistence = persistence::Persistence::read(&mut conn).await;
         match (persistence.warning(), config.durability) {
@@ -200,7 +204,7 @@ impl RedisBackend {
             .await
             .map_err(backend_error)?
             .into_iter()
-            .map(|(_, _, key)| key)
+            .map(|stream| stream.key)
             .collect();
         retention::trim(
             &mut conn,
@@ -355,21 +359,18 @@ impl Operator for RedisBackend {
         let keys = &self.shared.keys;
         let mut conn = self.shared.conn.clone();
         let mut pipe = redis::pipe();
-        for (_, _, stream) in registry::streams(&mut conn, keys)
+        for stream in registry::streams(&mut conn, keys)
             .await
             .map_err(backend_error)?
         {
             pipe.cmd("XGROUP")
                 .arg("DESTROY")
-                .arg(stream)
+                .arg(stream.key)
                 .arg(name.as_str())
                 .ignore();
         }
-        pipe.cmd("HDEL")
-            .arg(keys.subscribers())
-            .arg(name.as_str())
-            .ignore();
         pipe.cmd("DEL")
+            .arg(keys.subscriber(name))
             .arg(keys.replay(name))
             .arg(keys.dead(name))
             .arg(keys.delayed(name))

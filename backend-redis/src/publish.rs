@@ -1,10 +1,10 @@
-//! Publish: one XADD into the stream of the envelope's kind and list, with
-//! the stream registered so consumers find it; its reply (and WAIT or
+//! Publish: one XADD into the stream of the envelope's access class,
+//! content and list, with the stream registered so consumers find it; its reply (and WAIT or
 //! WAITAOF when configured) is the durability point. Concurrent publishes
 //! go out together in one pipeline ([`crate::batcher`]): one registration
 //! per stream, the XADDs, and one WAIT or WAITAOF that covers them all.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use archiver_core::{BackendError, Envelope, wire};
 use redis::Value;
@@ -34,7 +34,7 @@ pub(crate) fn batcher(
         let pipe = pipeline(&keys, durability, &batch);
         let streams: Vec<String> = batch
             .iter()
-            .map(|envelope| keys.stream(envelope.kind, &envelope.list_id))
+            .map(|envelope| keys.stream_of(envelope).key)
             .collect();
         async move {
             let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(backend_error)?;
@@ -47,20 +47,22 @@ pub(crate) fn batcher(
     })
 }
 
-/// SADD of the batch's streams, an XADD per envelope (their replies come
+/// SADD of the batch's lists to their registry sets, an XADD per envelope (their replies come
 /// first), then the durability wait.
 fn pipeline(keys: &Keys, durability: Durability, batch: &[Envelope]) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    let members: BTreeSet<String> = batch
-        .iter()
-        .map(|envelope| Keys::stream_member(envelope.kind, &envelope.list_id))
-        .collect();
-    pipe.cmd("SADD").arg(keys.streams()).arg(members).ignore();
+    let mut sets: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for envelope in batch {
-        let xadd = pipe
-            .cmd("XADD")
-            .arg(keys.stream(envelope.kind, &envelope.list_id))
-            .arg("*");
+        let stream = keys.stream_of(envelope);
+        sets.entry(keys.lists(stream.class, stream.content))
+            .or_default()
+            .insert(envelope.list_id.as_str());
+    }
+    for (set, lists) in sets {
+        pipe.cmd("SADD").arg(set).arg(lists).ignore();
+    }
+    for envelope in batch {
+        let xadd = pipe.cmd("XADD").arg(keys.stream_of(envelope).key).arg("*");
         for (field, value) in wire::to_fields(envelope) {
             xadd.arg(field).arg(value);
         }

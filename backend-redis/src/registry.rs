@@ -2,6 +2,8 @@
 //! and creation time, and the streams that exist, so consumers of every
 //! instance agree on where each consumer group starts.
 
+use std::collections::HashSet;
+
 use archiver_core::{
     InvalidListId, Kind, ListId, Selection, StartPosition, SubscriberName, Subscription,
 };
@@ -10,9 +12,10 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::entry::{EntryId, int, items};
-use crate::keys::Keys;
+use crate::error::is_no_perm;
+use crate::keys::{Class, Content, Keys, StreamRef};
 
-/// A subscriber as stored in `<p>:subscribers`.
+/// A subscriber as stored in `<p>:sub:<name>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SubscriberRecord {
     /// List patterns; empty selects every list.
@@ -87,11 +90,10 @@ pub(crate) async fn register(
 ) -> RedisResult<SubscriberRecord> {
     let now = redis_time_ms(conn).await?;
     let fresh = SubscriberRecord::from_subscription(subscription, now);
-    let name = subscription.name.as_str();
-    let _: bool = redis::cmd("HSETNX")
-        .arg(keys.subscribers())
-        .arg(name)
+    let _: Option<String> = redis::cmd("SET")
+        .arg(keys.subscriber(&subscription.name))
         .arg(json(&fresh))
+        .arg("NX")
         .query_async(conn)
         .await?;
     let stored = load(conn, keys, &subscription.name).await?.unwrap_or(fresh);
@@ -109,9 +111,8 @@ pub(crate) async fn restore(
     name: &SubscriberName,
     record: &SubscriberRecord,
 ) -> RedisResult<()> {
-    redis::cmd("HSET")
-        .arg(keys.subscribers())
-        .arg(name.as_str())
+    redis::cmd("SET")
+        .arg(keys.subscriber(name))
         .arg(json(record))
         .query_async(conn)
         .await
@@ -123,46 +124,155 @@ pub(crate) async fn load(
     keys: &Keys,
     name: &SubscriberName,
 ) -> RedisResult<Option<SubscriberRecord>> {
-    let raw: Option<String> = redis::cmd("HGET")
-        .arg(keys.subscribers())
-        .arg(name.as_str())
+    let raw: Option<String> = redis::cmd("GET")
+        .arg(keys.subscriber(name))
         .query_async(conn)
         .await?;
     Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
 }
 
-/// Every subscriber's record, for retention.
+/// Every subscriber's record, for retention: the list server's view
+/// (SCAN of `<p>:sub:*`).
 pub(crate) async fn load_all(
     conn: &mut ConnectionManager,
     keys: &Keys,
 ) -> RedisResult<Vec<(String, SubscriberRecord)>> {
-    let raw: Vec<(String, String)> = redis::cmd("HGETALL")
-        .arg(keys.subscribers())
-        .query_async(conn)
-        .await?;
-    Ok(raw
-        .into_iter()
-        .filter_map(|(name, r)| Some((name, serde_json::from_str(&r).ok()?)))
-        .collect())
+    let stem = keys.subscribers();
+    let stem = stem.trim_end_matches('*');
+    let mut records = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(keys.subscribers())
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !found.is_empty() {
+            let raw: Vec<Option<String>> = redis::cmd("MGET").arg(&found).query_async(conn).await?;
+            records.extend(found.iter().zip(raw).filter_map(|(key, raw)| {
+                let name = key.strip_prefix(stem)?.to_owned();
+                Some((name, serde_json::from_str(&raw?).ok()?))
+            }));
+        }
+        if next == 0 {
+            return Ok(records);
+        }
+        cursor = next;
+    }
 }
 
-/// Every stream of the registry, as `(kind, list, key)`.
+/// Every (class, content) pair, in key order.
+fn classes() -> impl Iterator<Item = (Class, Content)> {
+    Class::ALL.into_iter().flat_map(|class| {
+        Content::ALL
+            .into_iter()
+            .map(move |content| (class, content))
+    })
+}
+
+/// Every stream the registry names: the list server's view, which reads
+/// every set.
 pub(crate) async fn streams(
     conn: &mut ConnectionManager,
     keys: &Keys,
-) -> RedisResult<Vec<(Kind, ListId, String)>> {
-    let members: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(keys.streams())
-        .query_async(conn)
-        .await?;
-    Ok(members
-        .iter()
-        .filter_map(|m| Keys::parse_stream_member(m))
-        .map(|(kind, list)| {
-            let key = keys.stream(kind, &list);
-            (kind, list, key)
+) -> RedisResult<Vec<StreamRef>> {
+    let mut pipe = redis::pipe();
+    for (class, content) in classes() {
+        pipe.cmd("SMEMBERS").arg(keys.lists(class, content));
+    }
+    let sets: Vec<Vec<String>> = pipe.query_async(conn).await?;
+    Ok(classes()
+        .zip(sets)
+        .flat_map(|((class, content), lists)| {
+            lists
+                .into_iter()
+                .filter_map(|list| ListId::new(&list).ok())
+                .map(move |list| keys.stream(class, content, &list))
+                .collect::<Vec<_>>()
         })
         .collect())
+}
+
+/// Finds the streams of a selection that this client's Redis user may
+/// read: the registry sets it may read (an archive server granted every
+/// list of a class), plus the streams of the exact list ids it selects
+/// (an archive server granted those lists only, which may not read the
+/// sets). A set or stream Redis refuses (NOPERM) is not granted: it is
+/// left out from then on, and said once in the log, so a subscriber
+/// selecting more than its grant receives exactly its grant.
+pub(crate) struct Discovery {
+    selection: Option<Selection>,
+    refused: HashSet<String>,
+}
+
+impl Discovery {
+    /// For a selection; `None` (a stored selection that is invalid)
+    /// finds nothing.
+    pub(crate) fn new(selection: Option<Selection>) -> Self {
+        Self {
+            selection,
+            refused: HashSet::new(),
+        }
+    }
+
+    /// Streams to read that are not known to be refused.
+    pub(crate) async fn candidates(
+        &mut self,
+        conn: &mut ConnectionManager,
+        keys: &Keys,
+    ) -> RedisResult<Vec<StreamRef>> {
+        let Some(selection) = self.selection.clone() else {
+            return Ok(Vec::new());
+        };
+        let mut found: Vec<StreamRef> = Vec::new();
+        let selected =
+            || classes().filter(|(_, content)| selection.kinds().contains(&content.kind()));
+        for (class, content) in selected() {
+            let set = keys.lists(class, content);
+            if self.refused.contains(&set) {
+                continue;
+            }
+            let lists: Vec<String> = match redis::cmd("SMEMBERS").arg(&set).query_async(conn).await
+            {
+                Ok(lists) => lists,
+                Err(error) if is_no_perm(&error) => {
+                    self.refuse(&set);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            found.extend(
+                lists
+                    .iter()
+                    .filter_map(|list| ListId::new(list).ok())
+                    .filter(|list| selection.selects_list(list))
+                    .map(|list| keys.stream(class, content, &list)),
+            );
+        }
+        for pattern in selection.lists().iter().filter(|p| p.is_exact()) {
+            let Ok(list) = ListId::new(pattern.as_str()) else {
+                continue;
+            };
+            for (class, content) in selected() {
+                let stream = keys.stream(class, content, &list);
+                if !found.contains(&stream) {
+                    found.push(stream);
+                }
+            }
+        }
+        found.retain(|stream| !self.refused.contains(&stream.key));
+        Ok(found)
+    }
+
+    /// Redis refused `key` to this user: leave it out from now on.
+    pub(crate) fn refuse(&mut self, key: &str) {
+        if self.refused.insert(key.to_owned()) {
+            tracing::info!(key, "not granted to this Redis user (NOPERM): left out");
+        }
+    }
 }
 
 fn json(record: &SubscriberRecord) -> String {

@@ -5,7 +5,9 @@
 //! For each stream the frontier of every subscriber that selects it is: its
 //! oldest pending entry, else the entry after its last delivered one; a
 //! subscriber without a group there yet needs everything from its creation
-//! time (everything, for one that reads from the beginning). Entries younger
+//! time (everything, for one that reads from the beginning). A group whose
+//! subscriber's record no longer selects the stream is ignored (an archive
+//! server's Redis user may not destroy it when its selection narrows). Entries younger
 //! than `retention_min_age` (a minute by default) are never trimmed, which
 //! covers a subscriber being created while the frontiers are computed. A
 //! stream nobody selects is kept whole, for a later subscriber that starts
@@ -39,12 +41,21 @@ pub(crate) async fn trim(
     let youngest_trimmable =
         EntryId::just_before(now_ms.saturating_sub(min_age.as_millis() as u64)).next();
     for stream in streams {
-        let Some((kind, list, _)) = registered.iter().find(|(_, _, key)| key == stream) else {
+        let Some(registered) = registered.iter().find(|s| &s.key == stream) else {
             continue;
         };
+        let (kind, list) = (registered.content.kind(), &registered.list);
         let mut frontiers: HashMap<String, EntryId> = group_frontiers(conn, stream).await?;
+        // The group of an earlier selection, which an archive server's
+        // Redis user may not destroy, holds nothing back.
+        frontiers.retain(|name, _| {
+            subscribers
+                .iter()
+                .find(|(n, _)| n == name)
+                .is_none_or(|(_, record)| record.selects(kind, list))
+        });
         for (name, record) in &subscribers {
-            if record.selects(*kind, list) {
+            if record.selects(kind, list) {
                 frontiers
                     .entry(name.clone())
                     .or_insert_with(|| record.group_start().next());
@@ -69,7 +80,7 @@ pub(crate) async fn trim(
 }
 
 /// Group name → the first entry that group still needs.
-async fn group_frontiers(
+pub(crate) async fn group_frontiers(
     conn: &mut ConnectionManager,
     stream: &str,
 ) -> RedisResult<HashMap<String, EntryId>> {

@@ -1,6 +1,7 @@
 //! Retention: a stream is trimmed only below what every subscriber has
 //! acknowledged, and consumers trim by themselves so memory stays bounded.
 
+mod forge;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ fn mails(list: &ListId, count: usize) -> Vec<Envelope> {
 async fn stream_length(harness: &RedisHarness, list: &ListId) -> usize {
     let client = redis::Client::open(harness.config.url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{}:stream:mail:{list}", harness.config.prefix);
+    let key = forge::public_mail_stream(harness, list.as_str());
     redis::cmd("XLEN")
         .arg(key)
         .query_async(&mut conn)
