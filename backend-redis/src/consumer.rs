@@ -27,7 +27,7 @@ use crate::Shared;
 use crate::connection::{self, run_id};
 use crate::dead_letters::{ORIGIN, PendingRef, bury};
 use crate::entry::{Entry, EntryId, entries, int, items, streams, text};
-use crate::error::{backend_error, is_busy_group, is_no_group, is_no_perm, is_no_stream};
+use crate::error::{backend_error, is_busy_group, is_no_group, is_no_perm, is_no_stream, refusing};
 use crate::keys::Keys;
 use crate::registry::{self, Discovery, SubscriberRecord};
 use crate::retention;
@@ -45,7 +45,10 @@ pub(crate) async fn subscribe(
     let mut conn = shared.conn.clone();
     let record = registry::register(&mut conn, &shared.keys, subscription)
         .await
-        .map_err(backend_error)?;
+        .map_err(refusing(&format!(
+            "the record {}",
+            shared.keys.subscriber(&subscription.name)
+        )))?;
     drop_unselected_groups(&mut conn, shared, &subscription.name, &record)
         .await
         .map_err(backend_error)?;

@@ -26,6 +26,16 @@ pub(crate) fn backend_error(error: RedisError) -> BackendError {
     }
 }
 
+/// Maps a redis-rs error as [`backend_error`] does, a refusal naming
+/// `what` was refused (the key or command): Redis's NOPERM reply names a
+/// command but not a key.
+pub(crate) fn refusing(what: &str) -> impl Fn(RedisError) -> BackendError + '_ {
+    move |error| match backend_error(error) {
+        BackendError::Forbidden(reply) => BackendError::Forbidden(format!("{what}: {reply}")),
+        other => other,
+    }
+}
+
 fn is_auth_error(error: &RedisError) -> bool {
     matches!(error.kind(), ErrorKind::AuthenticationFailed)
         || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))

@@ -115,7 +115,7 @@ pub use config::{Durability, RedisConfig};
 pub use dead_letters::DeadLetterPage;
 
 use batcher::Batcher;
-use error::backend_error;
+use error::{backend_error, refusing};
 use keys::Keys;
 use settle::Ack;
 
@@ -200,9 +200,10 @@ impl RedisBackend {
     pub async fn trim(&self) -> Result<u64, BackendError> {
         self.shared.ensure_open()?;
         let mut conn = self.shared.conn.clone();
+        let refused = refusing("trimming (SMEMBERS, SCAN, XTRIM: the list server's)");
         let streams: Vec<String> = registry::streams(&mut conn, &self.shared.keys)
             .await
-            .map_err(backend_error)?
+            .map_err(&refused)?
             .into_iter()
             .map(|stream| stream.key)
             .collect();
@@ -213,7 +214,7 @@ impl RedisBackend {
             self.shared.config.retention_min_age,
         )
         .await
-        .map_err(backend_error)
+        .map_err(refused)
     }
 
     /// Removes the consumers of the subscriber's groups that have nothing
@@ -358,11 +359,9 @@ impl Operator for RedisBackend {
         self.shared.ensure_open()?;
         let keys = &self.shared.keys;
         let mut conn = self.shared.conn.clone();
+        let refused = refusing("unsubscribe (XGROUP DESTROY, DEL: the list server's)");
         let mut pipe = redis::pipe();
-        for stream in registry::streams(&mut conn, keys)
-            .await
-            .map_err(backend_error)?
-        {
+        for stream in registry::streams(&mut conn, keys).await.map_err(&refused)? {
             pipe.cmd("XGROUP")
                 .arg("DESTROY")
                 .arg(stream.key)
@@ -375,9 +374,7 @@ impl Operator for RedisBackend {
             .arg(keys.dead(name))
             .arg(keys.delayed(name))
             .ignore();
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(backend_error)?;
+        pipe.query_async::<()>(&mut conn).await.map_err(refused)?;
         tracing::info!(subscriber = %name, "subscriber deleted");
         Ok(())
     }

@@ -14,7 +14,7 @@ use crate::Shared;
 use crate::batcher::Batcher;
 use crate::config::Durability;
 use crate::entry::{BODY, int, items, text};
-use crate::error::backend_error;
+use crate::error::refusing;
 use crate::keys::Keys;
 
 pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), BackendError> {
@@ -36,8 +36,9 @@ pub(crate) fn batcher(
             .iter()
             .map(|envelope| keys.stream_of(envelope).key)
             .collect();
+        let what = format!("XADD {}", streams.join(" "));
         async move {
-            let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(backend_error)?;
+            let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(refusing(&what))?;
             for ((envelope, stream), reply) in batch.iter().zip(&streams).zip(&replies) {
                 let entry_id = text(reply).unwrap_or_default();
                 tracing::debug!(envelope_id = %envelope.id, %stream, %entry_id, "published");
