@@ -176,11 +176,7 @@ impl RedisBackend {
         Ok(Self {
             shared: Arc::new(Shared {
                 keys: Keys::new(&config.prefix),
-                publishes: publish::batcher(
-                    conn.clone(),
-                    Keys::new(&config.prefix),
-                    config.durability,
-                ),
+                publishes: publish::batcher(conn.clone(), Keys::new(&config.prefix), &config),
                 config,
                 client,
                 acks: settle::ack_batcher(conn.clone()),

@@ -5,17 +5,22 @@
 //! per stream, the XADDs, and one WAIT or WAITAOF that covers them all.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use archiver_core::{BackendError, Envelope, wire};
 use redis::Value;
 use redis::aio::ConnectionManager;
+use tokio::time::Instant;
 
 use crate::Shared;
 use crate::batcher::Batcher;
-use crate::config::Durability;
+use crate::config::{Durability, RedisConfig};
 use crate::entry::{BODY, int, items, text};
-use crate::error::refusing;
+use crate::error::{is_no_perm, refusing};
 use crate::keys::Keys;
+use crate::{registry, retention};
 
 pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), BackendError> {
     shared.ensure_open()?;
@@ -23,13 +28,27 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
     shared.publishes.submit(envelope.clone()).await
 }
 
-/// The client's publishing task, on its multiplexed connection.
+/// The client's publishing task, on its multiplexed connection. A client
+/// that publishes also trims every stream every `retention_interval`
+/// (in a task of its own, after a publish): archive servers running as
+/// ACL users may not, so the list server's client must.
 pub(crate) fn batcher(
     conn: ConnectionManager,
     keys: Keys,
-    durability: Durability,
+    config: &RedisConfig,
 ) -> Batcher<Envelope> {
+    let durability = config.durability;
+    let mut trimmer = Trimmer {
+        conn: conn.clone(),
+        keys: keys.clone(),
+        interval: config.retention_interval,
+        min_age: config.retention_min_age,
+        next: Instant::now() + config.retention_interval,
+        busy: Arc::new(AtomicBool::new(false)),
+        allowed: Arc::new(AtomicBool::new(true)),
+    };
     Batcher::start(move |batch: Vec<Envelope>| {
+        trimmer.when_due();
         let mut conn = conn.clone();
         let pipe = pipeline(&keys, durability, &batch);
         let streams: Vec<String> = batch
@@ -46,6 +65,54 @@ pub(crate) fn batcher(
             check_durability(durability, replies.get(batch.len()))
         }
     })
+}
+
+/// Trims every stream now and then, one trim at a time, until Redis
+/// refuses this user XTRIM.
+struct Trimmer {
+    conn: ConnectionManager,
+    keys: Keys,
+    interval: Duration,
+    min_age: Duration,
+    next: Instant,
+    /// A trim is under way.
+    busy: Arc<AtomicBool>,
+    /// False once Redis refused this user (NOPERM).
+    allowed: Arc<AtomicBool>,
+}
+
+impl Trimmer {
+    /// Starts a trim when one is due and none is under way.
+    fn when_due(&mut self) {
+        let now = Instant::now();
+        if now < self.next
+            || !self.allowed.load(Ordering::Relaxed)
+            || self.busy.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.next = now + self.interval;
+        let (mut conn, keys, min_age) = (self.conn.clone(), self.keys.clone(), self.min_age);
+        let (busy, allowed) = (Arc::clone(&self.busy), Arc::clone(&self.allowed));
+        tokio::spawn(async move {
+            let trimmed = match registry::streams(&mut conn, &keys).await {
+                Ok(streams) => {
+                    let streams: Vec<String> = streams.into_iter().map(|s| s.key).collect();
+                    retention::trim(&mut conn, &keys, &streams, min_age).await
+                }
+                Err(error) => Err(error),
+            };
+            match trimmed {
+                Ok(count) => tracing::debug!(count, "the publisher trimmed acknowledged entries"),
+                Err(error) if is_no_perm(&error) => {
+                    tracing::info!("this Redis user may not trim: the list server's user must");
+                    allowed.store(false, Ordering::Relaxed);
+                }
+                Err(error) => tracing::warn!(%error, "trimming failed; will retry"),
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
 }
 
 /// SADD of the batch's lists to their registry sets, an XADD per envelope (their replies come

@@ -417,6 +417,18 @@ async fn archive_servers_as_acl_users_get_exactly_their_grant() {
         "{refused:?}"
     );
 
+    // Trimming and unsubscribing are the list server's.
+    for refused in [
+        subscribers[0].2.trim().await.map(drop),
+        subscribers[2].2.unsubscribe(&full).await,
+    ] {
+        assert!(
+            matches!(refused, Err(BackendError::Forbidden(_))),
+            "{refused:?}"
+        );
+    }
+    list_server.trim().await.unwrap();
+
     // The archive servers stop: nothing of theirs moves but by an attack.
     for (_, _, backend, deliveries) in subscribers.drain(..) {
         drop(deliveries);
@@ -691,14 +703,11 @@ async fn archive_servers_as_acl_users_get_exactly_their_grant() {
             list_server.publish(&marker_board).await.unwrap();
         }
         let mut received = receive_until(&mut deliveries, &markers).await;
-        let lost: Vec<&str> = [
-            ("public probe", probe_public.id),
-            ("board probe", probe_board.id),
-        ]
-        .into_iter()
-        .filter(|(_, id)| !received.contains(id))
-        .map(|(what, _)| what)
-        .collect();
+        let lost: Vec<&str> = probes
+            .iter()
+            .filter(|(_, id)| !received.contains(id))
+            .map(|(what, _)| *what)
+            .collect();
         println!("residual: {victim} received {received:?} after the attacks; never got {lost:?}");
         received.sort();
         let mut markers = markers;
