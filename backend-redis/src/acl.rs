@@ -4,7 +4,7 @@
 //! allow.
 //!
 //! An archive server's user may read only the streams of its grant's
-//! access classes and lists (key names carry both, [`crate::keys`]) and
+//! access classes and lists (key names carry both: the crate docs, Layout) and
 //! write only its own subscribers' keys (record, dead letters, replay,
 //! delayed retries) and group state on the streams it reads. It may not
 //! XADD, XTRIM or XDEL a list stream, nor `XGROUP SETID`, `DESTROY`,

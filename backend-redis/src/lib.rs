@@ -3,21 +3,65 @@
 //!
 //! # Layout
 //!
-//! One stream per list and kind (`<prefix>:stream:mail:<list-id>`,
-//! `<prefix>:stream:event:<list-id>`), registered in the set
-//! `<prefix>:streams` so consumers find new lists. The list and the kind a
-//! subscriber selects are chosen by *which streams it reads*: a subscriber
-//! never receives, nor even transfers, entries of lists or kinds it did not
-//! select. Each entry is stored once, however many subscribers read it:
-//! fan-out is one consumer group per subscriber on each stream it selects,
-//! competing consumers are consumers of that group. The alternative, one
-//! stream for everything with a group per subscriber, would make every
-//! subscriber read (and skip) every list's mail.
+//! One stream per list, access class and content
+//! (`<prefix>:stream:<class>:<content>:{<list-id>}`, `{<list-id>}` a
+//! Redis Cluster hash tag): the class is `public` or `private` (the envelope's
+//! `archive-policy`; unmarked counts as private), the content `mail`,
+//! `event`, or `members` for membership events, which carry member
+//! addresses. Each is registered in the set `<prefix>:lists:<class>:<content>`
+//! so consumers find new lists. The lists and kinds a subscriber selects
+//! are chosen by *which streams it reads*: a subscriber never receives, nor
+//! even transfers, entries of lists or kinds it did not select. Each entry
+//! is stored once, however many subscribers read it: fan-out is one
+//! consumer group per subscriber on each stream it selects, competing
+//! consumers are consumers of that group. Mails of a list are in order;
+//! its events are in order within the membership and the other events (two
+//! streams), and a list whose policy changes starts a new stream.
 //!
-//! A subscriber's record (`<prefix>:subscribers`) keeps its selection and
+//! A subscriber's record (`<prefix>:sub:<name>`) keeps its selection and
 //! its creation time; its group on any stream, even one created later,
 //! starts at that time, so no mail published after a subscriber exists is
 //! missed, however late its consumers discover the list.
+//!
+//! Data of earlier versions (`<prefix>:stream:<kind>:<list-id>`,
+//! `<prefix>:streams`, the `<prefix>:subscribers` hash) is migrated when a
+//! client allowed to read it (the list server's) connects: each old stream
+//! moves in one script, its groups keep what they had not acknowledged.
+//! Stop consumers of earlier versions first.
+//!
+//! # Access control: archive servers as Redis ACL users
+//!
+//! Redis (7.0 or later: ACL selectors) enforces the grants
+//! ([`archiver_core::Grant`]): [`acl_setuser_lines`]
+//! prints an archive server's `ACL SETUSER` lines from its grant,
+//! [`list_server_acl_lines`] the list server's (`archiver-redis acl-lines`
+//! prints both). An archive server's user reads only the streams of its
+//! granted classes and lists (`#` alone: every list of them; exact list
+//! ids: only theirs, found without reading the registry) and writes only
+//! its own subscribers' record, dead letters, replay stream, delayed
+//! retries, and group state on the streams it reads; no XADD, XTRIM or
+//! XDEL of a list stream, no `XGROUP SETID/DESTROY/DELCONSUMER`, no
+//! `XAUTOCLAIM`, scripts, `KEYS` or `CONFIG`. A subscription selecting
+//! more than its user may read receives exactly what Redis lets it read:
+//! a stream or registry set refused (NOPERM) is left out, once, with a
+//! line in the log. A command Redis refuses is [`BackendError::Forbidden`]
+//! naming the key or command. Trimming, unsubscribing and removing
+//! consumers are the list server's; a publishing client trims every
+//! [`RedisConfig::retention_interval`].
+//!
+//! What Redis ACLs cannot restrict is consumer-group names. Principals
+//! granted one stream share it (choice (b) of the grant design: shared
+//! streams, no copy per subscriber): any of them can read through
+//! another's group there and `XACK` or `XCLAIM` its entries, and that
+//! other then never receives them (the `acl` test measures it: each entry
+//! so acked is lost to its victim). Public streams are shared by every
+//! archive server, a private list's only by those granted it; a principal
+//! that must not be able to make another skip mail needs a Redis (or
+//! prefix) of its own, or the ZeroMQ hub, which checks every settlement.
+//! Other residuals: an archive server granted every list of a class sees
+//! the names of that class's lists (the registry sets); one can write its
+//! own record with any selection, which holds back trimming of what it
+//! selects (memory, not mail).
 //!
 //! # Delivery
 //!

@@ -202,7 +202,7 @@ impl Deployment {
 
     /// The id of a stream's last entry.
     async fn last_id(&mut self, key: &str) -> String {
-        let last: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XREVRANGE")
+        let last: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
             .arg(key)
             .arg("+")
             .arg("-")
