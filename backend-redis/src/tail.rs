@@ -32,6 +32,7 @@ pub(crate) async fn tail(
         discovery: Discovery::new(Some(selection.clone())),
         start: EntryId::just_before(attached_ms),
         positions: HashMap::new(),
+        attaching: true,
         conn,
     };
     reader.discover().await.map_err(backend_error)?;
@@ -45,6 +46,10 @@ struct Reader {
     shared: Arc<Shared>,
     /// The selected streams this Redis user may read.
     discovery: Discovery,
+    /// True until the first discovery, made when attaching: a stream
+    /// found later (created after attaching, or first published to) is
+    /// read from the attach time, even when none was found then.
+    attaching: bool,
     /// Streams found after attaching are read from here.
     start: EntryId,
     /// Last id read per selected stream.
@@ -56,7 +61,7 @@ impl Reader {
     /// Streams that exist when attaching start at their last entry; later
     /// ones at the attach time.
     async fn discover(&mut self) -> redis::RedisResult<()> {
-        let attaching = self.positions.is_empty();
+        let attaching = std::mem::replace(&mut self.attaching, false);
         let candidates = self
             .discovery
             .candidates(&mut self.conn, &self.shared.keys)

@@ -24,6 +24,7 @@ use archiver_core::{
     SubscriberName, Subscription,
 };
 use backend_redis::{RedisBackend, RedisConfig, acl_setuser_lines, list_server_acl_lines};
+use futures::StreamExt;
 use support::{RedisHarness, RedisServer};
 
 const PUBLIC: &str = "dev.example.org";
@@ -363,6 +364,8 @@ async fn archive_servers_as_acl_users_get_exactly_their_grant() {
             .unwrap();
         subscribers.push((grant, selection, backend, deliveries));
     }
+    // public-archive also tails every list: it sees what it may read only.
+    let mut tail = subscribers[0].2.tail(&Selection::all()).await.unwrap();
     let list_server = deployment.connect_as(LIST_SERVER).await;
     let published = envelopes();
     for envelope in &published {
@@ -385,6 +388,27 @@ async fn archive_servers_as_acl_users_get_exactly_their_grant() {
             grant.principal()
         );
     }
+    let mut expected: Vec<EnvelopeId> = published
+        .iter()
+        .filter(|e| subscribers[0].0.may_receive(e))
+        .map(|e| e.id)
+        .collect();
+    let mut tailed = Vec::new();
+    while tailed.len() < expected.len() {
+        let envelope = tokio::time::timeout(std::time::Duration::from_secs(10), tail.next())
+            .await
+            .expect("the tail shows the public mail")
+            .expect("the tail goes on")
+            .unwrap();
+        tailed.push(envelope.id);
+    }
+    drop(tail);
+    expected.sort();
+    tailed.sort();
+    assert_eq!(
+        tailed, expected,
+        "public-archive's tail shows its grant only"
+    );
     // Nothing else: their groups are only on the streams they are granted.
     for key in deployment.stream_keys().await {
         let groups = deployment.groups(&key).await;
