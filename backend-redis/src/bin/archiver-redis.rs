@@ -72,11 +72,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (Some(path), _) => {
                 let grant: Grant = serde_json::from_str(&std::fs::read_to_string(path)?)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
-                acl_setuser_lines(&cli.prefix, &grant)?
+                acl_setuser_lines(&cli.prefix, &grant)
             }
-            (None, Some(user)) => list_server_acl_lines(&cli.prefix, user)?,
+            (None, Some(user)) => list_server_acl_lines(&cli.prefix, user),
             (None, None) => unreachable!("clap requires --grant or --list-server"),
         };
+        // Said as it is written, so an operator reads the pattern refused.
+        let lines = lines.unwrap_or_else(|refused| {
+            eprintln!("error: {refused}");
+            std::process::exit(2)
+        });
         for line in lines {
             println!("{line}");
         }
