@@ -20,7 +20,7 @@ use archiver_core::conformance::fixtures::{next_delivery, small_mail};
 use archiver_core::conformance::interop::python_with;
 use archiver_core::{
     ArchivePolicy, BackendError, Connection, Deliveries, Envelope, EnvelopeId, Grant, ListChange,
-    ListEvent, ListId, MailingList, MemberRole, Operator, Publisher, Selection, Subscriber,
+    ListEvent, ListId, MailingList, MemberRole, Operator, Publisher, Replay, Selection, Subscriber,
     SubscriberName, Subscription,
 };
 use backend_redis::{RedisBackend, RedisConfig, acl_setuser_lines, list_server_acl_lines};
@@ -474,6 +474,17 @@ async fn archive_servers_as_acl_users_get_exactly_their_grant() {
     assert_eq!(delivery.envelope().id, poison.id);
     delivery.reject("poison, for the test").await.unwrap();
     let full = SubscriberName::new("full-archive").unwrap();
+    assert_eq!(subscribers[2].2.dead_letters(&full).await.unwrap().len(), 1);
+    // Its own dead letters it may replay (and it rejects the mail again).
+    let replayed = subscribers[2]
+        .2
+        .replay_dead_letters(&full, Replay::All)
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    let delivery = next_delivery(&mut subscribers[2].3).await;
+    assert_eq!(delivery.envelope(), &poison);
+    delivery.reject("poison again").await.unwrap();
     assert_eq!(subscribers[2].2.dead_letters(&full).await.unwrap().len(), 1);
     let refused = subscribers[0].2.dead_letters(&full).await.unwrap_err();
     assert!(
