@@ -230,26 +230,17 @@ impl Discovery {
         let mut found: Vec<StreamRef> = Vec::new();
         let selected =
             || classes().filter(|(_, content)| selection.kinds().contains(&content.kind()));
-        for (class, content) in selected() {
-            let set = keys.lists(class, content);
-            if self.refused.contains(&set) {
-                continue;
-            }
-            let lists: Vec<String> = match redis::cmd("SMEMBERS").arg(&set).query_async(conn).await
-            {
-                Ok(lists) => lists,
-                Err(error) if is_no_perm(&error) => {
-                    self.refuse(&set);
-                    continue;
-                }
-                Err(error) => return Err(error),
-            };
+        let sets: Vec<(Class, Content, String)> = selected()
+            .map(|(class, content)| (class, content, keys.lists(class, content)))
+            .filter(|(_, _, set)| !self.refused.contains(set))
+            .collect();
+        for ((class, content, _), lists) in sets.iter().zip(self.read_sets(conn, &sets).await?) {
             found.extend(
                 lists
                     .iter()
                     .filter_map(|list| ListId::new(list).ok())
                     .filter(|list| selection.selects_list(list))
-                    .map(|list| keys.stream(class, content, &list)),
+                    .map(|list| keys.stream(*class, *content, &list)),
             );
         }
         for pattern in selection.lists().iter().filter(|p| p.is_exact()) {
@@ -265,6 +256,39 @@ impl Discovery {
         }
         found.retain(|stream| !self.refused.contains(&stream.key));
         Ok(found)
+    }
+
+    /// The members of each set, in one round trip; when Redis refuses one
+    /// (NOPERM fails the whole pipeline), set by set, leaving out the
+    /// refused ones (empty) from then on.
+    async fn read_sets(
+        &mut self,
+        conn: &mut ConnectionManager,
+        sets: &[(Class, Content, String)],
+    ) -> RedisResult<Vec<Vec<String>>> {
+        if sets.is_empty() {
+            return Ok(Vec::new()); // an empty pipeline is no request
+        }
+        let mut pipe = redis::pipe();
+        for (_, _, set) in sets {
+            pipe.cmd("SMEMBERS").arg(set);
+        }
+        match pipe.query_async(conn).await {
+            Err(error) if is_no_perm(&error) => {}
+            read => return read,
+        }
+        let mut all = Vec::new();
+        for (_, _, set) in sets {
+            match redis::cmd("SMEMBERS").arg(set).query_async(conn).await {
+                Ok(lists) => all.push(lists),
+                Err(error) if is_no_perm(&error) => {
+                    self.refuse(set);
+                    all.push(Vec::new());
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(all)
     }
 
     /// Redis refused `key` to this user: leave it out from now on.
