@@ -138,13 +138,13 @@ pub fn acl_setuser_lines(prefix: &Prefix, grant: &Grant) -> Result<Vec<String>, 
             .collect()
     };
     let replay = own(&|n| keys.replay(n));
-    let mut lines = vec![format!("ACL SETUSER {user} {RESET} {KEYLESS}")];
+    // One command: Redis applies an ACL SETUSER whole, so re-running it
+    // never leaves a running archive server with the reset applied and
+    // its selectors not yet (NOPERM in between).
+    let mut line = format!("ACL SETUSER {user} {RESET} {KEYLESS}");
     let mut selector = |commands: &str, patterns: &[String]| {
         if !patterns.is_empty() {
-            lines.push(format!(
-                "ACL SETUSER {user} ({commands} {})",
-                patterns.join(" ")
-            ));
+            line.push_str(&format!(" ({commands} {})", patterns.join(" ")));
         }
     };
     // One selector for every stream it reads through its groups: a single
@@ -162,7 +162,7 @@ pub fn acl_setuser_lines(prefix: &Prefix, grant: &Grant) -> Result<Vec<String>, 
         &own(&|n| keys.delayed(n)),
     );
     selector("+get +set", &own(&|n| keys.subscriber(n)));
-    Ok(lines)
+    Ok(vec![line])
 }
 
 /// A user name ACL SETUSER and redis-cli take as one plain word.
@@ -210,14 +210,15 @@ mod tests {
         .unwrap();
         assert_eq!(
             lines,
-            [
+            [concat!(
                 "ACL SETUSER pub on resetkeys resetchannels clearselectors nocommands +ping +time +info +multi +exec +discard",
-                "ACL SETUSER pub (+xreadgroup +xpending +xclaim +xack +xgroup|create +xread +xrevrange ~p:stream:public:mail:* ~p:stream:public:event:* ~p:replay:pub)",
-                "ACL SETUSER pub (+smembers ~p:lists:public:mail ~p:lists:public:event)",
-                "ACL SETUSER pub (+xadd +xdel +xrange +xlen +del ~p:dead:pub ~p:replay:pub)",
-                "ACL SETUSER pub (+zadd +zrangebyscore +zrem +zmscore ~p:delayed:pub)",
-                "ACL SETUSER pub (+get +set ~p:sub:pub)",
-            ]
+                " (+xreadgroup +xpending +xclaim +xack +xgroup|create +xread +xrevrange ~p:stream:public:mail:* ~p:stream:public:event:* ~p:replay:pub)",
+                " (+smembers ~p:lists:public:mail ~p:lists:public:event)",
+                " (+xadd +xdel +xrange +xlen +del ~p:dead:pub ~p:replay:pub)",
+                " (+zadd +zrangebyscore +zrem +zmscore ~p:delayed:pub)",
+                " (+get +set ~p:sub:pub)",
+            )],
+            "one command: re-applying it is atomic"
         );
     }
 
@@ -231,7 +232,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            lines[1].contains(r"~p:stream:private:members:{what\?.example.org}"),
+            lines[0].contains(r"~p:stream:private:members:{what\?.example.org}"),
             "{lines:?}"
         );
         assert!(!lines.iter().any(|l| l.contains("smembers")), "{lines:?}");

@@ -62,10 +62,11 @@ pub(crate) async fn subscribe(
         name: subscription.name.clone(),
         consumer: shared.config.consumer_name.clone(),
         run_id: run_id(&mut conn).await.map_err(backend_error)?,
-        discovery: Discovery::new(record.selection().ok()),
+        discovery: Discovery::new(record.selection().ok(), shared.config.retention_interval),
         trims: true,
         record,
         groups: Vec::new(),
+        missing: HashMap::new(),
         replay: shared.keys.replay(&subscription.name),
         permits: Arc::new(Semaphore::new(prefetch)),
         overflow: VecDeque::new(),
@@ -77,6 +78,12 @@ pub(crate) async fn subscribe(
         next_trim: Instant::now() + shared.config.retention_interval,
     };
     consumer.discover().await.map_err(backend_error)?;
+    if let Some(refusal) = consumer.discovery.forbidden(&shared.keys) {
+        return Err(BackendError::Forbidden(format!(
+            "subscription {}: {refusal}",
+            subscription.name
+        )));
+    }
     tokio::spawn(consumer.run());
     let deliveries = ReceiverStream::new(receiver);
     Ok(shared.closed.until_closed(deliveries))
@@ -129,6 +136,9 @@ struct Consumer {
     trims: bool,
     /// Stream keys with this subscriber's group, the replay stream first.
     groups: Vec<String>,
+    /// Exact lists' streams not written yet → when to look again: not
+    /// on every poll.
+    missing: HashMap<String, Instant>,
     replay: String,
     permits: Arc<Semaphore>,
     /// Entries already claimed by this consumer but not yet handed over for
@@ -272,8 +282,11 @@ impl Consumer {
             ensure_group(conn, &self.replay, &self.name, EntryId::ZERO, true).await?;
             self.groups.push(self.replay.clone());
         }
+        let now = Instant::now();
         for stream in self.discovery.candidates(conn, &self.shared.keys).await? {
-            if self.groups.contains(&stream.key) {
+            if self.groups.contains(&stream.key)
+                || self.missing.get(&stream.key).is_some_and(|at| now < *at)
+            {
                 continue;
             }
             match ensure_group(
@@ -287,12 +300,27 @@ impl Consumer {
             {
                 Ok(true) => {
                     tracing::debug!(subscriber = %self.name, stream = %stream.key, "reading a new stream");
+                    self.discovery.allow(&stream.key);
+                    self.missing.remove(&stream.key);
                     self.groups.push(stream.key);
                 }
-                Ok(false) => {} // an exact list's stream not written yet
+                Ok(false) => {
+                    // An exact list's stream not written yet; its group
+                    // starts at the creation time, so looking again later
+                    // loses nothing.
+                    self.discovery.allow(&stream.key);
+                    self.missing
+                        .insert(stream.key, now + self.shared.config.poll_interval * 10);
+                }
                 Err(error) if is_no_perm(&error) => self.discovery.refuse(&stream.key),
                 Err(error) => return Err(error),
             }
+        }
+        // Retention waits for no subscriber on what its user is refused.
+        let refused = self.discovery.refused_keys();
+        if refused != self.record.refused {
+            self.record.refused = refused;
+            registry::restore(conn, &self.shared.keys, &self.name, &self.record).await?;
         }
         Ok(())
     }

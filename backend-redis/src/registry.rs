@@ -2,7 +2,8 @@
 //! and creation time, and the streams that exist, so consumers of every
 //! instance agree on where each consumer group starts.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::time::Duration;
 
 use archiver_core::{
     InvalidListId, Kind, ListId, Selection, StartPosition, SubscriberName, Subscription,
@@ -10,6 +11,7 @@ use archiver_core::{
 use redis::RedisResult;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::entry::{EntryId, int, items};
 use crate::error::is_no_perm;
@@ -27,6 +29,13 @@ pub(crate) struct SubscriberRecord {
     pub(crate) from_beginning: bool,
     /// Redis time (ms) when the subscriber was first created.
     pub(crate) created_ms: u64,
+    /// Registry sets and streams Redis refused the subscriber's user
+    /// (NOPERM), written by its consumer: retention waits for no
+    /// subscriber on a stream it may not read, so a subscriber selecting
+    /// more than its grant does not pin the streams it is not granted.
+    /// Absent in records of earlier versions (nothing refused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) refused: Vec<String>,
 }
 
 impl SubscriberRecord {
@@ -37,6 +46,7 @@ impl SubscriberRecord {
             max_attempts: subscription.max_attempts,
             from_beginning: subscription.start == StartPosition::Beginning,
             created_ms,
+            refused: Vec::new(),
         }
     }
 
@@ -58,6 +68,22 @@ impl SubscriberRecord {
                 false
             }
         }
+    }
+
+    /// Whether retention waits for this subscriber on `stream`: it selects
+    /// the stream and its user was not refused it, neither the stream nor,
+    /// unless it selects the list by its exact id (read without the set),
+    /// the registry set its discovery goes through.
+    pub(crate) fn needs(&self, keys: &Keys, stream: &StreamRef) -> bool {
+        if !self.selects(stream.content.kind(), &stream.list) {
+            return false;
+        }
+        let by_id = self
+            .lists
+            .iter()
+            .any(|pattern| pattern == stream.list.as_str());
+        let set = keys.lists(stream.class, stream.content);
+        !self.refused.contains(&stream.key) && (by_id || !self.refused.contains(&set))
     }
 
     /// Where its consumer groups start: the first entry it must receive is
@@ -97,7 +123,10 @@ pub(crate) async fn register(
         .query_async(conn)
         .await?;
     let stored = load(conn, keys, &subscription.name).await?.unwrap_or(fresh);
-    let wanted = SubscriberRecord::from_subscription(subscription, stored.created_ms);
+    let wanted = SubscriberRecord {
+        refused: stored.refused.clone(),
+        ..SubscriberRecord::from_subscription(subscription, stored.created_ms)
+    };
     if wanted != stored {
         restore(conn, keys, &subscription.name, &wanted).await?;
     }
@@ -201,20 +230,85 @@ pub(crate) async fn streams(
 /// list of a class), plus the streams of the exact list ids it selects
 /// (an archive server granted those lists only, which may not read the
 /// sets). A set or stream Redis refuses (NOPERM) is not granted: it is
-/// left out from then on, and said once in the log, so a subscriber
-/// selecting more than its grant receives exactly its grant.
+/// left out, said once in the log (warn), so a subscriber selecting more
+/// than its grant receives exactly its grant; it is tried again after
+/// `retry`, so a grant widened (or re-applied) while the archive server
+/// runs is read without a restart.
 pub(crate) struct Discovery {
     selection: Option<Selection>,
-    refused: HashSet<String>,
+    /// Refused key → when it was last refused.
+    refused: HashMap<String, Instant>,
+    retry: Duration,
 }
 
 impl Discovery {
     /// For a selection; `None` (a stored selection that is invalid)
-    /// finds nothing.
-    pub(crate) fn new(selection: Option<Selection>) -> Self {
+    /// finds nothing. A refusal is tried again after `retry`.
+    pub(crate) fn new(selection: Option<Selection>, retry: Duration) -> Self {
         Self {
             selection,
-            refused: HashSet::new(),
+            refused: HashMap::new(),
+            retry,
+        }
+    }
+
+    /// Whether `key` was refused less than `retry` ago.
+    fn refused_now(&self, key: &str) -> bool {
+        self.refused
+            .get(key)
+            .is_some_and(|at| at.elapsed() < self.retry)
+    }
+
+    /// Every key refused when last tried, sorted: what the subscriber's
+    /// record says to retention.
+    pub(crate) fn refused_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.refused.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Why a subscription gets nothing its selection names, when Redis
+    /// refused all of it: every stream of an exact list it selects, or
+    /// every registry set and exact-list stream it could read through.
+    /// None while anything selected is readable (or not tried yet).
+    pub(crate) fn forbidden(&self, keys: &Keys) -> Option<String> {
+        let selection = self.selection.as_ref()?;
+        let selected: Vec<(Class, Content)> = classes()
+            .filter(|(_, content)| selection.kinds().contains(&content.kind()))
+            .collect();
+        let mut every_exact_refused = true;
+        for pattern in selection.lists().iter().filter(|p| p.is_exact()) {
+            let Ok(list) = ListId::new(pattern.as_str()) else {
+                continue;
+            };
+            let streams: Vec<String> = selected
+                .iter()
+                .map(|(class, content)| keys.stream(*class, *content, &list).key)
+                .collect();
+            if streams.iter().all(|key| self.refused_now(key)) {
+                return Some(format!(
+                    "list {list}: Redis refuses this user every stream of it (NOPERM on {})",
+                    streams.join(", ")
+                ));
+            }
+            every_exact_refused = false;
+        }
+        let sets: Vec<String> = selected
+            .iter()
+            .map(|(class, content)| keys.lists(*class, *content))
+            .collect();
+        (every_exact_refused && sets.iter().all(|set| self.refused_now(set))).then(|| {
+            format!(
+                "Redis refuses this user every registry set of the selection (NOPERM on {}): it would receive nothing",
+                sets.join(", ")
+            )
+        })
+    }
+
+    /// Redis allowed `key` (a refusal tried again): read it from now on.
+    pub(crate) fn allow(&mut self, key: &str) {
+        if self.refused.remove(key).is_some() {
+            tracing::info!(key, "now granted to this Redis user: read");
         }
     }
 
@@ -232,7 +326,7 @@ impl Discovery {
             || classes().filter(|(_, content)| selection.kinds().contains(&content.kind()));
         let sets: Vec<(Class, Content, String)> = selected()
             .map(|(class, content)| (class, content, keys.lists(class, content)))
-            .filter(|(_, _, set)| !self.refused.contains(set))
+            .filter(|(_, _, set)| !self.refused_now(set))
             .collect();
         for ((class, content, _), lists) in sets.iter().zip(self.read_sets(conn, &sets).await?) {
             found.extend(
@@ -254,7 +348,7 @@ impl Discovery {
                 }
             }
         }
-        found.retain(|stream| !self.refused.contains(&stream.key));
+        found.retain(|stream| !self.refused_now(&stream.key));
         Ok(found)
     }
 
@@ -275,12 +369,21 @@ impl Discovery {
         }
         match pipe.query_async(conn).await {
             Err(error) if is_no_perm(&error) => {}
+            Ok(read) => {
+                for (_, _, set) in sets {
+                    self.allow(set);
+                }
+                return Ok(read);
+            }
             read => return read,
         }
         let mut all = Vec::new();
         for (_, _, set) in sets {
             match redis::cmd("SMEMBERS").arg(set).query_async(conn).await {
-                Ok(lists) => all.push(lists),
+                Ok(lists) => {
+                    self.allow(set);
+                    all.push(lists);
+                }
                 Err(error) if is_no_perm(&error) => {
                     self.refuse(set);
                     all.push(Vec::new());
@@ -291,10 +394,15 @@ impl Discovery {
         Ok(all)
     }
 
-    /// Redis refused `key` to this user: leave it out from now on.
+    /// Redis refused `key` to this user: leave it out until it is tried
+    /// again.
     pub(crate) fn refuse(&mut self, key: &str) {
-        if self.refused.insert(key.to_owned()) {
-            tracing::info!(key, "not granted to this Redis user (NOPERM): left out");
+        if self
+            .refused
+            .insert(key.to_owned(), Instant::now())
+            .is_none()
+        {
+            tracing::warn!(key, "not granted to this Redis user (NOPERM): left out");
         }
     }
 }
@@ -314,6 +422,7 @@ mod tests {
             max_attempts: 5,
             from_beginning: false,
             created_ms: 0,
+            refused: Vec::new(),
         }
     }
 

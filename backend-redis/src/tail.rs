@@ -29,7 +29,7 @@ pub(crate) async fn tail(
     let attached_ms = redis_time_ms(&mut conn).await.map_err(backend_error)?;
     let mut reader = Reader {
         shared: Arc::clone(shared),
-        discovery: Discovery::new(Some(selection.clone())),
+        discovery: Discovery::new(Some(selection.clone()), shared.config.retention_interval),
         start: EntryId::just_before(attached_ms),
         positions: HashMap::new(),
         attaching: true,

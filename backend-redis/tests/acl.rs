@@ -502,7 +502,11 @@ async fn archive_servers_as_acl_users_get_exactly_their_grant() {
             "{refused:?}"
         );
     }
-    list_server.trim().await.unwrap();
+    assert_eq!(
+        list_server.trim().await.unwrap(),
+        0,
+        "nothing is older than the minimum age yet"
+    );
 
     // The archive servers stop: nothing of theirs moves but by an attack.
     for (_, _, backend, deliveries) in subscribers.drain(..) {
@@ -794,5 +798,105 @@ async fn archive_servers_as_acl_users_get_exactly_their_grant() {
         drop(deliveries);
         backend.close().await.unwrap();
     }
+    list_server.close().await.unwrap();
+
+    // Retention waits for no subscriber Redis refuses a stream:
+    // public-archive selects every list, but only full-archive may read
+    // the secret list and the membership streams, and it acked them all.
+    let trimmer = RedisBackend::connect(
+        deployment
+            .config_as(LIST_SERVER)
+            .retention_min_age(std::time::Duration::ZERO),
+    )
+    .await
+    .unwrap();
+    assert!(trimmer.trim().await.unwrap() > 0);
+    for key in deployment.stream_keys().await {
+        if key.contains(":private:") && key.contains(SECRET) || key.contains(":members:") {
+            let length: u64 = redis::cmd("XLEN")
+                .arg(&key)
+                .query_async(&mut deployment.admin)
+                .await
+                .unwrap();
+            assert_eq!(length, 0, "{key} is trimmed once its readers acked");
+        }
+    }
+    trimmer.close().await.unwrap();
+
+    // A subscription whose every selected stream Redis refuses is
+    // Forbidden at subscribe, naming the list, not silently empty.
+    let board = deployment.connect_as("board-archive").await;
+    let refused = board
+        .subscribe(
+            &Subscription::new(SubscriberName::new("board-archive").unwrap())
+                .select(Selection::all().list(SECRET.parse().unwrap())),
+        )
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert!(
+        matches!(&refused, BackendError::Forbidden(m) if m.contains(SECRET)),
+        "{refused:?}"
+    );
+    board.close().await.unwrap();
+}
+
+/// A Redis user whose grant is widened while its archive server runs
+/// reads the newly granted streams within a retention interval: a refusal
+/// is tried again, not kept for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_widened_grant_is_read_without_a_restart() {
+    let server = RedisServer::start(false, &[]);
+    let harness = RedisHarness::on(RedisConfig::new(server.url()));
+    let admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut deployment = Deployment {
+        server,
+        harness,
+        admin,
+    };
+    let prefix = deployment.harness.config.prefix.clone();
+    let grant = |private: bool| {
+        serde_json::from_str::<Grant>(&format!(
+            r##"{{"principal":"widened","subscribers":["widened"],"lists":["#"],"private_lists":{private}}}"##
+        ))
+        .unwrap()
+    };
+    deployment
+        .create_user(
+            LIST_SERVER,
+            list_server_acl_lines(&prefix, LIST_SERVER).unwrap(),
+        )
+        .await;
+    deployment
+        .create_user(
+            "widened",
+            acl_setuser_lines(&prefix, &grant(false)).unwrap(),
+        )
+        .await;
+    let list_server = deployment.connect_as(LIST_SERVER).await;
+    let backend = deployment.connect_as("widened").await;
+    let mut deliveries = backend
+        .subscribe(&Subscription::new(SubscriberName::new("widened").unwrap()))
+        .await
+        .unwrap();
+    let public = small_mail(&lists()[0], "widened.example.org");
+    list_server.publish(&public).await.unwrap();
+    assert_eq!(receive(&mut deliveries, 1).await, [public]);
+    deployment
+        .create_user("widened", acl_setuser_lines(&prefix, &grant(true)).unwrap())
+        .await;
+    let secret = small_mail(&lists()[2], "widened.example.org");
+    list_server.publish(&secret).await.unwrap();
+    assert_eq!(
+        receive(&mut deliveries, 1).await,
+        [secret],
+        "the private list granted later is read"
+    );
+    drop(deliveries);
+    backend.close().await.unwrap();
     list_server.close().await.unwrap();
 }
