@@ -18,6 +18,14 @@
 //! letters and replay streams stay where they are; their `origin` may name
 //! an old stream, which consumers accept.
 //!
+//! Duplicates are bounded: when a target stream already has entries (a
+//! move interrupted and redone, or the new version already published
+//! there) or an old group's name already exists on it, that group starts
+//! at its record's start there (or keeps its position), so every copy
+//! after it is delivered again once. One EVAL carries a whole stream:
+//! while a large stream moves, Redis answers other clients BUSY (scripts
+//! block the server), so migrate at a quiet time.
+//!
 //! Old versions' consumers must be stopped before: one still adding to an
 //! old stream makes the move retry, then fail the connect.
 
@@ -39,7 +47,9 @@ use crate::retention::group_frontiers;
 /// last id, the targets' count, each entry (id, target), each group (name,
 /// start for a target that had entries before, and per target the plan
 /// index of its last copy the group no longer needs, 0 for none). Returns
-/// 0, having changed nothing, when the old stream is not as planned.
+/// 0, having changed nothing, when the old stream is not as planned:
+/// every planned entry is read before anything is written, so the
+/// script never stops with part of a stream copied.
 const MOVE: &str = r"
 local n = 1
 local function arg() local v = ARGV[n]; n = n + 1; return v end
@@ -54,11 +64,16 @@ for t = 1, nt do
   local top = redis.call('XREVRANGE', KEYS[2 + t], '+', '-', 'COUNT', 1)[1]
   before[t] = top and top[1] or '0-0'
 end
-local copied = {}
+local planned = {}
 for i = 1, count do
   local id, t = arg(), tonumber(arg())
   local entry = redis.call('XRANGE', old, id, id)[1]
-  copied[i] = redis.call('XADD', KEYS[2 + t], '*', unpack(entry[2]))
+  if not entry then return 0 end
+  planned[i] = {t, entry[2]}
+end
+local copied = {}
+for i = 1, count do
+  copied[i] = redis.call('XADD', KEYS[2 + planned[i][1]], '*', unpack(planned[i][2]))
 end
 local ng = tonumber(arg())
 for g = 1, ng do
@@ -99,7 +114,13 @@ pub(crate) async fn migrate(conn: &mut ConnectionManager, keys: &Keys) -> Result
         .query_async(conn)
         .await
     {
-        Err(error) if is_no_perm(&error) => return Ok(()),
+        Err(error) if is_no_perm(&error) => {
+            tracing::warn!(
+                "this Redis user may not read the earlier layout's keys (NOPERM on EXISTS): \
+                 migration skipped; if an earlier version's data remains, connect once as the list server's user"
+            );
+            return Ok(());
+        }
         found => found.map_err(backend_error)?,
     };
     if found == 0 {

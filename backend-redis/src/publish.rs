@@ -19,7 +19,7 @@ use crate::batcher::Batcher;
 use crate::config::{Durability, RedisConfig};
 use crate::entry::{BODY, int, items, text};
 use crate::error::{is_no_perm, refusing};
-use crate::keys::Keys;
+use crate::keys::{Keys, StreamRef};
 use crate::{registry, retention};
 
 pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), BackendError> {
@@ -50,17 +50,19 @@ pub(crate) fn batcher(
     Batcher::start(move |batch: Vec<Envelope>| {
         trimmer.when_due();
         let mut conn = conn.clone();
-        let pipe = pipeline(&keys, durability, &batch);
-        let streams: Vec<String> = batch
-            .iter()
-            .map(|envelope| keys.stream_of(envelope).key)
-            .collect();
-        let what = format!("XADD {}", streams.join(" "));
+        let streams: Vec<StreamRef> = batch.iter().map(|e| keys.stream_of(e)).collect();
+        let pipe = pipeline(&keys, durability, &batch, &streams);
         async move {
-            let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(refusing(&what))?;
+            let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
+                Ok(replies) => replies,
+                Err(error) => {
+                    let keys: Vec<&str> = streams.iter().map(|s| s.key.as_str()).collect();
+                    return Err(refusing(&format!("XADD {}", keys.join(" ")))(error));
+                }
+            };
             for ((envelope, stream), reply) in batch.iter().zip(&streams).zip(&replies) {
                 let entry_id = text(reply).unwrap_or_default();
-                tracing::debug!(envelope_id = %envelope.id, %stream, %entry_id, "published");
+                tracing::debug!(envelope_id = %envelope.id, stream = %stream.key, %entry_id, "published");
             }
             check_durability(durability, replies.get(batch.len()))
         }
@@ -105,7 +107,9 @@ impl Trimmer {
             match trimmed {
                 Ok(count) => tracing::debug!(count, "the publisher trimmed acknowledged entries"),
                 Err(error) if is_no_perm(&error) => {
-                    tracing::info!("this Redis user may not trim: the list server's user must");
+                    tracing::warn!(
+                        "this Redis user may not trim (NOPERM): this client no longer trims; the list server's user must"
+                    );
                     allowed.store(false, Ordering::Relaxed);
                 }
                 Err(error) => tracing::warn!(%error, "trimming failed; will retry"),
@@ -117,11 +121,16 @@ impl Trimmer {
 
 /// SADD of the batch's lists to their registry sets, an XADD per envelope (their replies come
 /// first), then the durability wait.
-fn pipeline(keys: &Keys, durability: Durability, batch: &[Envelope]) -> redis::Pipeline {
+/// `streams` are the envelopes' streams, in order.
+fn pipeline(
+    keys: &Keys,
+    durability: Durability,
+    batch: &[Envelope],
+    streams: &[StreamRef],
+) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     let mut sets: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
-    for envelope in batch {
-        let stream = keys.stream_of(envelope);
+    for (envelope, stream) in batch.iter().zip(streams) {
         sets.entry(keys.lists(stream.class, stream.content))
             .or_default()
             .insert(envelope.list_id.as_str());
@@ -129,8 +138,8 @@ fn pipeline(keys: &Keys, durability: Durability, batch: &[Envelope]) -> redis::P
     for (set, lists) in sets {
         pipe.cmd("SADD").arg(set).arg(lists).ignore();
     }
-    for envelope in batch {
-        let xadd = pipe.cmd("XADD").arg(keys.stream_of(envelope).key).arg("*");
+    for (envelope, stream) in batch.iter().zip(streams) {
+        let xadd = pipe.cmd("XADD").arg(&stream.key).arg("*");
         for (field, value) in wire::to_fields(envelope) {
             xadd.arg(field).arg(value);
         }
