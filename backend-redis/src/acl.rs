@@ -14,16 +14,21 @@
 //! What Redis ACLs cannot do: restrict consumer-group names. Principals
 //! granted the same stream can read through each other's groups and
 //! `XACK` / `XCLAIM` each other's entries there, making the other skip
-//! them. Private lists' streams are therefore shared only among the
+//! them; `XCLAIM ... LASTID` moves another's group position ahead, and
+//! `XGROUP CREATE ... MKSTREAM` under another's name at `$` on a stream
+//! it has not found yet makes it start there. Private lists' streams are therefore shared only among the
 //! principals granted them; public streams among every archive server.
 //!
 //! Grants become key patterns only as exact list ids (one key per stream)
 //! or `#` alone (every list of the granted classes: one glob per class and
 //! content); a pattern with a wildcard inside (`*.lists.example.org`) has
 //! no glob with the same meaning (a Redis glob's `*` crosses dots) and is
-//! refused. The lines set no password: add one with
-//! `ACL SETUSER <user> on >password`; running the lines again resets the
-//! user's permissions, never its password.
+//! refused. Each user's permissions are one `ACL SETUSER` command (every
+//! selector in it): Redis applies it whole, so running it again never
+//! leaves a running archive server with its permissions half reset. The
+//! line sets no password: add one with `ACL SETUSER <user> on >password`;
+//! running the line again resets the user's permissions, never its
+//! password. A database number in the URL needs `+select` added.
 
 use std::fmt;
 
@@ -53,7 +58,7 @@ const RESET: &str = "on resetkeys resetchannels clearselectors nocommands";
 
 /// Every command the list server's client runs, on every key of the prefix.
 const LIST_SERVER_COMMANDS: &str = "+scan +exists +get +set +mget +del +unlink \
-    +sadd +smembers +srem +hgetall +hdel +zadd +zrange +zrangebyscore +zrem +zmscore \
+    +sadd +smembers +srem +hgetall +zadd +zrange +zrangebyscore +zrem +zmscore \
     +xadd +xtrim +xdel +xlen +xrange +xrevrange +xread +xreadgroup +xack +xclaim +xpending \
     +xinfo +xgroup +eval +wait";
 
@@ -68,9 +73,9 @@ pub fn list_server_acl_lines(prefix: &Prefix, user: &str) -> Result<Vec<String>,
     )])
 }
 
-/// The `ACL SETUSER` lines of an archive server's user, named after the
-/// grant's principal: what it may read and write, as described in the
-/// module docs. Refused: an operator grant (on Redis, operators use the
+/// The `ACL SETUSER` line (one) of an archive server's user, named after
+/// the grant's principal: what it may read and write, as described in the
+/// module docs, in one command so re-applying it is atomic. Refused: an operator grant (on Redis, operators use the
 /// list server's user), a principal that is no plain user name, a list
 /// pattern other than an exact id or `#`.
 pub fn acl_setuser_lines(prefix: &Prefix, grant: &Grant) -> Result<Vec<String>, UngrantableGrant> {

@@ -33,7 +33,8 @@
 //!
 //! Redis (7.0 or later: ACL selectors) enforces the grants
 //! ([`archiver_core::Grant`]): [`acl_setuser_lines`]
-//! prints an archive server's `ACL SETUSER` lines from its grant,
+//! prints an archive server's `ACL SETUSER` line from its grant (one
+//! command with every selector, so re-applying it is atomic),
 //! [`list_server_acl_lines`] the list server's (`archiver-redis acl-lines`
 //! prints both). An archive server's user reads only the streams of its
 //! granted classes and lists (`#` alone: every list of them; exact list
@@ -43,8 +44,13 @@
 //! XDEL of a list stream, no `XGROUP SETID/DESTROY/DELCONSUMER`, no
 //! `XAUTOCLAIM`, scripts, `KEYS` or `CONFIG`. A subscription selecting
 //! more than its user may read receives exactly what Redis lets it read:
-//! a stream or registry set refused (NOPERM) is left out, once, with a
-//! line in the log. A command Redis refuses is [`BackendError::Forbidden`]
+//! a stream or registry set refused (NOPERM) is left out with a warning
+//! and tried again every [`RedisConfig::retention_interval`] (a widened
+//! grant is read without a restart); the consumer notes its refusals in
+//! its own record, and retention waits for no subscriber on what its user
+//! is refused. A subscription whose every selected stream is refused is
+//! [`BackendError::Forbidden`] at subscribe. A database number in the URL
+//! needs `+select` added to the users. A command Redis refuses is [`BackendError::Forbidden`]
 //! naming the key or command. Trimming, unsubscribing and removing
 //! consumers are the list server's; a publishing client trims every
 //! [`RedisConfig::retention_interval`].
@@ -54,7 +60,12 @@
 //! streams, no copy per subscriber): any of them can read through
 //! another's group there and `XACK` or `XCLAIM` its entries, and that
 //! other then never receives them (the `acl` test measures it: each entry
-//! so acked is lost to its victim). Public streams are shared by every
+//! so acked is lost to its victim). Two more of the same kind: `XCLAIM
+//! ... LASTID <future id>` moves another group's position ahead on a
+//! shared stream (it skips every entry up to that id), and `XGROUP CREATE
+//! <stream> <other's name> $ MKSTREAM` on a granted stream the other has
+//! not found yet makes it start at `$` (it skips what was there); the
+//! test shows both allowed and measures the first. Public streams are shared by every
 //! archive server, a private list's only by those granted it; a principal
 //! that must not be able to make another skip mail needs a Redis (or
 //! prefix) of its own, or the ZeroMQ hub, which checks every settlement.

@@ -798,6 +798,65 @@ async fn archive_servers_as_acl_users_get_exactly_their_grant() {
         drop(deliveries);
         backend.close().await.unwrap();
     }
+    // Two more residuals of shared streams: XCLAIM's LASTID moves another
+    // group's position ahead (it then skips every entry up to there), and
+    // a group made under another's name at `$` on a stream that other has
+    // not found yet makes it start there.
+    let future = "9999999999999-0";
+    let new_stream = deployment.key("stream:public:mail:{new.example.org}");
+    let attempts = [
+        attempt(
+            "public-archive",
+            "residual: XCLAIM LASTID moving another's group ahead",
+            &[
+                "XCLAIM",
+                &public_stream,
+                "full-archive",
+                "raw",
+                "0",
+                &probe_public_id,
+                "LASTID",
+                future,
+            ],
+            "OK",
+        ),
+        attempt(
+            "public-archive",
+            "residual: XGROUP CREATE of another's group at $ on a new stream",
+            &[
+                "XGROUP",
+                "CREATE",
+                &new_stream,
+                "full-archive",
+                "$",
+                "MKSTREAM",
+            ],
+            "OK",
+        ),
+    ];
+    let outcomes = raw_client(deployment.server.port, &attempts);
+    check(&attempts, &outcomes);
+    let groups: Vec<BTreeMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&public_stream)
+        .query_async(&mut deployment.admin)
+        .await
+        .unwrap();
+    let moved: String = groups
+        .iter()
+        .find(|g| redis::from_redis_value::<String>(g["name"].clone()).unwrap() == "full-archive")
+        .map(|g| redis::from_redis_value(g["last-delivered-id"].clone()).unwrap())
+        .unwrap();
+    println!(
+        "residual: full-archive's group on {public_stream} now at {moved}: it skips every entry before"
+    );
+    assert_eq!(moved, future);
+    assert!(
+        deployment
+            .groups(&new_stream)
+            .await
+            .contains(&"full-archive".to_owned())
+    );
     list_server.close().await.unwrap();
 
     // Retention waits for no subscriber Redis refuses a stream:
