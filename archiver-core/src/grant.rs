@@ -96,6 +96,32 @@ impl Grant {
         self
     }
 
+    /// The subscriber names granted (an operator may use any besides):
+    /// what a broker's ACL generator turns into per-subscriber keys.
+    pub fn subscribers(&self) -> &[SubscriberName] {
+        &self.subscribers
+    }
+
+    /// The list patterns granted, for a broker's ACL generator.
+    pub fn list_patterns(&self) -> &[ListPattern] {
+        &self.lists
+    }
+
+    /// Whether mail and events of private lists are granted.
+    pub fn allows_private_lists(&self) -> bool {
+        self.private_lists
+    }
+
+    /// Whether membership events are granted.
+    pub fn allows_membership_events(&self) -> bool {
+        self.membership_events
+    }
+
+    /// Whether the principal is an operator.
+    pub fn is_operator(&self) -> bool {
+        self.operator
+    }
+
     /// Whether `name` is one of this principal's, or it is an operator.
     fn may_use(&self, name: &SubscriberName) -> bool {
         self.operator || self.subscribers.contains(name)

@@ -62,7 +62,8 @@ pub struct RedisConfig {
     pub durability: Durability,
     /// Largest envelope body accepted, in bytes.
     pub max_envelope_bytes: usize,
-    /// How often a consumer trims the streams it reads.
+    /// How often a consumer trims the streams it reads; also how often a
+    /// stream or registry set Redis refused this user is tried again.
     pub retention_interval: Duration,
     /// Entries younger than this are never trimmed, even when acknowledged:
     /// covers a subscriber created while a trim computes what is needed.

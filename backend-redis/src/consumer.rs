@@ -27,9 +27,9 @@ use crate::Shared;
 use crate::connection::{self, run_id};
 use crate::dead_letters::{ORIGIN, PendingRef, bury};
 use crate::entry::{Entry, EntryId, entries, int, items, streams, text};
-use crate::error::{backend_error, is_busy_group, is_no_group};
+use crate::error::{backend_error, is_busy_group, is_no_group, is_no_perm, is_no_stream, refusing};
 use crate::keys::Keys;
-use crate::registry::{self, SubscriberRecord};
+use crate::registry::{self, Discovery, SubscriberRecord};
 use crate::retention;
 use crate::settle::RedisSettle;
 
@@ -45,7 +45,10 @@ pub(crate) async fn subscribe(
     let mut conn = shared.conn.clone();
     let record = registry::register(&mut conn, &shared.keys, subscription)
         .await
-        .map_err(backend_error)?;
+        .map_err(refusing(&format!(
+            "the record {}",
+            shared.keys.subscriber(&subscription.name)
+        )))?;
     drop_unselected_groups(&mut conn, shared, &subscription.name, &record)
         .await
         .map_err(backend_error)?;
@@ -59,8 +62,11 @@ pub(crate) async fn subscribe(
         name: subscription.name.clone(),
         consumer: shared.config.consumer_name.clone(),
         run_id: run_id(&mut conn).await.map_err(backend_error)?,
+        discovery: Discovery::new(record.selection().ok(), shared.config.retention_interval),
+        trims: true,
         record,
         groups: Vec::new(),
+        missing: HashMap::new(),
         replay: shared.keys.replay(&subscription.name),
         permits: Arc::new(Semaphore::new(prefetch)),
         overflow: VecDeque::new(),
@@ -72,24 +78,39 @@ pub(crate) async fn subscribe(
         next_trim: Instant::now() + shared.config.retention_interval,
     };
     consumer.discover().await.map_err(backend_error)?;
+    if let Some(refusal) = consumer.discovery.forbidden(&shared.keys) {
+        return Err(BackendError::Forbidden(format!(
+            "subscription {}: {refusal}",
+            subscription.name
+        )));
+    }
     tokio::spawn(consumer.run());
     let deliveries = ReceiverStream::new(receiver);
     Ok(shared.closed.until_closed(deliveries))
 }
 
 /// The latest selection is in force: groups on streams it no longer selects
-/// are removed, so they neither receive nor hold back trimming.
+/// are removed, so they neither receive nor hold back trimming. An archive
+/// server's Redis user may neither list every stream nor destroy groups:
+/// then this is left to the list server (retention ignores such groups).
 async fn drop_unselected_groups(
     conn: &mut ConnectionManager,
     shared: &Shared,
     name: &SubscriberName,
     record: &SubscriberRecord,
 ) -> RedisResult<()> {
-    for (kind, list, key) in registry::streams(conn, &shared.keys).await? {
-        if !record.selects(kind, &list) {
+    let streams = match registry::streams(conn, &shared.keys).await {
+        Err(error) if is_no_perm(&error) => {
+            tracing::debug!(subscriber = %name, "this Redis user may not list every stream: groups of an earlier selection stay");
+            return Ok(());
+        }
+        streams => streams?,
+    };
+    for stream in streams {
+        if !record.selects(stream.content.kind(), &stream.list) {
             let _: RedisResult<i64> = redis::cmd("XGROUP")
                 .arg("DESTROY")
-                .arg(&key)
+                .arg(&stream.key)
                 .arg(name.as_str())
                 .query_async(conn)
                 .await;
@@ -108,8 +129,16 @@ struct Consumer {
     /// The server's run id when the groups were last made.
     run_id: String,
     record: SubscriberRecord,
+    /// Finds the selected streams this Redis user may read.
+    discovery: Discovery,
+    /// False once Redis refused this user XTRIM (an archive server's ACL
+    /// user): the list server trims then.
+    trims: bool,
     /// Stream keys with this subscriber's group, the replay stream first.
     groups: Vec<String>,
+    /// Exact lists' streams not written yet → when to look again: not
+    /// on every poll.
+    missing: HashMap<String, Instant>,
     replay: String,
     permits: Arc<Semaphore>,
     /// Entries already claimed by this consumer but not yet handed over for
@@ -200,9 +229,9 @@ impl Consumer {
             self.next_claim =
                 now + (self.shared.config.claim_idle / 4).max(self.shared.config.poll_interval);
         }
-        if now >= self.next_trim {
+        if self.trims && now >= self.next_trim {
             let list_streams = &self.groups[1..];
-            if let Err(error) = retention::trim(
+            match retention::trim(
                 &mut self.shared.conn.clone(),
                 &self.shared.keys,
                 list_streams,
@@ -210,7 +239,14 @@ impl Consumer {
             )
             .await
             {
-                tracing::warn!(subscriber = %self.name, %error, "trimming failed; will retry");
+                Ok(_) => {}
+                Err(error) if is_no_perm(&error) => {
+                    tracing::info!(subscriber = %self.name, "this Redis user may not trim: the list server trims");
+                    self.trims = false;
+                }
+                Err(error) => {
+                    tracing::warn!(subscriber = %self.name, %error, "trimming failed; will retry")
+                }
             }
             self.next_trim = now + self.shared.config.retention_interval;
         }
@@ -238,19 +274,53 @@ impl Consumer {
         Some(permits)
     }
 
-    /// Creates this subscriber's group on every selected stream that lacks it.
+    /// Creates this subscriber's group on every selected stream that lacks
+    /// it and that its Redis user may read.
     async fn discover(&mut self) -> RedisResult<()> {
         let conn = &mut self.shared.conn.clone();
         if self.groups.is_empty() {
-            ensure_group(conn, &self.replay, &self.name, EntryId::ZERO).await?;
+            ensure_group(conn, &self.replay, &self.name, EntryId::ZERO, true).await?;
             self.groups.push(self.replay.clone());
         }
-        for (kind, list, key) in registry::streams(conn, &self.shared.keys).await? {
-            if self.record.selects(kind, &list) && !self.groups.contains(&key) {
-                ensure_group(conn, &key, &self.name, self.record.group_start()).await?;
-                tracing::debug!(subscriber = %self.name, stream = %key, "reading a new stream");
-                self.groups.push(key);
+        let now = Instant::now();
+        for stream in self.discovery.candidates(conn, &self.shared.keys).await? {
+            if self.groups.contains(&stream.key)
+                || self.missing.get(&stream.key).is_some_and(|at| now < *at)
+            {
+                continue;
             }
+            match ensure_group(
+                conn,
+                &stream.key,
+                &self.name,
+                self.record.group_start(),
+                false,
+            )
+            .await
+            {
+                Ok(true) => {
+                    tracing::debug!(subscriber = %self.name, stream = %stream.key, "reading a new stream");
+                    self.discovery.allow(&stream.key);
+                    self.missing.remove(&stream.key);
+                    self.groups.push(stream.key);
+                }
+                Ok(false) => {
+                    // An exact list's stream not written yet; its group
+                    // starts at the creation time, so looking again later
+                    // loses nothing.
+                    self.discovery.allow(&stream.key);
+                    self.missing
+                        .insert(stream.key, now + self.shared.config.poll_interval * 10);
+                }
+                Err(error) if is_no_perm(&error) => self.discovery.refuse(&stream.key),
+                Err(error) => return Err(error),
+            }
+        }
+        // Retention waits for no subscriber on what its user is refused.
+        let refused = self.discovery.refused_keys();
+        if refused != self.record.refused {
+            self.record.refused = refused;
+            registry::restore(conn, &self.shared.keys, &self.name, &self.record).await?;
         }
         Ok(())
     }
@@ -525,8 +595,10 @@ fn from_origin(
     envelope: Envelope,
     origin: Option<&str>,
 ) -> Result<Envelope, WireError> {
-    let expected = keys.stream(envelope.kind, &envelope.list_id);
-    if origin == Some(expected.as_str()) {
+    let expected = keys.stream_of(&envelope).key;
+    // A dead letter of an earlier version names its stream in the old layout.
+    let legacy = keys.legacy().stream(envelope.kind, &envelope.list_id);
+    if origin == Some(expected.as_str()) || origin == Some(legacy.as_str()) {
         return Ok(envelope);
     }
     Err(WireError::Invalid {
@@ -540,24 +612,30 @@ fn from_origin(
     })
 }
 
-/// Creates a consumer group (and its stream) unless it exists.
+/// Creates a consumer group unless it exists; true when the group is there.
+/// `mkstream` creates a missing stream too, otherwise a missing stream
+/// gives false.
 async fn ensure_group(
     conn: &mut ConnectionManager,
     stream: &str,
     name: &SubscriberName,
     start: EntryId,
-) -> RedisResult<()> {
-    let created: RedisResult<()> = redis::cmd("XGROUP")
+    mkstream: bool,
+) -> RedisResult<bool> {
+    let mut create = redis::cmd("XGROUP");
+    create
         .arg("CREATE")
         .arg(stream)
         .arg(name.as_str())
-        .arg(start.to_string())
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match created {
-        Err(error) if !is_busy_group(&error) => Err(error),
-        _ => Ok(()),
+        .arg(start.to_string());
+    if mkstream {
+        create.arg("MKSTREAM");
+    }
+    match create.query_async::<()>(conn).await {
+        Err(error) if is_busy_group(&error) => Ok(true),
+        Err(error) if !mkstream && is_no_stream(&error) => Ok(false),
+        Err(error) => Err(error),
+        Ok(()) => Ok(true),
     }
 }
 

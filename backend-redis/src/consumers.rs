@@ -36,7 +36,7 @@ pub(crate) async fn remove_without_pending(
             .await
             .map_err(backend_error)?
             .into_iter()
-            .map(|(_, _, key)| key),
+            .map(|stream| stream.key),
     );
     let mut removed = 0;
     for stream in streams {

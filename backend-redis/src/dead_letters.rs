@@ -13,7 +13,7 @@ use redis::RedisResult;
 use redis::aio::ConnectionManager;
 
 use crate::entry::{BODY, Entry, EntryId, entries, int};
-use crate::error::backend_error;
+use crate::error::refusing;
 use crate::keys::Keys;
 
 /// Why it is dead.
@@ -173,7 +173,7 @@ async fn stored_page(
         .arg(limit)
         .query_async(conn)
         .await
-        .map_err(backend_error)?;
+        .map_err(refusing(&format!("XRANGE {}", keys.dead(name))))?;
     let entries = entries(&reply);
     let next = (entries.len() == limit)
         .then(|| entries.last().map(|e| e.id.to_string()))
@@ -268,13 +268,17 @@ async fn replay_one(
     let origin = letter
         .origin
         .clone()
-        .unwrap_or_else(|| keys.stream(envelope.kind, &envelope.list_id));
+        .unwrap_or_else(|| keys.stream_of(envelope).key);
     xadd.arg(ORIGIN).arg(origin);
     pipe.ignore();
     pipe.cmd("XDEL")
         .arg(keys.dead(name))
         .arg(entry.id.to_string());
-    let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(backend_error)?;
+    let replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(refusing(&format!(
+        "XADD {} and XDEL {}",
+        keys.replay(name),
+        keys.dead(name)
+    )))?;
     Ok(replies.first().and_then(int).unwrap_or(0) as usize)
 }
 
@@ -293,7 +297,7 @@ pub(crate) async fn purge(
         .arg(keys.dead(name))
         .query_async(conn)
         .await
-        .map_err(backend_error)?;
+        .map_err(refusing(&format!("DEL {}", keys.dead(name))))?;
     Ok(count)
 }
 
@@ -319,5 +323,5 @@ pub(crate) async fn purge_malformed(
         .arg(&malformed)
         .query_async(conn)
         .await
-        .map_err(backend_error)
+        .map_err(refusing(&format!("XDEL {}", keys.dead(name))))
 }

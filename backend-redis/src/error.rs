@@ -6,6 +6,10 @@ use redis::{ErrorKind, RedisError};
 /// Maps a redis-rs error; messages carry no credentials (redis-rs never
 /// puts the password in its errors).
 pub(crate) fn backend_error(error: RedisError) -> BackendError {
+    if is_no_perm(&error) {
+        // Redis names the refused command or key, never a credential.
+        return BackendError::Forbidden(error.to_string());
+    }
     if is_auth_error(&error) {
         return BackendError::Auth(error.to_string());
     }
@@ -22,9 +26,25 @@ pub(crate) fn backend_error(error: RedisError) -> BackendError {
     }
 }
 
+/// Maps a redis-rs error as [`backend_error`] does, a refusal naming
+/// `what` was refused (the key or command): Redis's NOPERM reply names a
+/// command but not a key.
+pub(crate) fn refusing(what: &str) -> impl Fn(RedisError) -> BackendError + '_ {
+    move |error| match backend_error(error) {
+        BackendError::Forbidden(reply) => BackendError::Forbidden(format!("{what}: {reply}")),
+        other => other,
+    }
+}
+
 fn is_auth_error(error: &RedisError) -> bool {
     matches!(error.kind(), ErrorKind::AuthenticationFailed)
-        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
+}
+
+/// The Redis user may not run this command on this key (its ACL): a
+/// refusal, not a failure to retry.
+pub(crate) fn is_no_perm(error: &RedisError) -> bool {
+    error.code() == Some("NOPERM")
 }
 
 /// The group or its stream is gone: Redis lost data, or the subscriber was
@@ -36,4 +56,11 @@ pub(crate) fn is_no_group(error: &RedisError) -> bool {
 /// XGROUP CREATE on a group that exists.
 pub(crate) fn is_busy_group(error: &RedisError) -> bool {
     error.code() == Some("BUSYGROUP")
+}
+
+/// XGROUP CREATE without MKSTREAM on a stream that does not exist.
+pub(crate) fn is_no_stream(error: &RedisError) -> bool {
+    error
+        .detail()
+        .is_some_and(|detail| detail.contains("requires the key to exist"))
 }

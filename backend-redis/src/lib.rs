@@ -3,21 +3,76 @@
 //!
 //! # Layout
 //!
-//! One stream per list and kind (`<prefix>:stream:mail:<list-id>`,
-//! `<prefix>:stream:event:<list-id>`), registered in the set
-//! `<prefix>:streams` so consumers find new lists. The list and the kind a
-//! subscriber selects are chosen by *which streams it reads*: a subscriber
-//! never receives, nor even transfers, entries of lists or kinds it did not
-//! select. Each entry is stored once, however many subscribers read it:
-//! fan-out is one consumer group per subscriber on each stream it selects,
-//! competing consumers are consumers of that group. The alternative, one
-//! stream for everything with a group per subscriber, would make every
-//! subscriber read (and skip) every list's mail.
+//! One stream per list, access class and content
+//! (`<prefix>:stream:<class>:<content>:{<list-id>}`, `{<list-id>}` a
+//! Redis Cluster hash tag): the class is `public` or `private` (the envelope's
+//! `archive-policy`; unmarked counts as private), the content `mail`,
+//! `event`, or `members` for membership events, which carry member
+//! addresses. Each is registered in the set `<prefix>:lists:<class>:<content>`
+//! so consumers find new lists. The lists and kinds a subscriber selects
+//! are chosen by *which streams it reads*: a subscriber never receives, nor
+//! even transfers, entries of lists or kinds it did not select. Each entry
+//! is stored once, however many subscribers read it: fan-out is one
+//! consumer group per subscriber on each stream it selects, competing
+//! consumers are consumers of that group. Mails of a list are in order;
+//! its events are in order within the membership and the other events (two
+//! streams), and a list whose policy changes starts a new stream.
 //!
-//! A subscriber's record (`<prefix>:subscribers`) keeps its selection and
+//! A subscriber's record (`<prefix>:sub:<name>`) keeps its selection and
 //! its creation time; its group on any stream, even one created later,
 //! starts at that time, so no mail published after a subscriber exists is
 //! missed, however late its consumers discover the list.
+//!
+//! Data of earlier versions (`<prefix>:stream:<kind>:<list-id>`,
+//! `<prefix>:streams`, the `<prefix>:subscribers` hash) is migrated when a
+//! client allowed to read it (the list server's) connects: each old stream
+//! moves in one script, its groups keep what they had not acknowledged.
+//! Stop consumers of earlier versions first.
+//!
+//! # Access control: archive servers as Redis ACL users
+//!
+//! Redis (7.0 or later: ACL selectors) enforces the grants
+//! ([`archiver_core::Grant`]): [`acl_setuser_lines`]
+//! prints an archive server's `ACL SETUSER` line from its grant (one
+//! command with every selector, so re-applying it is atomic),
+//! [`list_server_acl_lines`] the list server's (`archiver-redis acl-lines`
+//! prints both). An archive server's user reads only the streams of its
+//! granted classes and lists (`#` alone: every list of them; exact list
+//! ids: only theirs, found without reading the registry) and writes only
+//! its own subscribers' record, dead letters, replay stream, delayed
+//! retries, and group state on the streams it reads; no XADD, XTRIM or
+//! XDEL of a list stream, no `XGROUP SETID/DESTROY/DELCONSUMER`, no
+//! `XAUTOCLAIM`, scripts, `KEYS` or `CONFIG`. A subscription selecting
+//! more than its user may read receives exactly what Redis lets it read:
+//! a stream or registry set refused (NOPERM) is left out with a warning
+//! and tried again every [`RedisConfig::retention_interval`] (a widened
+//! grant is read without a restart); the consumer notes its refusals in
+//! its own record, and retention waits for no subscriber on what its user
+//! is refused. A subscription whose every selected stream is refused is
+//! [`BackendError::Forbidden`] at subscribe. A database number in the URL
+//! needs `+select` added to the users. A command Redis refuses is [`BackendError::Forbidden`]
+//! naming the key or command. Trimming, unsubscribing and removing
+//! consumers are the list server's; a publishing client trims every
+//! [`RedisConfig::retention_interval`].
+//!
+//! What Redis ACLs cannot restrict is consumer-group names. Principals
+//! granted one stream share it (choice (b) of the grant design: shared
+//! streams, no copy per subscriber): any of them can read through
+//! another's group there and `XACK` or `XCLAIM` its entries, and that
+//! other then never receives them (the `acl` test measures it: each entry
+//! so acked is lost to its victim). Two more of the same kind: `XCLAIM
+//! ... LASTID <future id>` moves another group's position ahead on a
+//! shared stream (it skips every entry up to that id), and `XGROUP CREATE
+//! <stream> <other's name> $ MKSTREAM` on a granted stream the other has
+//! not found yet makes it start at `$` (it skips what was there); the
+//! test shows both allowed and measures the first. Public streams are shared by every
+//! archive server, a private list's only by those granted it; a principal
+//! that must not be able to make another skip mail needs a Redis (or
+//! prefix) of its own, or the ZeroMQ hub, which checks every settlement.
+//! Other residuals: an archive server granted every list of a class sees
+//! the names of that class's lists (the registry sets); one can write its
+//! own record with any selection, which holds back trimming of what it
+//! selects (memory, not mail).
 //!
 //! # Delivery
 //!
@@ -81,6 +136,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acl;
 mod batcher;
 mod config;
 mod connection;
@@ -90,6 +146,7 @@ mod dead_letters;
 mod entry;
 mod error;
 mod keys;
+mod migrate;
 mod persistence;
 mod publish;
 mod registry;
@@ -107,12 +164,13 @@ use archiver_core::{
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
+pub use acl::{UngrantableGrant, acl_setuser_lines, list_server_acl_lines};
 pub use archiver_core::RawDeadLetter;
 pub use config::{Durability, RedisConfig};
 pub use dead_letters::DeadLetterPage;
 
 use batcher::Batcher;
-use error::backend_error;
+use error::{backend_error, refusing};
 use keys::Keys;
 use settle::Ack;
 
@@ -157,6 +215,7 @@ impl RedisBackend {
         if matches!(config.durability, Durability::Fsync { .. }) {
             ensure_waitaof(&mut conn).await?;
         }
+        migrate::migrate(&mut conn, &Keys::new(&config.prefix)).await?;
         tracing::info!(url = %config.redacted_url(), prefix = %config.prefix, "connected to Redis");
         let persistence = persistence::Persistence::read(&mut conn).await;
         match (persistence.warning(), config.durability) {
@@ -172,11 +231,7 @@ impl RedisBackend {
         Ok(Self {
             shared: Arc::new(Shared {
                 keys: Keys::new(&config.prefix),
-                publishes: publish::batcher(
-                    conn.clone(),
-                    Keys::new(&config.prefix),
-                    config.durability,
-                ),
+                publishes: publish::batcher(conn.clone(), Keys::new(&config.prefix), &config),
                 config,
                 client,
                 acks: settle::ack_batcher(conn.clone()),
@@ -196,11 +251,12 @@ impl RedisBackend {
     pub async fn trim(&self) -> Result<u64, BackendError> {
         self.shared.ensure_open()?;
         let mut conn = self.shared.conn.clone();
+        let refused = refusing("trimming (SMEMBERS, SCAN, XTRIM: the list server's)");
         let streams: Vec<String> = registry::streams(&mut conn, &self.shared.keys)
             .await
-            .map_err(backend_error)?
+            .map_err(&refused)?
             .into_iter()
-            .map(|(_, _, key)| key)
+            .map(|stream| stream.key)
             .collect();
         retention::trim(
             &mut conn,
@@ -209,7 +265,7 @@ impl RedisBackend {
             self.shared.config.retention_min_age,
         )
         .await
-        .map_err(backend_error)
+        .map_err(refused)
     }
 
     /// Removes the consumers of the subscriber's groups that have nothing
@@ -354,29 +410,22 @@ impl Operator for RedisBackend {
         self.shared.ensure_open()?;
         let keys = &self.shared.keys;
         let mut conn = self.shared.conn.clone();
+        let refused = refusing("unsubscribe (XGROUP DESTROY, DEL: the list server's)");
         let mut pipe = redis::pipe();
-        for (_, _, stream) in registry::streams(&mut conn, keys)
-            .await
-            .map_err(backend_error)?
-        {
+        for stream in registry::streams(&mut conn, keys).await.map_err(&refused)? {
             pipe.cmd("XGROUP")
                 .arg("DESTROY")
-                .arg(stream)
+                .arg(stream.key)
                 .arg(name.as_str())
                 .ignore();
         }
-        pipe.cmd("HDEL")
-            .arg(keys.subscribers())
-            .arg(name.as_str())
-            .ignore();
         pipe.cmd("DEL")
+            .arg(keys.subscriber(name))
             .arg(keys.replay(name))
             .arg(keys.dead(name))
             .arg(keys.delayed(name))
             .ignore();
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(backend_error)?;
+        pipe.query_async::<()>(&mut conn).await.map_err(refused)?;
         tracing::info!(subscriber = %name, "subscriber deleted");
         Ok(())
     }

@@ -5,7 +5,16 @@
 //! For each stream the frontier of every subscriber that selects it is: its
 //! oldest pending entry, else the entry after its last delivered one; a
 //! subscriber without a group there yet needs everything from its creation
-//! time (everything, for one that reads from the beginning). Entries younger
+//! time (everything, for one that reads from the beginning), unless its
+//! record says Redis refused its user that stream (or the registry set it
+//! finds it through): a subscriber selecting more than its grant waits for
+//! nothing it may not read. A group whose subscriber's record no longer
+//! selects the stream, or whose user Redis refuses it, is ignored (an
+//! archive server's Redis user may not destroy it when its selection
+//! narrows); one whose record is unreadable (invalid, or of a newer
+//! version) still holds trimming back. A refusal that a widened grant
+//! lifts is noticed within a retention interval; what was trimmed before
+//! that the new group does not get. Entries younger
 //! than `retention_min_age` (a minute by default) are never trimmed, which
 //! covers a subscriber being created while the frontiers are computed. A
 //! stream nobody selects is kept whole, for a later subscriber that starts
@@ -39,12 +48,25 @@ pub(crate) async fn trim(
     let youngest_trimmable =
         EntryId::just_before(now_ms.saturating_sub(min_age.as_millis() as u64)).next();
     for stream in streams {
-        let Some((kind, list, _)) = registered.iter().find(|(_, _, key)| key == stream) else {
+        let Some(registered) = registered.iter().find(|s| &s.key == stream) else {
             continue;
         };
         let mut frontiers: HashMap<String, EntryId> = group_frontiers(conn, stream).await?;
+        // The group of an earlier selection, which an archive server's
+        // Redis user may not destroy, holds nothing back; nor one Redis
+        // now refuses its user. A group whose record cannot be read (a
+        // newer version's selection, say) still does: it may hold
+        // entries not yet acknowledged.
+        frontiers.retain(|name, _| {
+            subscribers
+                .iter()
+                .find(|(n, _)| n == name)
+                .is_none_or(|(_, record)| {
+                    record.selection().is_err() || record.needs(keys, registered)
+                })
+        });
         for (name, record) in &subscribers {
-            if record.selects(*kind, list) {
+            if record.needs(keys, registered) {
                 frontiers
                     .entry(name.clone())
                     .or_insert_with(|| record.group_start().next());
@@ -69,7 +91,7 @@ pub(crate) async fn trim(
 }
 
 /// Group name → the first entry that group still needs.
-async fn group_frontiers(
+pub(crate) async fn group_frontiers(
     conn: &mut ConnectionManager,
     stream: &str,
 ) -> RedisResult<HashMap<String, EntryId>> {

@@ -120,10 +120,7 @@ impl Settle for RedisSettle {
     async fn bury(self: Box<Self>, reason: String, attempts: u32) -> Result<(), BackendError> {
         let fields = envelope_fields(&self.envelope);
         // Delivered only when it came from its own stream.
-        let origin = self
-            .shared
-            .keys
-            .stream(self.envelope.kind, &self.envelope.list_id);
+        let origin = self.shared.keys.stream_of(&self.envelope).key;
         bury(
             &mut self.shared.conn.clone(),
             &self.shared.keys,

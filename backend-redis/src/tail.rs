@@ -13,8 +13,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::Shared;
 use crate::connection;
 use crate::entry::{EntryId, entries, streams};
-use crate::error::backend_error;
-use crate::registry::{self, redis_time_ms};
+use crate::error::{backend_error, is_no_perm};
+use crate::registry::{Discovery, redis_time_ms};
 
 /// Envelopes buffered for a slow tail before it starts losing them.
 const BUFFER: usize = 1024;
@@ -29,9 +29,10 @@ pub(crate) async fn tail(
     let attached_ms = redis_time_ms(&mut conn).await.map_err(backend_error)?;
     let mut reader = Reader {
         shared: Arc::clone(shared),
-        selection: selection.clone(),
+        discovery: Discovery::new(Some(selection.clone()), shared.config.retention_interval),
         start: EntryId::just_before(attached_ms),
         positions: HashMap::new(),
+        attaching: true,
         conn,
     };
     reader.discover().await.map_err(backend_error)?;
@@ -43,7 +44,12 @@ pub(crate) async fn tail(
 
 struct Reader {
     shared: Arc<Shared>,
-    selection: Selection,
+    /// The selected streams this Redis user may read.
+    discovery: Discovery,
+    /// True until the first discovery, made when attaching: a stream
+    /// found later (created after attaching, or first published to) is
+    /// read from the attach time, even when none was found then.
+    attaching: bool,
     /// Streams found after attaching are read from here.
     start: EntryId,
     /// Last id read per selected stream.
@@ -55,23 +61,33 @@ impl Reader {
     /// Streams that exist when attaching start at their last entry; later
     /// ones at the attach time.
     async fn discover(&mut self) -> redis::RedisResult<()> {
-        let attaching = self.positions.is_empty();
-        for (kind, list, key) in registry::streams(&mut self.conn, &self.shared.keys).await? {
-            if !self.selection.kinds().contains(&kind)
-                || !self.selection.selects_list(&list)
-                || self.positions.contains_key(&key)
-            {
+        let attaching = std::mem::replace(&mut self.attaching, false);
+        let candidates = self
+            .discovery
+            .candidates(&mut self.conn, &self.shared.keys)
+            .await?;
+        for stream in candidates {
+            let key = stream.key;
+            if self.positions.contains_key(&key) {
                 continue;
             }
+            // Also tells whether this Redis user may read the stream at all.
+            let last: Value = match redis::cmd("XREVRANGE")
+                .arg(&key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut self.conn)
+                .await
+            {
+                Err(error) if is_no_perm(&error) => {
+                    self.discovery.refuse(&key);
+                    continue;
+                }
+                last => last?,
+            };
             let start = if attaching {
-                let last: Value = redis::cmd("XREVRANGE")
-                    .arg(&key)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut self.conn)
-                    .await?;
                 entries(&last)
                     .first()
                     .map_or(EntryId::ZERO, |e| e.id)

@@ -66,7 +66,7 @@ async fn subscribe_cycles_reuse_one_consumer() {
     for _ in 0..6 {
         one_cycle(&backend, &subscription, &list).await;
     }
-    let stream = format!("{}:stream:mail:{list}", harness.config.prefix);
+    let stream = forge::public_mail_stream(&harness, list.as_str());
     let found = consumers(&mut forge::connection(&harness).await, &stream, "cycles").await;
     harness.cleanup().await;
     assert_eq!(
@@ -85,11 +85,11 @@ async fn only_consumers_without_pending_entries_are_removed() {
     let subscription = Subscription::new(name.clone())
         .select(Selection::all().list("leftovers.example.org".parse().unwrap()));
     one_cycle(&backend, &subscription, &list).await;
-    let own = format!("{}:stream:mail:{list}", harness.config.prefix);
+    let own = forge::public_mail_stream(&harness, list.as_str());
     // Another list's stream, which this subscriber once selected: an earlier
     // instance crashed holding one entry there, another left with nothing.
     let other = ListId::new("other.example.org").unwrap();
-    let stream = format!("{}:stream:mail:{other}", harness.config.prefix);
+    let stream = forge::public_mail_stream(&harness, other.as_str());
     let mut conn = forge::connection(&harness).await;
     let held = mail(&other);
     backend.publish(&held).await.unwrap();

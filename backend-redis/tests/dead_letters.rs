@@ -51,7 +51,7 @@ async fn malformed_dead_letters_are_listed_purged_and_never_replayed() {
         .unwrap();
     let poison = mail(&list);
     backend.publish(&poison).await.unwrap();
-    let stream = format!("{}:stream:mail:{list}", harness.config.prefix);
+    let stream = forge::public_mail_stream(&harness, list.as_str());
     let _: String = redis::cmd("XADD")
         .arg(&stream)
         .arg("*")
@@ -212,9 +212,8 @@ async fn the_operator_tool_lists_purges_and_unsubscribes() {
     .await;
     let left = backend.dead_letters(&name).await.unwrap().len();
     let retired = operator_tool(&harness, &["unsubscribe", "--name", "operated", "--yes"]).await;
-    let registered_after: bool = redis::cmd("HEXISTS")
-        .arg(format!("{}:subscribers", harness.config.prefix))
-        .arg("operated")
+    let registered_after: bool = redis::cmd("EXISTS")
+        .arg(format!("{}:sub:operated", harness.config.prefix))
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -23,14 +23,13 @@ const DEADLINE: Duration = Duration::from_secs(120);
 async fn pending_entries(harness: &RedisHarness, group: &str) -> u64 {
     let client = redis::Client::open(harness.config.url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let streams: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(format!("{}:streams", harness.config.prefix))
+    let streams: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:stream:*", harness.config.prefix))
         .query_async(&mut conn)
         .await
         .unwrap();
     let mut pending = 0;
-    for member in streams {
-        let key = format!("{}:stream:{member}", harness.config.prefix);
+    for key in streams {
         let summary: redis::Value = redis::cmd("XPENDING")
             .arg(key)
             .arg(group)

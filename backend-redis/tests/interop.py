@@ -21,9 +21,14 @@ url, prefix, list_id = sys.argv[1:4]
 r = redis.Redis.from_url(url)
 
 
-def first_entry(kind):
-    """The oldest entry of the list's stream of that kind, fields decoded."""
-    ((entry_id, raw),) = r.xrange(f"{prefix}:stream:{kind}:{list_id}", count=1)
+def stream(content):
+    """The key of the public list's stream of that content (mail, event, members)."""
+    return f"{prefix}:stream:public:{content}:{{{list_id}}}"
+
+
+def first_entry(kind, content):
+    """The oldest entry of the list's stream of that content, fields decoded."""
+    ((entry_id, raw),) = r.xrange(stream(content), count=1)
     fields = {k.decode(): v for k, v in raw.items()}
     text = {k: v.decode() for k, v in fields.items() if k != "body"}
     # Any 1.x: a minor version only adds fields, which a reader may ignore.
@@ -47,18 +52,19 @@ def message_id_hash(message_id):
     return base64.b32encode(hashlib.sha1(message_id.encode()).digest()).decode()
 
 
-mail, mail_body = first_entry("mail")
+mail, mail_body = first_entry("mail", "mail")
 assert mail["content-type"] == "message/rfc822", mail
-event, event_body = first_entry("event")
+# A membership event: its own stream, for those granted member addresses.
+event, event_body = first_entry("event", "members")
 assert event["content-type"] == "application/json", event
 
 body = b"Message-ID: <python-interop@example.org>\r\nSubject: from Python\r\n\r\nFrom Python, with love.\r\n"
 envelope_id = uuid7()
 now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-r.sadd(f"{prefix}:streams", f"mail:{list_id}")
+r.sadd(f"{prefix}:lists:public:mail", list_id)
 # A version 1.0 envelope, as an older list server writes it: no list-address.
 r.xadd(
-    f"{prefix}:stream:mail:{list_id}",
+    stream("mail"),
     {
         "format-version": "1",
         "envelope-id": envelope_id,

@@ -37,7 +37,7 @@ async fn a_forged_list_id_is_dead_lettered_not_delivered() {
     // Someone allowed to write the public list's stream adds an entry that
     // claims to be mail of the private list.
     let forged = mail(&private);
-    let stream = format!("{}:stream:mail:public.example.org", harness.config.prefix);
+    let stream = forge::public_mail_stream(&harness, "public.example.org");
     let _: String = forge::xadd_envelope(&stream, &forged)
         .query_async(&mut forge::connection(&harness).await)
         .await

@@ -1,6 +1,7 @@
 //! Retention: a stream is trimmed only below what every subscriber has
 //! acknowledged, and consumers trim by themselves so memory stays bounded.
 
+mod forge;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ fn mails(list: &ListId, count: usize) -> Vec<Envelope> {
 async fn stream_length(harness: &RedisHarness, list: &ListId) -> usize {
     let client = redis::Client::open(harness.config.url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{}:stream:mail:{list}", harness.config.prefix);
+    let key = forge::public_mail_stream(harness, list.as_str());
     redis::cmd("XLEN")
         .arg(key)
         .query_async(&mut conn)
@@ -124,5 +125,51 @@ async fn consumers_that_keep_up_keep_the_stream_short() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    harness.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_record_is_unreadable_still_holds_trimming_back() {
+    let mut harness = RedisHarness::new();
+    harness.config = harness
+        .config
+        .clone()
+        .retention_min_age(Duration::ZERO)
+        .retention_interval(Duration::from_secs(3600));
+    let client = harness.connect().await;
+    let mut deliveries = client
+        .subscribe(&Subscription::new("later".parse().unwrap()).prefetch(100))
+        .await
+        .unwrap();
+    let mut acking = client
+        .subscribe(&Subscription::new("acking".parse().unwrap()).prefetch(100))
+        .await
+        .unwrap();
+    let list = ListId::new("unreadable.lists.example.org").unwrap();
+    for envelope in mails(&list, 10) {
+        client.publish(&envelope).await.unwrap();
+    }
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(deliveries.next().await.unwrap().unwrap());
+        acking.next().await.unwrap().unwrap().ack().await.unwrap();
+    }
+    // A newer version stores a selection this one cannot read.
+    let admin = redis::Client::open(harness.config.url.as_str()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    let record = format!("{}:sub:later", harness.config.prefix);
+    let _: () = redis::cmd("SET")
+        .arg(&record)
+        .arg(r#"{"lists":["no/slash"],"kind":null,"max_attempts":5,"from_beginning":false,"created_ms":0}"#)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.trim().await.unwrap(),
+        0,
+        "entries pending in the group of an unreadable record stay"
+    );
+    assert_eq!(stream_length(&harness, &list).await, 10);
+    drop(held);
     harness.cleanup().await;
 }

@@ -26,3 +26,8 @@ pub fn xadd_envelope(stream: &str, envelope: &archiver_core::Envelope) -> redis:
     xadd.arg("body").arg(envelope.body.as_ref());
     xadd
 }
+
+/// The stream the backend writes a public list's mail to.
+pub fn public_mail_stream(harness: &RedisHarness, list: &str) -> String {
+    format!("{}:stream:public:mail:{{{list}}}", harness.config.prefix)
+}
