@@ -177,8 +177,9 @@ mod zap;
 
 pub use client::ZmqClient;
 pub use config::{
-    Allowed, ClientConfig, Credentials, DEFAULT_ACK_DEADLINE, DEFAULT_DEAD_LETTER_PAGE_BYTES,
-    DEFAULT_HEARTBEAT, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_MAX_NACK_DELAY,
-    DEFAULT_MAX_UNACKED_BYTES, DEFAULT_TIMEOUT, HubConfig, full_access,
+    Allowed, ClientConfig, ClientCurve, Credentials, CurveKey, CurveKeyPair, DEFAULT_ACK_DEADLINE,
+    DEFAULT_DEAD_LETTER_PAGE_BYTES, DEFAULT_HEARTBEAT, DEFAULT_MAX_ENVELOPE_BYTES,
+    DEFAULT_MAX_NACK_DELAY, DEFAULT_MAX_UNACKED_BYTES, DEFAULT_TIMEOUT, HubConfig, Login,
+    curve_available, full_access,
 };
 pub use hub::{QueueStatus, ZmqHub};

@@ -127,12 +127,7 @@ impl Tail {
         .concat();
         let mut links = Vec::new();
         for endpoint in &self.config.tail_endpoints {
-            let link = Link::open(
-                &self.context,
-                endpoint,
-                self.config.credentials.as_ref(),
-                zmq::SUB,
-            )?;
+            let link = Link::open(&self.context, endpoint, &self.config, zmq::SUB)?;
             for prefix in protocol::tail_prefixes(&self.selection) {
                 link.socket.set_subscribe(&prefix).map_err(setup)?;
             }
