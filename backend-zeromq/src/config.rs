@@ -390,15 +390,22 @@ impl Allowed {
 ///
 /// ```
 /// use archiver_core::Grant;
-/// use backend_zeromq::{Credentials, HubConfig};
+/// use backend_zeromq::{CurveKeyPair, HubConfig};
+/// # fn demo() -> Result<(), archiver_core::BackendError> {
+/// // In production both come from files (CurveKeyPair::read_file,
+/// // CurveKey::read_file) written by archiver-zeromq-keygen.
+/// let (hub_keys, hyperkitty) = (CurveKeyPair::generate()?, CurveKeyPair::generate()?);
 /// let config = HubConfig::new("tcp://0.0.0.0:5555", "/var/lib/mailman/archiver")
 ///     .tail("tcp://0.0.0.0:5556")
-///     .allow(
-///         Credentials::new("hyperkitty", "s3cret"),
+///     .curve(hub_keys)
+///     .allow_key(
+///         hyperkitty.public,
 ///         Grant::new("hyperkitty")
 ///             .subscriber("hyperkitty".parse().unwrap())
 ///             .lists("#".parse().unwrap()),
 ///     );
+/// # Ok(()) }
+/// # demo().unwrap();
 /// ```
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -572,10 +579,17 @@ impl HubConfig {
 /// The archive server's side: which hubs it connects to.
 ///
 /// ```
-/// use backend_zeromq::{ClientConfig, Credentials};
+/// use backend_zeromq::{ClientConfig, CurveKeyPair};
+/// # fn demo() -> Result<(), archiver_core::BackendError> {
+/// # let hub_keys = CurveKeyPair::generate()?;
+/// // The hub's public key and this archive server's key pair, from files
+/// // in production (CurveKey::read_file, CurveKeyPair::read_file).
+/// let (hub_public, own) = (hub_keys.public, CurveKeyPair::generate()?);
 /// let config = ClientConfig::new("tcp://lists.example.org:5555")
 ///     .also("tcp://lists2.example.org:5555")
-///     .credentials(Credentials::new("hyperkitty", "s3cret"));
+///     .curve(hub_public, own);
+/// # Ok(()) }
+/// # demo().unwrap();
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientConfig {

@@ -36,8 +36,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// could be cut by bytes of the other direction).
 struct Relay {
     endpoint: String,
-    streams: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    streams: Streams,
 }
+
+/// What each direction of each relayed connection carried.
+type Streams = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
 
 impl Relay {
     /// What each direction of each connection carried so far.
@@ -53,7 +56,7 @@ fn relay(upstream: &str) -> Relay {
     let upstream = upstream.trim_start_matches("tcp://").to_owned();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
-    let streams: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+    let streams: Streams = Arc::default();
     let registry = Arc::clone(&streams);
     std::thread::spawn(move || {
         for client in listener.incoming().map_while(Result::ok) {
