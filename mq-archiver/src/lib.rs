@@ -367,13 +367,13 @@ impl Config {
             (Some(_), None) => {
                 return Err(Error::MissingOption {
                     key: "curve-server-key",
-                    why: "the hub's public key file, to connect with curve-key",
+                    why: "to connect with curve-key: the hub's public key file",
                 });
             }
             (None, Some(_)) => {
                 return Err(Error::MissingOption {
                     key: "curve-key",
-                    why: "this archive server's key pair file, to connect with curve-server-key",
+                    why: "to connect with curve-server-key: this archive server's key pair file",
                 });
             }
             (None, None) => {}
@@ -414,7 +414,7 @@ impl Config {
         if config.curve.is_some() && config.allowed.is_empty() {
             return Err(Error::MissingOption {
                 key: "grants-file",
-                why: "a ZeroMQ hub with curve-key serves the client public keys of its grants-file (curve_public_key entries)",
+                why: "for a ZeroMQ hub with curve-key: it serves the client public keys of its grants-file (curve_public_key entries)",
             });
         }
         match (config.allowed.is_empty(), s.anonymous) {
