@@ -18,7 +18,8 @@ pub enum Access {
     /// No authentication (loopback or `ipc://` only): every peer is
     /// [`ANONYMOUS`] with this grant.
     Anonymous(Grant),
-    /// ZAP PLAIN: the principal a message's `User-Id` names, with its grant.
+    /// An allowlist (CURVE keys or ZAP PLAIN credentials): the principal a
+    /// message's `User-Id` names, with its grant.
     Principals(BTreeMap<String, Grant>),
 }
 

@@ -123,7 +123,9 @@ impl ZmqHub {
     /// another hub has open is refused. A hub without credentials is
     /// refused with `Forbidden` unless anonymous access was asked for
     /// ([`HubConfig::allow_anonymous`]) and every endpoint is `ipc://` or
-    /// loopback.
+    /// loopback. An allowlist mixing CURVE keys and PLAIN credentials, CURVE
+    /// keys without the hub's key pair, or CURVE on a libzmq without it is
+    /// refused with `Auth`.
     pub fn bind(config: HubConfig) -> Result<Self, BackendError> {
         let access = Access::of(&config)?;
         let journal = Journal::open(
