@@ -371,7 +371,12 @@ fn every_option_key_takes_a_good_value_and_names_itself_on_a_bad_one() {
         ),
         ("anonymous", "ipc:///h", "true", Some("yes")),
         ("curve-key", "tcp://h:1", "/etc/archiver/hub.key", Some("")),
-        ("curve-server-key", "tcp://h:1", "/etc/archiver/hub.pub", Some("")),
+        (
+            "curve-server-key",
+            "tcp://h:1",
+            "/etc/archiver/hub.pub",
+            Some(""),
+        ),
         ("connect-timeout", "ipc:///h", "120s", Some("2 minutes")),
         ("tail", "tcp://h:1", "tcp://127.0.0.1:5556", Some("")),
         ("spool-dir", "memory:", "/var/spool/archiver", Some("")),
