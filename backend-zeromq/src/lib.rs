@@ -134,7 +134,10 @@
 //!
 //! **Reloading the allowlist** ([`ZmqHub::reload_allowlist`], e.g. with
 //! the edited grants file) adds principals, changes grants, rotates a key
-//! (replace the entry's key: the old one is refused from then on) or
+//! (replace the entry's key: new handshakes with the old one are refused
+//! from then on; connections made with it before stay, as the same
+//! principal, until they reconnect; revoke and re-add the principal in two
+//! reloads to cut them at once) or
 //! revokes a principal, without a restart. From the reload on, each
 //! message is checked against the new grants and each new handshake
 //! against the new keys. A revoked principal's connections are dropped

@@ -42,13 +42,16 @@ pub enum HubCommand {
 /// A reloaded allowlist: the hub's new access, and the ZAP handler's new
 /// gate, swapped by the hub thread together.
 pub struct Reload {
+    /// What the hub checks each message against from now on.
     pub access: Access,
+    /// What the ZAP handler admits from now on.
     pub gate: Gate,
     /// The ZAP handler's gate, to swap.
     pub shared: SharedGate,
     /// Whether a principal admitted to the live tail no longer is: its
     /// peers are then disconnected, and reconnect through the new gate.
     pub retail: bool,
+    /// Answered once both are swapped.
     pub reply: oneshot::Sender<()>,
 }
 
@@ -1035,7 +1038,6 @@ fn dead_letter_frames(letters: Vec<DeadLetter>, next: Option<String>) -> Vec<Vec
     frames
 }
 
-/// A routing id for logs.
 /// Unbinds the tail and binds it again on the same endpoint: libzmq ends
 /// the connections accepted on an endpoint when it is unbound, so every
 /// tail peer reconnects, through the current ZAP gate. Retries the bind
@@ -1063,6 +1065,7 @@ fn rebind(tail: &zmq::Socket) {
     }
 }
 
+/// A routing id for logs.
 fn hex(id: &[u8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -296,28 +296,31 @@ impl ZmqHub {
         config.allowed = allowed;
         let access = Access::of(&config)?;
         let gate = access.gate(&config).expect("an allowlist gives a ZAP gate");
-        let retail = {
+        let principals = gate.logins.len() + gate.keys.len();
+        let (reply, answer) = oneshot::channel();
+        {
+            // Held until the reload is queued, so that concurrent reloads
+            // reach the hub thread in the order they saw the tail's
+            // principals.
             let mut admitted = self
                 .inner
                 .tail_principals
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let revoked = admitted.iter().any(|p| !gate.tail.contains(p));
+            let retail = self.inner.tail_endpoint.is_some()
+                && admitted.iter().any(|p| !gate.tail.contains(p));
             *admitted = gate.tail.clone();
-            revoked && self.inner.tail_endpoint.is_some()
-        };
-        let principals = gate.logins.len() + gate.keys.len();
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .mailbox
-            .send(HubCommand::Reload(Reload {
-                access,
-                gate,
-                shared: SharedGate::clone(shared),
-                retail,
-                reply,
-            }))
-            .map_err(|_| BackendError::Closed)?;
+            self.inner
+                .mailbox
+                .send(HubCommand::Reload(Reload {
+                    access,
+                    gate,
+                    shared: SharedGate::clone(shared),
+                    retail,
+                    reply,
+                }))
+                .map_err(|_| BackendError::Closed)?;
+        }
         answer.await.map_err(|_| BackendError::Closed)?;
         tracing::info!(principals, "ZeroMQ hub allowlist reloaded");
         Ok(())
