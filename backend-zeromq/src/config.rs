@@ -67,6 +67,225 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// Whether this build's libzmq can do CURVE: the bundled libzmq of
+/// `zmq-sys` cannot; the system's (linked through the repository's
+/// `.cargo/config.toml`) can. See the crate docs ("Which libzmq").
+pub fn curve_available() -> bool {
+    zmq::has("curve") == Some(true)
+}
+
+/// The error for CURVE configured on a libzmq without it.
+pub(crate) fn curve_missing(what: &str) -> BackendError {
+    BackendError::Auth(format!(
+        "{what}: this build's libzmq has no CURVE (zmq::has(\"curve\") is false): link the system's libzmq (libzmq3-dev) with the `[target.<triple>.zmq] rustc-link-lib = [\"zmq\"]` lines of this repository's .cargo/config.toml (see backend-zeromq's crate docs)"
+    ))
+}
+
+/// A CURVE public key: 32 bytes, written as 40 characters of Z85 (ZeroMQ
+/// RFC 32). A hub's public key is what its clients check it by; a
+/// client's is what the hub's allowlist knows it by. Public, so printing
+/// it is safe (the crate still never logs it).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CurveKey([u8; 32]);
+
+impl CurveKey {
+    /// The key of 32 raw bytes (as a ZAP request carries it).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 32 raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The key as 40 characters of Z85.
+    pub fn to_z85(&self) -> String {
+        zmq::z85_encode(&self.0).expect("32 bytes encode to Z85")
+    }
+
+    /// Reads a public key file: the `public-key = "…"` line
+    /// [`CurveKeyPair::write_files`] writes, or the 40 Z85 characters
+    /// alone on a line (`#` starts a comment).
+    pub fn read_file(path: &Path) -> Result<Self, BackendError> {
+        let text = read_key_file(path)?;
+        let value = key_value(&text, "public-key")
+            .or_else(|| {
+                text.lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'))
+            })
+            .ok_or_else(|| key_file_error(path, "no public key in it"))?;
+        value
+            .parse()
+            .map_err(|e: BackendError| key_file_error(path, &e.to_string()))
+    }
+}
+
+impl std::str::FromStr for CurveKey {
+    type Err = BackendError;
+
+    /// 40 characters of Z85; the error never quotes the text.
+    fn from_str(text: &str) -> Result<Self, BackendError> {
+        decode_key(text).map(Self)
+    }
+}
+
+impl fmt::Display for CurveKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_z85())
+    }
+}
+
+impl fmt::Debug for CurveKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CurveKey({})", self.to_z85())
+    }
+}
+
+impl<'de> Deserialize<'de> for CurveKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// 40 Z85 characters as 32 bytes; the error says what is wrong, never
+/// the text (it may be a secret key pasted in the wrong place).
+fn decode_key(text: &str) -> Result<[u8; 32], BackendError> {
+    let wrong = || {
+        BackendError::Auth(format!(
+            "a CURVE key is 40 characters of Z85, not this one of {} characters",
+            text.len()
+        ))
+    };
+    if text.len() != 40 {
+        return Err(wrong());
+    }
+    zmq::z85_decode(text)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(wrong)
+}
+
+/// A CURVE key pair: a hub's (its clients know the public half) or a
+/// client's (the hub's allowlist knows the public half). `Debug` shows the
+/// public key only, and nothing in this crate logs the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CurveKeyPair {
+    /// The public half, safe to hand out.
+    pub public: CurveKey,
+    secret: [u8; 32],
+}
+
+impl fmt::Debug for CurveKeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CurveKeyPair({}, secret ****)", self.public)
+    }
+}
+
+impl CurveKeyPair {
+    /// A new random key pair, from libzmq (libsodium); `Auth` when this
+    /// build's libzmq has no CURVE.
+    pub fn generate() -> Result<Self, BackendError> {
+        if !curve_available() {
+            return Err(curve_missing("generating a CURVE key pair"));
+        }
+        let pair = zmq::CurveKeyPair::new()
+            .map_err(|e| BackendError::Auth(format!("generating a CURVE key pair: {e}")))?;
+        Ok(Self {
+            public: CurveKey(pair.public_key),
+            secret: pair.secret_key,
+        })
+    }
+
+    /// The pair of a public key and its secret key, both Z85.
+    pub fn from_z85(public: &str, secret: &str) -> Result<Self, BackendError> {
+        Ok(Self {
+            public: public.parse()?,
+            secret: decode_key(secret)?,
+        })
+    }
+
+    /// The secret key's 32 bytes, for the socket option only.
+    pub(crate) fn secret_bytes(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
+    /// Reads a key pair file as [`write_files`](Self::write_files) writes
+    /// it (`NAME.key`: `public-key = "…"` and `secret-key = "…"`). An
+    /// error names the file, never a key.
+    pub fn read_file(path: &Path) -> Result<Self, BackendError> {
+        let text = read_key_file(path)?;
+        let field = |name: &str| {
+            key_value(&text, name).ok_or_else(|| key_file_error(path, &format!("no {name} in it")))
+        };
+        Self::from_z85(field("public-key")?, field("secret-key")?)
+            .map_err(|e| key_file_error(path, &e.to_string()))
+    }
+
+    /// Writes `PREFIX.key` (the pair, mode 0600, readable by its owner
+    /// only) and `PREFIX.pub` (the public key, to hand to the other side),
+    /// refusing to overwrite either: a key pair replaced by mistake locks
+    /// out every peer that knew the old one. Returns both paths.
+    pub fn write_files(&self, prefix: &Path) -> Result<(PathBuf, PathBuf), BackendError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let with = |ext: &str| {
+            let mut name = prefix.as_os_str().to_owned();
+            name.push(ext);
+            PathBuf::from(name)
+        };
+        let (secret_path, public_path) = (with(".key"), with(".pub"));
+        let create = |path: &Path, mode: u32, text: String| {
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(path)
+                .and_then(|mut file| {
+                    file.write_all(text.as_bytes())?;
+                    file.sync_all()
+                });
+            written.map_err(|e| key_file_error(path, &e.to_string()))
+        };
+        if public_path.exists() {
+            return Err(key_file_error(&public_path, "exists; not overwritten"));
+        }
+        let public = format!("public-key = \"{}\"\n", self.public);
+        create(
+            &secret_path,
+            0o600,
+            format!(
+                "# CURVE key pair of an mq-archiver peer: keep this file secret\n{public}secret-key = \"{}\"\n",
+                zmq::z85_encode(&self.secret).expect("32 bytes encode to Z85")
+            ),
+        )?;
+        create(
+            &public_path,
+            0o644,
+            format!("# CURVE public key of an mq-archiver peer\n{public}"),
+        )?;
+        Ok((secret_path, public_path))
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<String, BackendError> {
+    std::fs::read_to_string(path).map_err(|e| key_file_error(path, &e.to_string()))
+}
+
+fn key_file_error(path: &Path, why: &str) -> BackendError {
+    BackendError::Auth(format!("CURVE key file {}: {why}", path.display()))
+}
+
+/// The quoted value of a `name = "value"` line.
+fn key_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == name).then(|| value.trim().trim_matches('"'))
+    })
+}
+
 /// A grant of everything (every subscriber name and list, private lists,
 /// membership events, operator actions): what anonymous peers of a hub on
 /// loopback get ([`HubConfig::allow_anonymous`]), and what a hub with one
@@ -79,12 +298,23 @@ pub fn full_access(principal: impl Into<String>) -> Grant {
         .operator(true)
 }
 
-/// One allowlist entry: credentials and the grant of the principal they
-/// log in as (the grant's principal is the ZAP user id the hub checks).
+/// How a principal of the allowlist proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    /// ZAP PLAIN: a user name and password, in clear on the wire (tests
+    /// and loopback; see the crate docs).
+    Plain(Credentials),
+    /// CURVE: the client's public key (it proves it holds the secret one
+    /// in the handshake, which also encrypts the connection).
+    Curve(CurveKey),
+}
+
+/// One allowlist entry: how the principal logs in, and its grant (the
+/// grant's principal is the ZAP user id the hub checks).
 #[derive(Debug, Clone)]
 pub struct Allowed {
-    /// What the peer sends.
-    pub credentials: Credentials,
+    /// What the peer presents.
+    pub login: Login,
     /// What it may do once logged in.
     pub grant: Grant,
 }
@@ -93,19 +323,23 @@ pub struct Allowed {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AllowedText {
-    user: String,
-    password: String,
+    user: Option<String>,
+    password: Option<String>,
+    curve_public_key: Option<String>,
     grant: Grant,
 }
 
 impl Allowed {
     /// Reads a grants file: a JSON list of `{"user", "password", "grant"}`
-    /// (the grant as [`Grant`]'s JSON), so an operator keeps the allowlist
-    /// outside the code. An error names the file and where it is wrong,
-    /// never a value (it may be a password).
+    /// (PLAIN) or `{"curve_public_key", "grant"}` (CURVE: the client's
+    /// public key, Z85), the grant as [`Grant`]'s JSON, so an operator
+    /// keeps the allowlist outside the code (and can reload it:
+    /// [`ZmqHub::reload_allowlist`](crate::ZmqHub::reload_allowlist)). An
+    /// error names the file and where it is wrong, never a value (it may
+    /// be a password).
     ///
     /// ```json
-    /// [{"user": "web", "password": "s3cret",
+    /// [{"curve_public_key": "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7",
     ///   "grant": {"principal": "web", "subscribers": ["web"], "lists": ["#"]}}]
     /// ```
     pub fn read_file(path: &Path) -> Result<Vec<Self>, BackendError> {
@@ -119,20 +353,36 @@ impl Allowed {
             let why = match text.find("grant of ") {
                 Some(at) => text[at..].to_owned(),
                 None => format!(
-                    "not a list of {{user, password, grant}} at line {} column {}",
+                    "not a list of {{user, password, grant}} or {{curve_public_key, grant}} at line {} column {}",
                     e.line(),
                     e.column()
                 ),
             };
             refused(why)
         })?;
-        Ok(entries
+        entries
             .into_iter()
-            .map(|entry| Self {
-                credentials: Credentials::new(entry.user, entry.password),
-                grant: entry.grant,
+            .map(|entry| {
+                let principal = entry.grant.principal().to_owned();
+                let login = match (entry.user, entry.password, entry.curve_public_key) {
+                    (Some(user), Some(password), None) => {
+                        Login::Plain(Credentials::new(user, password))
+                    }
+                    (None, None, Some(key)) => Login::Curve(key.parse().map_err(|e| {
+                        refused(format!("the curve_public_key of {principal:?}: {e}"))
+                    })?),
+                    _ => {
+                        return Err(refused(format!(
+                            "the entry of {principal:?} needs either user and password (PLAIN) or curve_public_key (CURVE)"
+                        )));
+                    }
+                };
+                Ok(Self {
+                    login,
+                    grant: entry.grant,
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -140,15 +390,22 @@ impl Allowed {
 ///
 /// ```
 /// use archiver_core::Grant;
-/// use backend_zeromq::{Credentials, HubConfig};
+/// use backend_zeromq::{CurveKeyPair, HubConfig};
+/// # fn demo() -> Result<(), archiver_core::BackendError> {
+/// // In production both come from files (CurveKeyPair::read_file,
+/// // CurveKey::read_file) written by archiver-zeromq-keygen.
+/// let (hub_keys, hyperkitty) = (CurveKeyPair::generate()?, CurveKeyPair::generate()?);
 /// let config = HubConfig::new("tcp://0.0.0.0:5555", "/var/lib/mailman/archiver")
 ///     .tail("tcp://0.0.0.0:5556")
-///     .allow(
-///         Credentials::new("hyperkitty", "s3cret"),
+///     .curve(hub_keys)
+///     .allow_key(
+///         hyperkitty.public,
 ///         Grant::new("hyperkitty")
 ///             .subscriber("hyperkitty".parse().unwrap())
 ///             .lists("#".parse().unwrap()),
 ///     );
+/// # Ok(()) }
+/// # demo().unwrap();
 /// ```
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -160,8 +417,12 @@ pub struct HubConfig {
     pub tail_endpoint: Option<String>,
     /// Directory of the journal, the subscriber registry and dead letters.
     pub dir: PathBuf,
-    /// Accepted credentials, each with its principal's grant.
+    /// Accepted logins (credentials or CURVE public keys), each with its
+    /// principal's grant.
     pub allowed: Vec<Allowed>,
+    /// The hub's CURVE key pair: with it, every connection is encrypted
+    /// and the allowlist is of client public keys ([`HubConfig::allow_key`]).
+    pub curve: Option<CurveKeyPair>,
     /// No authentication, every peer with [`full_access`]: only with
     /// [`allow_anonymous`](Self::allow_anonymous), only on `ipc://` or
     /// loopback endpoints, and never together with `allowed`.
@@ -212,6 +473,7 @@ impl HubConfig {
             tail_endpoint: None,
             dir: dir.into(),
             allowed: Vec::new(),
+            curve: None,
             anonymous: false,
             heartbeat: DEFAULT_HEARTBEAT,
             timeout: DEFAULT_TIMEOUT,
@@ -234,7 +496,31 @@ impl HubConfig {
     /// grants (and, once one is given, refuses peers without valid ones,
     /// replacing anonymous access if it was allowed before).
     pub fn allow(mut self, credentials: Credentials, grant: Grant) -> Self {
-        self.allowed.push(Allowed { credentials, grant });
+        self.allowed.push(Allowed {
+            login: Login::Plain(credentials),
+            grant,
+        });
+        self.anonymous = false;
+        self
+    }
+
+    /// Encrypts and authenticates with CURVE under this key pair (its
+    /// clients need the public half, [`ClientConfig::curve`]); the
+    /// allowlist is then of client public keys ([`allow_key`](Self::allow_key)),
+    /// and PLAIN credentials are refused at bind.
+    pub fn curve(mut self, server: CurveKeyPair) -> Self {
+        self.curve = Some(server);
+        self
+    }
+
+    /// Accepts the CURVE client holding the secret half of `public_key`, as
+    /// the principal of `grant` (needs [`curve`](Self::curve)); like
+    /// [`allow`](Self::allow), it replaces anonymous access.
+    pub fn allow_key(mut self, public_key: CurveKey, grant: Grant) -> Self {
+        self.allowed.push(Allowed {
+            login: Login::Curve(public_key),
+            grant,
+        });
         self.anonymous = false;
         self
     }
@@ -293,10 +579,17 @@ impl HubConfig {
 /// The archive server's side: which hubs it connects to.
 ///
 /// ```
-/// use backend_zeromq::{ClientConfig, Credentials};
+/// use backend_zeromq::{ClientConfig, CurveKeyPair};
+/// # fn demo() -> Result<(), archiver_core::BackendError> {
+/// # let hub_keys = CurveKeyPair::generate()?;
+/// // The hub's public key and this archive server's key pair, from files
+/// // in production (CurveKey::read_file, CurveKeyPair::read_file).
+/// let (hub_public, own) = (hub_keys.public, CurveKeyPair::generate()?);
 /// let config = ClientConfig::new("tcp://lists.example.org:5555")
 ///     .also("tcp://lists2.example.org:5555")
-///     .credentials(Credentials::new("hyperkitty", "s3cret"));
+///     .curve(hub_public, own);
+/// # Ok(()) }
+/// # demo().unwrap();
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -306,8 +599,20 @@ pub struct ClientConfig {
     pub tail_endpoints: Vec<String>,
     /// Credentials for hubs that require them.
     pub credentials: Option<Credentials>,
+    /// CURVE: the hub's public key and this client's key pair.
+    pub curve: Option<ClientCurve>,
     /// How long `subscribe` and requests wait for every hub to answer.
     pub connect_timeout: Duration,
+}
+
+/// A CURVE client's keys.
+#[derive(Debug, Clone)]
+pub struct ClientCurve {
+    /// The hub's public key: the client talks only to a hub holding its
+    /// secret half.
+    pub server: CurveKey,
+    /// This client's key pair; the hub's allowlist has its public half.
+    pub own: CurveKeyPair,
 }
 
 impl ClientConfig {
@@ -317,6 +622,7 @@ impl ClientConfig {
             endpoints: vec![endpoint.into()],
             tail_endpoints: Vec::new(),
             credentials: None,
+            curve: None,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -337,6 +643,28 @@ impl ClientConfig {
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
         self
+    }
+
+    /// Encrypts with CURVE, and authenticates both ways: the hub must hold
+    /// the secret half of `server` (else the handshake fails, an `Auth`
+    /// error), and it knows this client by `own`'s public key. Not
+    /// together with [`credentials`](Self::credentials) (refused at
+    /// connect).
+    pub fn curve(mut self, server: CurveKey, own: CurveKeyPair) -> Self {
+        self.curve = Some(ClientCurve { server, own });
+        self
+    }
+
+    /// Refuses PLAIN and CURVE together, and CURVE on a libzmq without it,
+    /// before any socket is made.
+    pub(crate) fn check_security(&self) -> Result<(), BackendError> {
+        match (&self.credentials, &self.curve) {
+            (Some(_), Some(_)) => Err(BackendError::Auth(
+                "a ZeroMQ client takes either PLAIN credentials (ClientConfig::credentials) or CURVE keys (ClientConfig::curve), not both".into(),
+            )),
+            (None, Some(_)) if !curve_available() => Err(curve_missing("ClientConfig::curve")),
+            _ => Ok(()),
+        }
     }
 
     /// Sets how long to wait for the hubs to answer.
@@ -361,7 +689,10 @@ mod tests {
         )
         .unwrap();
         let allowed = Allowed::read_file(&path).unwrap();
-        assert_eq!(allowed[0].credentials, Credentials::new("web", "hunter2"));
+        assert_eq!(
+            allowed[0].login,
+            Login::Plain(Credentials::new("web", "hunter2"))
+        );
         assert_eq!(allowed[0].grant.principal(), "web-archive");
 
         for (text, says) in [
@@ -380,6 +711,64 @@ mod tests {
             assert!(!error.contains("271828"), "{error}");
         }
         assert!(Allowed::read_file(&dir.path().join("none")).is_err());
+    }
+
+    #[test]
+    fn this_build_links_a_libzmq_with_curve() {
+        // The .cargo/config.toml links override: the bundled libzmq says None.
+        assert_eq!(zmq::has("curve"), Some(true));
+    }
+
+    #[test]
+    fn key_files_are_written_once_private_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pair = CurveKeyPair::generate().unwrap();
+        let prefix = dir.path().join("hub");
+        let (secret, public) = pair.write_files(&prefix).unwrap();
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(CurveKeyPair::read_file(&secret).unwrap(), pair);
+        assert_eq!(CurveKey::read_file(&public).unwrap(), pair.public);
+        let again = CurveKeyPair::generate().unwrap().write_files(&prefix);
+        assert!(again.unwrap_err().to_string().contains("exists"));
+        assert_eq!(CurveKeyPair::read_file(&secret).unwrap(), pair);
+        // A bare Z85 line is a public key file too.
+        let bare = dir.path().join("bare.pub");
+        std::fs::write(&bare, format!("{}\n", pair.public)).unwrap();
+        assert_eq!(CurveKey::read_file(&bare).unwrap(), pair.public);
+        let secret_text = zmq::z85_encode(pair.secret_bytes()).unwrap();
+        assert!(!format!("{pair:?}").contains(&secret_text));
+        let client = ClientConfig::new("tcp://x:1").curve(pair.public, pair.clone());
+        assert!(!format!("{client:?}").contains(&secret_text));
+        let error = "short".parse::<CurveKey>().unwrap_err().to_string();
+        assert!(!error.contains("short"), "{error}");
+    }
+
+    #[test]
+    fn grants_files_take_curve_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grants.json");
+        let key = CurveKeyPair::generate().unwrap().public;
+        std::fs::write(
+            &path,
+            format!(r#"[{{"curve_public_key": "{key}", "grant": {{"principal": "web"}}}}]"#),
+        )
+        .unwrap();
+        assert_eq!(
+            Allowed::read_file(&path).unwrap()[0].login,
+            Login::Curve(key)
+        );
+        for text in [
+            r#"[{"curve_public_key": "not-a-key-hunter2", "grant": {"principal": "w"}}]"#,
+            r#"[{"user": "u", "password": "hunter2", "curve_public_key": "x", "grant": {"principal": "w"}}]"#,
+            r#"[{"user": "u", "grant": {"principal": "w"}}]"#,
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = Allowed::read_file(&path).unwrap_err().to_string();
+            assert!(error.contains("\"w\""), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
     }
 
     #[test]

@@ -52,11 +52,12 @@
 //!   and async code talks to those threads through channels and an
 //!   `inproc` bell, never blocking the runtime.
 //!
-//! # Security: who may do what, authenticated, not encrypted
+//! # Security: who may do what; CURVE encrypts, PLAIN does not
 //!
-//! **Principals and grants.** A hub with credentials
-//! ([`HubConfig::allow`], or a grants file: [`Allowed::read_file`]) maps
-//! each ZAP PLAIN user to a principal and its [`Grant`]. The ZAP handler
+//! **Principals and grants.** A hub with an allowlist (CURVE client
+//! public keys, [`HubConfig::allow_key`]; or ZAP PLAIN credentials,
+//! [`HubConfig::allow`]; or a grants file: [`Allowed::read_file`]) maps
+//! each login to a principal and its [`Grant`]. The ZAP handler
 //! answers with the principal's name as the ZAP user id; libzmq attaches it
 //! to every message of that connection (`User-Id`), and the hub reads it
 //! per message and checks the command against that principal's grant. A
@@ -98,14 +99,81 @@
 //! loopback (it warns at bind); otherwise [`ZmqHub::bind`] fails with
 //! `Forbidden` naming the endpoint.
 //!
-//! **Not encrypted.** The bundled libzmq has no CURVE (issue 19), so PLAIN
-//! protects nothing on the wire: the password, and every mail and event
+//! **CURVE** (ZeroMQ RFC 26, [`HubConfig::curve`] and
+//! [`ClientConfig::curve`]; keys from `archiver-zeromq-keygen NAME`, which
+//! writes `NAME.key`, mode 0600, and `NAME.pub`: [`CurveKeyPair`]) is what
+//! to use between machines. It **protects**: the content of every
+//! connection, router and tail alike (mail, events, commands, tags; a
+//! capture of the traffic shows none of it, `tests/curve.rs` checks this
+//! with the corpus), against reading and against tampering or replay; the
+//! hub's identity (a client talks only to a hub holding the secret half of
+//! the hub key it was given, so an impostor hub fails the handshake); the
+//! client's identity (the hub admits only the public keys of its
+//! allowlist, and the client proves it holds the secret half; no password
+//! crosses the wire, so there is none to replay). It **does not protect**:
+//! who talks to whom, when and how much (connection metadata and message
+//! sizes are visible); anything once it is on either side (the journal on
+//! the list server's disk and the archive servers' stores are not
+//! encrypted); a stolen secret key file (whoever holds `NAME.key` is that
+//! principal: revoke its key, see below); and the reach of the port (an
+//! unknown key costs the hub a handshake, nothing more). Errors are typed
+//! on the client within the connect timeout (from the socket monitor, as
+//! libzmq only reports a failed handshake): [`BackendError::Auth`](archiver_core::BackendError::Auth)
+//! saying "wrong hub key" when the hub could not decrypt the hello (or
+//! does not speak CURVE), "unknown client key" when it did and refused the
+//! key. Keys are never logged; `Debug` shows public keys only. One
+//! mechanism per hub: CURVE and PLAIN together, or PLAIN credentials and
+//! CURVE keys on one side, are refused with `Auth`.
+//!
+//! **PLAIN is not encrypted.** The password, and every mail and event
 //! (private lists included), cross the network in clear text, and anyone
-//! who can read the traffic reads them, and can replay the password. Use
-//! it on a trusted network, over `ipc://` on one machine, or inside a VPN
-//! or SSH tunnel. A peer with wrong credentials gets
-//! [`BackendError::Auth`](archiver_core::BackendError::Auth) from
-//! `subscribe`, not silence.
+//! who can read the traffic reads them and can replay the password. It is
+//! for tests and loopback: a hub with PLAIN warns at bind that it is not
+//! encrypted, and warns loudly when an endpoint is not loopback. A peer
+//! with wrong credentials gets `Auth` from `subscribe`, not silence.
+//!
+//! **Reloading the allowlist** ([`ZmqHub::reload_allowlist`], e.g. with
+//! the edited grants file) adds principals, changes grants, rotates a key
+//! (replace the entry's key: new handshakes with the old one are refused
+//! from then on; connections made with it before stay, as the same
+//! principal, until they reconnect; revoke and re-add the principal in two
+//! reloads to cut them at once) or
+//! revokes a principal, without a restart. From the reload on, each
+//! message is checked against the new grants and each new handshake
+//! against the new keys. A revoked principal's connections are dropped
+//! (what they held goes back to its queue), its subscriptions end with
+//! `Forbidden`, its tails with `Auth` (every tail peer is disconnected and
+//! reconnects through the new allowlist, so the others' tails miss what
+//! is published while they reconnect), and its new handshakes fail with
+//! `Auth` ("unknown client key"). Its durable queue stays and keeps
+//! collecting what it selects (the journal is kept for it) until an
+//! operator deletes it ([`ZmqHub::delete_subscriber`], or UNSUBSCRIBE as an
+//! operator principal); granted back, it resumes where it was.
+//!
+//! # Which libzmq: the system's, for CURVE
+//!
+//! The bundled libzmq that `zmq-sys` 0.12 builds is built without
+//! libsodium, so it has no CURVE, and `zmq-sys` has no switch for that.
+//! This repository's `.cargo/config.toml` overrides `zmq-sys`'s `links =
+//! "zmq"` build script (`[target.x86_64-unknown-linux-gnu.zmq]
+//! rustc-link-lib = ["zmq"]`), so it links the system's libzmq instead:
+//! Debian's 4.3.4, built with libsodium (`zmq::has("curve")` is true; a
+//! unit test checks it). The alternative, building libzmq with libsodium
+//! from source crates, needs a modified copy of `zmq-sys`, which this
+//! project does not carry. **Cost**: building needs `libzmq3-dev` (and
+//! `pkg-config`), running needs `libzmq5` (`scripts/setup-machine` and
+//! `scripts/quickstart` install the former when missing); on another
+//! target triple the table's name changes. **Saving**: `zmq-sys` no longer
+//! compiles libzmq with CMake: on this 2-core machine a clean `cargo
+//! build -p zmq-sys` took 187 s (156.7 s of it its build script) and
+//! takes 2.0 s with the override (its build script and build
+//! dependencies, `zeromq-src`, `cmake`, `cc`, are not built at all). **An embedder outside this
+//! repository** needs the same lines in its own `.cargo/config.toml`
+//! (Cargo reads it from the directory it runs in, never from a
+//! dependency); without them it links the bundled libzmq, which works for
+//! PLAIN and anonymous hubs, and configuring CURVE is refused with a clear
+//! `Auth` error at bind, at connect and at key generation
+//! ([`curve_available`] says which it has).
 //!
 //! # What a peer can make the hub hold
 //!
@@ -121,8 +189,8 @@
 //! can make the hub's libzmq buffer one large multipart message (its
 //! memory rises by that message's size, once, until it is read and
 //! dropped). Only peers that pass authentication can do this on a hub
-//! with credentials: configure them ([`HubConfig::allow`]) on any network
-//! that is not wholly trusted.
+//! with an allowlist: configure one (CURVE keys, [`HubConfig::allow_key`])
+//! on any network that is not wholly trusted.
 //!
 //! [`Grant`]: archiver_core::Grant
 //! [`Grant::may_receive`]: archiver_core::Grant::may_receive
@@ -140,25 +208,29 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
 //! use archiver_core::{Grant, Subscriber, Subscription};
-//! use backend_zeromq::{ClientConfig, Credentials, HubConfig, ZmqClient, ZmqHub};
+//! use backend_zeromq::{ClientConfig, CurveKey, CurveKeyPair, HubConfig, ZmqClient, ZmqHub};
 //! use futures::StreamExt;
 //!
-//! // The list server.
+//! // The list server, with its key pair and the archive server's public
+//! // key (each made once with `archiver-zeromq-keygen`).
 //! let hub = ZmqHub::bind(
-//!     HubConfig::new("tcp://127.0.0.1:5555", "/var/lib/mailman/archiver")
-//!         .allow(
-//!             Credentials::new("hyperkitty", "s3cret"),
+//!     HubConfig::new("tcp://0.0.0.0:5555", "/var/lib/mailman/archiver")
+//!         .curve(CurveKeyPair::read_file(Path::new("/etc/mailman/hub.key"))?)
+//!         .allow_key(
+//!             CurveKey::read_file(Path::new("/etc/mailman/hyperkitty.pub"))?,
 //!             Grant::new("hyperkitty")
 //!                 .subscriber("hyperkitty".parse()?)
 //!                 .lists("#".parse()?),
 //!         ),
 //! )?;
 //!
-//! // An archive server, in another process.
-//! let client = ZmqClient::connect(
-//!     ClientConfig::new("tcp://127.0.0.1:5555").credentials(Credentials::new("hyperkitty", "s3cret")),
-//! )?;
+//! // An archive server, on another machine, with the hub's public key.
+//! let client = ZmqClient::connect(ClientConfig::new("tcp://lists.example.org:5555").curve(
+//!     CurveKey::read_file(Path::new("/etc/hyperkitty/hub.pub"))?,
+//!     CurveKeyPair::read_file(Path::new("/etc/hyperkitty/hyperkitty.key"))?,
+//! ))?;
 //! let mut deliveries = client.subscribe(&Subscription::new("hyperkitty".parse()?)).await?;
 //! while let Some(delivery) = deliveries.next().await {
 //!     let delivery = delivery?;
@@ -177,8 +249,9 @@ mod zap;
 
 pub use client::ZmqClient;
 pub use config::{
-    Allowed, ClientConfig, Credentials, DEFAULT_ACK_DEADLINE, DEFAULT_DEAD_LETTER_PAGE_BYTES,
-    DEFAULT_HEARTBEAT, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_MAX_NACK_DELAY,
-    DEFAULT_MAX_UNACKED_BYTES, DEFAULT_TIMEOUT, HubConfig, full_access,
+    Allowed, ClientConfig, ClientCurve, Credentials, CurveKey, CurveKeyPair, DEFAULT_ACK_DEADLINE,
+    DEFAULT_DEAD_LETTER_PAGE_BYTES, DEFAULT_HEARTBEAT, DEFAULT_MAX_ENVELOPE_BYTES,
+    DEFAULT_MAX_NACK_DELAY, DEFAULT_MAX_UNACKED_BYTES, DEFAULT_TIMEOUT, HubConfig, Login,
+    curve_available, full_access,
 };
 pub use hub::{QueueStatus, ZmqHub};

@@ -1,19 +1,21 @@
 //! The hub's ZAP handler (ZeroMQ RFC 27): checks the PLAIN user name and
-//! password of every connecting peer against the allowlist, so a peer
-//! without valid credentials never gets a connection, let alone a mail.
+//! password, or the CURVE public key, of every connecting peer against
+//! the allowlist, so a peer without a valid login never gets a connection,
+//! let alone a mail.
 //! It answers with the principal's name as the ZAP user id, which libzmq
 //! attaches to every message of that connection (`User-Id`): the hub
 //! looks up the principal's grant per message. On the live tail's domain
-//! it admits only the principals that may tail ([`Gate::tail`]).
+//! it admits only the principals that may tail ([`Gate::tail`]). The gate
+//! is shared with the hub, which swaps it when the allowlist is reloaded.
 //!
 //! libzmq asks the handler bound at `inproc://zeromq.zap.01` in the socket's
 //! context; the hub runs one per context, on its own thread.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
-use crate::config::Credentials;
+use crate::config::{Credentials, CurveKey};
 
 /// Where libzmq sends authentication requests.
 const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
@@ -30,9 +32,15 @@ pub const TAIL_DOMAIN: &str = "mq-archiver-tail";
 pub struct Gate {
     /// Credentials and the principal each logs in as.
     pub logins: Vec<(Credentials, String)>,
+    /// CURVE client public keys and the principal each logs in as.
+    pub keys: Vec<(CurveKey, String)>,
     /// Principals admitted on [`TAIL_DOMAIN`].
     pub tail: Vec<String>,
 }
+
+/// The gate the handler reads at each request, which the hub replaces on
+/// an allowlist reload.
+pub type SharedGate = Arc<RwLock<Gate>>;
 
 /// A running handler; stops when dropped.
 pub struct ZapHandler {
@@ -43,7 +51,7 @@ pub struct ZapHandler {
 impl ZapHandler {
     /// Binds the handler in `context` (before any socket that needs it
     /// binds) and starts answering.
-    pub fn start(context: &zmq::Context, gate: Gate) -> zmq::Result<Self> {
+    pub fn start(context: &zmq::Context, gate: SharedGate) -> zmq::Result<Self> {
         let socket = context.socket(zmq::REP)?;
         socket.set_linger(0)?;
         socket.bind(ZAP_ENDPOINT)?;
@@ -69,7 +77,7 @@ impl Drop for ZapHandler {
     }
 }
 
-fn serve(socket: &zmq::Socket, gate: &Gate, stop: &AtomicBool) {
+fn serve(socket: &zmq::Socket, gate: &SharedGate, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match socket.poll(zmq::POLLIN, 100) {
             Ok(0) => continue,
@@ -79,7 +87,7 @@ fn serve(socket: &zmq::Socket, gate: &Gate, stop: &AtomicBool) {
         let Ok(request) = socket.recv_multipart(0) else {
             return;
         };
-        let reply = answer(&request, gate);
+        let reply = answer(&request, &gate.read().unwrap_or_else(|p| p.into_inner()));
         if socket.send_multipart(reply, 0).is_err() {
             return;
         }
@@ -87,8 +95,8 @@ fn serve(socket: &zmq::Socket, gate: &Gate, stop: &AtomicBool) {
 }
 
 /// The reply to one ZAP request: 200 with the principal as user id, or
-/// 400 for unknown credentials, another mechanism, or a principal not
-/// admitted on the domain.
+/// 400 for unknown credentials or key, another mechanism, or a principal
+/// not admitted on the domain.
 fn answer(request: &[Vec<u8>], gate: &Gate) -> Vec<Vec<u8>> {
     let request_id = request.get(1).cloned().unwrap_or_default();
     let text = |i: usize| {
@@ -97,20 +105,40 @@ fn answer(request: &[Vec<u8>], gate: &Gate) -> Vec<Vec<u8>> {
             .and_then(|f| std::str::from_utf8(f).ok())
             .unwrap_or("")
     };
-    let (version, domain, address, mechanism, user, password) =
-        (text(0), text(2), text(3), text(5), text(6), text(7));
-    let principal = (version == "1.0" && mechanism == "PLAIN")
-        .then(|| {
-            gate.logins
+    let (version, domain, address, mechanism) = (text(0), text(2), text(3), text(5));
+    // PLAIN: frames 6 and 7 are the user and password; CURVE: frame 6 is
+    // the client's 32-byte public key. Logged: the user name, or that it
+    // was a key (never a password, nor a key).
+    let (user, principal) = match (version, mechanism) {
+        ("1.0", "PLAIN") => {
+            let (user, password) = (text(6), text(7));
+            let principal = gate
+                .logins
                 .iter()
                 .find(|(c, _)| c.user == user && c.password == password)
-                .map(|(_, principal)| principal.as_str())
-        })
-        .flatten();
+                .map(|(_, principal)| principal.as_str());
+            (user, principal)
+        }
+        ("1.0", "CURVE") => {
+            let key = request
+                .get(6)
+                .and_then(|f| <[u8; 32]>::try_from(f.as_slice()).ok())
+                .map(CurveKey::from_bytes);
+            let principal = key.and_then(|key| {
+                gate.keys
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, principal)| principal.as_str())
+            });
+            ("(a CURVE key)", principal)
+        }
+        _ => ("", None),
+    };
     let admitted = match (principal, domain) {
         (Some(principal), DOMAIN) => Ok(principal),
         (Some(principal), TAIL_DOMAIN) if gate.tail.iter().any(|p| p == principal) => Ok(principal),
         (Some(_), _) => Err("not granted this endpoint"),
+        (None, _) if mechanism == "CURVE" => Err("unknown client key"),
         (None, _) => Err("unknown user or wrong password"),
     };
     // The user name helps the operator; the password is never logged.
@@ -151,6 +179,7 @@ mod tests {
                 (Credentials::new("web", "right"), "web-principal".into()),
                 (Credentials::new("ops", "other"), "ops".into()),
             ],
+            keys: vec![(CurveKey::from_bytes([7; 32]), "keyed".into())],
             tail: vec!["ops".into()],
         }
     }
@@ -169,6 +198,25 @@ mod tests {
         ] {
             let reply = answer(&refused, &gate());
             assert_eq!((&reply[2][..], &reply[4][..]), (&b"400"[..], &b""[..]));
+        }
+    }
+
+    #[test]
+    fn only_listed_curve_keys_pass_and_name_their_principal() {
+        let curve = |key: &[u8]| {
+            let mut frames: Vec<Vec<u8>> = ["1.0", "7", DOMAIN, "127.0.0.1", "", "CURVE"]
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect();
+            frames.push(key.to_vec());
+            frames
+        };
+        let ok = answer(&curve(&[7; 32]), &gate());
+        assert_eq!((&ok[2][..], &ok[4][..]), (&b"200"[..], &b"keyed"[..]));
+        for refused in [curve(&[8; 32]), curve(&[7; 31]), curve(b"")] {
+            let reply = answer(&refused, &gate());
+            assert_eq!((&reply[2][..], &reply[4][..]), (&b"400"[..], &b""[..]));
+            assert_eq!(reply[3], b"unknown client key");
         }
     }
 

@@ -5,7 +5,8 @@
 //! logged in as each restricted principal reads its own list (and nothing
 //! before it that it may not read), gets the specific refusal for every
 //! attempt beyond its grant while the other's queues stay as they were,
-//! and tails only public lists or not at all.
+//! and tails only public lists or not at all. The first test runs over
+//! ZAP PLAIN and over CURVE.
 
 mod support;
 
@@ -21,7 +22,9 @@ use archiver_core::{
     ListChange, ListEvent, ListId, MailingList, MemberRole, Operator, Publisher, Replay, Selection,
     Subscriber, SubscriberName, Subscription,
 };
-use backend_zeromq::{ClientConfig, Credentials, QueueStatus, ZmqClient, ZmqHub, full_access};
+use backend_zeromq::{
+    ClientConfig, Credentials, CurveKeyPair, QueueStatus, ZmqClient, ZmqHub, full_access,
+};
 use futures::StreamExt;
 
 /// How long a test waits for each envelope.
@@ -71,25 +74,58 @@ fn principals() -> Vec<(Credentials, Grant)> {
     ]
 }
 
-fn hub(dir: &std::path::Path) -> ZmqHub {
+/// How the principals log in: the grant checks are the same over both.
+#[derive(Clone, Copy)]
+enum Mechanism {
+    /// ZAP PLAIN, each principal's user and password.
+    Plain,
+    /// CURVE: a key pair for the hub, one per principal.
+    Curve,
+}
+
+/// The CURVE key pairs: the hub's, then each principal's by user name.
+fn curve_keys() -> &'static (CurveKeyPair, Vec<(String, CurveKeyPair)>) {
+    static KEYS: std::sync::OnceLock<(CurveKeyPair, Vec<(String, CurveKeyPair)>)> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let pairs = principals()
+            .into_iter()
+            .map(|(c, _)| (c.user, CurveKeyPair::generate().unwrap()))
+            .collect();
+        (CurveKeyPair::generate().unwrap(), pairs)
+    })
+}
+
+fn key_of(user: &str) -> &'static CurveKeyPair {
+    &curve_keys().1.iter().find(|(u, _)| u == user).unwrap().1
+}
+
+fn hub(dir: &std::path::Path, mechanism: Mechanism) -> ZmqHub {
     let mut config = support::hub_config(dir);
+    if let Mechanism::Curve = mechanism {
+        config = config.curve(curve_keys().0.clone());
+    }
     for (credentials, grant) in principals() {
-        config = config.allow(credentials, grant);
+        config = match mechanism {
+            Mechanism::Plain => config.allow(credentials, grant),
+            Mechanism::Curve => config.allow_key(key_of(&credentials.user).public, grant),
+        };
     }
     ZmqHub::bind(config).unwrap()
 }
 
-fn client(hub: &ZmqHub, user: &str) -> ZmqClient {
+fn client(hub: &ZmqHub, user: &str, mechanism: Mechanism) -> ZmqClient {
     let (credentials, _) = principals()
         .into_iter()
         .find(|(c, _)| c.user == user)
         .unwrap();
-    ZmqClient::connect(
-        ClientConfig::new(hub.endpoint())
-            .tail(hub.tail_endpoint().unwrap())
-            .credentials(credentials)
-            .connect_timeout(Duration::from_secs(10)),
-    )
+    let config = ClientConfig::new(hub.endpoint())
+        .tail(hub.tail_endpoint().unwrap())
+        .connect_timeout(Duration::from_secs(10));
+    ZmqClient::connect(match mechanism {
+        Mechanism::Plain => config.credentials(credentials),
+        Mechanism::Curve => config.curve(curve_keys().0.public, key_of(user).clone()),
+    })
     .unwrap()
 }
 
@@ -183,12 +219,21 @@ fn forbidden<T>(result: Result<T, BackendError>, naming: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_principal_receives_exactly_what_its_grant_allows() {
+    each_principal_receives_exactly_what_its_grant_allows_over(Mechanism::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_principal_receives_exactly_what_its_grant_allows_over_curve() {
+    each_principal_receives_exactly_what_its_grant_allows_over(Mechanism::Curve).await;
+}
+
+async fn each_principal_receives_exactly_what_its_grant_allows_over(mechanism: Mechanism) {
     let dir = tempfile::tempdir().unwrap();
-    let hub = hub(dir.path());
+    let hub = hub(dir.path(), mechanism);
     let (public, team, ops) = (
-        client(&hub, "public-archive"),
-        client(&hub, "team-archive"),
-        client(&hub, "ops"),
+        client(&hub, "public-archive", mechanism),
+        client(&hub, "team-archive", mechanism),
+        client(&hub, "ops", mechanism),
     );
     let mut public_queue = public
         .subscribe(&Subscription::new(name("public-archive")))
@@ -433,8 +478,8 @@ async fn raw_peer(attack: Attack) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let hub = hub(dir.path());
-    let victim = client(&hub, attack.victim);
+    let hub = hub(dir.path(), Mechanism::Plain);
+    let victim = client(&hub, attack.victim, Mechanism::Plain);
     let victim_list = list(attack.victim_list);
     let victim_selection = Selection::all().list(attack.victim_list.parse().unwrap());
     let mut queue = victim

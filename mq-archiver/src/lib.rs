@@ -43,8 +43,10 @@
 //! | key | backends | meaning (default) |
 //! |---|---|---|
 //! | `prefix` | all (memory and ZeroMQ ignore it) | Redis key prefix, RabbitMQ exchange and queue prefix: 1 to 100 of `A-Z a-z 0-9 . _ -` ([`Prefix`]; `archiver`) |
-//! | `user`, `password` | Redis, RabbitMQ, ZeroMQ | credentials, instead of the URL's user info (ZeroMQ: ZAP PLAIN, the subscriber sends them and the hub allows them with every grant, operator included) |
-//! | `grants-file` | ZeroMQ | the hub's allowlist: a JSON list of `{"user", "password", "grant"}`, each grant as `archiver_core::Grant`'s JSON (`{"principal", "subscribers", "lists", "private_lists", "membership_events", "operator"}`) |
+//! | `user`, `password` | Redis, RabbitMQ, ZeroMQ | credentials, instead of the URL's user info (ZeroMQ: ZAP PLAIN, not encrypted, for tests and loopback; the subscriber sends them and the hub allows them with every grant, operator included) |
+//! | `grants-file` | ZeroMQ | the hub's allowlist: a JSON list of `{"user", "password", "grant"}` (PLAIN) or `{"curve_public_key", "grant"}` (with `curve-key`), each grant as `archiver_core::Grant`'s JSON (`{"principal", "subscribers", "lists", "private_lists", "membership_events", "operator"}`) |
+//! | `curve-key` | ZeroMQ | CURVE (encrypted, both sides authenticated): this side's key pair file, `NAME.key` as `archiver-zeromq-keygen NAME` writes it: [`connect_publisher`]'s hub's own (its allowlist is then the `curve_public_key` entries of the `grants-file`, required), [`connect_subscriber`]'s archive server's (with `curve-server-key`); not with `user`/`password` (none: PLAIN or anonymous) |
+//! | `curve-server-key` | ZeroMQ | CURVE, [`connect_subscriber`]: the hub's public key file (`NAME.pub`); the subscriber talks only to a hub holding its secret half |
 //! | `anonymous` | ZeroMQ | `true`: the hub serves peers without authentication, on `ipc://` and loopback endpoints only (logged at warn); a hub needs this, credentials or a `grants-file` (`false`) |
 //! | `tls-ca-file` | Redis, RabbitMQ | PEM CA for `rediss://` / `amqps://` (the system's trust store) |
 //! | `max-envelope-bytes` | Redis, RabbitMQ, ZeroMQ | largest body (64 MiB) |
@@ -329,6 +331,62 @@ impl Config {
         }
     }
 
+    /// Refuses PLAIN credentials beside `curve-key`: a ZeroMQ socket has
+    /// one mechanism, and credentials given with CURVE were meant for
+    /// something else.
+    #[cfg(feature = "zeromq")]
+    fn not_with_curve(&self) -> Result<(), Error> {
+        if self.settings.curve_key.is_some() {
+            return Err(Error::InvalidOption {
+                key: "curve-key".into(),
+                expected: "not together with user and password (ZeroMQ takes CURVE keys or PLAIN credentials, not both)",
+            });
+        }
+        Ok(())
+    }
+
+    /// The ZeroMQ client (archive server) configuration of the URL and
+    /// options.
+    #[cfg(feature = "zeromq")]
+    fn client_config(
+        &self,
+        endpoint: &str,
+        user: &Option<(String, String)>,
+    ) -> Result<backend_zeromq::ClientConfig, Error> {
+        use backend_zeromq::{ClientConfig, CurveKey, CurveKeyPair};
+        let s = &self.settings;
+        let mut config = ClientConfig::new(endpoint);
+        if let Some(c) = self.zmq_credentials(user) {
+            self.not_with_curve()?;
+            config = config.credentials(c);
+        }
+        match (&s.curve_key, &s.curve_server_key) {
+            (Some(own), Some(server)) => {
+                config = config.curve(CurveKey::read_file(server)?, CurveKeyPair::read_file(own)?);
+            }
+            (Some(_), None) => {
+                return Err(Error::MissingOption {
+                    key: "curve-server-key",
+                    why: "to connect with curve-key: the hub's public key file",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(Error::MissingOption {
+                    key: "curve-key",
+                    why: "to connect with curve-server-key: this archive server's key pair file",
+                });
+            }
+            (None, None) => {}
+        }
+        if let Some(v) = s.connect_timeout {
+            config = config.connect_timeout(v);
+        }
+        if let Some(v) = &s.tail {
+            config = config.tail(v);
+        }
+        Ok(config)
+    }
+
     /// The ZeroMQ hub configuration of the URL and options.
     #[cfg(feature = "zeromq")]
     fn hub_config(
@@ -342,14 +400,22 @@ impl Config {
             why: "to bind a ZeroMQ hub (its journal and queues)",
         })?;
         let mut config = backend_zeromq::HubConfig::new(endpoint, dir);
+        if let Some(path) = &s.curve_key {
+            config = config.curve(backend_zeromq::CurveKeyPair::read_file(path)?);
+        }
         if let Some(path) = &s.grants_file {
-            for allowed in backend_zeromq::Allowed::read_file(path)? {
-                config = config.allow(allowed.credentials, allowed.grant);
-            }
+            config.allowed = backend_zeromq::Allowed::read_file(path)?;
         }
         if let Some(c) = self.zmq_credentials(user) {
+            self.not_with_curve()?;
             let grant = backend_zeromq::full_access(c.user.clone());
             config = config.allow(c, grant);
+        }
+        if config.curve.is_some() && config.allowed.is_empty() {
+            return Err(Error::MissingOption {
+                key: "grants-file",
+                why: "for a ZeroMQ hub with curve-key: it serves the client public keys of its grants-file (curve_public_key entries)",
+            });
         }
         match (config.allowed.is_empty(), s.anonymous) {
             // Asked for: the hub allows it on ipc:// and loopback only,
@@ -430,20 +496,9 @@ impl Config {
                 backend_rabbitmq::RabbitBackend::connect(self.rabbit_config(url)?).await?,
             )),
             #[cfg(feature = "zeromq")]
-            Target::Zeromq { endpoint, user } => {
-                use backend_zeromq::{ClientConfig, ZmqClient};
-                let mut config = ClientConfig::new(endpoint);
-                if let Some(c) = self.zmq_credentials(user) {
-                    config = config.credentials(c);
-                }
-                if let Some(v) = self.settings.connect_timeout {
-                    config = config.connect_timeout(v);
-                }
-                if let Some(v) = &self.settings.tail {
-                    config = config.tail(v);
-                }
-                Ok(SubscriberClient::zeromq(ZmqClient::connect(config)?))
-            }
+            Target::Zeromq { endpoint, user } => Ok(SubscriberClient::zeromq(
+                backend_zeromq::ZmqClient::connect(self.client_config(endpoint, user)?)?,
+            )),
             #[cfg(not(all(feature = "redis", feature = "rabbitmq", feature = "zeromq")))]
             _ => unreachable!("Target::parse refuses the schemes of left-out backends"),
         }

@@ -25,6 +25,8 @@ pub const OPTION_KEYS: &[&str] = &[
     "hub-dir",
     "grants-file",
     "anonymous",
+    "curve-key",
+    "curve-server-key",
     "connect-timeout",
     "tail",
     "hub",
@@ -60,6 +62,11 @@ pub(crate) struct Settings {
     /// ZeroMQ hub: serve peers without authentication (loopback and ipc
     /// only), which must be asked for.
     pub anonymous: Option<bool>,
+    /// ZeroMQ CURVE: this side's key pair file (the hub's, or the archive
+    /// server's).
+    pub curve_key: Option<PathBuf>,
+    /// ZeroMQ CURVE, archive server side: the hub's public key file.
+    pub curve_server_key: Option<PathBuf>,
     pub connect_timeout: Option<Duration>,
     /// ZeroMQ live tail: the endpoint the hub binds, or a subscriber connects to.
     pub tail: Option<String>,
@@ -78,9 +85,8 @@ fn applies(key: &str, scheme: BackendKind) -> Option<bool> {
         "tls-ca-file" => matches!(scheme, Redis | Rabbitmq),
         "durability" | "claim-idle" | "poll-interval" | "consumer-name" => scheme == Redis,
         "queue-type" | "keep-unrouted" | "node" => scheme == Rabbitmq,
-        "hub-dir" | "grants-file" | "anonymous" | "connect-timeout" | "tail" | "hub" => {
-            scheme == Zeromq
-        }
+        "hub-dir" | "grants-file" | "anonymous" | "curve-key" | "curve-server-key"
+        | "connect-timeout" | "tail" | "hub" => scheme == Zeromq,
         _ => return None,
     };
     Some(yes)
@@ -178,6 +184,10 @@ impl Settings {
             "grants-file" => self.grants_file = Some(text("a JSON file's path")?.into()),
             "anonymous" => {
                 self.anonymous = Some(value.parse().map_err(|_| invalid("true or false"))?);
+            }
+            "curve-key" => self.curve_key = Some(text("a key pair file's path (NAME.key)")?.into()),
+            "curve-server-key" => {
+                self.curve_server_key = Some(text("a public key file's path (NAME.pub)")?.into())
             }
             "connect-timeout" => {
                 self.connect_timeout = Some(duration(value).ok_or_else(|| invalid(DURATION))?);

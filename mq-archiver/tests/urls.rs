@@ -370,6 +370,13 @@ fn every_option_key_takes_a_good_value_and_names_itself_on_a_bad_one() {
             Some(""),
         ),
         ("anonymous", "ipc:///h", "true", Some("yes")),
+        ("curve-key", "tcp://h:1", "/etc/archiver/hub.key", Some("")),
+        (
+            "curve-server-key",
+            "tcp://h:1",
+            "/etc/archiver/hub.pub",
+            Some(""),
+        ),
         ("connect-timeout", "ipc:///h", "120s", Some("2 minutes")),
         ("tail", "tcp://h:1", "tcp://127.0.0.1:5556", Some("")),
         ("spool-dir", "memory:", "/var/spool/archiver", Some("")),
@@ -444,5 +451,132 @@ async fn spool_dir_gives_the_archiver_its_spool() {
             .await
             .map(|s| s.depth),
         Some(0)
+    );
+}
+
+/// CURVE through options alone: key files as `archiver-zeromq-keygen`
+/// writes them, the hub's `curve-key` and a grants file of client keys,
+/// the subscriber's `curve-key` and `curve-server-key`; a wrong hub key is
+/// an `Auth` error naming it, and PLAIN beside CURVE, or half a CURVE
+/// configuration, is refused naming the option.
+#[tokio::test]
+async fn zeromq_curve_through_options() {
+    use mq_archiver::Publisher;
+    use mq_archiver::zeromq::CurveKeyPair;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    for name in ["hub", "web", "impostor"] {
+        CurveKeyPair::generate()
+            .unwrap()
+            .write_files(&dir.path().join(name))
+            .unwrap();
+    }
+    let web_public = mq_archiver::zeromq::CurveKey::read_file(&dir.path().join("web.pub")).unwrap();
+    std::fs::write(
+        file("grants.json"),
+        format!(
+            r##"[{{"curve_public_key": "{web_public}",
+                  "grant": {{"principal": "web", "subscribers": ["web"], "lists": ["#"]}}}}]"##
+        ),
+    )
+    .unwrap();
+    let hub_options = |extra: &[(&'static str, String)]| {
+        let mut options = vec![
+            ("hub-dir", file("hub-dir")),
+            ("curve-key", file("hub.key")),
+            ("grants-file", file("grants.json")),
+        ];
+        options.extend(extra.iter().cloned());
+        options
+    };
+    let hub = mq_archiver::connect_publisher("tcp://127.0.0.1:*", hub_options(&[]))
+        .await
+        .unwrap();
+    let endpoint = hub.hub_handle().unwrap().endpoint().to_owned();
+    let web: mq_archiver::SubscriberName = "web".parse().unwrap();
+
+    let client = mq_archiver::connect_subscriber(
+        &endpoint,
+        [
+            ("curve-key", file("web.key")),
+            ("curve-server-key", file("hub.pub")),
+            ("connect-timeout", "5s".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut deliveries = client
+        .subscribe(&Subscription::new(web.clone()))
+        .await
+        .unwrap();
+    let list = MailingList::public(ListId::new("curve.example.org").unwrap());
+    let envelope = archiver_core::conformance::fixtures::small_mail(&list, "curve.example.org");
+    hub.publish(&envelope).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(20), deliveries.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.envelope(), &envelope);
+    delivery.ack().await.unwrap();
+    client.close().await.unwrap();
+
+    let impostor = mq_archiver::connect_subscriber(
+        &endpoint,
+        [
+            ("curve-key", file("web.key")),
+            ("curve-server-key", file("impostor.pub")),
+            ("connect-timeout", "5s".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    match impostor.subscribe(&Subscription::new(web)).await {
+        Err(mq_archiver::BackendError::Auth(why)) => {
+            assert!(why.contains("wrong hub key"), "{why}")
+        }
+        other => panic!("expected Auth, got {:?}", other.err()),
+    }
+    impostor.close().await.unwrap();
+    hub.close().await.unwrap();
+
+    let refused = |result: Result<(), Error>, key: &str| match result {
+        Err(Error::InvalidOption { key: k, .. }) if k == key => {}
+        Err(Error::MissingOption { key: k, .. }) if k == key => {}
+        other => panic!("expected an error naming {key}, got {other:?}"),
+    };
+    let plain_too = [("user", "web".to_owned()), ("password", "pw".to_owned())];
+    refused(
+        mq_archiver::connect_publisher("tcp://127.0.0.1:*", hub_options(&plain_too))
+            .await
+            .map(drop),
+        "curve-key",
+    );
+    refused(
+        mq_archiver::connect_subscriber(
+            &endpoint,
+            [("curve-key", file("web.key")), ("user", "web".into())],
+        )
+        .await
+        .map(drop),
+        "curve-key",
+    );
+    refused(
+        mq_archiver::connect_subscriber(&endpoint, [("curve-key", file("web.key"))])
+            .await
+            .map(drop),
+        "curve-server-key",
+    );
+    refused(
+        mq_archiver::connect_publisher(
+            "tcp://127.0.0.1:*",
+            [
+                ("hub-dir", file("hub-dir-2")),
+                ("curve-key", file("hub.key")),
+            ],
+        )
+        .await
+        .map(drop),
+        "grants-file",
     );
 }

@@ -206,12 +206,7 @@ impl Consumer {
     }
 
     fn open(&self, endpoint: &str) -> Result<HubLink, BackendError> {
-        let link = Link::open(
-            &self.context,
-            endpoint,
-            self.config.credentials.as_ref(),
-            zmq::DEALER,
-        )?;
+        let link = Link::open(&self.context, endpoint, &self.config, zmq::DEALER)?;
         let hub = HubLink {
             link,
             welcomed: false,

@@ -4,7 +4,7 @@
 
 use archiver_core::BackendError;
 
-use crate::config::Credentials;
+use crate::config::ClientConfig;
 
 /// A connected socket and its handshake monitor.
 pub struct Link {
@@ -13,6 +13,8 @@ pub struct Link {
     /// The socket (DEALER or SUB).
     pub socket: zmq::Socket,
     monitor: zmq::Socket,
+    /// Whether the handshake is CURVE (for what a failure means).
+    curve: bool,
 }
 
 impl Link {
@@ -21,7 +23,7 @@ impl Link {
     pub fn open(
         context: &zmq::Context,
         endpoint: &str,
-        credentials: Option<&Credentials>,
+        config: &ClientConfig,
         kind: zmq::SocketType,
     ) -> Result<Self, BackendError> {
         let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
@@ -30,12 +32,23 @@ impl Link {
         socket.set_linger(500).map_err(setup)?;
         socket.set_reconnect_ivl(100).map_err(setup)?;
         socket.set_reconnect_ivl_max(2000).map_err(setup)?;
-        if let Some(credentials) = credentials {
+        if let Some(credentials) = &config.credentials {
             socket
                 .set_plain_username(Some(&credentials.user))
                 .map_err(setup)?;
             socket
                 .set_plain_password(Some(&credentials.password))
+                .map_err(setup)?;
+        }
+        if let Some(curve) = &config.curve {
+            socket
+                .set_curve_serverkey(curve.server.as_bytes())
+                .map_err(setup)?;
+            socket
+                .set_curve_publickey(curve.own.public.as_bytes())
+                .map_err(setup)?;
+            socket
+                .set_curve_secretkey(curve.own.secret_bytes())
                 .map_err(setup)?;
         }
         let address = format!("inproc://monitor-{}", uuid::Uuid::now_v7().simple());
@@ -55,6 +68,7 @@ impl Link {
             endpoint: endpoint.to_owned(),
             socket,
             monitor,
+            curve: config.curve.is_some(),
         })
     }
 
@@ -71,22 +85,35 @@ impl Link {
                 continue;
             };
             let event = u16::from_ne_bytes([head[0], head[1]]);
-            failure = Some(if event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16 {
-                BackendError::Auth(format!(
-                    "the hub at {} refused the user name or password (ZAP PLAIN){}",
-                    self.endpoint,
-                    if self.socket.get_socket_type().ok() == Some(zmq::SUB) {
-                        ", or does not grant its principal the live tail (only principals granted every list may tail)"
-                    } else {
-                        ""
-                    }
-                ))
+            let tail = self.socket.get_socket_type().ok() == Some(zmq::SUB);
+            let not_on_tail = if tail {
+                ", or does not grant its principal the live tail (only principals granted every list may tail)"
             } else {
-                BackendError::Auth(format!(
-                    "the security handshake with {} failed: the hub requires credentials and none were given, or credentials were given and the hub takes none",
+                ""
+            };
+            let refused = event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
+            failure = Some(BackendError::Auth(match (self.curve, refused) {
+                (false, true) => format!(
+                    "the hub at {} refused the user name or password (ZAP PLAIN){not_on_tail}",
                     self.endpoint
-                ))
-            });
+                ),
+                (false, false) => format!(
+                    "the security handshake with {} failed: the hub requires credentials and none were given, or credentials were given and the hub takes none (or takes CURVE keys)",
+                    self.endpoint
+                ),
+                // The hub decrypted the hello (so it holds the secret half
+                // of the key this client checks it by) and said no.
+                (true, true) => format!(
+                    "CURVE handshake with {}: refused: the hub does not know this client's key (unknown client key, or revoked){not_on_tail}",
+                    self.endpoint
+                ),
+                // The hub could not decrypt the hello, or speaks another
+                // mechanism.
+                (true, false) => format!(
+                    "CURVE handshake with {}: failed: wrong hub key (the hub there does not hold the secret half of the configured hub public key), or the hub does not use CURVE",
+                    self.endpoint
+                ),
+            }));
         }
         failure
     }

@@ -52,7 +52,9 @@ struct ClientInner {
 
 impl ZmqClient {
     /// A client of the hubs in `config`. Nothing is sent until it is used;
-    /// fails only when an endpoint is not a ZeroMQ endpoint.
+    /// fails only when an endpoint is not a ZeroMQ endpoint (`InvalidUrl`),
+    /// or with `Auth` when it asks for PLAIN and CURVE together, or for
+    /// CURVE on a libzmq without it.
     pub fn connect(config: ClientConfig) -> Result<Self, BackendError> {
         if config.endpoints.is_empty() {
             return Err(BackendError::InvalidUrl("no hub endpoint given".into()));
@@ -60,6 +62,7 @@ impl ZmqClient {
         for endpoint in config.endpoints.iter().chain(&config.tail_endpoints) {
             check_endpoint(endpoint)?;
         }
+        config.check_security()?;
         Ok(Self {
             inner: Arc::new(ClientInner {
                 config,
@@ -108,13 +111,7 @@ impl ZmqClient {
                 .iter()
                 .map(|endpoint| {
                     each(&|frames| {
-                        request::request(
-                            &inner.context,
-                            endpoint,
-                            inner.config.credentials.as_ref(),
-                            frames,
-                            inner.config.connect_timeout,
-                        )
+                        request::request(&inner.context, endpoint, &inner.config, frames)
                     })
                 })
                 .collect()

@@ -1,12 +1,12 @@
 //! One request to a hub and its reply (dead letters, replay, purge, unsubscribe),
 //! on a socket of its own that lives as long as the request.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use archiver_core::BackendError;
 
 use super::link::Link;
-use crate::config::Credentials;
+use crate::config::ClientConfig;
 use crate::protocol::command;
 
 /// Sends `frames` to the hub at `endpoint` and returns its reply; blocks,
@@ -14,11 +14,11 @@ use crate::protocol::command;
 pub fn request(
     context: &zmq::Context,
     endpoint: &str,
-    credentials: Option<&Credentials>,
+    config: &ClientConfig,
     frames: Vec<Vec<u8>>,
-    timeout: Duration,
 ) -> Result<Vec<Vec<u8>>, BackendError> {
-    let link = Link::open(context, endpoint, credentials, zmq::DEALER)?;
+    let timeout = config.connect_timeout;
+    let link = Link::open(context, endpoint, config, zmq::DEALER)?;
     link.socket
         .set_linger(0)
         .map_err(|e| BackendError::Unavailable(e.to_string()))?;

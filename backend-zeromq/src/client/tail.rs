@@ -89,19 +89,32 @@ impl Tail {
             }
         };
         loop {
-            let (stop, readable) = {
+            let (stop, readable, failed) = {
                 let mut items = vec![self.inbox.bell().as_poll_item(zmq::POLLIN)];
-                items.extend(links.iter().map(|l| l.socket.as_poll_item(zmq::POLLIN)));
+                for link in &links {
+                    items.push(link.socket.as_poll_item(zmq::POLLIN));
+                    items.push(link.monitor().as_poll_item(zmq::POLLIN));
+                }
                 if zmq::poll(&mut items, 1000).is_err() {
                     return;
                 }
-                let readable: Vec<usize> = (0..links.len())
-                    .filter(|i| items[1 + i].is_readable())
-                    .collect();
-                (items[0].is_readable(), readable)
+                let ready = |at: usize| {
+                    (0..links.len())
+                        .filter(|i| items[at + 2 * i].is_readable())
+                        .collect::<Vec<usize>>()
+                };
+                (items[0].is_readable(), ready(1), ready(2))
             };
             if (stop && !self.inbox.take().is_empty()) || self.envelopes.is_closed() {
                 return;
+            }
+            // A hub that refuses a reconnection (the principal revoked by
+            // an allowlist reload) ends the tail with the reason.
+            for i in failed {
+                if let Some(failure) = links[i].handshake_failure() {
+                    let _ = self.envelopes.try_send(Err(failure));
+                    return;
+                }
             }
             for i in readable {
                 while let Ok(frames) = links[i].socket.recv_multipart(zmq::DONTWAIT) {
@@ -127,12 +140,7 @@ impl Tail {
         .concat();
         let mut links = Vec::new();
         for endpoint in &self.config.tail_endpoints {
-            let link = Link::open(
-                &self.context,
-                endpoint,
-                self.config.credentials.as_ref(),
-                zmq::SUB,
-            )?;
+            let link = Link::open(&self.context, endpoint, &self.config, zmq::SUB)?;
             for prefix in protocol::tail_prefixes(&self.selection) {
                 link.socket.set_subscribe(&prefix).map_err(setup)?;
             }

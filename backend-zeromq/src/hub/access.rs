@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use archiver_core::{BackendError, Grant, ListPattern};
 
-use crate::config::{HubConfig, full_access};
+use crate::config::{HubConfig, Login, curve_available, curve_missing, full_access};
 use crate::zap::Gate;
 
 /// The principal anonymous peers are (a hub without authentication).
@@ -18,7 +18,8 @@ pub enum Access {
     /// No authentication (loopback or `ipc://` only): every peer is
     /// [`ANONYMOUS`] with this grant.
     Anonymous(Grant),
-    /// ZAP PLAIN: the principal a message's `User-Id` names, with its grant.
+    /// An allowlist (CURVE keys or ZAP PLAIN credentials): the principal a
+    /// message's `User-Id` names, with its grant.
     Principals(BTreeMap<String, Grant>),
 }
 
@@ -26,7 +27,10 @@ impl Access {
     /// The access a configuration sets, refusing what is unsafe: no
     /// authentication without [`HubConfig::allow_anonymous`], anonymous
     /// access on an endpoint other than `ipc://` or loopback, anonymous and
-    /// credentials together, or one principal listed twice.
+    /// credentials together, PLAIN credentials and CURVE together (a
+    /// socket has one mechanism), CURVE keys without the hub's key pair or
+    /// on a libzmq without CURVE, or one principal or key listed twice.
+    /// PLAIN is served with a warning that it is not encrypted.
     pub fn of(config: &HubConfig) -> Result<Self, BackendError> {
         let endpoints = std::iter::once(&config.endpoint).chain(config.tail_endpoint.as_ref());
         match (config.anonymous, config.allowed.is_empty()) {
@@ -37,6 +41,9 @@ impl Access {
                 "a hub without authentication on {}: configure credentials (HubConfig::allow), or allow anonymous peers (HubConfig::allow_anonymous) on ipc:// or loopback endpoints only",
                 config.endpoint
             ))),
+            (true, true) if config.curve.is_some() => Err(BackendError::Auth(
+                "a CURVE hub (HubConfig::curve) serves the client keys of its allowlist (HubConfig::allow_key), not anonymous peers".into(),
+            )),
             (true, true) => {
                 for endpoint in endpoints {
                     if !is_local(endpoint) {
@@ -49,6 +56,46 @@ impl Access {
                 Ok(Self::Anonymous(full_access(ANONYMOUS)))
             }
             (false, false) => {
+                let plain = config
+                    .allowed
+                    .iter()
+                    .any(|a| matches!(a.login, Login::Plain(_)));
+                let keys: Vec<_> = config
+                    .allowed
+                    .iter()
+                    .filter_map(|a| match &a.login {
+                        Login::Curve(key) => Some(key),
+                        Login::Plain(_) => None,
+                    })
+                    .collect();
+                match (&config.curve, plain, keys.is_empty()) {
+                    (Some(_), true, _) => {
+                        return Err(BackendError::Auth(
+                            "a CURVE hub (HubConfig::curve) takes client public keys (HubConfig::allow_key, curve_public_key in a grants file), not PLAIN user names and passwords: a ZeroMQ socket has one mechanism".into(),
+                        ));
+                    }
+                    (None, _, false) => {
+                        return Err(BackendError::Auth(
+                            "client public keys (HubConfig::allow_key) need the hub's own CURVE key pair (HubConfig::curve)".into(),
+                        ));
+                    }
+                    (Some(_), _, _) if !curve_available() => {
+                        return Err(curve_missing("HubConfig::curve"));
+                    }
+                    (Some(_), _, _) => {}
+                    (None, _, true) => {
+                        if endpoints.clone().all(|e| is_local(e)) {
+                            tracing::warn!(endpoint = %config.endpoint, "ZeroMQ hub with ZAP PLAIN: not encrypted (passwords and mail in clear on loopback); use CURVE (HubConfig::curve) off this machine");
+                        } else {
+                            tracing::warn!(endpoint = %config.endpoint, tail = ?config.tail_endpoint, "ZeroMQ hub with ZAP PLAIN on a NON-LOOPBACK endpoint: NOT ENCRYPTED, passwords and every mail, private lists included, cross the network in clear and can be read and replayed by anyone on the path; use CURVE (HubConfig::curve)");
+                        }
+                    }
+                }
+                if keys.iter().enumerate().any(|(i, k)| keys[..i].contains(k)) {
+                    return Err(BackendError::Auth(
+                        "the hub's allowlist gives one CURVE key twice".into(),
+                    ));
+                }
                 let mut principals = BTreeMap::new();
                 for allowed in &config.allowed {
                     let principal = allowed.grant.principal().to_owned();
@@ -81,11 +128,23 @@ impl Access {
         let Self::Principals(principals) = self else {
             return None;
         };
+        let principal = |a: &crate::config::Allowed| a.grant.principal().to_owned();
         Some(Gate {
             logins: config
                 .allowed
                 .iter()
-                .map(|a| (a.credentials.clone(), a.grant.principal().to_owned()))
+                .filter_map(|a| match &a.login {
+                    Login::Plain(credentials) => Some((credentials.clone(), principal(a))),
+                    Login::Curve(_) => None,
+                })
+                .collect(),
+            keys: config
+                .allowed
+                .iter()
+                .filter_map(|a| match &a.login {
+                    Login::Curve(key) => Some((*key, principal(a))),
+                    Login::Plain(_) => None,
+                })
                 .collect(),
             tail: principals
                 .values()

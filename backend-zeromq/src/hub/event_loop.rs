@@ -21,6 +21,7 @@ use super::registry::{Registered, Registry};
 use super::status::QueueStatus;
 use crate::mailbox::Inbox;
 use crate::protocol::{self, Welcome, command};
+use crate::zap::{Gate, SharedGate};
 
 /// What async code asks of the hub thread.
 pub enum HubCommand {
@@ -34,6 +35,24 @@ pub enum HubCommand {
     Delete(SubscriberName, oneshot::Sender<Result<(), String>>),
     /// Save the cursors and stop.
     Close(oneshot::Sender<()>),
+    /// A reloaded allowlist ([`HubLoop::reload`]).
+    Reload(Reload),
+}
+
+/// A reloaded allowlist: the hub's new access, and the ZAP handler's new
+/// gate, swapped by the hub thread together.
+pub struct Reload {
+    /// What the hub checks each message against from now on.
+    pub access: Access,
+    /// What the ZAP handler admits from now on.
+    pub gate: Gate,
+    /// The ZAP handler's gate, to swap.
+    pub shared: SharedGate,
+    /// Whether a principal admitted to the live tail no longer is: its
+    /// peers are then disconnected, and reconnect through the new gate.
+    pub retail: bool,
+    /// Answered once both are swapped.
+    pub reply: oneshot::Sender<()>,
 }
 
 /// An archive server's connection.
@@ -171,6 +190,7 @@ impl HubLoop {
                         HubCommand::Delete(name, reply) => {
                             let _ = reply.send(self.unsubscribe(&name));
                         }
+                        HubCommand::Reload(reload) => self.reload(reload),
                         HubCommand::Close(reply) => {
                             self.save_floors();
                             let _ = reply.send(());
@@ -231,7 +251,10 @@ impl HubLoop {
             } else {
                 // libzmq attaches the user id the ZAP handler gave: a
                 // message without a known one is never served.
-                self.forbid(&peer, "the message names no principal of this hub".into());
+                self.forbid(
+                    &peer,
+                    "the message names no principal of this hub (unknown, or revoked)".into(),
+                );
                 Ok(())
             };
             if let Err(reason) = handled {
@@ -713,6 +736,47 @@ impl HubLoop {
         }
     }
 
+    /// Swaps in a reloaded allowlist, at one point of the hub thread: the
+    /// access first, then the ZAP gate (a peer that logs in between is
+    /// checked per message against the new access anyway). A connection
+    /// whose principal is gone, or may no longer use its subscriber name,
+    /// is dropped (what it held goes back to the queue, which stays) and
+    /// told UNKNOWN, so its client says hello again and is refused; the
+    /// others keep their connections under their principal's new grant.
+    /// Tail peers reconnect when a tail principal was revoked.
+    fn reload(&mut self, reload: Reload) {
+        self.access = reload.access;
+        let peers: Vec<ConnId> = self.conns.keys().cloned().collect();
+        for peer in peers {
+            let conn = &self.conns[&peer];
+            let kept = self
+                .access
+                .grant(Some(conn.grant.principal()))
+                .filter(|grant| grant.check_operator_action(&conn.name, "hello").is_ok())
+                .cloned();
+            match kept {
+                Some(grant) => {
+                    if let Some(conn) = self.conns.get_mut(&peer) {
+                        conn.grant = grant;
+                    }
+                }
+                None => {
+                    let principal = conn.grant.principal().to_owned();
+                    tracing::warn!(principal, peer = %hex(&peer), "principal revoked: its connection is no longer served");
+                    self.drop_conn(&peer, "its principal was revoked");
+                    self.send(&peer, vec![command::UNKNOWN.to_vec()]);
+                }
+            }
+        }
+        *reload.shared.write().unwrap_or_else(|p| p.into_inner()) = reload.gate;
+        if reload.retail
+            && let Some(tail) = &self.tail
+        {
+            rebind(tail);
+        }
+        let _ = reload.reply.send(());
+    }
+
     fn drop_conn(&mut self, peer: &ConnId, why: &str) {
         let Some(conn) = self.conns.remove(peer) else {
             return;
@@ -972,6 +1036,33 @@ fn dead_letter_frames(letters: Vec<DeadLetter>, next: Option<String>) -> Vec<Vec
         frames.push(wire::to_bytes(&letter.envelope));
     }
     frames
+}
+
+/// Unbinds the tail and binds it again on the same endpoint: libzmq ends
+/// the connections accepted on an endpoint when it is unbound, so every
+/// tail peer reconnects, through the current ZAP gate. Retries the bind
+/// for up to a second while the old listener closes.
+fn rebind(tail: &zmq::Socket) {
+    let Some(endpoint) = tail.get_last_endpoint().ok().and_then(Result::ok) else {
+        return;
+    };
+    if let Err(error) = tail.unbind(&endpoint) {
+        tracing::error!(%endpoint, %error, "cannot unbind the live tail to drop revoked peers");
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match tail.bind(&endpoint) {
+            Ok(()) => return,
+            Err(zmq::Error::EADDRINUSE) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => {
+                tracing::error!(%endpoint, %error, "cannot bind the live tail again after a reload: the tail is down until the hub restarts");
+                return;
+            }
+        }
+    }
 }
 
 /// A routing id for logs.

@@ -22,13 +22,13 @@ use archiver_core::{
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use crate::config::HubConfig;
+use crate::config::{Allowed, HubConfig};
 use crate::mailbox::{Mailbox, mailbox};
 use crate::protocol::{MAX_COMMAND_BYTES, Welcome, WireCapabilities};
-use crate::zap::{self, ZapHandler};
+use crate::zap::{self, SharedGate, ZapHandler};
 use access::Access;
 use dead_letters::DeadLetterStore;
-use event_loop::{HubCommand, HubLoop, Limits};
+use event_loop::{HubCommand, HubLoop, Limits, Reload};
 use queue::Queue;
 use registry::Registry;
 pub use status::QueueStatus;
@@ -71,7 +71,10 @@ struct HubInner {
     mailbox: Mailbox<HubCommand>,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
-    _zap: Option<ZapHandler>,
+    /// The ZAP handler's gate (swapped on reload), and the handler.
+    zap: Option<(SharedGate, ZapHandler)>,
+    /// The principals admitted to the live tail now.
+    tail_principals: Mutex<Vec<String>>,
 }
 
 impl Drop for HubInner {
@@ -120,7 +123,9 @@ impl ZmqHub {
     /// another hub has open is refused. A hub without credentials is
     /// refused with `Forbidden` unless anonymous access was asked for
     /// ([`HubConfig::allow_anonymous`]) and every endpoint is `ipc://` or
-    /// loopback.
+    /// loopback. An allowlist mixing CURVE keys and PLAIN credentials, CURVE
+    /// keys without the hub's key pair, or CURVE on a libzmq without it is
+    /// refused with `Auth`.
     pub fn bind(config: HubConfig) -> Result<Self, BackendError> {
         let access = Access::of(&config)?;
         let journal = Journal::open(
@@ -147,16 +152,31 @@ impl ZmqHub {
 
         let context = zmq::Context::new();
         let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
-        let zap = match access.gate(&config) {
+        let gate = access.gate(&config);
+        let tail_principals = gate.as_ref().map(|g| g.tail.clone()).unwrap_or_default();
+        let zap = match gate {
             None => None,
-            Some(gate) => Some(ZapHandler::start(&context, gate).map_err(setup)?),
-        };
-        let secure = |socket: &zmq::Socket, domain: &str| -> zmq::Result<()> {
-            if zap.is_some() {
-                socket.set_plain_server(true)?;
-                socket.set_zap_domain(domain)?;
+            Some(gate) => {
+                let shared = SharedGate::new(std::sync::RwLock::new(gate));
+                let handler =
+                    ZapHandler::start(&context, SharedGate::clone(&shared)).map_err(setup)?;
+                Some((shared, handler))
             }
-            Ok(())
+        };
+        // CURVE (encrypted, the hub authenticated by its key) or PLAIN
+        // (tests and loopback); the ZAP domains are the same for both.
+        let secure = |socket: &zmq::Socket, domain: &str| -> zmq::Result<()> {
+            if zap.is_none() {
+                return Ok(());
+            }
+            match &config.curve {
+                Some(pair) => {
+                    socket.set_curve_server(true)?;
+                    socket.set_curve_secretkey(pair.secret_bytes())?;
+                }
+                None => socket.set_plain_server(true)?,
+            }
+            socket.set_zap_domain(domain)
         };
 
         let router = context.socket(zmq::ROUTER).map_err(setup)?;
@@ -210,7 +230,12 @@ impl ZmqHub {
             .name("zmq-hub".into())
             .spawn(move || hub_loop.run())
             .map_err(|e| BackendError::Unavailable(format!("cannot start the hub thread: {e}")))?;
-        tracing::info!(%endpoint, tail = ?tail_endpoint, authenticated = zap.is_some(), "ZeroMQ hub listening");
+        let mechanism = match (&zap, &config.curve) {
+            (None, _) => "none",
+            (Some(_), None) => "PLAIN",
+            (Some(_), Some(_)) => "CURVE",
+        };
+        tracing::info!(%endpoint, tail = ?tail_endpoint, mechanism, "ZeroMQ hub listening");
         Ok(Self {
             inner: Arc::new(HubInner {
                 config,
@@ -220,7 +245,8 @@ impl ZmqHub {
                 mailbox,
                 closed: AtomicBool::new(false),
                 thread: Mutex::new(Some(thread)),
-                _zap: zap,
+                zap,
+                tail_principals: Mutex::new(tail_principals),
             }),
         })
     }
@@ -236,9 +262,68 @@ impl ZmqHub {
         self.inner.tail_endpoint.as_deref()
     }
 
-    /// The hub's configuration.
+    /// The configuration the hub was bound with (a reloaded allowlist,
+    /// [`reload_allowlist`](Self::reload_allowlist), is not in it).
     pub fn config(&self) -> &HubConfig {
         &self.inner.config
+    }
+
+    /// Replaces the allowlist without a restart: to add a principal,
+    /// change a grant, rotate a client's key or password, or revoke a
+    /// principal (e.g. after [`Allowed::read_file`] of the edited grants
+    /// file). Checked as at bind (the hub's mechanism stays: CURVE keys
+    /// for a CURVE hub, PLAIN credentials otherwise); on an error nothing
+    /// changes. Then, at one point of the hub thread, the hub checks every
+    /// message against the new grants, and new handshakes go through the
+    /// new allowlist. A revoked principal (or one that may no longer use
+    /// its subscriber name) has its connections dropped, what they held
+    /// goes back to the queue, and its clients' subscriptions end with
+    /// `Forbidden`; its messages on a connection still open are refused,
+    /// and its new handshakes fail (`Auth` on its side). Its durable
+    /// queue stays and keeps collecting (the journal is kept for it) until
+    /// an operator deletes it ([`delete_subscriber`](Self::delete_subscriber)
+    /// or UNSUBSCRIBE), so a principal granted back resumes where it was.
+    /// When a principal admitted to the live tail is revoked, every tail
+    /// peer is disconnected and reconnects through the new allowlist.
+    /// Fails with `Auth` on a hub without authentication.
+    pub async fn reload_allowlist(&self, allowed: Vec<Allowed>) -> Result<(), BackendError> {
+        let Some((shared, _)) = &self.inner.zap else {
+            return Err(BackendError::Auth(
+                "a hub without authentication has no allowlist to reload".into(),
+            ));
+        };
+        let mut config = self.inner.config.clone();
+        config.allowed = allowed;
+        let access = Access::of(&config)?;
+        let gate = access.gate(&config).expect("an allowlist gives a ZAP gate");
+        let principals = gate.logins.len() + gate.keys.len();
+        let (reply, answer) = oneshot::channel();
+        {
+            // Held until the reload is queued, so that concurrent reloads
+            // reach the hub thread in the order they saw the tail's
+            // principals.
+            let mut admitted = self
+                .inner
+                .tail_principals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let retail = self.inner.tail_endpoint.is_some()
+                && admitted.iter().any(|p| !gate.tail.contains(p));
+            *admitted = gate.tail.clone();
+            self.inner
+                .mailbox
+                .send(HubCommand::Reload(Reload {
+                    access,
+                    gate,
+                    shared: SharedGate::clone(shared),
+                    retail,
+                    reply,
+                }))
+                .map_err(|_| BackendError::Closed)?;
+        }
+        answer.await.map_err(|_| BackendError::Closed)?;
+        tracing::info!(principals, "ZeroMQ hub allowlist reloaded");
+        Ok(())
     }
 
     /// Every durable subscriber's queue, with what it pins of the journal

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use backend_zeromq::{ClientConfig, HubConfig, ZmqClient, ZmqHub};
+use backend_zeromq::{ClientConfig, HubConfig, Login, ZmqClient, ZmqHub};
 use tokio::sync::mpsc;
 
 /// A hub on loopback with a live tail and the default settings, open to
@@ -21,14 +21,14 @@ pub fn hub_config(dir: &std::path::Path) -> HubConfig {
 }
 
 /// A new archive server's client of `hub`: its endpoint, its tail, its
-/// first allowed credentials.
+/// first allowed credentials (a CURVE hub's tests make their own clients).
 pub fn client_of(hub: &ZmqHub) -> ZmqClient {
     let mut config = ClientConfig::new(hub.endpoint());
     if let Some(tail) = hub.tail_endpoint() {
         config = config.tail(tail);
     }
-    if let Some(allowed) = hub.config().allowed.first() {
-        config = config.credentials(allowed.credentials.clone());
+    if let Some(Login::Plain(credentials)) = hub.config().allowed.first().map(|a| &a.login) {
+        config = config.credentials(credentials.clone());
     }
     ZmqClient::connect(config).expect("the hub's endpoints are valid")
 }
