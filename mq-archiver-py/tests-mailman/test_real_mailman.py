@@ -1,0 +1,227 @@
+"""A real GNU Mailman 3.3.10 (sqlite, null MTA, in a temp dir) with our
+archiver `mq_archiver.mailman` and Mailman's own `prototype` archiver both
+enabled with the same clobber_date: corpus mails are injected into a
+public and a private list, the runners run once each (`runner -o`), and
+an archive server built on this library's wire format (the streams read
+back with redis-py, as the bindings' tests do: the bindings have no
+consumer) must hold every mail byte-identical to what prototype wrote,
+with the right list id, list address and archive policy."""
+
+import email.parser
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CORPUS = Path(os.environ.get("ARCHIVER_CORPUS", REPO.parent / "shared" / "corpus" / "lists.mbox"))
+REDIS_URL = "redis://127.0.0.1:6379"
+SEPARATOR = b"From MAILER-DAEMON Thu Jan  1 00:00:00 1970\n"
+LISTS = {"pub@example.org": "public", "priv@example.org": "private"}
+#: How many corpus mails each list gets (at least 200 in all).
+PER_LIST = 120
+BASE = "https://lists.example.org/archives"
+VENV_BIN = Path(sys.executable).parent
+ROOT = ["--run-as-root"] if os.geteuid() == 0 else []
+
+
+def corpus_mails():
+    """The corpus's mails as their sources stored them (mboxrd undone),
+    keeping those with a Subject (Mailman holds a mail without one) and a
+    Message-ID not seen before."""
+    if not CORPUS.exists():
+        if os.environ.get("ARCHIVER_REQUIRE_CORPUS"):
+            pytest.fail(f"corpus {CORPUS} missing and ARCHIVER_REQUIRE_CORPUS is set")
+        pytest.skip(f"corpus {CORPUS} missing (set ARCHIVER_CORPUS, or ARCHIVER_REQUIRE_CORPUS to fail)")
+    data = CORPUS.read_bytes()
+    assert data.startswith(SEPARATOR)
+    seen, mails = set(), []
+    for chunk in data[len(SEPARATOR):].split(b"\n" + SEPARATOR):
+        chunk = chunk[:-1] if chunk.endswith(b"\n\n") else chunk  # the blank line mboxrd adds
+        raw = re.sub(rb"(?m)^>(>*From )", rb"\1", chunk)
+        headers = email.parser.BytesHeaderParser().parsebytes(raw)
+        mid = headers.get("message-id")
+        if not headers.get("subject") or not mid or mid in seen:
+            continue
+        seen.add(mid)
+        mails.append(raw)
+    return mails
+
+
+def run(*argv, **kw):
+    """Runs a command, failing the test with its output when it fails."""
+    done = subprocess.run(argv, capture_output=True, text=True, **kw)
+    assert done.returncode == 0, f"{argv} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def write_site(tmp, url, options):
+    """mailman.cfg and the plugin's configuration file under tmp."""
+    (tmp / "mq-archiver.cfg").write_text(
+        f"[general]\nurl: {url}\nbase: {BASE}\n\n[options]\n"
+        + "".join(f"{k}: {v}\n" for k, v in options.items())
+    )
+    cfg = tmp / "mailman.cfg"
+    cfg.write_text(f"""\
+[mailman]
+site_owner: owner@example.org
+layout: local
+
+[paths.local]
+var_dir: {tmp}/var
+
+[mta]
+incoming: mailman.mta.null.NullMTA
+
+[runner.rest]
+start: no
+
+[runner.lmtp]
+start: no
+
+[archiver.prototype]
+enable: yes
+clobber_date: always
+
+[archiver.mq]
+class: mq_archiver.mailman.Archiver
+enable: yes
+configuration: {tmp}/mq-archiver.cfg
+clobber_date: always
+
+[runner.mq]
+class: mq_archiver.mailman.Runner
+instances: 1
+""")
+    return cfg
+
+
+def post_and_archive(tmp, cfg, mails):
+    """Creates the lists, injects the mails, runs each runner once;
+    returns the held count per list."""
+    helper = [sys.executable, str(HERE / "mm_helper.py"), str(cfg)]
+    for n, (fqdn, policy) in enumerate(LISTS.items()):
+        run(*helper, "setup", fqdn, policy)
+        batch = tmp / f"batch-{n}"
+        batch.mkdir()
+        for i, raw in enumerate(mails[n * PER_LIST:(n + 1) * PER_LIST]):
+            (batch / f"{i:04}.eml").write_bytes(raw)
+        run(*helper, "inject", fqdn, str(batch))
+    run_runners(tmp, cfg)
+    return {fqdn: int(run(*helper, "held", fqdn).strip()) for fqdn in LISTS}
+
+
+RUNNERS = ("in", "pipeline", "archive", "mq")
+
+
+def run_runners(tmp, cfg, deadline=300):
+    """Runs the in, pipeline, archive and mq runners (`runner -o` handles
+    one entry per start: too slow for hundreds) until their queues are all
+    empty, then stops them with SIGTERM (they exit 15 after finishing the entry at hand and
+    clean up: ours closes its client). A runner enqueues the next queue's
+    entry before it deletes its own, so all empty at once means done."""
+    queues = tmp / "var" / "queue"
+    procs = [subprocess.Popen([str(VENV_BIN / "runner"), "-C", str(cfg), "-r", name],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for name in RUNNERS]
+    try:
+        end = time.monotonic() + deadline
+        while True:
+            left = sum(len(os.listdir(queues / q)) for q in RUNNERS if (queues / q).exists())
+            if left == 0 and (queues / "mq").exists():
+                break
+            for p in procs:
+                assert p.poll() is None, f"runner {p.args} died: {p.stderr.read().decode()}"
+            assert time.monotonic() < end, f"{left} queue entries left after {deadline} s"
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    for p in procs:
+        assert p.returncode in (0, signal.SIGTERM, -signal.SIGTERM), f"{p.args} exited {p.returncode}: {p.stderr.read().decode()}"
+
+
+def prototype_mails(tmp, fqdn):
+    """What prototype wrote for the list, by Message-ID-Hash."""
+    maildir = tmp / "var" / "archives" / "prototype" / fqdn / "new"
+    out = {}
+    for path in maildir.iterdir() if maildir.exists() else []:
+        raw = path.read_bytes()
+        hash_ = email.parser.BytesHeaderParser().parsebytes(raw)["Message-ID-Hash"].strip()
+        assert hash_ not in out
+        out[hash_] = raw
+    return out
+
+
+def queue_leftovers(tmp):
+    """Queue entries nobody processed that should have been (shunt, bad, mq, archive)."""
+    queues = tmp / "var" / "queue"
+    return {q: sorted(os.listdir(queues / q)) for q in ("shunt", "bad", "archive", "mq")
+            if (queues / q).exists() and os.listdir(queues / q)}
+
+
+def compare(tmp, stored_by_list, report):
+    """Asserts every list's stored mails equal prototype's, and reports counts."""
+    for fqdn, policy in LISTS.items():
+        list_id = fqdn.replace("@", ".")
+        reference = prototype_mails(tmp, fqdn)
+        stored = stored_by_list[fqdn]
+        identical = 0
+        for fields in stored:
+            assert fields["list-id"] == list_id
+            assert fields["list-address"] == fqdn
+            assert fields["archive-policy"] == policy
+            if reference.get(fields["message-id-hash"]) == fields["body"]:
+                identical += 1
+        report.append(f"{fqdn} ({policy}): posted {PER_LIST}, archived by prototype {len(reference)}, "
+                      f"stored by us {len(stored)}, identical {identical}")
+        assert len(reference) == PER_LIST
+        assert len(stored) == len(reference)
+        assert sorted(f["message-id-hash"] for f in stored) == sorted(reference)
+        assert identical == len(reference)
+
+
+@pytest.fixture(scope="module")
+def mails():
+    mails = corpus_mails()
+    assert len(mails) >= 2 * PER_LIST, f"only {len(mails)} usable corpus mails"
+    return mails
+
+
+def test_redis(tmp_path, mails, capsys):
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
+    cfg = write_site(tmp_path, REDIS_URL, {"prefix": prefix})
+    try:
+        held = post_and_archive(tmp_path, cfg, mails)
+        assert held == {fqdn: 0 for fqdn in LISTS}
+        assert queue_leftovers(tmp_path) == {}
+        stored = {}
+        for fqdn in LISTS:
+            entries = client.xrange(f"{prefix}:stream:mail:{fqdn.replace('@', '.')}")
+            stored[fqdn] = [{k.decode(): (v if k == b"body" else v.decode()) for k, v in f.items()}
+                            for _, f in entries]
+        report = []
+        try:
+            compare(tmp_path, stored, report)
+        finally:
+            with capsys.disabled():
+                print("\nredis: held", held, "\n  " + "\n  ".join(report))
+    finally:
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
