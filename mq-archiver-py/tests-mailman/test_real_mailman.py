@@ -19,10 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from mq_archiver.mailman import message_id_hash
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 CORPUS = Path(os.environ.get("ARCHIVER_CORPUS", REPO.parent / "shared" / "corpus" / "lists.mbox"))
 REDIS_URL = "redis://127.0.0.1:6379"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
 SEPARATOR = b"From MAILER-DAEMON Thu Jan  1 00:00:00 1970\n"
 LISTS = {"pub@example.org": "public", "priv@example.org": "private"}
 #: How many corpus mails each list gets (at least 200 in all).
@@ -200,6 +203,8 @@ def compare(tmp, mails, stored_by_list, report):
             assert fields["list-address"] == fqdn
             assert fields["archive-policy"] == policy
             key = mailman_hash(fields["body"])
+            # The envelope's hash is HyperKitty's, which the plugin's permalinks use.
+            assert fields["message-id-hash"] == message_id_hash(email.message_from_bytes(fields["body"]))
             hash_agrees += fields["message-id-hash"] == key
             if reference.get(key) == fields["body"]:
                 identical += 1
@@ -221,26 +226,63 @@ def mails():
     return mails
 
 
+def run_site(tmp_path, mails, url, options, read_stored, backend, capsys):
+    """Posts, archives, reads back with read_stored(list_id) and compares."""
+    cfg = write_site(tmp_path, url, options)
+    held = post_and_archive(tmp_path, cfg, mails)
+    assert held == {fqdn: 0 for fqdn in LISTS}
+    assert queue_leftovers(tmp_path) == {}
+    assert not (tmp_path / "var" / "mq-archiver" / "parked").exists()
+    stored = {fqdn: read_stored(fqdn.replace("@", ".")) for fqdn in LISTS}
+    report = []
+    try:
+        compare(tmp_path, mails, stored, report)
+    finally:
+        with capsys.disabled():
+            print(f"\n{backend}:\n  " + "\n  ".join(report))
+
+
 def test_redis(tmp_path, mails, capsys):
     redis = pytest.importorskip("redis")
     client = redis.Redis.from_url(REDIS_URL)
     prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
-    cfg = write_site(tmp_path, REDIS_URL, {"prefix": prefix})
+
+    def read_stored(list_id):
+        return [{k.decode(): (v if k == b"body" else v.decode()) for k, v in fields.items()}
+                for _, fields in client.xrange(f"{prefix}:stream:mail:{list_id}")]
+
     try:
-        held = post_and_archive(tmp_path, cfg, mails)
-        assert held == {fqdn: 0 for fqdn in LISTS}
-        assert queue_leftovers(tmp_path) == {}
-        stored = {}
-        for fqdn in LISTS:
-            entries = client.xrange(f"{prefix}:stream:mail:{fqdn.replace('@', '.')}")
-            stored[fqdn] = [{k.decode(): (v if k == b"body" else v.decode()) for k, v in f.items()}
-                            for _, f in entries]
-        report = []
-        try:
-            compare(tmp_path, mails, stored, report)
-        finally:
-            with capsys.disabled():
-                print("\nredis: held", held, "\n  " + "\n  ".join(report))
+        run_site(tmp_path, mails, REDIS_URL, {"prefix": prefix}, read_stored, "redis", capsys)
     finally:
         for key in client.scan_iter(f"{prefix}:*"):
             client.delete(key)
+
+
+def test_rabbitmq(tmp_path, mails, capsys):
+    """No subscriber exists, so every envelope lands in `<p>.unrouted` (the
+    backend keeps unrouted mail by default), read there with pika."""
+    pika = pytest.importorskip("pika")
+    prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    channel = connection.channel()
+    by_list = {}
+
+    def read_stored(list_id):
+        if not by_list:
+            while True:
+                method, properties, body = channel.basic_get(f"{prefix}.unrouted", auto_ack=True)
+                if method is None:
+                    break
+                fields = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in properties.headers.items()}
+                fields["body"] = body
+                assert method.routing_key == f"mail.{fields['list-id']}"
+                by_list.setdefault(fields["list-id"], []).append(fields)
+        return by_list.get(list_id, [])
+
+    try:
+        run_site(tmp_path, mails, AMQP_URL, {"prefix": prefix}, read_stored, "rabbitmq", capsys)
+    finally:
+        channel.queue_delete(f"{prefix}.unrouted")
+        channel.exchange_delete(prefix)
+        channel.exchange_delete(f"{prefix}.unrouted")
+        connection.close()

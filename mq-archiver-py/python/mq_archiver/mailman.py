@@ -64,14 +64,17 @@ Message-ID-Hash. URLs are computed offline; lists with archive policy
 defaults to ``{base}/list/{list_id}/``; ``spool-dir`` defaults as above.
 """
 
-import copy
 import io
 import json
 import logging
 import os
+import re
 import threading
 import time
+from base64 import b32encode
 from email.generator import BytesGenerator
+from email.utils import unquote
+from hashlib import sha1
 
 from . import (
     Archiver as NativeArchiver,
@@ -80,7 +83,7 @@ from . import (
     TransientError,
 )
 
-__all__ = ["Archiver", "Runner", "message_bytes", "retry_parked"]
+__all__ = ["Archiver", "Runner", "message_bytes", "message_id_hash", "retry_parked"]
 
 log = logging.getLogger("mailman.archiver")
 
@@ -150,15 +153,17 @@ def _fields(mlist):
     }
 
 
-def _message_id_hash(msg):
-    """The mail's Message-ID-Hash, as Mailman computes it (None without a
-    Message-ID)."""
-    value = msg.get("message-id-hash")
-    if value:
-        return str(value).strip()
-    from mailman.utilities.email import add_message_hash
-
-    return add_message_hash(copy.deepcopy(msg))
+def message_id_hash(msg):
+    """The mail's Message-ID-Hash as HyperKitty computes it (and so as the
+    envelopes carry it, docs/wire-format.md), None without a Message-ID.
+    Mailman's own ``Message-ID-Hash`` header differs for a folded id (it
+    keeps the brackets) or one with inner whitespace, and HyperKitty's
+    pages are addressed by this one."""
+    value = msg.get("message-id")
+    if value is None:
+        return None
+    mid = unquote(re.sub(r"\s", "", str(value)))[:254]
+    return b32encode(sha1(unquote(mid).encode("utf-8")).digest()).decode("ascii")
 
 
 def _policy(mlist):
@@ -185,7 +190,7 @@ class Archiver:
         policy ``never`` or a mail without Message-ID."""
         if _policy(mlist) == "never":
             return None
-        hash_ = _message_id_hash(msg)
+        hash_ = message_id_hash(msg)
         if hash_ is None:
             return None
         return _get_settings().permalink.format(hash=hash_, **_fields(mlist))
@@ -320,7 +325,7 @@ class Runner(_runner_base()):
         raw = msgdata.get("mq_raw")
         if raw is None:
             raw = message_bytes(msg)
-        msgdata["mq_hash"] = _message_id_hash(msg) if "message-id" in msg else None
+        msgdata["mq_hash"] = message_id_hash(msg)
         try:
             client = _get_client()
         except ArchiverError as error:
