@@ -11,8 +11,10 @@ import email.parser
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -106,7 +108,7 @@ instances: 1
     return cfg
 
 
-def post_and_archive(tmp, cfg, mails):
+def post_and_archive(tmp, cfg, mails, **hooks):
     """Creates the lists, injects the mails, runs each runner once;
     returns the held count per list."""
     helper = [sys.executable, str(HERE / "mm_helper.py"), str(cfg)]
@@ -117,28 +119,37 @@ def post_and_archive(tmp, cfg, mails):
         for i, raw in enumerate(mails[n * PER_LIST:(n + 1) * PER_LIST]):
             (batch / f"{i:04}.eml").write_bytes(raw)
         run(*helper, "inject", fqdn, str(batch))
-    run_runners(tmp, cfg)
+    run_runners(tmp, cfg, **hooks)
     return {fqdn: int(run(*helper, "held", fqdn).strip()) for fqdn in LISTS}
 
 
 RUNNERS = ("in", "pipeline", "archive", "mq")
 
 
-def run_runners(tmp, cfg, deadline=300):
+def run_runners(tmp, cfg, first=None, done=None, deadline=300):
     """Runs the in, pipeline, archive and mq runners (`runner -o` handles
     one entry per start: too slow for hundreds) until their queues are all
     empty, then stops them with SIGTERM (they exit 15 after finishing the entry at hand and
     clean up: ours closes its client). A runner enqueues the next queue's
-    entry before it deletes its own, so all empty at once means done."""
+    entry before it deletes its own, so all empty at once means done.
+    The mq runner starts first; `first()` runs before the others start
+    (a ZeroMQ consumer subscribes to its hub); `done()`, when given, must
+    also hold before the runners stop (the consumer got everything)."""
     queues = tmp / "var" / "queue"
-    procs = [subprocess.Popen([str(VENV_BIN / "runner"), "-C", str(cfg), "-r", name],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for name in RUNNERS]
+
+    def start(name):
+        return subprocess.Popen([str(VENV_BIN / "runner"), "-C", str(cfg), "-r", name],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    procs = [start("mq")]
     try:
+        if first is not None:
+            first()
+        procs += [start(name) for name in RUNNERS if name != "mq"]
         end = time.monotonic() + deadline
         while True:
             left = sum(len(os.listdir(queues / q)) for q in RUNNERS if (queues / q).exists())
-            if left == 0 and (queues / "mq").exists():
+            if left == 0 and (queues / "mq").exists() and (done is None or done()):
                 break
             for p in procs:
                 assert p.poll() is None, f"runner {p.args} died: {p.stderr.read().decode()}"
@@ -226,10 +237,10 @@ def mails():
     return mails
 
 
-def run_site(tmp_path, mails, url, options, read_stored, backend, capsys):
+def run_site(tmp_path, mails, url, options, read_stored, backend, capsys, **hooks):
     """Posts, archives, reads back with read_stored(list_id) and compares."""
     cfg = write_site(tmp_path, url, options)
-    held = post_and_archive(tmp_path, cfg, mails)
+    held = post_and_archive(tmp_path, cfg, mails, **hooks)
     assert held == {fqdn: 0 for fqdn in LISTS}
     assert queue_leftovers(tmp_path) == {}
     assert not (tmp_path / "var" / "mq-archiver" / "parked").exists()
@@ -286,3 +297,65 @@ def test_rabbitmq(tmp_path, mails, capsys):
         channel.exchange_delete(prefix)
         channel.exchange_delete(f"{prefix}.unrouted")
         connection.close()
+
+
+def test_zeromq(tmp_path, mails, capsys):
+    """The mq runner hosts the hub; an archive server speaking the hub's
+    protocol with pyzmq (backend-zeromq/tests/interop.py's Hub) subscribes
+    before anything is posted and acks every delivery."""
+    pytest.importorskip("zmq")
+    sys.path.insert(0, str(REPO / "backend-zeromq" / "tests"))
+    import interop
+    import zmq
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"tcp://127.0.0.1:{port}"
+    expected = sum(map(archivable, mails[:len(LISTS) * PER_LIST]))
+    by_list, failures = {}, []
+    welcomed = threading.Event()
+    context = zmq.Context()
+
+    def consume():
+        hello = {"version": interop.PROTOCOL_VERSION, "name": "mailman-test", "lists": [], "kind": None,
+                 "prefetch": 8, "max_attempts": 5, "start": "new"}
+        hub = interop.Hub(context, endpoint, hello)
+        try:
+            hub.welcome()
+            welcomed.set()
+            for received in range(expected):
+                hub.deadline = time.monotonic() + 120
+                verb, args = hub.recv(f"DELIVER ({received} of {expected})")
+                assert verb == b"DELIVER", verb
+                tag, attempt, pairs, body = args[0], args[1], args[2:-1], args[-1]
+                fields = {n.decode(): v.decode() for n, v in zip(pairs[0::2], pairs[1::2])}
+                fields["body"] = body
+                by_list.setdefault(fields["list-id"], []).append(fields)
+                hub.send(b"ACK", tag)
+            hub.send(b"BYE")
+        except Exception as error:  # reported by the test thread
+            failures.append(repr(error))
+        finally:
+            hub.socket.close(linger=2000)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+
+    def first():
+        consumer.start()
+        end = time.monotonic() + 60
+        while not welcomed.is_set():
+            assert not failures, failures
+            assert time.monotonic() < end, "the hub did not welcome the consumer within 60 s"
+            welcomed.wait(0.1)
+
+    def done():
+        assert not failures, failures
+        return not consumer.is_alive()
+
+    try:
+        run_site(tmp_path, mails, endpoint, {"hub-dir": str(tmp_path / "hub"), "anonymous": "true"},
+                 lambda list_id: by_list.get(list_id, []), "zeromq", capsys, first=first, done=done)
+    finally:
+        consumer.join(5)
+        context.term()

@@ -320,6 +320,13 @@ class Runner(_runner_base()):
         if instances != 1:
             raise ValueError(f"[runner.{name}] instances must be 1 (one spool, one hub), not {instances}")
         self._backoff = self.MIN_BACKOFF
+        # Open now, not at the first mail: a ZeroMQ hub is then up for
+        # archive servers to subscribe before anything is published, and
+        # a spool left by an earlier run starts draining at once.
+        try:
+            _get_client()
+        except ArchiverError as error:
+            log.warning("mq archiver: cannot open the client yet (%s); retrying with the next mail", error)
 
     def _dispose(self, mlist, msg, msgdata):
         raw = msgdata.get("mq_raw")
