@@ -2,7 +2,8 @@
 `mailman` CLI: `python mm_helper.py CFG setup LIST POLICY`, `... inject
 LIST DIR` (every DIR/*.eml through mailman.app.inject.inject_text, what
 `mailman inject` calls, in one process instead of one per mail) and
-`... held LIST` (prints the held-message count)."""
+`... held LIST` (prints the held-message count) and `... urls LIST FILE`
+(the plugin's list_url and permalink, as JSON)."""
 
 import os
 import sys
@@ -45,6 +46,19 @@ def main():
             with open(os.path.join(directory, name), "rb") as f:
                 inject_text(mlist, f.read())
         config.db.commit()
+    elif command == "urls":
+        import json
+
+        from mailman.email.message import Message
+        from email import message_from_bytes
+
+        from mq_archiver.mailman import Archiver
+
+        mlist = getUtility(IListManager).get(fqdn)
+        with open(sys.argv[4], "rb") as f:
+            msg = message_from_bytes(f.read(), Message)
+        archiver = Archiver()
+        print(json.dumps({"list_url": archiver.list_url(mlist), "permalink": archiver.permalink(mlist, msg)}))
     elif command == "held":
         mlist = getUtility(IListManager).get(fqdn)
         print(IListRequests(mlist).count_of(RequestType.held_message))

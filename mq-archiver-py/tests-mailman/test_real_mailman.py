@@ -8,6 +8,7 @@ consumer) must hold every mail byte-identical to what prototype wrote,
 with the right list id, list address and archive policy."""
 
 import email.parser
+import json
 import os
 import re
 import signal
@@ -108,7 +109,7 @@ instances: 1
     return cfg
 
 
-def post_and_archive(tmp, cfg, mails, **hooks):
+def post_and_archive(tmp, cfg, mails, per_list=PER_LIST, **hooks):
     """Creates the lists, injects the mails, runs each runner once;
     returns the held count per list."""
     helper = [sys.executable, str(HERE / "mm_helper.py"), str(cfg)]
@@ -116,7 +117,7 @@ def post_and_archive(tmp, cfg, mails, **hooks):
         run(*helper, "setup", fqdn, policy)
         batch = tmp / f"batch-{n}"
         batch.mkdir()
-        for i, raw in enumerate(mails[n * PER_LIST:(n + 1) * PER_LIST]):
+        for i, raw in enumerate(mails[n * per_list:(n + 1) * per_list]):
             (batch / f"{i:04}.eml").write_bytes(raw)
         run(*helper, "inject", fqdn, str(batch))
     run_runners(tmp, cfg, **hooks)
@@ -359,3 +360,61 @@ def test_zeromq(tmp_path, mails, capsys):
     finally:
         consumer.join(5)
         context.term()
+
+
+def test_refused_mail_is_parked_then_retried(tmp_path, mails, capsys):
+    """A permanent refusal (an envelope above max-envelope-bytes) parks the
+    mail, byte for byte, in var/mq-archiver/parked and logs its hash; once
+    the limit is lifted, `python -m mq_archiver.mailman retry-parked` and
+    the mq runner archive it. Also the plugin's URLs, computed offline."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
+    per_list = 10
+    sizes = sorted(len(raw) for raw in mails[:len(LISTS) * per_list])
+    limit = sizes[len(sizes) // 2]  # about half the mails are refused
+    cfg = write_site(tmp_path, REDIS_URL, {"prefix": prefix, "max-envelope-bytes": str(limit)})
+    parked = tmp_path / "var" / "mq-archiver" / "parked"
+
+    def stored():
+        return {mailman_hash(body): body for fqdn in LISTS
+                for _, fields in client.xrange(f"{prefix}:stream:mail:{fqdn.replace('@', '.')}")
+                for body in [fields[b"body"]]}
+
+    try:
+        assert post_and_archive(tmp_path, cfg, mails, per_list=per_list) == {fqdn: 0 for fqdn in LISTS}
+        reference = {h: raw for fqdn in LISTS for h, raw in prototype_mails(tmp_path, fqdn).items()}
+        emls = sorted(parked.glob("*.eml")) if parked.exists() else []
+        first = stored()
+        log = (tmp_path / "var" / "logs" / "mailman.log").read_text()
+        with capsys.disabled():
+            print(f"\nparked: archived by prototype {len(reference)}, stored {len(first)}, parked {len(emls)}")
+        assert emls and first
+        assert len(emls) + len(first) == len(reference)
+        for eml in emls:
+            raw = eml.read_bytes()
+            assert reference[mailman_hash(raw)] == raw
+            meta = json.loads(eml.with_suffix(".json").read_text())
+            assert meta["list_id"] in {f.replace("@", ".") for f in LISTS}
+            assert "TooLargeError" in meta["reason"]
+            assert f"{eml.name.split('.')[0]} of {meta['list_id']} refused" in log
+
+        # The plugin's URLs, offline, HyperKitty's layout by default.
+        sample = next(iter(reference.values()))
+        (tmp_path / "sample.eml").write_bytes(sample)
+        urls = json.loads(run(sys.executable, str(HERE / "mm_helper.py"), str(cfg), "urls",
+                              "pub@example.org", str(tmp_path / "sample.eml")))
+        assert urls == {"list_url": f"{BASE}/list/pub@example.org/",
+                        "permalink": f"{BASE}/list/pub@example.org/message/"
+                                     f"{message_id_hash(email.message_from_bytes(sample))}/"}
+
+        # Lift the limit, retry: every mail is then stored, byte for byte.
+        write_site(tmp_path, REDIS_URL, {"prefix": prefix})
+        out = run(sys.executable, "-m", "mq_archiver.mailman", "-C", str(cfg), "retry-parked")
+        assert out.strip() == f"{len(emls)} parked mails moved back into queue/mq"
+        assert not list(parked.glob("*"))
+        run_runners(tmp_path, cfg)
+        assert stored() == reference
+    finally:
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
