@@ -8,6 +8,7 @@ consumer) must hold every mail byte-identical to what prototype wrote,
 with the right list id, list address and archive policy."""
 
 import email.parser
+import importlib.util
 import json
 import os
 import re
@@ -418,3 +419,56 @@ def test_refused_mail_is_parked_then_retried(tmp_path, mails, capsys):
     finally:
         for key in client.scan_iter(f"{prefix}:*"):
             client.delete(key)
+
+
+def test_redis_outage_spools_then_delivers_without_new_traffic(tmp_path, mails, capsys):
+    """Redis (a private redis-server) stops once the mq runner is connected;
+    the mails are posted and archived meanwhile, so the plugin spools them;
+    Redis starts again and, with no new mail, every one arrives,
+    byte-identical to prototype's."""
+    spec = importlib.util.spec_from_file_location("bindings_conftest", REPO / "mq-archiver-py" / "tests" / "conftest.py")
+    bindings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bindings)
+    (tmp_path / "redis").mkdir()
+    server = bindings.PrivateRedis(tmp_path / "redis")
+    server.start()
+    prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
+    per_list = 15
+    expected = sum(map(archivable, mails[:len(LISTS) * per_list]))
+    cfg = write_site(tmp_path, server.url, {"prefix": prefix, "publish-timeout": "500ms"})
+    log_file = tmp_path / "var" / "logs" / "mailman.log"
+    seen = {}
+
+    def first():
+        # The mq runner's client is connected (a second client on the server), then Redis stops.
+        probe = server.client()
+        bindings.wait_until(lambda: len(probe.client_list()) >= 2, 60, "the mq runner connected")
+        probe.close()
+        server.stop()
+
+    def done():
+        if "restarted" not in seen:
+            spooled = log_file.read_text().count(" spooled (envelope ")
+            seen["spooled while down"] = spooled
+            assert spooled >= 1
+            # Every mail went through the archive runner while no broker
+            # listened (depth 0: there is none); the spool holds them.
+            server.start()
+            seen["restarted"] = time.monotonic()
+        client = server.client()
+        return sum(client.xlen(f"{prefix}:stream:mail:{f.replace('@', '.')}") for f in LISTS) >= expected
+
+    try:
+        assert post_and_archive(tmp_path, cfg, mails, per_list=per_list, first=first, done=done) \
+            == {fqdn: 0 for fqdn in LISTS}
+        client = server.client()
+        stored = {mailman_hash(fields[b"body"]): fields[b"body"] for fqdn in LISTS
+                  for _, fields in client.xrange(f"{prefix}:stream:mail:{fqdn.replace('@', '.')}")}
+        reference = {h: raw for fqdn in LISTS for h, raw in prototype_mails(tmp_path, fqdn).items()}
+        with capsys.disabled():
+            print(f"\noutage: archived by prototype {len(reference)}, spooled while down "
+                  f"{seen['spooled while down']}, stored after restart {len(stored)}, identical "
+                  f"{sum(reference.get(h) == b for h, b in stored.items())}")
+        assert stored == reference
+    finally:
+        server.stop()
