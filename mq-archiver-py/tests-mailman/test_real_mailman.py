@@ -1,11 +1,14 @@
 """A real GNU Mailman 3.3.10 (sqlite, null MTA, in a temp dir) with our
 archiver `mq_archiver.mailman` and Mailman's own `prototype` archiver both
 enabled with the same clobber_date: corpus mails are injected into a
-public and a private list, the runners run once each (`runner -o`), and
-an archive server built on this library's wire format (the streams read
-back with redis-py, as the bindings' tests do: the bindings have no
+public and a private list and the in, pipeline, archive and mq runners
+run until their queues are empty. For Redis, RabbitMQ and ZeroMQ, an
+archive server reading the wire format (redis-py streams, pika from the
+unrouted queue, pyzmq through the hub protocol: the bindings have no
 consumer) must hold every mail byte-identical to what prototype wrote,
-with the right list id, list address and archive policy."""
+with the right list id, list address and archive policy. Also: a refused
+mail is parked and retried; a Redis outage (all mails spooled) and a
+kill -9 of every runner with mail in the spool lose nothing."""
 
 import email.parser
 import importlib.util
@@ -128,7 +131,7 @@ def post_and_archive(tmp, cfg, mails, per_list=PER_LIST, **hooks):
 RUNNERS = ("in", "pipeline", "archive", "mq")
 
 
-def run_runners(tmp, cfg, first=None, done=None, deadline=300):
+def run_runners(tmp, cfg, first=None, done=None, stop_signal=signal.SIGTERM, deadline=300):
     """Runs the in, pipeline, archive and mq runners (`runner -o` handles
     one entry per start: too slow for hundreds) until their queues are all
     empty, then stops them with SIGTERM (they exit 15 after finishing the entry at hand and
@@ -160,7 +163,7 @@ def run_runners(tmp, cfg, first=None, done=None, deadline=300):
     finally:
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+                p.send_signal(stop_signal)
         for p in procs:
             try:
                 p.wait(timeout=60)
@@ -168,7 +171,7 @@ def run_runners(tmp, cfg, first=None, done=None, deadline=300):
                 p.kill()
                 p.wait()
     for p in procs:
-        assert p.returncode in (0, signal.SIGTERM, -signal.SIGTERM), f"{p.args} exited {p.returncode}: {p.stderr.read().decode()}"
+        assert p.returncode in (0, signal.SIGTERM, -signal.SIGTERM, -stop_signal), f"{p.args} exited {p.returncode}: {p.stderr.read().decode()}"
 
 
 def prototype_mails(tmp, fqdn):
@@ -426,9 +429,7 @@ def test_redis_outage_spools_then_delivers_without_new_traffic(tmp_path, mails, 
     the mails are posted and archived meanwhile, so the plugin spools them;
     Redis starts again and, with no new mail, every one arrives,
     byte-identical to prototype's."""
-    spec = importlib.util.spec_from_file_location("bindings_conftest", REPO / "mq-archiver-py" / "tests" / "conftest.py")
-    bindings = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bindings)
+    bindings = load_bindings_conftest()
     (tmp_path / "redis").mkdir()
     server = bindings.PrivateRedis(tmp_path / "redis")
     server.start()
@@ -470,5 +471,64 @@ def test_redis_outage_spools_then_delivers_without_new_traffic(tmp_path, mails, 
                   f"{seen['spooled while down']}, stored after restart {len(stored)}, identical "
                   f"{sum(reference.get(h) == b for h, b in stored.items())}")
         assert stored == reference
+    finally:
+        server.stop()
+
+
+def load_bindings_conftest():
+    """The bindings' test helpers (PrivateRedis, wait_until)."""
+    spec = importlib.util.spec_from_file_location("bindings_conftest", REPO / "mq-archiver-py" / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runners_killed_with_mail_in_the_spool_lose_nothing(tmp_path, mails, capsys):
+    """Redis stops once the mq runner is connected; the mails are archived
+    into the spool; every runner is killed -9 with the spool holding mail
+    (asserted before the kill); Redis and the runners start again: every
+    mail arrives, byte-identical to prototype's."""
+    bindings = load_bindings_conftest()
+    (tmp_path / "redis").mkdir()
+    server = bindings.PrivateRedis(tmp_path / "redis")
+    server.start()
+    prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
+    per_list = 15
+    expected = sum(map(archivable, mails[:len(LISTS) * per_list]))
+    cfg = write_site(tmp_path, server.url, {"prefix": prefix, "publish-timeout": "500ms"})
+    log_file = tmp_path / "var" / "logs" / "mailman.log"
+    spool = tmp_path / "var" / "mq-archiver" / "spool"
+    seen = {}
+
+    def first():
+        probe = server.client()
+        bindings.wait_until(lambda: len(probe.client_list()) >= 2, 60, "the mq runner connected")
+        probe.close()
+        server.stop()
+
+    def all_spooled():
+        seen["spooled before the kill"] = log_file.read_text().count(" spooled (envelope ")
+        return seen["spooled before the kill"] >= expected
+
+    def streams():
+        client = server.client()
+        return [fields for fqdn in LISTS
+                for _, fields in client.xrange(f"{prefix}:stream:mail:{fqdn.replace('@', '.')}")]
+
+    try:
+        assert post_and_archive(tmp_path, cfg, mails, per_list=per_list, first=first, done=all_spooled,
+                                stop_signal=signal.SIGKILL) == {fqdn: 0 for fqdn in LISTS}
+        seen["spool files at the kill"] = sum(1 for p in spool.rglob("*") if p.is_file())
+        assert seen["spool files at the kill"] > 0
+        server.start()
+        run_runners(tmp_path, cfg, done=lambda: len(streams()) >= expected)
+        stored = streams()
+        by_hash = {mailman_hash(f[b"body"]): f[b"body"] for f in stored}
+        reference = {h: raw for fqdn in LISTS for h, raw in prototype_mails(tmp_path, fqdn).items()}
+        with capsys.disabled():
+            print(f"\ncrash: archived by prototype {len(reference)}, spooled before kill -9 "
+                  f"{seen['spooled before the kill']}, stored after restart {len(stored)} "
+                  f"({len(by_hash)} distinct), identical {sum(reference.get(h) == b for h, b in by_hash.items())}")
+        assert by_hash == reference
     finally:
         server.stop()
