@@ -96,6 +96,27 @@ impl Grant {
         self
     }
 
+    /// The subscriber names granted, for a broker's permissions (the
+    /// RabbitMQ backend turns them into its per-subscriber object names).
+    pub fn subscriber_names(&self) -> &[SubscriberName] {
+        &self.subscribers
+    }
+
+    /// The list patterns granted, for a broker's binding-key permissions.
+    pub fn list_patterns(&self) -> &[ListPattern] {
+        &self.lists
+    }
+
+    /// Whether private lists' mail and events are granted.
+    pub fn may_read_private(&self) -> bool {
+        self.private_lists
+    }
+
+    /// Whether membership events are granted.
+    pub fn may_read_membership(&self) -> bool {
+        self.membership_events
+    }
+
     /// Whether `name` is one of this principal's, or it is an operator.
     fn may_use(&self, name: &SubscriberName) -> bool {
         self.operator || self.subscribers.contains(name)

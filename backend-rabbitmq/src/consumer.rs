@@ -144,6 +144,12 @@ async fn reconnect(
                 tracing::info!(subscriber = %subscription.name, "RabbitMQ consumer reconnected");
                 return Some(session);
             }
+            Err(error) if !error.is_transient() => {
+                // A refusal (its grant changed) will not pass by retrying.
+                tracing::error!(subscriber = %subscription.name, %error, "reconnecting refused; the consumer stops");
+                let _ = sender.try_send(Err(error));
+                return None;
+            }
             Err(error) => {
                 tracing::warn!(subscriber = %subscription.name, %error, "reconnecting failed; retrying")
             }

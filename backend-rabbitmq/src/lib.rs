@@ -4,20 +4,78 @@
 //! # Layout
 //!
 //! Envelopes are published, persistent and mandatory, to one topic exchange
-//! with the routing key `<kind>.<list-id>`; each durable subscriber has its
-//! own queue bound with `<kind>.<pattern>` for what it selects, so the
-//! broker routes exact lists, `*`/`#` patterns and kinds and a subscriber
-//! never receives what it did not select. Instances of one subscriber are
+//! with the routing key `<kind>.<class>.<list-id>`, the class being the
+//! access class (below); each durable subscriber has its own queue bound
+//! with `<kind>.<class>.<pattern>` for what it selects, so the broker
+//! routes exact lists, `*`/`#` patterns and kinds and a subscriber never
+//! receives what it did not select. Instances of one subscriber are
 //! competing consumers of its queue; `basic.qos` is the in-flight bound.
 //!
 //! | name | what |
 //! |---|---|
 //! | `<p>` | topic exchange every envelope is published to |
 //! | `<p>.unrouted` | alternate exchange (fanout) and queue: what no subscriber selects |
+//! | `<p>.x.<name>` | a subscriber's own direct exchange: its queues dead-letter to it, and its retries, requeues, dead letters and replays are published to it with the target queue's name as key |
 //! | `<p>.q.<name>` | a durable subscriber's queue |
 //! | `<p>.dead.<name>` | its dead letters |
 //! | `<p>.retry.<name>.<ms>.quorum` | nacked messages waiting `<ms>` before going back (`<p>.retry.<name>.<ms>` with classic queues) |
 //! | `<p>.sub.<name>` | its current selection (one message), to remove stale bindings |
+//!
+//! # Least privilege
+//!
+//! Each archive server can run as a broker user of its own that RabbitMQ
+//! restricts to its grant ([`permissions`] prints the `rabbitmqctl` lines
+//! from a [`archiver_core::Grant`]; the README shows them), configured
+//! with [`RabbitConfig::archive_server`]. Only the list server's user
+//! ([`Role::ListServer`], the default) declares `<p>` and `<p>.unrouted`;
+//! an archive server checks `<p>` exists, never touches the unrouted
+//! queue, and writes only to its own exchange `<p>.x.<name>`, never to
+//! the default exchange (write there would reach every queue of the
+//! vhost). A refusal by the broker (403 `ACCESS_REFUSED`) is
+//! [`BackendError::Forbidden`] with the broker's text, which names the
+//! object (or the binding key and exchange) and the user.
+//!
+//! Access classes, the second word of a routing key:
+//!
+//! | class | what |
+//! |---|---|
+//! | `public` | mail and (non-membership) events of public lists |
+//! | `private` | the same of private lists, and envelopes without a policy |
+//! | `members` | membership events (member addresses) of public lists |
+//! | `private-members` | membership events of private lists |
+//!
+//! A grant without private lists never gets a binding key of `private` or
+//! `private-members` past the broker, one without membership events never
+//! one of `members` or `private-members`. A client binds, for what it
+//! selects, every class its role allows (the list server's role: all).
+//!
+//! When a list's policy changes, the list server publishes its new mail
+//! with the new class at once. Public to private: archive servers granted
+//! only public lists are bound to `…public.<list>` keys, which no new mail
+//! carries, so nothing new reaches them (no leak); those granted private
+//! lists bound both classes, so they lose nothing; what was in queues
+//! before the change stays there (it was public when published). Private
+//! to public: public archives start receiving the new mail; nothing
+//! already queued moves. Bindings never need to change. A grant that is
+//! narrowed (new topic permissions) leaves the subscriber's old bindings
+//! in place, and the broker refuses their unbinding to the user at its
+//! next subscribe ([`BackendError::Forbidden`]): an administrator removes
+//! them (`rabbitmqadmin delete binding`, or deleting the subscriber's
+//! queue once drained).
+//!
+//! # Upgrading from the layout without classes
+//!
+//! Earlier versions published `<kind>.<list-id>`, bound `<kind>.<pattern>`
+//! and dead-lettered through the default exchange. Their queues keep
+//! working: a subscriber's next subscribe (as a user that may configure it:
+//! the shared account of that version, or the list server's role) keeps
+//! its queues as they are, binds them to `<p>.x.<name>`, binds the new
+//! keys and unbinds the old ones its selection record lists (an old
+//! `mail.#` binding would otherwise match private lists' new keys too),
+//! and what was in them is delivered: a message's origin may be an old
+//! key. Upgrade the list server and subscribe each subscriber once with
+//! the old account before switching archive servers to restricted users,
+//! whose topic permission refuses unbinding the old keys.
 //!
 //! # Queue type
 //!
@@ -113,6 +171,7 @@ mod error;
 mod link;
 mod message;
 mod names;
+pub mod permissions;
 mod publish;
 mod settle;
 mod tail;
@@ -132,7 +191,7 @@ use lapin::Channel;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 
 pub use archiver_core::RawDeadLetter;
-pub use config::{QueueType, RabbitConfig};
+pub use config::{QueueType, RabbitConfig, Role};
 pub use dead_letters::DeadLetterPage;
 
 use error::backend_error;
@@ -374,6 +433,13 @@ impl Operator for RabbitBackend {
                 .await
                 .map_err(backend_error)?;
         }
+        channel
+            .exchange_delete(
+                names.own_exchange(name).as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await
+            .map_err(backend_error)?;
         let _ = channel.close(200, "unsubscribed".into()).await;
         tracing::info!(subscriber = %name, "subscriber deleted");
         Ok(())
