@@ -31,8 +31,11 @@ use archiver_core::{Grant, Kind, ListPattern, Prefix};
 use crate::names::Classes;
 
 /// One list-id label (letters, digits and `` !$%&'+-=?^_`{|}~ ``, as
-/// [`archiver_core::ListId`] allows), never `*`, `#` or a dot.
-const LABEL: &str = r"[A-Za-z0-9!$%&'+=?^_`{|}~-]+";
+/// [`archiver_core::ListId`] allows), never `*`, `#` or a dot. `$`, `'`
+/// and `` ` `` are written `\xHH`: Debian's `rabbitmqctl` wrapper passes
+/// its arguments through `sh -c` in double quotes, where they would not
+/// survive.
+const LABEL: &str = r"[A-Za-z0-9!\x24%&\x27+=?^_\x60{|}~-]+";
 
 /// A server-named queue (a live tail's, exclusive to its connection).
 const SERVER_NAMED: &str = r"amq\.gen-[A-Za-z0-9_-]+";
@@ -122,15 +125,21 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// `text` as a regex matching it literally: every character but letters
-/// and digits escaped (PCRE reads an escaped punctuation mark as itself).
+/// `text` as a regex matching it literally: letters, digits, `-` and `_`
+/// as they are, a dot as `\.`, any other character as `\xHH` (so that no
+/// shell quoting, Debian's `rabbitmqctl` wrapper's included, changes it).
 fn literal(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len() * 2);
     for c in text.chars() {
-        if !c.is_ascii_alphanumeric() {
-            escaped.push('\\');
+        match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => escaped.push(c),
+            '.' => escaped.push_str("\\."),
+            other => {
+                for byte in other.to_string().bytes() {
+                    escaped.push_str(&format!("\\x{byte:02x}"));
+                }
+            }
         }
-        escaped.push(c);
     }
     escaped
 }
@@ -242,11 +251,11 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            r"rabbitmqctl set_permissions -p 'lists' 'public-archive' '^(?:archiver\.(?:q|dead|sub|x)\.(?:public\-archive)|archiver\.retry\.(?:public\-archive)\.[0-9]+(?:\.quorum)?|amq\.gen-[A-Za-z0-9_-]+)$' '^(?:archiver\.(?:q|dead|sub|x)\.(?:public\-archive)|archiver\.retry\.(?:public\-archive)\.[0-9]+(?:\.quorum)?|amq\.gen-[A-Za-z0-9_-]+)$' '^(?:archiver\.(?:q|dead|sub|x)\.(?:public\-archive)|archiver\.retry\.(?:public\-archive)\.[0-9]+(?:\.quorum)?|amq\.gen-[A-Za-z0-9_-]+|archiver)$'"
+            r"rabbitmqctl set_permissions -p 'lists' 'public-archive' '^(?:archiver\.(?:q|dead|sub|x)\.(?:public-archive)|archiver\.retry\.(?:public-archive)\.[0-9]+(?:\.quorum)?|amq\.gen-[A-Za-z0-9_-]+)$' '^(?:archiver\.(?:q|dead|sub|x)\.(?:public-archive)|archiver\.retry\.(?:public-archive)\.[0-9]+(?:\.quorum)?|amq\.gen-[A-Za-z0-9_-]+)$' '^(?:archiver\.(?:q|dead|sub|x)\.(?:public-archive)|archiver\.retry\.(?:public-archive)\.[0-9]+(?:\.quorum)?|amq\.gen-[A-Za-z0-9_-]+|archiver)$'"
         );
         assert_eq!(
             lines[2],
-            r"rabbitmqctl set_topic_permissions -p 'lists' 'public-archive' 'archiver' '^$' '^(?:mail\.(?:public)|event\.(?:public))(?:\.(?:[A-Za-z0-9!$%&'\''+=?^_`{|}~-]+|\*)\.lists\.example\.org)$'"
+            r"rabbitmqctl set_topic_permissions -p 'lists' 'public-archive' 'archiver' '^$' '^(?:mail\.(?:public)|event\.(?:public))(?:\.(?:[A-Za-z0-9!\x24%&\x27+=?^_\x60{|}~-]+|\*)\.lists\.example\.org)$'"
         );
     }
 }
