@@ -22,9 +22,7 @@ use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
 
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, PublisherConfirm};
 

@@ -18,10 +18,9 @@ pub(crate) fn backend_error(error: lapin::Error) -> BackendError {
         | ErrorKind::InvalidConnectionState(_)
         | ErrorKind::InvalidChannelState(..) => BackendError::Unavailable(error.to_string()),
         ErrorKind::ProtocolError(amqp) => match amqp.get_id() {
-            ACCESS_REFUSED => BackendError::Forbidden(format!(
-                "the broker refused it: {}",
-                amqp.get_message()
-            )),
+            ACCESS_REFUSED => {
+                BackendError::Forbidden(format!("the broker refused it: {}", amqp.get_message()))
+            }
             NOT_ALLOWED => BackendError::Auth(amqp.get_message().to_string()),
             _ => BackendError::Broker(error.to_string()),
         },

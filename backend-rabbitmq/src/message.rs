@@ -161,18 +161,25 @@ pub(crate) fn from_origin(envelope: Envelope, origin: Option<&str>) -> Result<En
     let expected = crate::names::Names::routing_key(&envelope);
     // An old key is ambiguous when the list id starts with a class word
     // (`mail.private.example.org`): then only the new key is accepted.
-    let first_label = envelope.list_id.as_str().split('.').next().unwrap_or_default();
+    let first_label = envelope
+        .list_id
+        .as_str()
+        .split('.')
+        .next()
+        .unwrap_or_default();
     let legacy = (![PUBLIC, PRIVATE, MEMBERS, PRIVATE_MEMBERS].contains(&first_label))
         .then(|| crate::names::Names::legacy_routing_key(&envelope));
     match origin {
-        Some(origin) if origin != expected && Some(origin) != legacy.as_deref() => Err(WireError::Invalid {
-            field: "list-id",
-            reason: format!(
-                "{} {} was published with routing key {origin}",
-                envelope.kind.as_str(),
-                envelope.list_id
-            ),
-        }),
+        Some(origin) if origin != expected && Some(origin) != legacy.as_deref() => {
+            Err(WireError::Invalid {
+                field: "list-id",
+                reason: format!(
+                    "{} {} was published with routing key {origin}",
+                    envelope.kind.as_str(),
+                    envelope.list_id
+                ),
+            })
+        }
         _ => Ok(envelope),
     }
 }

@@ -109,7 +109,10 @@ impl fmt::Display for UserSetup {
                 .iter()
                 .map(|word| match word.as_str() {
                     PASSWORD => "\"$PASSWORD\"".to_owned(),
-                    "rabbitmqctl" | "add_user" | "set_permissions" | "set_topic_permissions"
+                    "rabbitmqctl"
+                    | "add_user"
+                    | "set_permissions"
+                    | "set_topic_permissions"
                     | "-p" => word.clone(),
                     _ => shell_quote(word),
                 })

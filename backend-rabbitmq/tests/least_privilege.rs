@@ -316,8 +316,11 @@ async fn each_archive_server_gets_exactly_its_grant_and_the_broker_refuses_the_r
     let refused = team
         .backend
         .subscribe(
-            &Subscription::new(team.subscriber.clone())
-                .select(Selection::all().list(BOARD.parse().unwrap()).only(Kind::Mail)),
+            &Subscription::new(team.subscriber.clone()).select(
+                Selection::all()
+                    .list(BOARD.parse().unwrap())
+                    .only(Kind::Mail),
+            ),
         )
         .await
         .map(drop);
@@ -441,7 +444,8 @@ fn attack(
 ) -> Vec<(String, String, String, String)> {
     let own_queue = format!("{prefix}.q.{}", attacker.subscriber);
     let victim_queue = format!("{prefix}.q.{}", victim.subscriber);
-    let granted_key = if attacker.grant.may_read_private() && attacker.selection.lists().len() == 1 {
+    let granted_key = if attacker.grant.may_read_private() && attacker.selection.lists().len() == 1
+    {
         format!("mail.private.{private_list}")
     } else {
         "mail.public.dev.example.org".to_owned()
@@ -457,14 +461,8 @@ fn attack(
     let mut attempts = vec![
         ("bind #", bind("#")),
         ("bind mail.#", bind("mail.#")),
-        (
-            "bind mail.#.<suffix>",
-            bind(&format!("mail.#.{suffix}")),
-        ),
-        (
-            "bind mail.*.<suffix>",
-            bind(&format!("mail.*.{suffix}")),
-        ),
+        ("bind mail.#.<suffix>", bind(&format!("mail.#.{suffix}"))),
+        ("bind mail.*.<suffix>", bind(&format!("mail.*.{suffix}"))),
         (
             "read other's queue",
             serde_json::json!({"action": "get", "queue": victim_queue}),

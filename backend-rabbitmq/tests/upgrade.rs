@@ -1,0 +1,205 @@
+//! A subscriber declared by the layout without access classes (routing
+//! keys `<kind>.<list-id>`, bindings `mail.#`, dead-lettering through the
+//! default exchange) and the mail in its queue survive the upgrade: the
+//! new client keeps the queue, delivers what it held and what comes
+//! after, dead-letters through the subscriber's own exchange, and drops
+//! the old bindings (an old `mail.#` would also match new private keys).
+
+mod support;
+
+use std::time::Duration;
+
+use archiver_core::conformance::Harness;
+use archiver_core::conformance::fixtures::small_mail;
+use archiver_core::{
+    ArchivePolicy, Envelope, EnvelopeId, ListId, MailingList, Operator, Publisher, Subscriber,
+    SubscriberName, Subscription,
+};
+use futures::StreamExt;
+use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use support::RabbitHarness;
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in entries {
+        table.insert(ShortString::from(*name), value.clone());
+    }
+    table
+}
+
+/// The AMQP properties the earlier version published an envelope with.
+fn properties(envelope: &Envelope) -> lapin::BasicProperties {
+    let mut headers = FieldTable::default();
+    for (field, value) in archiver_core::wire::to_fields(envelope) {
+        headers.insert(ShortString::from(field), text(&value));
+    }
+    lapin::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+#[tokio::test]
+async fn a_subscriber_of_the_earlier_layout_keeps_its_queue_and_mail() {
+    let harness = RabbitHarness::new();
+    // The exchanges are declared as the earlier version declared them.
+    let backend = harness.connect().await;
+    let prefix = harness.config.prefix.as_str().to_owned();
+    let name = SubscriberName::new("old").unwrap();
+    let (queue, dead, registry) = (
+        format!("{prefix}.q.old"),
+        format!("{prefix}.dead.old"),
+        format!("{prefix}.sub.old"),
+    );
+
+    // The earlier version's subscriber "old", selecting everything.
+    let connection =
+        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(
+            dead.as_str().into(),
+            durable,
+            table(&[("x-queue-type", text("quorum"))]),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            durable,
+            table(&[
+                ("x-dead-letter-exchange", text("")),
+                ("x-dead-letter-routing-key", text(&dead)),
+                ("x-queue-type", text("quorum")),
+                ("x-delivery-limit", AMQPValue::LongLongInt(4)),
+                ("x-dead-letter-strategy", text("at-least-once")),
+                ("x-overflow", text("reject-publish")),
+            ]),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_declare(
+            registry.as_str().into(),
+            durable,
+            table(&[
+                ("x-max-length", AMQPValue::LongLongInt(1)),
+                ("x-overflow", text("drop-head")),
+            ]),
+        )
+        .await
+        .unwrap();
+    for key in ["event.#", "mail.#"] {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                prefix.as_str().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let publish = async |exchange: &str, key: &str, body: &[u8], properties| {
+        channel
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    };
+    publish(
+        "",
+        &registry,
+        br#"["event.#","mail.#"]"#,
+        lapin::BasicProperties::default().with_delivery_mode(2),
+    )
+    .await;
+    // Mail the earlier list server published, waiting in the queue.
+    let public = MailingList::public(ListId::new("dev.example.org").unwrap());
+    let private = MailingList {
+        archive_policy: ArchivePolicy::Private,
+        ..MailingList::public(ListId::new("board.example.org").unwrap())
+    };
+    let mut expected: Vec<Envelope> = Vec::new();
+    for list in [&public, &private, &public] {
+        let envelope = small_mail(list, "upgrade.example.org");
+        let key = format!("mail.{}", envelope.list_id);
+        publish(&prefix, &key, &envelope.body, properties(&envelope)).await;
+        expected.push(envelope);
+    }
+
+    // The upgrade: the new client subscribes "old" (the shared account).
+    let mut deliveries = backend
+        .subscribe(&Subscription::new(name.clone()))
+        .await
+        .unwrap();
+    for list in [&private, &public] {
+        let envelope = small_mail(list, "upgrade.example.org");
+        backend.publish(&envelope).await.unwrap();
+        expected.push(envelope);
+    }
+    // An old-style key now matches no binding of the queue.
+    let stray = small_mail(&public, "upgrade.example.org");
+    publish(
+        &prefix,
+        &format!("mail.{}", stray.list_id),
+        &stray.body,
+        properties(&stray),
+    )
+    .await;
+    let last = small_mail(&public, "upgrade.example.org");
+    backend.publish(&last).await.unwrap();
+    expected.push(last.clone());
+
+    let mut received: Vec<Envelope> = Vec::new();
+    let mut rejected: Option<EnvelopeId> = None;
+    while !received.iter().any(|e| e.id == last.id) {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), deliveries.next())
+            .await
+            .expect("a delivery")
+            .expect("the stream goes on")
+            .unwrap();
+        received.push(delivery.envelope().clone());
+        // The first one is rejected: its copy goes through the subscriber's
+        // own exchange into the kept dead-letter queue.
+        if rejected.is_none() {
+            rejected = Some(delivery.envelope().id);
+            delivery.reject("refused after the upgrade").await.unwrap();
+        } else {
+            delivery.ack().await.unwrap();
+        }
+    }
+    drop(deliveries);
+    let dead_letters = backend.dead_letters(&name).await.unwrap();
+    let _ = connection.close(200, "done".into()).await;
+    harness.cleanup().await;
+
+    assert_eq!(received, expected, "every mail, in order, byte for byte");
+    assert_eq!(
+        dead_letters
+            .iter()
+            .map(|d| d.envelope.id)
+            .collect::<Vec<_>>(),
+        [rejected.unwrap()]
+    );
+}
