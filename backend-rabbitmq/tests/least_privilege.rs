@@ -23,7 +23,7 @@ use archiver_core::conformance::fixtures::small_mail;
 use archiver_core::conformance::interop::python_with;
 use archiver_core::{
     ArchivePolicy, BackendError, Connection, Deliveries, Envelope, EnvelopeId, Grant, Kind,
-    ListChange, ListEvent, ListId, MailingList, MemberRole, Prefix, Publisher, Selection,
+    ListChange, ListEvent, ListId, MailingList, MemberRole, Operator, Prefix, Publisher, Selection,
     Subscriber, SubscriberName, Subscription,
 };
 use backend_rabbitmq::permissions::{self, UserSetup};
@@ -402,6 +402,53 @@ async fn each_archive_server_gets_exactly_its_grant_and_the_broker_refuses_the_r
         let expected = share(archive, &second);
         receive_exactly(archive, &expected).await;
     }
+    // Everything an archive server does runs under its restricted user:
+    // a retry through its retry queue, a dead letter, listing and replay,
+    // and a live tail of what it may read.
+    let public = &mut archives[0];
+    let mut tail = public.backend.tail(&Selection::all()).await.unwrap();
+    let deliveries = public.deliveries.as_mut().unwrap();
+    let mail = small_mail(&list(PUBLIC_LISTS[0]), "least-privilege.example.org");
+    let secret = small_mail(&list(BOARD), "least-privilege.example.org");
+    publisher.publish(&secret).await.unwrap();
+    publisher.publish(&mail).await.unwrap();
+    let next = async |deliveries: &mut Deliveries| {
+        tokio::time::timeout(Duration::from_secs(20), deliveries.next())
+            .await
+            .expect("a delivery")
+            .expect("the stream goes on")
+            .unwrap()
+    };
+    let first = next(deliveries).await;
+    assert_eq!(first.envelope(), &mail);
+    first.nack(Duration::from_millis(100)).await.unwrap();
+    let second = next(deliveries).await;
+    assert_eq!((second.envelope(), second.attempt()), (&mail, 2));
+    second.reject("refused by the test").await.unwrap();
+    let subscriber = public.subscriber.clone();
+    let dead = public.backend.dead_letters(&subscriber).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].envelope, mail);
+    let replayed = public
+        .backend
+        .replay_dead_letters(&subscriber, archiver_core::Replay::All)
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    let again = next(deliveries).await;
+    assert_eq!(again.envelope(), &mail);
+    again.ack().await.unwrap();
+    let tailed = tokio::time::timeout(Duration::from_secs(20), tail.next())
+        .await
+        .expect("the tail carries it")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        tailed, mail,
+        "the tail carries the public mail, not the private one"
+    );
+    drop(tail);
+
     for archive in archives {
         drop(archive.deliveries);
         archive.backend.close().await.unwrap();
