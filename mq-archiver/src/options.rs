@@ -21,6 +21,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "consumer-name",
     "queue-type",
     "keep-unrouted",
+    "grant-file",
     "node",
     "hub-dir",
     "grants-file",
@@ -54,6 +55,9 @@ pub(crate) struct Settings {
     #[cfg(feature = "rabbitmq")]
     pub queue_type: Option<backend_rabbitmq::QueueType>,
     pub keep_unrouted: Option<bool>,
+    /// RabbitMQ: run as an archive server's restricted user under the
+    /// grant in this JSON file.
+    pub grant_file: Option<PathBuf>,
     pub hub_dir: Option<PathBuf>,
     /// ZeroMQ hub: the allowlist with each principal's grant.
     pub grants_file: Option<PathBuf>,
@@ -77,7 +81,7 @@ fn applies(key: &str, scheme: BackendKind) -> Option<bool> {
         "user" | "password" | "max-envelope-bytes" => scheme != Memory,
         "tls-ca-file" => matches!(scheme, Redis | Rabbitmq),
         "durability" | "claim-idle" | "poll-interval" | "consumer-name" => scheme == Redis,
-        "queue-type" | "keep-unrouted" | "node" => scheme == Rabbitmq,
+        "queue-type" | "keep-unrouted" | "grant-file" | "node" => scheme == Rabbitmq,
         "hub-dir" | "grants-file" | "anonymous" | "connect-timeout" | "tail" | "hub" => {
             scheme == Zeromq
         }
@@ -169,6 +173,7 @@ impl Settings {
             "keep-unrouted" => {
                 self.keep_unrouted = Some(value.parse().map_err(|_| invalid("true or false"))?);
             }
+            "grant-file" => self.grant_file = Some(text("a JSON file's path")?.into()),
             "node" => {
                 return Err(Error::NotSupportedYet {
                     what: "several RabbitMQ nodes (option node)",

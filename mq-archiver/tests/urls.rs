@@ -362,6 +362,12 @@ fn every_option_key_takes_a_good_value_and_names_itself_on_a_bad_one() {
         ("consumer-name", "redis://h", "archive-2", Some("")),
         ("queue-type", "amqp://h/%2f", "quorum", Some("stream")),
         ("keep-unrouted", "amqp://h/%2f", "false", Some("no")),
+        (
+            "grant-file",
+            "amqp://h/%2f",
+            "/etc/archiver/grant.json",
+            Some(""),
+        ),
         ("hub-dir", "tcp://h:1", "/var/lib/archiver", Some("")),
         (
             "grants-file",

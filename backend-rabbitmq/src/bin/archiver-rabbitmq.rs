@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let setup = match (list_server, grant) {
                 (Some(user), _) => permissions::list_server(&cli.prefix, &vhost, &user),
                 (None, Some(path)) => {
-                    let grant: Grant = serde_json::from_slice(&std::fs::read(&path)?)?;
+                    let grant = Grant::read_file(&path)?;
                     permissions::archive_server(&cli.prefix, &vhost, &grant)
                 }
                 (None, None) => return Err("give --list-server or --grant".into()),
