@@ -252,9 +252,7 @@ async fn each_archive_server_gets_exactly_its_grant_and_the_broker_refuses_the_r
 
     let list_server = permissions::list_server(&prefix, &broker.vhost, &format!("ls-{run}"));
     let url = broker.add(&list_server, false);
-    let publisher = RabbitBackend::connect(RabbitConfig::new(url).prefix(prefix.clone()))
-        .await
-        .unwrap();
+    let list_server_url = url;
 
     let grants = [
         (
@@ -280,6 +278,7 @@ async fn each_archive_server_gets_exactly_its_grant_and_the_broker_refuses_the_r
         ),
     ];
     let mut archives = Vec::new();
+    let mut publisher = None;
     for (grant, selection) in grants {
         let setup = permissions::archive_server(&prefix, &broker.vhost, &grant);
         let url = broker.add(&setup, shared);
@@ -287,6 +286,22 @@ async fn each_archive_server_gets_exactly_its_grant_and_the_broker_refuses_the_r
         let config = RabbitConfig::new(url.clone())
             .prefix(prefix.clone())
             .archive_server(grant.clone());
+        if publisher.is_none() {
+            // An archive server declares nothing shared: before the list
+            // server ever connected, there is nothing to consume from.
+            let early = RabbitBackend::connect(config.clone()).await.map(drop);
+            assert!(
+                matches!(&early, Err(BackendError::Unavailable(why)) if why.contains("does not exist yet")),
+                "{early:?}"
+            );
+            publisher = Some(
+                RabbitBackend::connect(
+                    RabbitConfig::new(list_server_url.clone()).prefix(prefix.clone()),
+                )
+                .await
+                .unwrap(),
+            );
+        }
         let backend = RabbitBackend::connect(config).await.unwrap();
         let deliveries = backend
             .subscribe(&Subscription::new(subscriber.clone()).select(selection.clone()))
@@ -302,6 +317,7 @@ async fn each_archive_server_gets_exactly_its_grant_and_the_broker_refuses_the_r
         });
     }
 
+    let publisher = publisher.expect("connected with the first archive server");
     // Round 1: each archive server receives exactly its grant.
     let first = publish_round(&publisher).await;
     for archive in &mut archives {
