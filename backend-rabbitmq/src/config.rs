@@ -103,6 +103,16 @@ pub struct RabbitConfig {
     /// Who this client is on the broker: the list server (the default) or
     /// an archive server under a grant.
     pub role: Role,
+    /// The upgrade from the layout without access classes (crate docs,
+    /// Upgrading): while on (the default), a publish is routed with the
+    /// earlier key `<kind>.<list-id>` and, in the same message (RabbitMQ's
+    /// `BCC` header), the new `<kind>.<class>.<list-id>`, so queues bound
+    /// either way get it, once each; and a subscription of the list
+    /// server's role binds the earlier keys of its selection besides the
+    /// new ones, so an earlier list server's mail still reaches it. Turn it
+    /// off once every list server and subscriber runs this version; a
+    /// subscription made then drops its earlier bindings.
+    pub legacy_routing_keys: bool,
 }
 
 /// By hand, so that `?config` in a log never prints the URL's password.
@@ -117,6 +127,7 @@ impl std::fmt::Debug for RabbitConfig {
             .field("unrouted_max_length", &self.unrouted_max_length)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("role", &self.role)
+            .field("legacy_routing_keys", &self.legacy_routing_keys)
             .finish()
     }
 }
@@ -144,6 +155,7 @@ impl RabbitConfig {
             unrouted_max_length: 100_000,
             tls_ca_file: None,
             role: Role::ListServer,
+            legacy_routing_keys: true,
         }
     }
 
@@ -176,6 +188,13 @@ impl RabbitConfig {
     /// Keeps (true) or refuses (false) messages no subscriber selects.
     pub fn keep_unrouted(mut self, keep: bool) -> Self {
         self.keep_unrouted = keep;
+        self
+    }
+
+    /// Keeps (true) or ends (false) the upgrade's earlier routing keys and
+    /// bindings ([`RabbitConfig::legacy_routing_keys`]).
+    pub fn legacy_routing_keys(mut self, on: bool) -> Self {
+        self.legacy_routing_keys = on;
         self
     }
 

@@ -203,6 +203,20 @@ async fn forward(
             return;
         }
     };
+    // An earlier version's binding kept for the upgrade can match another
+    // list's new key (`mail.*.example.org` matches `mail.private.example.org`,
+    // list `example.org`): what the selection does not select is dropped.
+    if !subscription.selection.matches(&envelope) {
+        tracing::warn!(
+            subscriber = %subscription.name,
+            list_id = %envelope.list_id,
+            "a delivery the selection does not select (an earlier binding matched it) is dropped"
+        );
+        if let Err(error) = settle.ack_original().await {
+            tracing::warn!(%error, "acknowledging an unselected delivery failed; the broker redelivers it");
+        }
+        return;
+    }
     // `attempt` is the one about to be made: attempt - 1 were abandoned.
     // Classic queues have no broker-side limit; quorum queues dead-letter
     // before this happens.

@@ -69,13 +69,39 @@
 //! and dead-lettered through the default exchange. Their queues keep
 //! working: a subscriber's next subscribe (as a user that may configure it:
 //! the shared account of that version, or the list server's role) keeps
-//! its queues as they are, binds them to `<p>.x.<name>`, binds the new
-//! keys and unbinds the old ones its selection record lists (an old
-//! `mail.#` binding would otherwise match private lists' new keys too),
-//! and what was in them is delivered: a message's origin may be an old
-//! key. Upgrade the list server and subscribe each subscriber once with
-//! the old account before switching archive servers to restricted users,
-//! whose topic permission refuses unbinding the old keys.
+//! its queues as they are, binds them to `<p>.x.<name>` and binds the new
+//! keys, and what was in them is delivered: a message's origin may be an
+//! old key.
+//!
+//! Neither side's keys match the other side's bindings (`mail.dev.example.org`
+//! never matches `mail.public.dev.example.org`), so during the upgrade
+//! ([`RabbitConfig::legacy_routing_keys`], on by default) both are used:
+//!
+//! - a publish is routed with the earlier key and carries the new one in
+//!   RabbitMQ's `BCC` header (sender-selected distribution: the broker
+//!   routes by every key, a queue gets one copy however many of its
+//!   bindings match, and strips `BCC`), so an earlier subscriber gets it
+//!   with the key it checks, and a restricted archive server by its class;
+//! - a subscription of the list server's role binds its selection's
+//!   earlier keys besides the new ones (its selection record lists both),
+//!   so an earlier list server's mail reaches it;
+//! - a consumer drops (acknowledges, with a warning) a delivery its
+//!   selection does not select: an earlier binding starting with `*`
+//!   (`mail.*.example.org`) matches another list's new key
+//!   (`mail.private.example.org`, list `example.org`).
+//!
+//! Safe order: (1) upgrade the list server and the shared-account
+//! subscribers in either order, but the subscribers first when an earlier
+//! one selects a pattern starting with `*` whose suffix is itself a list
+//! (an earlier version does not drop what it did not select); (2) when
+//! every client runs this version, turn `legacy_routing_keys` off on each
+//! and subscribe each subscriber once, which unbinds its earlier keys (the
+//! explicit step that ends the upgrade); (3) then switch archive servers
+//! to restricted users, whose topic permissions refuse the earlier keys.
+//! A list id starting with a class word (`public.example.org`) is published
+//! with the new key only, its earlier key being another list's new one. A
+//! live tail binds the new keys only, so during step 1 it shows only what
+//! an upgraded list server publishes.
 //!
 //! # Queue type
 //!

@@ -10,7 +10,6 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 use crate::config::QueueType;
-use crate::names::{MEMBERS, PRIVATE, PRIVATE_MEMBERS, PUBLIC};
 
 /// Deliveries before this copy (set on retry copies; absent means 0).
 pub(crate) const PRIOR_ATTEMPTS: &str = "x-archiver-attempts";
@@ -159,16 +158,7 @@ fn first_death_routing_key(properties: &BasicProperties, topic_exchange: &str) -
 /// label is a class word (then the old key is another list's new one).
 pub(crate) fn from_origin(envelope: Envelope, origin: Option<&str>) -> Result<Envelope, WireError> {
     let expected = crate::names::Names::routing_key(&envelope);
-    // An old key is ambiguous when the list id starts with a class word
-    // (`mail.private.example.org`): then only the new key is accepted.
-    let first_label = envelope
-        .list_id
-        .as_str()
-        .split('.')
-        .next()
-        .unwrap_or_default();
-    let legacy = (![PUBLIC, PRIVATE, MEMBERS, PRIVATE_MEMBERS].contains(&first_label))
-        .then(|| crate::names::Names::legacy_routing_key(&envelope));
+    let legacy = crate::names::Names::legacy_routing_key(&envelope);
     match origin {
         Some(origin) if origin != expected && Some(origin) != legacy.as_deref() => {
             Err(WireError::Invalid {

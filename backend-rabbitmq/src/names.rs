@@ -140,9 +140,35 @@ impl Names {
         )
     }
 
-    /// The key earlier versions published with, `<kind>.<list-id>`.
-    pub(crate) fn legacy_routing_key(envelope: &Envelope) -> String {
-        format!("{}.{}", envelope.kind.as_str(), envelope.list_id)
+    /// The key earlier versions published with, `<kind>.<list-id>`; `None`
+    /// when the list id's first label is a class word
+    /// (`mail.private.example.org`), since that key is another list's new
+    /// one.
+    pub(crate) fn legacy_routing_key(envelope: &Envelope) -> Option<String> {
+        let first = envelope
+            .list_id
+            .as_str()
+            .split('.')
+            .next()
+            .unwrap_or_default();
+        (![PUBLIC, PRIVATE, MEMBERS, PRIVATE_MEMBERS].contains(&first))
+            .then(|| format!("{}.{}", envelope.kind.as_str(), envelope.list_id))
+    }
+
+    /// The binding keys earlier versions bound for `selection`
+    /// (`<kind>.<pattern>`, `<kind>.#`), kept during the upgrade so an
+    /// earlier list server's mail still arrives.
+    pub(crate) fn legacy_binding_keys(selection: &Selection) -> Vec<String> {
+        let mut keys = Vec::new();
+        for &kind in selection.kinds() {
+            if selection.lists().is_empty() {
+                keys.push(format!("{}.#", kind.as_str()));
+            }
+            for pattern in selection.lists() {
+                keys.push(format!("{}.{pattern}", kind.as_str()));
+            }
+        }
+        keys
     }
 
     /// The binding keys that select exactly what `selection` selects, in

@@ -13,7 +13,7 @@
 //!
 //! | user | configure and write | read | topic write on `<p>` | topic read on `<p>` |
 //! |---|---|---|---|---|
-//! | list server | `<p>`, `<p>.unrouted` | the same | `<kind>.<class>.<list-id>`, any list | none |
+//! | list server | `<p>`, `<p>.unrouted` | the same | `<kind>.<class>.<list-id>` and the upgrade's `<kind>.<list-id>`, any list | none |
 //! | archive server | its subscribers' objects, its tails' `amq.gen-*` | the same and `<p>` | none | its lists, in its classes |
 //!
 //! An archive server thus has no write on the default exchange (whose
@@ -159,10 +159,9 @@ pub fn list_server(prefix: &Prefix, vhost: &str, user: &str) -> UserSetup {
         write: own.clone(),
         read: own,
         exchange: prefix.as_str().to_owned(),
-        topic_write: format!(
-            "^(?:mail|event)\\.(?:{})(?:\\.{LABEL})+$",
-            Classes::ALL.of(Kind::Event).join("|")
-        ),
+        // `<kind>.<class>.<list-id>`, and during the upgrade the earlier
+        // `<kind>.<list-id>` it routes with (crate docs, Upgrading).
+        topic_write: format!("^(?:mail|event)(?:\\.{LABEL})+$"),
         topic_read: NOTHING.to_owned(),
     }
 }

@@ -65,7 +65,7 @@ impl RabbitSettle {
     }
 
     /// Acknowledges the message this delivery holds.
-    async fn ack_original(&self) -> Result<(), BackendError> {
+    pub(crate) async fn ack_original(&self) -> Result<(), BackendError> {
         self.acker
             .ack(BasicAckOptions::default())
             .await

@@ -351,10 +351,15 @@ async fn rebind(
         .as_ref()
         .and_then(|m| serde_json::from_slice(&m.delivery.data).ok())
         .unwrap_or_default();
-    let new: BTreeSet<String> =
+    let mut new: BTreeSet<String> =
         Names::binding_keys(&subscription.selection, shared.config.role.classes())
             .into_iter()
             .collect();
+    // During the upgrade an earlier list server's keys still reach it
+    // (crate docs, Upgrading); a restricted user may bind no such key.
+    if shared.config.legacy_routing_keys && shared.config.role.declares_shared() {
+        new.extend(Names::legacy_binding_keys(&subscription.selection));
+    }
     // Every new key is bound before any old one goes: a list selected by
     // both (through a pattern before, its exact id now, or the reverse)
     // is routed to the queue at every moment.

@@ -21,6 +21,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "consumer-name",
     "queue-type",
     "keep-unrouted",
+    "legacy-routing-keys",
     "grant-file",
     "node",
     "hub-dir",
@@ -55,6 +56,8 @@ pub(crate) struct Settings {
     #[cfg(feature = "rabbitmq")]
     pub queue_type: Option<backend_rabbitmq::QueueType>,
     pub keep_unrouted: Option<bool>,
+    /// RabbitMQ: keep the upgrade's earlier routing keys and bindings.
+    pub legacy_routing_keys: Option<bool>,
     /// RabbitMQ: run as an archive server's restricted user under the
     /// grant in this JSON file.
     pub grant_file: Option<PathBuf>,
@@ -81,7 +84,9 @@ fn applies(key: &str, scheme: BackendKind) -> Option<bool> {
         "user" | "password" | "max-envelope-bytes" => scheme != Memory,
         "tls-ca-file" => matches!(scheme, Redis | Rabbitmq),
         "durability" | "claim-idle" | "poll-interval" | "consumer-name" => scheme == Redis,
-        "queue-type" | "keep-unrouted" | "grant-file" | "node" => scheme == Rabbitmq,
+        "queue-type" | "keep-unrouted" | "legacy-routing-keys" | "grant-file" | "node" => {
+            scheme == Rabbitmq
+        }
         "hub-dir" | "grants-file" | "anonymous" | "connect-timeout" | "tail" | "hub" => {
             scheme == Zeromq
         }
@@ -172,6 +177,10 @@ impl Settings {
             }
             "keep-unrouted" => {
                 self.keep_unrouted = Some(value.parse().map_err(|_| invalid("true or false"))?);
+            }
+            "legacy-routing-keys" => {
+                self.legacy_routing_keys =
+                    Some(value.parse().map_err(|_| invalid("true or false"))?);
             }
             "grant-file" => self.grant_file = Some(text("a JSON file's path")?.into()),
             "node" => {
