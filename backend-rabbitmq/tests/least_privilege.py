@@ -20,7 +20,21 @@ import pika
 def attempt(channel, prefix, spec):
     action = spec["action"]
     if action == "bind":
-        channel.queue_bind(spec["queue"], prefix, routing_key=spec["key"])
+        channel.queue_bind(spec["queue"], spec.get("exchange", prefix), routing_key=spec["key"])
+    elif action == "declare-dlx":
+        channel.queue_declare(
+            spec["queue"],
+            durable=True,
+            arguments={
+                "x-dead-letter-exchange": spec["exchange"],
+                "x-dead-letter-routing-key": spec["key"],
+            },
+        )
+    elif action == "exchange-bind":
+        channel.exchange_bind(spec["destination"], spec["exchange"], routing_key=spec["key"])
+    elif action == "gen-bind":
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, prefix, routing_key=spec["key"])
     elif action == "get":
         # auto_ack: a get that succeeds takes the message for good.
         channel.basic_get(spec["queue"], auto_ack=True)

@@ -159,7 +159,10 @@ struct Archive {
 }
 
 /// Everything the list server publishes in one round: mail to every list,
-/// and of each list a settings event and a membership event.
+/// and of each list a settings event and a membership event; then a public
+/// and a team sentinel, so that every archive's last expected envelope comes
+/// after everything else of the round (a leak of anything earlier, private
+/// lists included, arrives before it and is seen).
 fn round() -> Vec<Envelope> {
     let mut envelopes = Vec::new();
     for id in [PUBLIC_LISTS[0], PUBLIC_LISTS[1], TEAM, BOARD] {
@@ -181,6 +184,9 @@ fn round() -> Vec<Envelope> {
             &ListEvent::now(list.list_id.clone(), joined),
             &list,
         ));
+    }
+    for id in [PUBLIC_LISTS[0], TEAM] {
+        envelopes.push(small_mail(&list(id), "least-privilege.example.org"));
     }
     envelopes
 }
@@ -324,6 +330,20 @@ async fn each_archive_server_gets_exactly_its_grant_and_the_broker_refuses_the_r
         let expected = share(archive, &first);
         receive_exactly(archive, &expected).await;
     }
+
+    // An archive server may not publish: the refusal is the retryable
+    // Auth (a spool keeps the mail), naming the exchange, not Forbidden.
+    let refused = archives[0]
+        .backend
+        .publish(&small_mail(
+            &list(PUBLIC_LISTS[0]),
+            "least-privilege.example.org",
+        ))
+        .await;
+    assert!(
+        matches!(&refused, Err(BackendError::Auth(why)) if why.contains("archiver")),
+        "{refused:?}"
+    );
 
     // The client refuses a selection outside its grant; the broker refuses
     // one the client was wrongly told it may make (a grant wider than the
@@ -555,6 +575,26 @@ fn attack(
         (
             "publish to the topic exchange",
             serde_json::json!({"action": "publish", "exchange": prefix.as_str(), "key": format!("mail.private.{private_list}")}),
+        ),
+        (
+            "declare own queue dead-lettering to <p> (forgery)",
+            serde_json::json!({"action": "declare-dlx", "queue": format!("{prefix}.retry.{}.7", attacker.subscriber), "exchange": prefix.as_str(), "key": format!("mail.private.{private_list}")}),
+        ),
+        (
+            "exchange.bind own exchange to <p> with #",
+            serde_json::json!({"action": "exchange-bind", "destination": format!("{prefix}.x.{}", attacker.subscriber), "exchange": prefix.as_str(), "key": "#"}),
+        ),
+        (
+            "bind own queue to <p>.unrouted",
+            serde_json::json!({"action": "bind", "queue": own_queue, "exchange": format!("{prefix}.unrouted"), "key": ""}),
+        ),
+        (
+            "bind own queue to other's own exchange",
+            serde_json::json!({"action": "bind", "queue": own_queue, "exchange": format!("{prefix}.x.{}", victim.subscriber), "key": victim_queue}),
+        ),
+        (
+            "bind an amq.gen queue with mail.#",
+            serde_json::json!({"action": "gen-bind", "key": "mail.#"}),
         ),
     ];
     if last {
