@@ -317,10 +317,7 @@ impl Config {
             config = config.legacy_routing_keys(v);
         }
         if let Some(path) = &s.grant_file {
-            let grant = archiver_core::Grant::read_file(path).map_err(|_| Error::InvalidOption {
-                key: "grant-file".into(),
-                expected: "a readable JSON file of one grant ({\"principal\", \"subscribers\", \"lists\", ...})",
-            })?;
+            let grant = archiver_core::Grant::read_file(path).map_err(Error::GrantFile)?;
             config = config.archive_server(grant);
         }
         Ok(config)
