@@ -38,6 +38,11 @@ pub(crate) async fn subscribe(
             "replay from the start: a RabbitMQ queue holds only what arrived after it was declared",
         ));
     }
+    // Before any connection: a selection outside the grant is refused
+    // by the client, not by the broker.
+    if let Some(grant) = shared.config.role.grant() {
+        grant.check_subscription(subscription)?;
+    }
     let session = Session::open(shared, subscription).await?;
     let (sender, receiver) = mpsc::channel(usize::from(subscription.prefetch));
     tokio::spawn(run(
@@ -147,7 +152,12 @@ async fn reconnect(
             Err(error) if !error.is_transient() => {
                 // A refusal (its grant changed) will not pass by retrying.
                 tracing::error!(subscriber = %subscription.name, %error, "reconnecting refused; the consumer stops");
-                let _ = sender.try_send(Err(error));
+                // Waits for room (a full buffer must not swallow why the
+                // stream ends), unless the user stops reading it.
+                tokio::select! {
+                    _ = sender.send(Err(error)) => {}
+                    () = shared.closed.wait() => {}
+                }
                 return None;
             }
             Err(error) => {

@@ -234,6 +234,9 @@ pub(crate) struct Shared {
     link: tokio::sync::Mutex<Option<Link>>,
     /// Exchanges and queues this client declared, for clean-up.
     declared: Mutex<BTreeSet<(Entity, String)>>,
+    /// When each retry queue was last declared: a declaration renews its
+    /// `x-expires` lease, which publishing into it does not.
+    retry_leases: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Shared {
@@ -248,12 +251,22 @@ impl Shared {
             .insert((entity, name.to_owned()));
     }
 
-    pub(crate) fn is_recorded(&self, name: &str) -> bool {
-        self.declared
+    /// Whether the retry queue `name` was declared less than `within` ago
+    /// (its lease then still runs long enough).
+    pub(crate) fn retry_lease_is_fresh(&self, name: &str, within: std::time::Duration) -> bool {
+        self.retry_leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|(_, n)| n == name)
+            .get(name)
+            .is_some_and(|at| at.elapsed() < within)
+    }
+
+    /// Notes that the retry queue `name` was declared now.
+    pub(crate) fn renew_retry_lease(&self, name: &str) {
+        self.retry_leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), std::time::Instant::now());
     }
 
     /// The publishing link, (re)connected and its exchanges declared.
@@ -321,6 +334,7 @@ impl RabbitBackend {
             closed: CloseFlag::new(),
             link: tokio::sync::Mutex::new(None),
             declared: Mutex::default(),
+            retry_leases: Mutex::default(),
         });
         drop(shared.link().await?);
         tracing::info!(url = %shared.config.redacted_url(), prefix = %shared.config.prefix, "connected to RabbitMQ");

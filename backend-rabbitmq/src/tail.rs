@@ -3,7 +3,7 @@
 //! it is full) and disappears with its connection: it keeps nothing. Its
 //! name is the broker's (`amq.gen-...`), and being exclusive no other
 //! connection can use it, so an archive server's permissions include
-//! `amq\.gen-.*`; the binding keys are still checked against its topic
+//! `amq\.gen-[A-Za-z0-9_-]+`; the binding keys are still checked against its topic
 //! permission.
 
 use std::sync::Arc;

@@ -157,15 +157,13 @@ pub(crate) enum Entity {
 
 /// Declares everything a subscriber needs and binds its selection; returns
 /// a usable confirm channel (a refused declaration closes a channel). An
-/// archive server's subscription is first checked against its grant.
+/// archive server's subscription was checked against its grant before
+/// connecting (`consumer::subscribe`).
 pub(crate) async fn declare_subscriber(
     connection: &Connection,
     shared: &Shared,
     subscription: &Subscription,
 ) -> Result<Channel, BackendError> {
-    if let Some(grant) = shared.config.role.grant() {
-        grant.check_subscription(subscription)?;
-    }
     let names = &shared.names;
     let name = &subscription.name;
     let channel = confirm_channel(connection).await?;
@@ -421,13 +419,22 @@ async fn rebind(
 /// default exchange) is kept as it is, and still hands its messages back.
 /// On channels of the client's own connection, so that a refusal never
 /// closes the consumer's channel.
+///
+/// Its `x-expires` lease (2·delay + 1 h) runs from its last declaration
+/// (or consume, or get), never from a publish: a bucket only ever
+/// published into would be deleted with the copies in it. So it is
+/// declared again before each copy once its last declaration is
+/// [`RETRY_LEASE_RENEWAL`] old: a copy published at `t` expires at
+/// `t + delay`, and the lease then runs to at least
+/// `t - RENEWAL + 2·delay + 1 h`, later. Only a bucket no copy went
+/// into for 2·delay + 1 h goes away.
 pub(crate) async fn declare_retry_queue(
     shared: &Shared,
     name: &SubscriberName,
     retry: &str,
     delay_ms: u64,
 ) -> Result<(), BackendError> {
-    if shared.is_recorded(retry) {
+    if shared.retry_lease_is_fresh(retry, RETRY_LEASE_RENEWAL) {
         return Ok(());
     }
     let ttl = i64::try_from(delay_ms).unwrap_or(i64::MAX);
@@ -472,5 +479,11 @@ pub(crate) async fn declare_retry_queue(
     bind_own(&channel, shared, name, retry).await?;
     let _ = channel.close(200, "retry queue declared".into()).await;
     shared.record(retry, Entity::Queue);
+    shared.renew_retry_lease(retry);
     Ok(())
 }
+
+/// How old a retry queue's last declaration may be before a copy is put
+/// in it without declaring it again: well under the hour its `x-expires`
+/// lease outlasts any copy's delay by.
+const RETRY_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
