@@ -46,8 +46,10 @@ const SERVER_NAMED: &str = r"amq\.gen-[A-Za-z0-9_-]+";
 const NOTHING: &str = "^$";
 
 /// The permissions of one broker user in one vhost, as `rabbitmqctl`
-/// sets them. `Display` prints the lines, the password as `"$PASSWORD"`
-/// for the shell to fill in (never a password in the output).
+/// sets them. `Display` prints the lines, `add_user` reading the password
+/// from its standard input (`printf '%s\n' "$PASSWORD" | ...`: a shell
+/// builtin, so the password is in no process's command line, and never in
+/// the output).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSetup {
     /// The broker user name.
@@ -105,10 +107,14 @@ const PASSWORD: &str = "\u{0}password";
 impl fmt::Display for UserSetup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for command in self.commands(PASSWORD) {
+            let piped = command.iter().any(|word| word == PASSWORD);
+            if piped {
+                write!(f, "printf '%s\\n' \"$PASSWORD\" | ")?;
+            }
             let words: Vec<String> = command
                 .iter()
+                .filter(|word| word.as_str() != PASSWORD)
                 .map(|word| match word.as_str() {
-                    PASSWORD => "\"$PASSWORD\"".to_owned(),
                     "rabbitmqctl"
                     | "add_user"
                     | "set_permissions"
@@ -249,7 +255,7 @@ mod tests {
         let lines: Vec<&str> = printed.lines().collect();
         assert_eq!(
             lines[0],
-            "rabbitmqctl add_user 'public-archive' \"$PASSWORD\""
+            r#"printf '%s\n' "$PASSWORD" | rabbitmqctl add_user 'public-archive'"#
         );
         assert_eq!(
             lines[1],

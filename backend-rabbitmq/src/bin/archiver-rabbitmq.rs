@@ -14,7 +14,7 @@
 //! `permissions` connects to nothing: it prints the `rabbitmqctl` lines
 //! that make the list server's user, or an archive server's user from its
 //! grant (the JSON of `archiver_core::Grant`), the password left to the
-//! shell as `"$PASSWORD"`.
+//! shell as `"$PASSWORD"`, piped to `add_user` (on no command line).
 //!
 //! The URL can also come from `ARCHIVER_AMQP_URL`, so no password needs to
 //! be on the command line. Output never contains mail bodies.
