@@ -56,6 +56,16 @@ impl Grant {
         }
     }
 
+    /// Reads a grant from a JSON file (the form above), for an operator
+    /// tool or a client configured with its own grant; the error says
+    /// which file and why, never more of its content.
+    pub fn read_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read(path)
+            .map_err(|e| format!("grant file {} cannot be read: {e}", path.display()))?;
+        serde_json::from_slice(&text)
+            .map_err(|e| format!("grant file {} is not a grant: {e}", path.display()))
+    }
+
     /// The authenticated name this grant belongs to.
     pub fn principal(&self) -> &str {
         &self.principal

@@ -1,6 +1,55 @@
 //! How to reach RabbitMQ and how the backend behaves.
 
-use archiver_core::{BackendError, Prefix, PublisherCapabilities};
+use archiver_core::{BackendError, Grant, Prefix, PublisherCapabilities};
+
+use crate::names::Classes;
+
+/// Who a client is on the broker, which decides what it declares and binds
+/// (crate docs, Least privilege).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Role {
+    /// The list server's principal, or one trusted account doing
+    /// everything (the default, and what earlier versions did): declares
+    /// the topic exchange and `<p>.unrouted`, and a subscription binds every
+    /// access class of what it selects.
+    #[default]
+    ListServer,
+    /// An archive server running as a broker user restricted to this grant
+    /// ([`crate::permissions::archive_server`]): the shared exchanges are
+    /// declared passively (the list server must have connected once), the
+    /// unrouted queue is never touched, and a subscription or tail binds
+    /// only the access classes the grant allows, after the grant's own
+    /// check (a selection outside it is [`BackendError::Forbidden`] before
+    /// the broker refuses it).
+    ArchiveServer(Box<Grant>),
+}
+
+impl Role {
+    /// Whether this client declares the shared exchanges and the unrouted
+    /// queue.
+    pub(crate) fn declares_shared(&self) -> bool {
+        matches!(self, Self::ListServer)
+    }
+
+    /// The access classes its subscriptions and tails bind.
+    pub(crate) fn classes(&self) -> Classes {
+        match self {
+            Self::ListServer => Classes::ALL,
+            Self::ArchiveServer(grant) => Classes {
+                private: grant.allows_private_lists(),
+                membership: grant.allows_membership_events(),
+            },
+        }
+    }
+
+    /// The grant this client runs under, if restricted.
+    pub(crate) fn grant(&self) -> Option<&Grant> {
+        match self {
+            Self::ListServer => None,
+            Self::ArchiveServer(grant) => Some(grant),
+        }
+    }
+}
 
 /// The kind of queue each durable subscriber gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +100,19 @@ pub struct RabbitConfig {
     /// PEM file of the CA that signed the broker's certificate, for
     /// `amqps://` to a broker whose CA is not in the system's trust store.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Who this client is on the broker: the list server (the default) or
+    /// an archive server under a grant.
+    pub role: Role,
+    /// The upgrade from the layout without access classes (crate docs,
+    /// Upgrading): while on (the default), a publish is routed with the
+    /// earlier key `<kind>.<list-id>` and, in the same message (RabbitMQ's
+    /// `BCC` header), the new `<kind>.<class>.<list-id>`, so queues bound
+    /// either way get it, once each; and a subscription of the list
+    /// server's role binds the earlier keys of its selection besides the
+    /// new ones, so an earlier list server's mail still reaches it. Turn it
+    /// off once every list server and subscriber runs this version; a
+    /// subscription made then drops its earlier bindings.
+    pub legacy_routing_keys: bool,
 }
 
 /// By hand, so that `?config` in a log never prints the URL's password.
@@ -64,6 +126,8 @@ impl std::fmt::Debug for RabbitConfig {
             .field("keep_unrouted", &self.keep_unrouted)
             .field("unrouted_max_length", &self.unrouted_max_length)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("role", &self.role)
+            .field("legacy_routing_keys", &self.legacy_routing_keys)
             .finish()
     }
 }
@@ -90,6 +154,8 @@ impl RabbitConfig {
             keep_unrouted: true,
             unrouted_max_length: 100_000,
             tls_ca_file: None,
+            role: Role::ListServer,
+            legacy_routing_keys: true,
         }
     }
 
@@ -125,9 +191,23 @@ impl RabbitConfig {
         self
     }
 
+    /// Keeps (true) or ends (false) the upgrade's earlier routing keys and
+    /// bindings ([`RabbitConfig::legacy_routing_keys`]).
+    pub fn legacy_routing_keys(mut self, on: bool) -> Self {
+        self.legacy_routing_keys = on;
+        self
+    }
+
     /// Trusts the CA in this PEM file for `amqps://`.
     pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.tls_ca_file = Some(path.into());
+        self
+    }
+
+    /// Runs as an archive server restricted to `grant`: declares nothing
+    /// shared and binds only what the grant allows ([`Role::ArchiveServer`]).
+    pub fn archive_server(mut self, grant: Grant) -> Self {
+        self.role = Role::ArchiveServer(Box::new(grant));
         self
     }
 

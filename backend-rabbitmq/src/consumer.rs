@@ -38,6 +38,11 @@ pub(crate) async fn subscribe(
             "replay from the start: a RabbitMQ queue holds only what arrived after it was declared",
         ));
     }
+    // Before any connection: a selection outside the grant is refused
+    // by the client, not by the broker.
+    if let Some(grant) = shared.config.role.grant() {
+        grant.check_subscription(subscription)?;
+    }
     let session = Session::open(shared, subscription).await?;
     let (sender, receiver) = mpsc::channel(usize::from(subscription.prefetch));
     tokio::spawn(run(
@@ -144,6 +149,17 @@ async fn reconnect(
                 tracing::info!(subscriber = %subscription.name, "RabbitMQ consumer reconnected");
                 return Some(session);
             }
+            Err(error) if !error.is_transient() => {
+                // A refusal (its grant changed) will not pass by retrying.
+                tracing::error!(subscriber = %subscription.name, %error, "reconnecting refused; the consumer stops");
+                // Waits for room (a full buffer must not swallow why the
+                // stream ends), unless the user stops reading it.
+                tokio::select! {
+                    _ = sender.send(Err(error)) => {}
+                    () = shared.closed.wait() => {}
+                }
+                return None;
+            }
             Err(error) => {
                 tracing::warn!(subscriber = %subscription.name, %error, "reconnecting failed; retrying")
             }
@@ -197,6 +213,20 @@ async fn forward(
             return;
         }
     };
+    // An earlier version's binding kept for the upgrade can match another
+    // list's new key (`mail.*.example.org` matches `mail.private.example.org`,
+    // list `example.org`): what the selection does not select is dropped.
+    if !subscription.selection.matches(&envelope) {
+        tracing::warn!(
+            subscriber = %subscription.name,
+            list_id = %envelope.list_id,
+            "a delivery the selection does not select (an earlier binding matched it) is dropped"
+        );
+        if let Err(error) = settle.ack_original().await {
+            tracing::warn!(%error, "acknowledging an unselected delivery failed; the broker redelivers it");
+        }
+        return;
+    }
     // `attempt` is the one about to be made: attempt - 1 were abandoned.
     // Classic queues have no broker-side limit; quorum queues dead-letter
     // before this happens.

@@ -7,7 +7,8 @@
 //!
 //! Listing, purge and replay are one pass over the queue: each message it
 //! holds when the pass starts is taken with `basic.get`, and a copy of the
-//! ones that stay is published to the queue's end (confirmed) before the
+//! ones that stay is published to the queue's end through the subscriber's
+//! own exchange `<p>.x.<name>` (confirmed) before the
 //! original is acknowledged. After the pass the queue is in its old order,
 //! whatever its type, and no letter's delivery count grows: a requeue would
 //! put a quorum queue's message at its end and count a delivery, so that
@@ -21,19 +22,17 @@ use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
 
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueuePurgeOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, ErrorKind, PublisherConfirm};
+use lapin::{BasicProperties, PublisherConfirm};
 
 use crate::Shared;
-use crate::error::backend_error;
+use crate::error::{backend_error, is_not_found};
 use crate::message::{
     self, DEAD_AT, DEAD_ATTEMPTS, DEAD_REASON, LEGACY_DEAD, ORIGIN, PRIOR_ATTEMPTS, X_DEATH,
 };
 use crate::publish::refusal;
-use crate::topology::text;
+use crate::topology::{bind_own, declare_own_exchange, send_own, text};
 
 /// The message as an operator sees it: its headers as text, its body, and
 /// the dead-letter metadata (this backend's headers, else the broker's
@@ -112,10 +111,6 @@ fn display(value: &AMQPValue) -> String {
     }
 }
 
-fn is_not_found(error: &lapin::Error) -> bool {
-    matches!(error.kind(), ErrorKind::ProtocolError(e) if e.get_id() == 404)
-}
-
 /// What a pass does with one dead letter.
 enum Fate {
     /// A copy goes to the queue's end, as it is.
@@ -148,6 +143,7 @@ struct Taken {
 async fn pass(
     shared: &Shared,
     name: &SubscriberName,
+    replaying: bool,
     mut fate: impl FnMut(&Delivery) -> Fate,
 ) -> Result<u32, BackendError> {
     let dead = shared.names.dead(name);
@@ -166,6 +162,13 @@ async fn pass(
         Err(error) if is_not_found(&error) => return Ok(0),
         Err(error) => return Err(backend_error(error)),
     };
+    // Copies go through the subscriber's own exchange; a queue an earlier
+    // version declared is bound to it here.
+    declare_own_exchange(&channel, shared, name).await?;
+    bind_own(&channel, shared, name, &dead).await?;
+    if replaying {
+        bind_own(&channel, shared, name, &shared.names.queue(name)).await?;
+    }
     let mut unsettled = VecDeque::new();
     // Only as many as it held: after them come the copies.
     for _ in 0..total {
@@ -188,7 +191,8 @@ async fn pass(
         };
         let copy = match copy {
             Some((queue, properties)) => {
-                let confirm = send(&channel, &queue, &delivery.data, properties).await?;
+                let confirm =
+                    send_own(&channel, shared, name, &queue, &delivery.data, properties).await?;
                 Some((queue, confirm))
             }
             None => None,
@@ -205,24 +209,6 @@ async fn pass(
     }
     let _ = channel.close(200, "dead letters passed".into()).await;
     Ok(total)
-}
-
-/// Publishes a copy straight into `queue` (mandatory: a missing queue is
-/// an error, not a loss).
-async fn send(
-    channel: &Channel,
-    queue: &str,
-    body: &[u8],
-    properties: BasicProperties,
-) -> Result<PublisherConfirm, BackendError> {
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
-    channel
-        .basic_publish("".into(), queue.into(), options, body, properties)
-        .await
-        .map_err(backend_error)
 }
 
 /// Waits for the copy's confirm, then acknowledges the original.
@@ -250,7 +236,7 @@ pub(crate) async fn page(
     limit: usize,
 ) -> Result<DeadLetterPage, BackendError> {
     let mut letters = Vec::new();
-    let total = pass(shared, name, |delivery| {
+    let total = pass(shared, name, false, |delivery| {
         if letters.len() < limit {
             letters.push(raw(shared, delivery));
         }
@@ -318,7 +304,7 @@ pub(crate) async fn purge_malformed(
     name: &SubscriberName,
 ) -> Result<usize, BackendError> {
     let mut count = 0;
-    pass(shared, name, |delivery| {
+    pass(shared, name, false, |delivery| {
         if raw(shared, delivery).is_malformed() {
             count += 1;
             Fate::Delete
@@ -339,7 +325,7 @@ pub(crate) async fn replay(
 ) -> Result<usize, BackendError> {
     let queue = shared.names.queue(name);
     let mut count = 0;
-    pass(shared, name, |delivery| {
+    pass(shared, name, true, |delivery| {
         let letter = raw(shared, delivery);
         let Ok(envelope) = &letter.envelope else {
             return Fate::Keep;

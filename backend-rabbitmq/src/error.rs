@@ -7,14 +7,21 @@ use lapin::ErrorKind;
 const ACCESS_REFUSED: u16 = 403;
 const NOT_ALLOWED: u16 = 530;
 
-/// Maps a lapin error (whose messages carry no credentials).
+/// Maps a lapin error (whose messages carry no credentials). A 403 on a
+/// channel is the broker refusing one object or binding key to the user
+/// (its text names the object, or the key and exchange, the vhost and the
+/// user): [`BackendError::Forbidden`], not transient. A refusal while
+/// connecting is [`connect_error`]'s.
 pub(crate) fn backend_error(error: lapin::Error) -> BackendError {
     match error.kind() {
         ErrorKind::IOError(_)
         | ErrorKind::InvalidConnectionState(_)
         | ErrorKind::InvalidChannelState(..) => BackendError::Unavailable(error.to_string()),
         ErrorKind::ProtocolError(amqp) => match amqp.get_id() {
-            ACCESS_REFUSED | NOT_ALLOWED => BackendError::Auth(amqp.get_message().to_string()),
+            ACCESS_REFUSED => {
+                BackendError::Forbidden(format!("the broker refused it: {}", amqp.get_message()))
+            }
+            NOT_ALLOWED => BackendError::Auth(amqp.get_message().to_string()),
             _ => BackendError::Broker(error.to_string()),
         },
         ErrorKind::AuthProviderError(reason) => BackendError::Auth(reason.clone()),
@@ -22,8 +29,24 @@ pub(crate) fn backend_error(error: lapin::Error) -> BackendError {
     }
 }
 
+/// Maps an error of opening a connection: there a 403 is refused
+/// credentials (or a vhost the user may not open), [`BackendError::Auth`].
+pub(crate) fn connect_error(error: lapin::Error) -> BackendError {
+    match error.kind() {
+        ErrorKind::ProtocolError(amqp) if amqp.get_id() == ACCESS_REFUSED => {
+            BackendError::Auth(amqp.get_message().to_string())
+        }
+        _ => backend_error(error),
+    }
+}
+
 /// The broker refused a declaration because the entity exists with other
 /// arguments (PRECONDITION_FAILED).
 pub(crate) fn is_precondition_failed(error: &lapin::Error) -> bool {
     matches!(error.kind(), ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406)
+}
+
+/// The object does not exist (NOT_FOUND).
+pub(crate) fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
 }

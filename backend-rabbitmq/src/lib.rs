@@ -4,20 +4,104 @@
 //! # Layout
 //!
 //! Envelopes are published, persistent and mandatory, to one topic exchange
-//! with the routing key `<kind>.<list-id>`; each durable subscriber has its
-//! own queue bound with `<kind>.<pattern>` for what it selects, so the
-//! broker routes exact lists, `*`/`#` patterns and kinds and a subscriber
-//! never receives what it did not select. Instances of one subscriber are
+//! with the routing key `<kind>.<class>.<list-id>`, the class being the
+//! access class (below); each durable subscriber has its own queue bound
+//! with `<kind>.<class>.<pattern>` for what it selects, so the broker
+//! routes exact lists, `*`/`#` patterns and kinds and a subscriber never
+//! receives what it did not select. Instances of one subscriber are
 //! competing consumers of its queue; `basic.qos` is the in-flight bound.
 //!
 //! | name | what |
 //! |---|---|
 //! | `<p>` | topic exchange every envelope is published to |
 //! | `<p>.unrouted` | alternate exchange (fanout) and queue: what no subscriber selects |
+//! | `<p>.x.<name>` | a subscriber's own direct exchange: its queues dead-letter to it, and its retries, requeues, dead letters and replays are published to it with the target queue's name as key |
 //! | `<p>.q.<name>` | a durable subscriber's queue |
 //! | `<p>.dead.<name>` | its dead letters |
 //! | `<p>.retry.<name>.<ms>.quorum` | nacked messages waiting `<ms>` before going back (`<p>.retry.<name>.<ms>` with classic queues) |
 //! | `<p>.sub.<name>` | its current selection (one message), to remove stale bindings |
+//!
+//! # Least privilege
+//!
+//! Each archive server can run as a broker user of its own that RabbitMQ
+//! restricts to its grant ([`permissions`] prints the `rabbitmqctl` lines
+//! from a [`archiver_core::Grant`]; the README shows them), configured
+//! with [`RabbitConfig::archive_server`]. Only the list server's user
+//! ([`Role::ListServer`], the default) declares `<p>` and `<p>.unrouted`;
+//! an archive server checks `<p>` exists, never touches the unrouted
+//! queue, and writes only to its own exchange `<p>.x.<name>`, never to
+//! the default exchange (write there would reach every queue of the
+//! vhost). A refusal by the broker (403 `ACCESS_REFUSED`) is
+//! [`BackendError::Forbidden`] with the broker's text, which names the
+//! object (or the binding key and exchange) and the user.
+//!
+//! Access classes, the second word of a routing key:
+//!
+//! | class | what |
+//! |---|---|
+//! | `public` | mail and (non-membership) events of public lists |
+//! | `private` | the same of private lists, and envelopes without a policy |
+//! | `members` | membership events (member addresses) of public lists |
+//! | `private-members` | membership events of private lists |
+//!
+//! A grant without private lists never gets a binding key of `private` or
+//! `private-members` past the broker, one without membership events never
+//! one of `members` or `private-members`. A client binds, for what it
+//! selects, every class its role allows (the list server's role: all).
+//!
+//! When a list's policy changes, the list server publishes its new mail
+//! with the new class at once. Public to private: archive servers granted
+//! only public lists are bound to `…public.<list>` keys, which no new mail
+//! carries, so nothing new reaches them (no leak); those granted private
+//! lists bound both classes, so they lose nothing; what was in queues
+//! before the change stays there (it was public when published). Private
+//! to public: public archives start receiving the new mail; nothing
+//! already queued moves. Bindings never need to change. A grant that is
+//! narrowed (new topic permissions) leaves the subscriber's old bindings
+//! in place, and the broker refuses their unbinding to the user at its
+//! next subscribe ([`BackendError::Forbidden`]): an administrator removes
+//! them (`rabbitmqadmin delete binding`, or deleting the subscriber's
+//! queue once drained).
+//!
+//! # Upgrading from the layout without classes
+//!
+//! Earlier versions published `<kind>.<list-id>`, bound `<kind>.<pattern>`
+//! and dead-lettered through the default exchange. Their queues keep
+//! working: a subscriber's next subscribe (as a user that may configure it:
+//! the shared account of that version, or the list server's role) keeps
+//! its queues as they are, binds them to `<p>.x.<name>` and binds the new
+//! keys, and what was in them is delivered: a message's origin may be an
+//! old key.
+//!
+//! Neither side's keys match the other side's bindings (`mail.dev.example.org`
+//! never matches `mail.public.dev.example.org`), so during the upgrade
+//! ([`RabbitConfig::legacy_routing_keys`], on by default) both are used:
+//!
+//! - a publish is routed with the earlier key and carries the new one in
+//!   RabbitMQ's `BCC` header (sender-selected distribution: the broker
+//!   routes by every key, a queue gets one copy however many of its
+//!   bindings match, and strips `BCC`), so an earlier subscriber gets it
+//!   with the key it checks, and a restricted archive server by its class;
+//! - a subscription of the list server's role binds its selection's
+//!   earlier keys besides the new ones (its selection record lists both),
+//!   so an earlier list server's mail reaches it;
+//! - a consumer drops (acknowledges, with a warning) a delivery its
+//!   selection does not select: an earlier binding starting with `*`
+//!   (`mail.*.example.org`) matches another list's new key
+//!   (`mail.private.example.org`, list `example.org`).
+//!
+//! Safe order: (1) upgrade the list server and the shared-account
+//! subscribers in either order, but the subscribers first when an earlier
+//! one selects a pattern starting with `*` whose suffix is itself a list
+//! (an earlier version does not drop what it did not select); (2) when
+//! every client runs this version, turn `legacy_routing_keys` off on each
+//! and subscribe each subscriber once, which unbinds its earlier keys (the
+//! explicit step that ends the upgrade); (3) then switch archive servers
+//! to restricted users, whose topic permissions refuse the earlier keys.
+//! A list id starting with a class word (`public.example.org`) is published
+//! with the new key only, its earlier key being another list's new one. A
+//! live tail binds the new keys only, so during step 1 it shows only what
+//! an upgraded list server publishes.
 //!
 //! # Queue type
 //!
@@ -113,6 +197,7 @@ mod error;
 mod link;
 mod message;
 mod names;
+pub mod permissions;
 mod publish;
 mod settle;
 mod tail;
@@ -132,7 +217,7 @@ use lapin::Channel;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 
 pub use archiver_core::RawDeadLetter;
-pub use config::{QueueType, RabbitConfig};
+pub use config::{QueueType, RabbitConfig, Role};
 pub use dead_letters::DeadLetterPage;
 
 use error::backend_error;
@@ -149,6 +234,9 @@ pub(crate) struct Shared {
     link: tokio::sync::Mutex<Option<Link>>,
     /// Exchanges and queues this client declared, for clean-up.
     declared: Mutex<BTreeSet<(Entity, String)>>,
+    /// When each retry queue was last declared: a declaration renews its
+    /// `x-expires` lease, which publishing into it does not.
+    retry_leases: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Shared {
@@ -163,12 +251,22 @@ impl Shared {
             .insert((entity, name.to_owned()));
     }
 
-    pub(crate) fn is_recorded(&self, name: &str) -> bool {
-        self.declared
+    /// Whether the retry queue `name` was declared less than `within` ago
+    /// (its lease then still runs long enough).
+    pub(crate) fn retry_lease_is_fresh(&self, name: &str, within: std::time::Duration) -> bool {
+        self.retry_leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|(_, n)| n == name)
+            .get(name)
+            .is_some_and(|at| at.elapsed() < within)
+    }
+
+    /// Notes that the retry queue `name` was declared now.
+    pub(crate) fn renew_retry_lease(&self, name: &str) {
+        self.retry_leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), std::time::Instant::now());
     }
 
     /// The publishing link, (re)connected and its exchanges declared.
@@ -236,6 +334,7 @@ impl RabbitBackend {
             closed: CloseFlag::new(),
             link: tokio::sync::Mutex::new(None),
             declared: Mutex::default(),
+            retry_leases: Mutex::default(),
         });
         drop(shared.link().await?);
         tracing::info!(url = %shared.config.redacted_url(), prefix = %shared.config.prefix, "connected to RabbitMQ");
@@ -374,6 +473,13 @@ impl Operator for RabbitBackend {
                 .await
                 .map_err(backend_error)?;
         }
+        channel
+            .exchange_delete(
+                names.own_exchange(name).as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await
+            .map_err(backend_error)?;
         let _ = channel.close(200, "unsubscribed".into()).await;
         tracing::info!(subscriber = %name, "subscriber deleted");
         Ok(())

@@ -10,7 +10,7 @@ use lapin::tcp::OwnedTLSConfig;
 use lapin::{Channel, Connection, ConnectionProperties};
 
 use crate::config::RabbitConfig;
-use crate::error::backend_error;
+use crate::error::{backend_error, connect_error};
 
 /// Opens a connection named after the deployment and its role (visible in
 /// `rabbitmqctl list_connections client_properties`).
@@ -30,7 +30,7 @@ pub(crate) async fn connect(config: &RabbitConfig, role: &str) -> Result<Connect
         }
     };
     connected.map_err(|error| {
-        let error = backend_error(error);
+        let error = connect_error(error);
         tracing::warn!(url = %config.redacted_url(), %error, "cannot connect to RabbitMQ");
         error
     })

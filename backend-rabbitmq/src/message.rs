@@ -22,7 +22,7 @@ pub(crate) const DEAD_ATTEMPTS: &str = "dead-attempts";
 pub(crate) const DEAD_AT: &str = "dead-at";
 /// The routing key the envelope was first published with, written on every
 /// copy this backend makes (retries, dead letters, replays): a copy reaches
-/// its queue through the default exchange, so its own routing key no
+/// its queue through the subscriber's own exchange, so its own routing key no
 /// longer says where it came from.
 pub(crate) const ORIGIN: &str = "origin";
 /// What earlier versions named the reason, attempts and time headers; read,
@@ -151,19 +151,25 @@ fn first_death_routing_key(properties: &BasicProperties, topic_exchange: &str) -
     keys.as_slice().first().and_then(text)
 }
 
-/// The envelope, if its kind and list id are those of the routing key it
-/// was first published with (when that is known).
+/// The envelope, if its kind, access class and list id are those of the
+/// routing key it was first published with (when that is known); an
+/// earlier version's key (`<kind>.<list-id>`, no class) is accepted for
+/// what was already in a queue at the upgrade, unless the list id's first
+/// label is a class word (then the old key is another list's new one).
 pub(crate) fn from_origin(envelope: Envelope, origin: Option<&str>) -> Result<Envelope, WireError> {
     let expected = crate::names::Names::routing_key(&envelope);
+    let legacy = crate::names::Names::legacy_routing_key(&envelope);
     match origin {
-        Some(origin) if origin != expected => Err(WireError::Invalid {
-            field: "list-id",
-            reason: format!(
-                "{} {} was published with routing key {origin}",
-                envelope.kind.as_str(),
-                envelope.list_id
-            ),
-        }),
+        Some(origin) if origin != expected && Some(origin) != legacy.as_deref() => {
+            Err(WireError::Invalid {
+                field: "list-id",
+                reason: format!(
+                    "{} {} was published with routing key {origin}",
+                    envelope.kind.as_str(),
+                    envelope.list_id
+                ),
+            })
+        }
         _ => Ok(envelope),
     }
 }

@@ -5,6 +5,7 @@
 use archiver_core::{BackendError, Envelope};
 use lapin::Confirmation;
 use lapin::options::BasicPublishOptions;
+use lapin::types::AMQPValue;
 
 use crate::Shared;
 use crate::error::backend_error;
@@ -15,7 +16,23 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
     shared.ensure_open()?;
     BackendError::check_size(envelope, shared.config.max_envelope_bytes)?;
     let channel = shared.publish_channel().await?;
-    let routing_key = Names::routing_key(envelope);
+    let new_key = Names::routing_key(envelope);
+    let mut properties = message::properties(envelope);
+    // During the upgrade the earlier key routes it (an earlier subscriber
+    // checks it) and `BCC` adds the new one: a queue bound either way gets
+    // one copy, and the broker strips `BCC` before delivery.
+    let routing_key = match Names::legacy_routing_key(envelope) {
+        Some(legacy) if shared.config.legacy_routing_keys => {
+            let mut headers = properties.headers().clone().unwrap_or_default();
+            headers.insert(
+                "BCC".into(),
+                AMQPValue::FieldArray(vec![AMQPValue::LongString(new_key.into())].into()),
+            );
+            properties = properties.with_headers(headers);
+            legacy
+        }
+        _ => new_key,
+    };
     let options = BasicPublishOptions {
         mandatory: true,
         ..BasicPublishOptions::default()
@@ -26,7 +43,7 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
             routing_key.as_str().into(),
             options,
             &envelope.body,
-            message::properties(envelope),
+            properties,
         )
         .await;
     let confirmation = match sent {
@@ -57,7 +74,24 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
         )),
         Err(error) => {
             shared.reset_link().await;
-            Err(backend_error(error))
+            Err(match backend_error(error) {
+                // A list server's permissions wrong during a deployment
+                // must not set every mail aside: the spool keeps it and
+                // publishes it again once they are fixed.
+                BackendError::Forbidden(refused) => {
+                    tracing::warn!(
+                        exchange = shared.names.exchange(),
+                        %routing_key,
+                        %refused,
+                        "the broker refused the publish (403); kept for a retry: check this user's write and topic permissions"
+                    );
+                    BackendError::Auth(format!(
+                        "publishing to {} with key {routing_key}: {refused}",
+                        shared.names.exchange()
+                    ))
+                }
+                other => other,
+            })
         }
     }
 }

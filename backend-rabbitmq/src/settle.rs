@@ -1,5 +1,6 @@
 //! Settling a RabbitMQ delivery: ack; nack as an immediate requeue or a
 //! copy through a retry queue; dead letters as a copy with the reason.
+//! Every copy goes through the subscriber's own exchange `<p>.x.<name>`.
 //! Copies are confirmed before the original is acknowledged, so a crash in
 //! between duplicates, never loses.
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use archiver_core::{BackendError, Settle, SubscriberName};
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Channel};
 
@@ -21,7 +22,7 @@ use crate::message::{
 };
 use crate::names::retry_bucket_ms;
 use crate::publish::refusal;
-use crate::topology::{declare_retry_queue, text};
+use crate::topology::{declare_retry_queue, send_own, text};
 
 /// One unacknowledged message handed to a consumer.
 pub(crate) struct RabbitSettle {
@@ -39,22 +40,22 @@ pub(crate) struct RabbitSettle {
 }
 
 impl RabbitSettle {
-    /// Publishes a copy straight into a queue, with its origin, and waits
-    /// for the confirm.
+    /// Publishes a copy into one of the subscriber's queues through its own
+    /// exchange, with its origin, and waits for the confirm.
     async fn copy_to(&self, queue: &str, properties: BasicProperties) -> Result<(), BackendError> {
         let properties = match &self.origin {
             Some(origin) => rewrite(&properties, vec![(ORIGIN, text(origin))], &[]),
             None => properties,
         };
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let confirm = self
-            .channel
-            .basic_publish("".into(), queue.into(), options, &self.body, properties)
-            .await
-            .map_err(backend_error)?;
+        let confirm = send_own(
+            &self.channel,
+            &self.shared,
+            &self.name,
+            queue,
+            &self.body,
+            properties,
+        )
+        .await?;
         match refusal(&confirm.await.map_err(backend_error)?) {
             None => Ok(()),
             Some(refused) => Err(BackendError::Broker(format!(
@@ -64,7 +65,7 @@ impl RabbitSettle {
     }
 
     /// Acknowledges the message this delivery holds.
-    async fn ack_original(&self) -> Result<(), BackendError> {
+    pub(crate) async fn ack_original(&self) -> Result<(), BackendError> {
         self.acker
             .ack(BasicAckOptions::default())
             .await
@@ -127,7 +128,7 @@ impl Settle for RabbitSettle {
                 self.shared
                     .names
                     .retry(&self.name, delay_ms, self.shared.config.queue_type);
-            declare_retry_queue(&self.channel, &self.shared, &queue, &retry, delay_ms).await?;
+            declare_retry_queue(&self.shared, &self.name, &retry, delay_ms).await?;
             self.copy_to(&retry, properties).await?;
         }
         self.ack_original().await

@@ -1,6 +1,10 @@
 //! The live tail: an exclusive, auto-deleted, server-named queue bound with
 //! the selection, consumed without acks. It is bounded (the oldest go when
-//! it is full) and disappears with its connection: it keeps nothing.
+//! it is full) and disappears with its connection: it keeps nothing. Its
+//! name is the broker's (`amq.gen-...`), and being exclusive no other
+//! connection can use it, so an archive server's permissions include
+//! `amq\.gen-[A-Za-z0-9_-]+`; the binding keys are still checked against its topic
+//! permission.
 
 use std::sync::Arc;
 
@@ -24,6 +28,9 @@ pub(crate) async fn tail(
     selection: &Selection,
 ) -> Result<Tail, BackendError> {
     shared.ensure_open()?;
+    if let Some(grant) = shared.config.role.grant() {
+        grant.check_tail(selection)?;
+    }
     let connection = link::connect(&shared.config, "tail").await?;
     let channel = connection.create_channel().await.map_err(backend_error)?;
     let channel = declare_exchanges(&connection, channel, shared).await?;
@@ -40,7 +47,7 @@ pub(crate) async fn tail(
         .queue_declare("".into(), options, bounded)
         .await
         .map_err(backend_error)?;
-    for key in Names::binding_keys(selection) {
+    for key in Names::binding_keys(selection, shared.config.role.classes()) {
         channel
             .queue_bind(
                 queue.name().clone(),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use archiver_core::{BackendError, Subscription};
+use archiver_core::{BackendError, SubscriberName, Subscription};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
@@ -14,9 +14,10 @@ use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
 use crate::Shared;
 use crate::config::QueueType;
-use crate::error::{backend_error, is_precondition_failed};
+use crate::error::{backend_error, is_not_found, is_precondition_failed};
 use crate::link::confirm_channel;
 use crate::names::Names;
+use crate::publish::refusal;
 
 /// Builds a field table.
 pub(crate) fn table(entries: Vec<(&str, AMQPValue)>) -> FieldTable {
@@ -39,14 +40,39 @@ fn durable() -> QueueDeclareOptions {
 }
 
 /// The topic exchange, and (when kept) the unrouted exchange and queue
-/// behind it as its alternate exchange. Returns a usable confirm channel
-/// (a refused declaration closes one).
+/// behind it as its alternate exchange; only checked to exist (a passive
+/// declare) by an archive server, which may neither configure them nor
+/// read the unrouted queue. Returns a usable confirm channel (a refused
+/// declaration closes one).
 pub(crate) async fn declare_exchanges(
     connection: &Connection,
     mut channel: Channel,
     shared: &Shared,
 ) -> Result<Channel, BackendError> {
     let names = &shared.names;
+    if !shared.config.role.declares_shared() {
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        return match channel
+            .exchange_declare(
+                names.exchange().into(),
+                ExchangeKind::Topic,
+                passive,
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(()) => Ok(channel),
+            Err(error) if is_not_found(&error) => Err(BackendError::Unavailable(format!(
+                "the exchange {} does not exist yet: the list server declares it when it connects",
+                names.exchange()
+            ))),
+            Err(error) => Err(backend_error(error)),
+        };
+    }
     let options = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -130,7 +156,9 @@ pub(crate) enum Entity {
 }
 
 /// Declares everything a subscriber needs and binds its selection; returns
-/// a usable confirm channel (a refused declaration closes a channel).
+/// a usable confirm channel (a refused declaration closes a channel). An
+/// archive server's subscription was checked against its grant before
+/// connecting (`consumer::subscribe`).
 pub(crate) async fn declare_subscriber(
     connection: &Connection,
     shared: &Shared,
@@ -140,6 +168,7 @@ pub(crate) async fn declare_subscriber(
     let name = &subscription.name;
     let channel = confirm_channel(connection).await?;
     let mut channel = declare_exchanges(connection, channel, shared).await?;
+    declare_own_exchange(&channel, shared, name).await?;
     let dead = names.dead(name);
     // Listing rotates it through copies (`dead_letters`), so a quorum
     // queue keeps its order and counts no delivery.
@@ -149,10 +178,12 @@ pub(crate) async fn declare_subscriber(
     };
     channel = declare_or_keep(connection, channel, &dead, dead_arguments, KEPT_DEAD).await?;
     shared.record(&dead, Entity::Queue);
+    bind_own(&channel, shared, name, &dead).await?;
 
     let queue = names.queue(name);
+    let own = names.own_exchange(name);
     let mut arguments = vec![
-        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-exchange", text(&own)),
         ("x-dead-letter-routing-key", text(&dead)),
     ];
     match shared.config.queue_type {
@@ -172,8 +203,83 @@ pub(crate) async fn declare_subscriber(
     }
     channel = declare_or_keep(connection, channel, &queue, arguments, KEPT_QUEUE).await?;
     shared.record(&queue, Entity::Queue);
+    bind_own(&channel, shared, name, &queue).await?;
     rebind(&channel, shared, subscription, &queue).await?;
     Ok(channel)
+}
+
+/// Declares the subscriber's own direct exchange, `<p>.x.<name>`: its
+/// copies (retries, requeues, dead letters, replays, its selection record)
+/// and its queues' dead-lettering go through it, so it needs no write on
+/// the default exchange, which would reach every queue of the vhost.
+pub(crate) async fn declare_own_exchange(
+    channel: &Channel,
+    shared: &Shared,
+    name: &SubscriberName,
+) -> Result<(), BackendError> {
+    let own = shared.names.own_exchange(name);
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            own.as_str().into(),
+            ExchangeKind::Direct,
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(backend_error)?;
+    shared.record(&own, Entity::Exchange);
+    Ok(())
+}
+
+/// Binds one of the subscriber's queues to its own exchange under the
+/// queue's name, the key its copies are published with.
+pub(crate) async fn bind_own(
+    channel: &Channel,
+    shared: &Shared,
+    name: &SubscriberName,
+    queue: &str,
+) -> Result<(), BackendError> {
+    channel
+        .queue_bind(
+            queue.into(),
+            shared.names.own_exchange(name).as_str().into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(backend_error)
+}
+
+/// Publishes `body` into one of the subscriber's queues through its own
+/// exchange, mandatory (a queue not bound there is an error, not a loss),
+/// on a confirm channel; returns the confirm to wait for.
+pub(crate) async fn send_own(
+    channel: &Channel,
+    shared: &Shared,
+    name: &SubscriberName,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<lapin::PublisherConfirm, BackendError> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    channel
+        .basic_publish(
+            shared.names.own_exchange(name).as_str().into(),
+            queue.into(),
+            options,
+            body,
+            properties,
+        )
+        .await
+        .map_err(backend_error)
 }
 
 /// Declares a durable queue with `arguments`; when it exists with other
@@ -233,6 +339,7 @@ async fn rebind(
         .await
         .map_err(backend_error)?;
     shared.record(&registry, Entity::Queue);
+    bind_own(channel, shared, &subscription.name, &registry).await?;
 
     let previous = channel
         .basic_get(registry.as_str().into(), BasicGetOptions::default())
@@ -242,9 +349,15 @@ async fn rebind(
         .as_ref()
         .and_then(|m| serde_json::from_slice(&m.delivery.data).ok())
         .unwrap_or_default();
-    let new: BTreeSet<String> = Names::binding_keys(&subscription.selection)
-        .into_iter()
-        .collect();
+    let mut new: BTreeSet<String> =
+        Names::binding_keys(&subscription.selection, shared.config.role.classes())
+            .into_iter()
+            .collect();
+    // During the upgrade an earlier list server's keys still reach it
+    // (crate docs, Upgrading); a restricted user may bind no such key.
+    if shared.config.legacy_routing_keys && shared.config.role.declares_shared() {
+        new.extend(Names::legacy_binding_keys(&subscription.selection));
+    }
     // Every new key is bound before any old one goes: a list selected by
     // both (through a pattern before, its exact id now, or the reverse)
     // is routed to the queue at every moment.
@@ -273,18 +386,22 @@ async fn rebind(
     }
     let record = serde_json::to_vec(&new).expect("binding keys serialise");
     let properties = BasicProperties::default().with_delivery_mode(2);
-    channel
-        .basic_publish(
-            "".into(),
-            registry.as_str().into(),
-            BasicPublishOptions::default(),
-            &record,
-            properties,
-        )
-        .await
-        .map_err(backend_error)?
-        .await
-        .map_err(backend_error)?;
+    let confirm = send_own(
+        channel,
+        shared,
+        &subscription.name,
+        &registry,
+        &record,
+        properties,
+    )
+    .await?
+    .await
+    .map_err(backend_error)?;
+    if let Some(refused) = refusal(&confirm) {
+        return Err(BackendError::Broker(format!(
+            "the selection record for {registry} was not taken ({refused})"
+        )));
+    }
     if let Some(message) = previous {
         message
             .delivery
@@ -295,23 +412,38 @@ async fn rebind(
     Ok(())
 }
 
-/// Declares the retry queue for a delay: messages wait there `delay_ms`,
-/// then the broker dead-letters them back into the subscriber's queue.
+/// Declares the retry queue for a delay and binds it to the subscriber's
+/// own exchange: messages wait there `delay_ms`, then the broker
+/// dead-letters them back into the subscriber's queue through that
+/// exchange. One an earlier version declared (dead-lettering through the
+/// default exchange) is kept as it is, and still hands its messages back.
+/// On channels of the client's own connection, so that a refusal never
+/// closes the consumer's channel.
+///
+/// Its `x-expires` lease (2·delay + 1 h) runs from its last declaration
+/// (or consume, or get), never from a publish: a bucket only ever
+/// published into would be deleted with the copies in it. So it is
+/// declared again before each copy once its last declaration is
+/// [`RETRY_LEASE_RENEWAL`] old: a copy published at `t` expires at
+/// `t + delay`, and the lease then runs to at least
+/// `t - RENEWAL + 2·delay + 1 h`, later. Only a bucket no copy went
+/// into for 2·delay + 1 h goes away.
 pub(crate) async fn declare_retry_queue(
-    channel: &Channel,
     shared: &Shared,
-    subscription_queue: &str,
+    name: &SubscriberName,
     retry: &str,
     delay_ms: u64,
 ) -> Result<(), BackendError> {
-    if shared.is_recorded(retry) {
+    if shared.retry_lease_is_fresh(retry, RETRY_LEASE_RENEWAL) {
         return Ok(());
     }
     let ttl = i64::try_from(delay_ms).unwrap_or(i64::MAX);
+    let own = shared.names.own_exchange(name);
+    let queue = shared.names.queue(name);
     let mut arguments = vec![
         ("x-message-ttl", AMQPValue::LongLongInt(ttl)),
-        ("x-dead-letter-exchange", text("")),
-        ("x-dead-letter-routing-key", text(subscription_queue)),
+        ("x-dead-letter-exchange", text(&own)),
+        ("x-dead-letter-routing-key", text(&queue)),
         // Unused for long after its last message expired, it goes away.
         (
             "x-expires",
@@ -328,10 +460,30 @@ pub(crate) async fn declare_retry_queue(
             ("x-overflow", text("reject-publish")),
         ]);
     }
-    channel
+    let mut channel = shared.new_channel(false).await?;
+    match channel
         .queue_declare(retry.into(), durable(), table(arguments))
         .await
-        .map_err(backend_error)?;
+    {
+        Ok(_) => {}
+        Err(error) if is_precondition_failed(&error) => {
+            tracing::warn!(
+                queue = retry,
+                "the retry queue exists with an earlier version's arguments; it is kept and still \
+                 hands its messages back"
+            );
+            channel = shared.new_channel(false).await?;
+        }
+        Err(error) => return Err(backend_error(error)),
+    }
+    bind_own(&channel, shared, name, retry).await?;
+    let _ = channel.close(200, "retry queue declared".into()).await;
     shared.record(retry, Entity::Queue);
+    shared.renew_retry_lease(retry);
     Ok(())
 }
+
+/// How old a retry queue's last declaration may be before a copy is put
+/// in it without declaring it again: well under the hour its `x-expires`
+/// lease outlasts any copy's delay by.
+const RETRY_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(30 * 60);

@@ -39,7 +39,7 @@ async fn malformed_dead_letters_are_listed_purged_and_never_replayed() {
     );
     forge::publish(
         &harness,
-        "mail.dead.example.org",
+        "mail.public.dead.example.org",
         headers,
         b"no envelope id\xff",
     )
@@ -63,7 +63,7 @@ async fn malformed_dead_letters_are_listed_purged_and_never_replayed() {
     assert!(bad.reason.starts_with("malformed"), "{}", bad.reason);
     assert!(bad.envelope.is_err());
     assert_eq!(bad.body.as_ref(), b"no envelope id\xff");
-    assert_eq!(bad.origin.as_deref(), Some("mail.dead.example.org"));
+    assert_eq!(bad.origin.as_deref(), Some("mail.public.dead.example.org"));
     assert!(bad.dead_at.is_some());
     assert!(
         bad.fields.contains(&("format-version".into(), "1".into())),

@@ -57,7 +57,7 @@ channel.confirm_delivery()
 # A version 1.0 envelope, as an older list server writes it: no list-address.
 channel.basic_publish(
     exchange=prefix,
-    routing_key=f"mail.{list_id}",
+    routing_key=f"mail.public.{list_id}",  # <kind>.<access class>.<list-id>
     body=body,
     mandatory=True,
     properties=pika.BasicProperties(

@@ -67,6 +67,10 @@ pub enum Error {
         /// What a valid value looks like.
         expected: &'static str,
     },
+    /// The `grant-file` option's file cannot be read or is not a grant:
+    /// which file and why (never its content).
+    #[error("option \"grant-file\": {0}")]
+    GrantFile(String),
     /// An option this call needs is missing.
     #[error("option {key:?} is required {why}")]
     MissingOption {

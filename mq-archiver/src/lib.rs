@@ -53,6 +53,8 @@
 //! | `durability` | Redis | `reply` (default), `replicas:COUNT:TIMEOUT`, `fsync:REPLICAS:TIMEOUT` |
 //! | `claim-idle`, `poll-interval`, `consumer-name` | Redis | see `RedisConfig` (60s, 200ms, host name) |
 //! | `queue-type`, `keep-unrouted` | RabbitMQ | `quorum` or `classic` (quorum); `true` or `false` (true) |
+//! | `legacy-routing-keys` | RabbitMQ | `true` or `false` (true): the upgrade's earlier routing keys and bindings (backend-rabbitmq docs, Upgrading) |
+//! | `grant-file` | RabbitMQ | an archive server's grant (`archiver_core::Grant`'s JSON): the client runs as that least-privilege user, declares no shared exchange and binds only what the grant allows (README, "RabbitMQ: one least-privilege broker user") |
 //! | `hub-dir` | ZeroMQ | the hub's journal and queues (required by [`connect_publisher`]) |
 //! | `connect-timeout` | ZeroMQ | how long a subscriber waits for the hub (10s) |
 //! | `tail` | ZeroMQ | the live tail's endpoint: [`connect_publisher`]'s hub binds it (port `*` picks a free one, see the hub's `tail_endpoint`), [`connect_subscriber`] tails it (none: no tail) |
@@ -312,6 +314,13 @@ impl Config {
         }
         if let Some(v) = s.keep_unrouted {
             config = config.keep_unrouted(v);
+        }
+        if let Some(v) = s.legacy_routing_keys {
+            config = config.legacy_routing_keys(v);
+        }
+        if let Some(path) = &s.grant_file {
+            let grant = archiver_core::Grant::read_file(path).map_err(Error::GrantFile)?;
+            config = config.archive_server(grant);
         }
         Ok(config)
     }

@@ -21,6 +21,8 @@ pub const OPTION_KEYS: &[&str] = &[
     "consumer-name",
     "queue-type",
     "keep-unrouted",
+    "legacy-routing-keys",
+    "grant-file",
     "node",
     "hub-dir",
     "grants-file",
@@ -56,6 +58,11 @@ pub(crate) struct Settings {
     #[cfg(feature = "rabbitmq")]
     pub queue_type: Option<backend_rabbitmq::QueueType>,
     pub keep_unrouted: Option<bool>,
+    /// RabbitMQ: keep the upgrade's earlier routing keys and bindings.
+    pub legacy_routing_keys: Option<bool>,
+    /// RabbitMQ: run as an archive server's restricted user under the
+    /// grant in this JSON file.
+    pub grant_file: Option<PathBuf>,
     pub hub_dir: Option<PathBuf>,
     /// ZeroMQ hub: the allowlist with each principal's grant.
     pub grants_file: Option<PathBuf>,
@@ -84,7 +91,9 @@ fn applies(key: &str, scheme: BackendKind) -> Option<bool> {
         "user" | "password" | "max-envelope-bytes" => scheme != Memory,
         "tls-ca-file" => matches!(scheme, Redis | Rabbitmq),
         "durability" | "claim-idle" | "poll-interval" | "consumer-name" => scheme == Redis,
-        "queue-type" | "keep-unrouted" | "node" => scheme == Rabbitmq,
+        "queue-type" | "keep-unrouted" | "legacy-routing-keys" | "grant-file" | "node" => {
+            scheme == Rabbitmq
+        }
         "hub-dir" | "grants-file" | "anonymous" | "curve-key" | "curve-server-key"
         | "connect-timeout" | "tail" | "hub" => scheme == Zeromq,
         _ => return None,
@@ -175,6 +184,11 @@ impl Settings {
             "keep-unrouted" => {
                 self.keep_unrouted = Some(value.parse().map_err(|_| invalid("true or false"))?);
             }
+            "legacy-routing-keys" => {
+                self.legacy_routing_keys =
+                    Some(value.parse().map_err(|_| invalid("true or false"))?);
+            }
+            "grant-file" => self.grant_file = Some(text("a JSON file's path")?.into()),
             "node" => {
                 return Err(Error::NotSupportedYet {
                     what: "several RabbitMQ nodes (option node)",

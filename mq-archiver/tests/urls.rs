@@ -362,6 +362,13 @@ fn every_option_key_takes_a_good_value_and_names_itself_on_a_bad_one() {
         ("consumer-name", "redis://h", "archive-2", Some("")),
         ("queue-type", "amqp://h/%2f", "quorum", Some("stream")),
         ("keep-unrouted", "amqp://h/%2f", "false", Some("no")),
+        ("legacy-routing-keys", "amqp://h/%2f", "false", Some("no")),
+        (
+            "grant-file",
+            "amqp://h/%2f",
+            "/etc/archiver/grant.json",
+            Some(""),
+        ),
         ("hub-dir", "tcp://h:1", "/var/lib/archiver", Some("")),
         (
             "grants-file",
@@ -578,5 +585,24 @@ async fn zeromq_curve_through_options() {
         .await
         .map(drop),
         "grants-file",
+    );
+}
+
+/// A grant file that cannot be read says which file and why.
+#[tokio::test]
+async fn an_unreadable_grant_file_names_the_file_and_the_reason() {
+    let path = "/nonexistent/archiver/grant.json";
+    let error = match mq_archiver::connect_subscriber(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        [("grant-file", path)],
+    )
+    .await
+    {
+        Err(error) => error.to_string(),
+        Ok(client) => panic!("connected: {client:?}"),
+    };
+    assert!(
+        error.contains(path) && error.contains("cannot be read"),
+        "{error}"
     );
 }

@@ -1,0 +1,393 @@
+//! A subscriber declared by the layout without access classes (routing
+//! keys `<kind>.<list-id>`, bindings `mail.#`, dead-lettering through the
+//! default exchange) and the mail in its queue survive the upgrade: the
+//! new client keeps the queue, delivers what it held and what comes
+//! after, dead-letters through the subscriber's own exchange, and drops
+//! the old bindings (an old `mail.#` would also match new private keys).
+
+mod support;
+
+use std::time::Duration;
+
+use archiver_core::conformance::Harness;
+use archiver_core::conformance::fixtures::small_mail;
+use archiver_core::{
+    ArchivePolicy, Envelope, EnvelopeId, ListId, MailingList, Operator, Publisher, Subscriber,
+    SubscriberName, Subscription,
+};
+use futures::StreamExt;
+use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use support::RabbitHarness;
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in entries {
+        table.insert(ShortString::from(*name), value.clone());
+    }
+    table
+}
+
+/// The AMQP properties the earlier version published an envelope with.
+fn properties(envelope: &Envelope) -> lapin::BasicProperties {
+    let mut headers = FieldTable::default();
+    for (field, value) in archiver_core::wire::to_fields(envelope) {
+        headers.insert(ShortString::from(field), text(&value));
+    }
+    lapin::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+#[tokio::test]
+async fn a_subscriber_of_the_earlier_layout_keeps_its_queue_and_mail() {
+    let harness = RabbitHarness::new();
+    // The exchanges are declared as the earlier version declared them.
+    let backend = harness.connect().await;
+    let prefix = harness.config.prefix.as_str().to_owned();
+    let name = SubscriberName::new("old").unwrap();
+    let (queue, dead, registry) = (
+        format!("{prefix}.q.old"),
+        format!("{prefix}.dead.old"),
+        format!("{prefix}.sub.old"),
+    );
+
+    // The earlier version's subscriber "old", selecting everything.
+    let connection =
+        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(
+            dead.as_str().into(),
+            durable,
+            table(&[("x-queue-type", text("quorum"))]),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            durable,
+            table(&[
+                ("x-dead-letter-exchange", text("")),
+                ("x-dead-letter-routing-key", text(&dead)),
+                ("x-queue-type", text("quorum")),
+                ("x-delivery-limit", AMQPValue::LongLongInt(4)),
+                ("x-dead-letter-strategy", text("at-least-once")),
+                ("x-overflow", text("reject-publish")),
+            ]),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_declare(
+            registry.as_str().into(),
+            durable,
+            table(&[
+                ("x-max-length", AMQPValue::LongLongInt(1)),
+                ("x-overflow", text("drop-head")),
+            ]),
+        )
+        .await
+        .unwrap();
+    for key in ["event.#", "mail.#"] {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                prefix.as_str().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let publish = async |exchange: &str, key: &str, body: &[u8], properties| {
+        channel
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    };
+    publish(
+        "",
+        &registry,
+        br#"["event.#","mail.#"]"#,
+        lapin::BasicProperties::default().with_delivery_mode(2),
+    )
+    .await;
+    // Mail the earlier list server published, waiting in the queue.
+    let public = MailingList::public(ListId::new("dev.example.org").unwrap());
+    let private = MailingList {
+        archive_policy: ArchivePolicy::Private,
+        ..MailingList::public(ListId::new("board.example.org").unwrap())
+    };
+    let mut expected: Vec<Envelope> = Vec::new();
+    for list in [&public, &private, &public] {
+        let envelope = small_mail(list, "upgrade.example.org");
+        let key = format!("mail.{}", envelope.list_id);
+        publish(&prefix, &key, &envelope.body, properties(&envelope)).await;
+        expected.push(envelope);
+    }
+
+    // The upgrade: the new client subscribes "old" (the shared account).
+    let mut deliveries = backend
+        .subscribe(&Subscription::new(name.clone()))
+        .await
+        .unwrap();
+    for list in [&private, &public] {
+        let envelope = small_mail(list, "upgrade.example.org");
+        backend.publish(&envelope).await.unwrap();
+        expected.push(envelope);
+    }
+    // An earlier list server's mail (old-style key) still arrives: the
+    // earlier bindings stay during the upgrade.
+    let earlier = small_mail(&public, "upgrade.example.org");
+    publish(
+        &prefix,
+        &format!("mail.{}", earlier.list_id),
+        &earlier.body,
+        properties(&earlier),
+    )
+    .await;
+    expected.push(earlier);
+    let last = small_mail(&public, "upgrade.example.org");
+    backend.publish(&last).await.unwrap();
+    expected.push(last.clone());
+
+    let mut received: Vec<Envelope> = Vec::new();
+    let mut rejected: Option<EnvelopeId> = None;
+    while !received.iter().any(|e| e.id == last.id) {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), deliveries.next())
+            .await
+            .expect("a delivery")
+            .expect("the stream goes on")
+            .unwrap();
+        received.push(delivery.envelope().clone());
+        // The first one is rejected: its copy goes through the subscriber's
+        // own exchange into the kept dead-letter queue.
+        if rejected.is_none() {
+            rejected = Some(delivery.envelope().id);
+            delivery.reject("refused after the upgrade").await.unwrap();
+        } else {
+            delivery.ack().await.unwrap();
+        }
+    }
+    drop(deliveries);
+    let dead_letters = backend.dead_letters(&name).await.unwrap();
+    let _ = connection.close(200, "done".into()).await;
+    harness.cleanup().await;
+
+    assert_eq!(received, expected, "every mail, in order, byte for byte");
+    assert_eq!(
+        dead_letters
+            .iter()
+            .map(|d| d.envelope.id)
+            .collect::<Vec<_>>(),
+        [rejected.unwrap()]
+    );
+}
+
+/// Declares an earlier version's subscriber queue `<p>.q.<name>` bound
+/// with `keys` (what `main` bound: `<kind>.<pattern>`), on `channel`.
+async fn declare_earlier_subscriber(
+    channel: &lapin::Channel,
+    prefix: &str,
+    name: &str,
+    keys: &[&str],
+) -> String {
+    let queue = format!("{prefix}.q.{name}");
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            durable,
+            table(&[("x-queue-type", text("quorum"))]),
+        )
+        .await
+        .unwrap();
+    for key in keys {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                prefix.into(),
+                (*key).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    queue
+}
+
+/// Takes every message in `queue` (basic.get until empty), returning the
+/// envelope ids and the routing keys they arrived with.
+async fn drain(channel: &lapin::Channel, queue: &str) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let message = channel
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap();
+        match message {
+            Some(m) => got.push((
+                archiver_core::wire::from_fields(
+                    m.delivery
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .unwrap()
+                        .inner()
+                        .iter()
+                        .filter_map(|(k, v)| match v {
+                            AMQPValue::LongString(s) => Some((
+                                k.as_str().to_owned(),
+                                String::from_utf8(s.as_bytes().to_vec()).unwrap(),
+                            )),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                    bytes::Bytes::from(m.delivery.data.clone()),
+                )
+                .unwrap()
+                .list_id
+                .to_string(),
+                m.delivery.routing_key.to_string(),
+            )),
+            None if std::time::Instant::now() > deadline || !got.is_empty() => return got,
+            None => tokio::task::yield_now().await,
+        }
+    }
+}
+
+/// The list server upgraded first: an earlier version's subscriber bound
+/// to one exact list still gets that list's mail, once, with the key the
+/// earlier version checks (`<kind>.<list-id>`), and nothing selected lands
+/// in `<p>.unrouted`. A subscriber with a pattern starting with `*`
+/// upgraded too keeps its earlier binding `mail.*.example.org`, which the
+/// new key of list `example.org` (`mail.private.example.org`) matches: the
+/// consumer drops that list, since its selection does not select it, and
+/// gets each selected mail once.
+#[tokio::test]
+async fn the_list_server_upgraded_first_still_reaches_exact_and_star_bindings() {
+    let harness = RabbitHarness::new();
+    let backend = harness.connect().await;
+    let prefix = harness.config.prefix.as_str().to_owned();
+    let connection =
+        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let exact =
+        declare_earlier_subscriber(&channel, &prefix, "exact", &["mail.dev.example.org"]).await;
+    declare_earlier_subscriber(&channel, &prefix, "star", &["mail.*.example.org"]).await;
+    let dev = MailingList::public(ListId::new("dev.example.org").unwrap());
+    let board = MailingList {
+        archive_policy: ArchivePolicy::Private,
+        ..MailingList::public(ListId::new("board.example.org").unwrap())
+    };
+    let apex = MailingList {
+        archive_policy: ArchivePolicy::Private,
+        ..MailingList::public(ListId::new("example.org").unwrap())
+    };
+    // "star" upgrades (shared account), selecting `*.example.org`.
+    let mut deliveries = backend
+        .subscribe(&Subscription {
+            selection: archiver_core::Selection::all().list("*.example.org".parse().unwrap()),
+            ..Subscription::new(SubscriberName::new("star").unwrap())
+        })
+        .await
+        .unwrap();
+    for list in [&dev, &board] {
+        backend
+            .publish(&small_mail(list, "upgrade.example.org"))
+            .await
+            .unwrap();
+    }
+    let exact_got = drain(&channel, &exact).await;
+    let unrouted = channel
+        .queue_declare(
+            format!("{prefix}.unrouted").as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count();
+    let last = small_mail(&board, "upgrade.example.org");
+    for envelope in [
+        small_mail(&apex, "upgrade.example.org"),
+        small_mail(&dev, "upgrade.example.org"),
+        last.clone(),
+    ] {
+        backend.publish(&envelope).await.unwrap();
+    }
+    let mut after = Vec::new();
+    loop {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), deliveries.next())
+            .await
+            .expect("a delivery")
+            .expect("the stream goes on")
+            .unwrap();
+        let envelope = delivery.envelope().clone();
+        delivery.ack().await.unwrap();
+        after.push(envelope.list_id.to_string());
+        if envelope.id == last.id {
+            break;
+        }
+    }
+    drop(deliveries);
+    let _ = connection.close(200, "done".into()).await;
+    harness.cleanup().await;
+
+    assert_eq!(
+        exact_got,
+        [(
+            "dev.example.org".to_owned(),
+            "mail.dev.example.org".to_owned()
+        )],
+        "the exact-list queue of the earlier version gets its list once, with the key it checks"
+    );
+    assert_eq!(unrouted, 0, "nothing selected lands in unrouted");
+    assert_eq!(
+        after,
+        [
+            "dev.example.org",
+            "board.example.org",
+            "dev.example.org",
+            "board.example.org"
+        ],
+        "the upgraded subscriber gets what it selects, once each, never list example.org"
+    );
+}
