@@ -134,10 +134,13 @@
 //!
 //! **Reloading the allowlist** ([`ZmqHub::reload_allowlist`], e.g. with
 //! the edited grants file) adds principals, changes grants, rotates a key
-//! (replace the entry's key: new handshakes with the old one are refused
-//! from then on; connections made with it before stay, as the same
-//! principal, until they reconnect; revoke and re-add the principal in two
-//! reloads to cut them at once) or
+//! or password (replace the entry's key: from the reload on, new
+//! handshakes with the old key are refused, and the connections made with
+//! it are cut: the hub drops them, their next message is refused with
+//! `Forbidden`, as the ZAP user id libzmq keeps for a connection names the
+//! login, principal and key fingerprint, not the principal alone; a tail
+//! principal's rotation disconnects every tail peer, which reconnect
+//! through the new allowlist) or
 //! revokes a principal, without a restart. From the reload on, each
 //! message is checked against the new grants and each new handshake
 //! against the new keys. A revoked principal's connections are dropped

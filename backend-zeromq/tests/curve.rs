@@ -510,26 +510,21 @@ async fn a_raw_pyzmq_peer_with_an_unknown_key_is_refused() {
     )
     .unwrap();
     // The key pair files as the keygen writes them give the Z85 text.
-    let z85 = |pair: &CurveKeyPair, name: &str| {
-        let (secret, _) = pair.write_files(&dir.path().join(name)).unwrap();
-        let text = std::fs::read_to_string(secret).unwrap();
-        let field = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-                .unwrap()
-                .trim_end_matches('"')
-                .to_owned()
-        };
-        (field("public-key"), field("secret-key"))
+    let keys = |pair: &CurveKeyPair, name: &str| {
+        let both = z85(pair, dir.path(), name);
+        let text = |half: &str| both[half].as_str().unwrap().to_owned();
+        (text("public"), text("secret"))
     };
-    let (known_public, known_secret) = z85(&known, "known");
-    let (stranger_public, stranger_secret) = z85(&CurveKeyPair::generate().unwrap(), "stranger");
+    let (known_public, known_secret) = keys(&known, "known");
+    let (stranger_public, stranger_secret) = keys(&CurveKeyPair::generate().unwrap(), "stranger");
     let config = serde_json::json!({
         "endpoint": hub.endpoint(),
         "server_key": hub_keys.public.to_string(),
         "peers": [
             {"label": "known", "public": known_public, "secret": known_secret, "name": "known"},
             {"label": "stranger", "public": stranger_public, "secret": stranger_secret, "name": "known"},
+            {"label": "plain", "mechanism": "plain", "name": "known"},
+            {"label": "null", "mechanism": "null", "name": "known"},
         ],
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/curve.py");
@@ -551,12 +546,110 @@ async fn a_raw_pyzmq_peer_with_an_unknown_key_is_refused() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    eprintln!("pyzmq peers of a CURVE hub: {outcomes:?}");
     assert_eq!(
-        outcomes,
-        vec![
+        outcomes[..2],
+        [
             serde_json::json!({"label": "known", "outcome": "WELCOME"}),
             serde_json::json!({"label": "stranger", "outcome": "HANDSHAKE_FAILED_AUTH"}),
         ]
+    );
+    // A peer of another mechanism never gets past the handshake.
+    for (outcome, label) in outcomes[2..].iter().zip(["plain", "null"]) {
+        assert_eq!(outcome["label"], label);
+        let outcome = outcome["outcome"].as_str().unwrap();
+        assert!(
+            outcome.starts_with("HANDSHAKE_FAILED_"),
+            "{label}: {outcome}"
+        );
+    }
+    assert_eq!(outcomes.len(), 4);
+    hub.close().await.unwrap();
+}
+
+/// The Z85 public and secret keys of a pair, as the keygen's file gives
+/// them.
+fn z85(pair: &CurveKeyPair, dir: &std::path::Path, name: &str) -> serde_json::Value {
+    let (secret, _) = pair.write_files(&dir.join(name)).unwrap();
+    let text = std::fs::read_to_string(secret).unwrap();
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned()
+    };
+    serde_json::json!({"public": field("public-key"), "secret": field("secret-key")})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_no_longer_serves_the_connection_made_with_it() {
+    use std::io::{BufRead, BufReader};
+    if !python_with("zmq") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (hub_keys, old, new) = (
+        CurveKeyPair::generate().unwrap(),
+        CurveKeyPair::generate().unwrap(),
+        CurveKeyPair::generate().unwrap(),
+    );
+    let hub = ZmqHub::bind(
+        HubConfig::new("tcp://127.0.0.1:*", dir.path())
+            .curve(hub_keys.clone())
+            .allow_key(old.public, grant("p")),
+    )
+    .unwrap();
+    let config = serde_json::json!({
+        "endpoint": hub.endpoint(),
+        "server_key": hub_keys.public.to_string(),
+        "name": "p",
+        "old": z85(&old, dir.path(), "old"),
+        "new": z85(&new, dir.path(), "new"),
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/curve_rotation.py");
+    let mut child = std::process::Command::new("python3")
+        .args([script, &config.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || {
+        let line = tokio::task::block_in_place(|| lines.next())
+            .expect("curve_rotation.py reports a step")
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+    let welcomed = next();
+    assert_eq!(
+        welcomed,
+        serde_json::json!({"step": "old key", "outcome": ["WELCOME"]})
+    );
+    // The stolen old key is replaced by the new one.
+    hub.reload_allowlist(vec![Allowed {
+        login: Login::Curve(new.public),
+        grant: grant("p"),
+    }])
+    .await
+    .unwrap();
+    writeln!(stdin, "rotated").unwrap();
+    let steps = [next(), next(), next()];
+    eprintln!("after the rotation: {steps:?}");
+    assert_eq!(
+        steps,
+        [
+            // Dropped at the reload, then its hello is refused.
+            serde_json::json!({"step": "old connection after rotation", "outcome": ["UNKNOWN", "FORBIDDEN"]}),
+            serde_json::json!({"step": "new key", "outcome": "WELCOME"}),
+            serde_json::json!({"step": "old key again", "outcome": "HANDSHAKE_FAILED_AUTH"}),
+        ]
+    );
+    assert!(
+        tokio::task::block_in_place(|| child.wait())
+            .unwrap()
+            .success()
     );
     hub.close().await.unwrap();
 }
