@@ -53,13 +53,25 @@ impl Relay {
 /// Relays `tcp://127.0.0.1:PORT` connections to `upstream` (a hub's
 /// endpoint); the threads live as long as the test binary.
 fn relay(upstream: &str) -> Relay {
+    cutting_relay(upstream, 0)
+}
+
+/// A relay that cuts its first `cut` connections mid-handshake (once the
+/// client's first bytes came), as a hub restarting or a tail rebinding
+/// does, and relays the others.
+fn cutting_relay(upstream: &str, cut: usize) -> Relay {
     let upstream = upstream.trim_start_matches("tcp://").to_owned();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
     let streams: Streams = Arc::default();
     let registry = Arc::clone(&streams);
     std::thread::spawn(move || {
-        for client in listener.incoming().map_while(Result::ok) {
+        for (n, mut client) in listener.incoming().map_while(Result::ok).enumerate() {
+            if n < cut {
+                let _ = client.read(&mut [0; 64]);
+                let _ = client.shutdown(Shutdown::Both);
+                continue;
+            }
             let Ok(hub) = TcpStream::connect(&upstream) else {
                 continue;
             };
@@ -464,6 +476,49 @@ async fn wrong_hub_key_unknown_client_key_and_revoked_key_each_get_their_error()
     for client in [web, other, back, wrong_hub, stranger] {
         client.close().await.unwrap();
     }
+    hub.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_mid_handshake_are_retried_not_taken_for_a_wrong_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub_keys, web) = (
+        CurveKeyPair::generate().unwrap(),
+        CurveKeyPair::generate().unwrap(),
+    );
+    let hub = ZmqHub::bind(
+        HubConfig::new("tcp://127.0.0.1:*", dir.path())
+            .tail("tcp://127.0.0.1:*")
+            .curve(hub_keys.clone())
+            .allow_key(web.public, full_access("web")),
+    )
+    .unwrap();
+    // A cut handshake each, then the hub.
+    let (router, tail) = (
+        cutting_relay(hub.endpoint(), 1),
+        cutting_relay(hub.tail_endpoint().unwrap(), 1),
+    );
+    let client = ZmqClient::connect(
+        ClientConfig::new(&router.endpoint)
+            .tail(&tail.endpoint)
+            .curve(hub_keys.public, web)
+            .connect_timeout(CONNECT_TIMEOUT),
+    )
+    .unwrap();
+    let mut tailed = client.tail(&Selection::all()).await.unwrap();
+    let mut queue = client
+        .subscribe(&Subscription::new("web".parse().unwrap()))
+        .await
+        .unwrap();
+    let list = MailingList::public(ListId::new("curve.example.org").unwrap());
+    let mail = small_mail(&list, "curve.example.org");
+    hub.publish(&mail).await.unwrap();
+    let delivery = next_delivery(&mut queue).await;
+    assert_eq!(delivery.envelope(), &mail);
+    delivery.ack().await.unwrap();
+    let on_tail = tokio::time::timeout(WAIT, tailed.next()).await;
+    assert_eq!(on_tail.unwrap().unwrap().unwrap(), mail);
+    client.close().await.unwrap();
     hub.close().await.unwrap();
 }
 
