@@ -104,8 +104,8 @@
 //! writes `NAME.key`, mode 0600, and `NAME.pub`: [`CurveKeyPair`]) is what
 //! to use between machines. It **protects**: the content of every
 //! connection, router and tail alike (mail, events, commands, tags; a
-//! capture of the traffic shows none of it, `tests/curve.rs` checks this
-//! with the corpus), against reading and against tampering or replay; the
+//! capture of the traffic shows none of it: `tests/curve.rs` checks this
+//! with the corpus through relays of the router and of the tail), against reading and against tampering or replay; the
 //! hub's identity (a client talks only to a hub holding the secret half of
 //! the hub key it was given, so an impostor hub fails the handshake); the
 //! client's identity (the hub admits only the public keys of its

@@ -1,5 +1,6 @@
-//! CURVE on a real hub: a corpus run through a TCP relay that records the
-//! traffic carries no Message-ID and no body line of any mail, while the
+//! CURVE on a real hub: a corpus run through TCP relays that record the
+//! traffic of the router and of the live tail carries no Message-ID and no
+//! body line of any mail, while the
 //! same run over PLAIN carries them all (so the check can fail); a wrong
 //! hub key, an unknown client key and a revoked key each get their own
 //! typed error while the others keep receiving; a revoked principal's
@@ -110,7 +111,7 @@ enum Mechanism {
 async fn corpus_run(mechanism: Mechanism) -> Option<(Vec<Vec<u8>>, Vec<Envelope>)> {
     let envelopes = corpus_envelopes(576)?;
     let dir = tempfile::tempdir().unwrap();
-    let config = HubConfig::new("tcp://127.0.0.1:*", dir.path());
+    let config = HubConfig::new("tcp://127.0.0.1:*", dir.path()).tail("tcp://127.0.0.1:*");
     let (config, client) = match mechanism {
         Mechanism::Plain => {
             let credentials = Credentials::new("web", "pw-web");
@@ -133,12 +134,15 @@ async fn corpus_run(mechanism: Mechanism) -> Option<(Vec<Vec<u8>>, Vec<Envelope>
         }
     };
     let hub = ZmqHub::bind(config).unwrap();
-    let relay = relay(hub.endpoint());
+    // The router and the live tail, each through its own relay.
+    let (relay, tail_relay) = (relay(hub.endpoint()), relay(hub.tail_endpoint().unwrap()));
     let client = ZmqClient::connect(ClientConfig {
         endpoints: vec![relay.endpoint.clone()],
+        tail_endpoints: vec![tail_relay.endpoint.clone()],
         ..client
     })
     .unwrap();
+    let mut tailed = client.tail(&Selection::all()).await.unwrap();
     let mut deliveries = client
         .subscribe(&Subscription::new("web".parse().unwrap()).prefetch(64))
         .await
@@ -153,9 +157,31 @@ async fn corpus_run(mechanism: Mechanism) -> Option<(Vec<Vec<u8>>, Vec<Envelope>
         delivery.ack().await.unwrap();
     }
     assert_eq!(got, envelopes, "{mechanism:?}: the corpus, byte for byte");
+    // The tail carries the mail of public lists, in order.
+    let public = Grant::new("tail").lists("#".parse().unwrap());
+    let expected: Vec<&Envelope> = envelopes.iter().filter(|e| public.may_receive(e)).collect();
+    assert!(!expected.is_empty(), "the corpus has public lists");
+    for want in expected {
+        let on_tail = tokio::time::timeout(WAIT, tailed.next()).await;
+        assert_eq!(
+            &on_tail.unwrap().unwrap().unwrap(),
+            want,
+            "{mechanism:?}: the tail"
+        );
+    }
     client.close().await.unwrap();
     hub.close().await.unwrap();
-    Some((relay.capture(), envelopes))
+    let (mut capture, tail_capture) = (relay.capture(), tail_relay.capture());
+    if let Mechanism::Plain = mechanism {
+        // The tail's own streams can show mail too (so checking them can fail).
+        let (ids, _) = secrets(&envelopes);
+        assert!(
+            !found(&tail_capture, &ids).is_empty(),
+            "PLAIN tail in clear"
+        );
+    }
+    capture.extend(tail_capture);
+    Some((capture, envelopes))
 }
 
 /// Each mail's Message-ID header line and its body lines of at least 12
