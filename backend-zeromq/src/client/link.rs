@@ -17,18 +17,21 @@ pub struct Link {
     monitor: zmq::Socket,
     /// Whether the handshake is CURVE (for what a failure means).
     curve: bool,
+    /// Whether a handshake of this link ever succeeded.
+    succeeded: Cell<bool>,
     /// Handshakes failed without detail since the last one that
-    /// succeeded (or since the link opened).
+    /// succeeded.
     failures: Cell<u32>,
 }
 
-/// Handshakes in a row that fail without the hub's refusal (no detail, or
-/// a protocol error) before the link reports a wrong key or mechanism: a
-/// connection cut mid-handshake (the hub restarting, the tail rebinding
-/// on a reload) fails one, then the next succeeds; a wrong hub key fails
-/// every one. Measured with a wrong hub key: libzmq 4.3.4 reconnected
-/// twice, 100 ms apart, then no more within 10 s, so two is what comes
-/// within a connect timeout.
+/// Handshakes in a row that fail without detail, on a link whose
+/// handshake once succeeded, before it reports a wrong key or mechanism:
+/// a connection cut mid-handshake (the hub restarting, the tail rebinding
+/// on a reload) fails one, then the next succeeds. On a link that never
+/// got through, the first such failure is reported (a wrong hub key: then
+/// libzmq 4.3.4 was seen to retry only once or twice, 100 ms apart, and
+/// then not within a 10 s connect timeout), as is any refusal by the hub
+/// or protocol error (another mechanism).
 const FAILURES_BEFORE_AUTH: u32 = 2;
 
 impl Link {
@@ -84,6 +87,7 @@ impl Link {
             socket,
             monitor,
             curve: config.curve.is_some(),
+            succeeded: Cell::new(false),
             failures: Cell::new(0),
         })
     }
@@ -95,9 +99,11 @@ impl Link {
 
     /// The handshake failure the monitor reported, if any, as an error: at
     /// once when the hub refused the credentials or key (its ZAP handler
-    /// said no), else once [`FAILURES_BEFORE_AUTH`] handshakes in a row
-    /// failed (a single failure is a connection cut mid-handshake, which
-    /// libzmq retries).
+    /// said no), the mechanisms differ (a protocol error), or the link
+    /// never got through; on a link that did, once
+    /// [`FAILURES_BEFORE_AUTH`] handshakes in a row failed without detail
+    /// (a single one is a connection cut mid-handshake, which libzmq
+    /// retries).
     pub fn handshake_failure(&self) -> Option<BackendError> {
         let mut failure = None;
         while let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) {
@@ -106,11 +112,15 @@ impl Link {
             };
             let event = u16::from_ne_bytes([head[0], head[1]]);
             if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 {
+                self.succeeded.set(true);
                 self.failures.set(0);
                 continue;
             }
             let refused = event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
-            if !refused {
+            // A protocol error (another mechanism than the hub's) is
+            // reported at once: a cut connection fails without detail.
+            if event == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16 && self.succeeded.get()
+            {
                 let failures = self.failures.get() + 1;
                 self.failures.set(failures);
                 if failures < FAILURES_BEFORE_AUTH {
