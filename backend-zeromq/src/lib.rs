@@ -116,7 +116,12 @@
 //! the list server's disk and the archive servers' stores are not
 //! encrypted); a stolen secret key file (whoever holds `NAME.key` is that
 //! principal: revoke its key, see below); and the reach of the port (an
-//! unknown key costs the hub a handshake, nothing more). Errors are typed
+//! unknown key costs the hub a handshake, nothing more). The hub's ZAP
+//! handler stays bound for the hub's life (it retries an interrupted
+//! call; on any other error it logs at error and admits no one from then
+//! on), and the router and tail enforce their ZAP domain
+//! (`ZMQ_ZAP_ENFORCE_DOMAIN`): libzmq 4.3 otherwise admits every CURVE
+//! key when no handler is bound, and the tail has no per-message check. Errors are typed
 //! on the client within the connect timeout (from the socket monitor, as
 //! libzmq only reports a failed handshake): [`BackendError::Auth`](archiver_core::BackendError::Auth)
 //! saying "wrong hub key" when the hub could not decrypt the hello (or

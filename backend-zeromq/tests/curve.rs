@@ -586,6 +586,49 @@ async fn a_reconnection_cut_mid_handshake_is_retried_not_taken_for_a_wrong_key()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_cuts_the_tail_opened_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub_keys, old, new) = (
+        CurveKeyPair::generate().unwrap(),
+        CurveKeyPair::generate().unwrap(),
+        CurveKeyPair::generate().unwrap(),
+    );
+    let hub = ZmqHub::bind(
+        HubConfig::new("tcp://127.0.0.1:*", dir.path())
+            .tail("tcp://127.0.0.1:*")
+            .curve(hub_keys.clone())
+            .allow_key(old.public, full_access("ops")),
+    )
+    .unwrap();
+    let stolen = curve_client(&hub, &hub_keys, &old);
+    let mut tail = stolen.tail(&Selection::all()).await.unwrap();
+    // Same principal, same grant, a new key.
+    hub.reload_allowlist(vec![Allowed {
+        login: Login::Curve(new.public),
+        grant: full_access("ops"),
+    }])
+    .await
+    .unwrap();
+    match tokio::time::timeout(WAIT, tail.next()).await {
+        Ok(Some(Err(BackendError::Auth(why)))) => {
+            assert!(why.contains("unknown client key"), "{why}")
+        }
+        other => panic!("the tail of the old key should end with Auth, got {other:?}"),
+    }
+    let current = curve_client(&hub, &hub_keys, &new);
+    let mut current_tail = current.tail(&Selection::all()).await.unwrap();
+    let list = MailingList::public(ListId::new("curve.example.org").unwrap());
+    let mail = small_mail(&list, "curve.example.org");
+    hub.publish(&mail).await.unwrap();
+    let on_tail = tokio::time::timeout(WAIT, current_tail.next()).await;
+    assert_eq!(on_tail.unwrap().unwrap().unwrap(), mail);
+    for client in [stolen, current] {
+        client.close().await.unwrap();
+    }
+    hub.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_and_curve_together_are_refused_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let pair = CurveKeyPair::generate().unwrap();
