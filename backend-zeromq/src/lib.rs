@@ -126,7 +126,10 @@
 //! libzmq only reports a failed handshake): [`BackendError::Auth`](archiver_core::BackendError::Auth)
 //! saying "wrong hub key" when the hub could not decrypt the hello (or
 //! does not speak CURVE), "unknown client key" when it did and refused the
-//! key. Keys are never logged; `Debug` shows public keys only. One
+//! key; on a link whose handshake succeeded before, a failure without
+//! detail is reported only when the next one fails too (one alone is a
+//! connection cut mid-handshake, by a hub restart or a tail rebind, and
+//! is retried). Keys are never logged; `Debug` shows public keys only. One
 //! mechanism per hub: CURVE and PLAIN together, or PLAIN credentials and
 //! CURVE keys on one side, are refused with `Auth`.
 //!
