@@ -162,10 +162,18 @@ fn decode_key(text: &str) -> Result<[u8; 32], BackendError> {
     if text.len() != 40 {
         return Err(wrong());
     }
+    // `zmq::z85_decode` does not check the alphabet (libzmq's decoder
+    // would refuse, the crate's own does not): a text that does not
+    // encode back to itself was not Z85.
     zmq::z85_decode(text)
         .ok()
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .ok_or_else(wrong)
+        .filter(|bytes| zmq::z85_encode(bytes).is_ok_and(|again| again == text))
+        .ok_or_else(|| {
+            BackendError::Auth(
+                "a CURVE key is 40 characters of Z85, and this one has characters outside Z85's alphabet".into(),
+            )
+        })
 }
 
 /// A CURVE key pair: a hub's (its clients know the public half) or a
@@ -199,12 +207,40 @@ impl CurveKeyPair {
         })
     }
 
-    /// The pair of a public key and its secret key, both Z85.
+    /// The pair of a public key and its secret key, both Z85; refused
+    /// with `Auth` unless the public key is the one of the secret key (a
+    /// mismatched pair fails every handshake, far from its cause).
     pub fn from_z85(public: &str, secret: &str) -> Result<Self, BackendError> {
-        Ok(Self {
+        let pair = Self {
             public: public.parse()?,
             secret: decode_key(secret)?,
-        })
+        };
+        if pair.derived_public()? != pair.public {
+            return Err(BackendError::Auth(
+                "the public key is not the one of the secret key (halves of two key pairs?)".into(),
+            ));
+        }
+        Ok(pair)
+    }
+
+    /// The public key of the secret half, as libzmq derives it.
+    fn derived_public(&self) -> Result<CurveKey, BackendError> {
+        if !curve_available() {
+            return Err(curve_missing("reading a CURVE key pair"));
+        }
+        let secret = zmq::z85_encode(&self.secret).expect("32 bytes encode to Z85");
+        let secret = std::ffi::CString::new(secret).expect("Z85 has no NUL");
+        let mut public = [0 as std::ffi::c_char; 41];
+        // SAFETY: libzmq reads 40 characters and a NUL from `secret` and
+        // writes 40 and a NUL into `public`.
+        let rc = unsafe { zmq_curve_public(public.as_mut_ptr(), secret.as_ptr()) };
+        // SAFETY: written NUL-terminated above when rc is 0.
+        let text = (rc == 0).then(|| unsafe { std::ffi::CStr::from_ptr(public.as_ptr()) });
+        text.and_then(|t| t.to_str().ok())
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| {
+                BackendError::Auth("libzmq cannot derive the public key of a secret key".into())
+            })
     }
 
     /// The secret key's 32 bytes, for the socket option only.
@@ -268,6 +304,14 @@ impl CurveKeyPair {
         )?;
         Ok((secret_path, public_path))
     }
+}
+
+// libzmq's (4.2 and later); `zmq-sys` 0.12 binds it without exporting it.
+unsafe extern "C" {
+    fn zmq_curve_public(
+        z85_public_key: *mut std::ffi::c_char,
+        z85_secret_key: *const std::ffi::c_char,
+    ) -> std::ffi::c_int;
 }
 
 fn read_key_file(path: &Path) -> Result<String, BackendError> {
@@ -743,6 +787,51 @@ mod tests {
         assert!(!format!("{client:?}").contains(&secret_text));
         let error = "short".parse::<CurveKey>().unwrap_err().to_string();
         assert!(!error.contains("short"), "{error}");
+    }
+
+    #[test]
+    fn keys_outside_the_z85_alphabet_are_refused() {
+        let good = CurveKeyPair::generate().unwrap().public.to_z85();
+        for bad in ['"', '~', ',', ';'] {
+            let text: String = std::iter::once(bad).chain(good.chars().skip(1)).collect();
+            assert_eq!(text.len(), 40);
+            let refused = text.parse::<CurveKey>();
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|e| e.to_string().contains("alphabet")),
+                "{bad:?}: {refused:?}"
+            );
+        }
+        assert_eq!(good.parse::<CurveKey>().unwrap().to_z85(), good);
+    }
+
+    #[test]
+    fn a_key_pair_file_with_halves_of_two_pairs_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (
+            CurveKeyPair::generate().unwrap(),
+            CurveKeyPair::generate().unwrap(),
+        );
+        let path = dir.path().join("mixed.key");
+        std::fs::write(
+            &path,
+            format!(
+                "public-key = \"{}\"\nsecret-key = \"{}\"\n",
+                one.public,
+                zmq::z85_encode(two.secret_bytes()).unwrap()
+            ),
+        )
+        .unwrap();
+        let error = CurveKeyPair::read_file(&path).unwrap_err().to_string();
+        assert!(error.contains("mixed.key"), "{error}");
+        assert!(error.contains("not the one of the secret key"), "{error}");
+        let secret = zmq::z85_encode(two.secret_bytes()).unwrap();
+        assert!(!error.contains(&secret) && !error.contains(&one.public.to_z85()));
+        assert_eq!(
+            CurveKeyPair::from_z85(&two.public.to_z85(), &secret).unwrap(),
+            two
+        );
     }
 
     #[test]

@@ -104,8 +104,8 @@
 //! writes `NAME.key`, mode 0600, and `NAME.pub`: [`CurveKeyPair`]) is what
 //! to use between machines. It **protects**: the content of every
 //! connection, router and tail alike (mail, events, commands, tags; a
-//! capture of the traffic shows none of it, `tests/curve.rs` checks this
-//! with the corpus), against reading and against tampering or replay; the
+//! capture of the traffic shows none of it: `tests/curve.rs` checks this
+//! with the corpus through relays of the router and of the tail), against reading and against tampering or replay; the
 //! hub's identity (a client talks only to a hub holding the secret half of
 //! the hub key it was given, so an impostor hub fails the handshake); the
 //! client's identity (the hub admits only the public keys of its
@@ -116,12 +116,20 @@
 //! the list server's disk and the archive servers' stores are not
 //! encrypted); a stolen secret key file (whoever holds `NAME.key` is that
 //! principal: revoke its key, see below); and the reach of the port (an
-//! unknown key costs the hub a handshake, nothing more). Errors are typed
+//! unknown key costs the hub a handshake, nothing more). The hub's ZAP
+//! handler stays bound for the hub's life (it retries an interrupted
+//! call; on any other error it logs at error and admits no one from then
+//! on), and the router and tail enforce their ZAP domain
+//! (`ZMQ_ZAP_ENFORCE_DOMAIN`): libzmq 4.3 otherwise admits every CURVE
+//! key when no handler is bound, and the tail has no per-message check. Errors are typed
 //! on the client within the connect timeout (from the socket monitor, as
 //! libzmq only reports a failed handshake): [`BackendError::Auth`](archiver_core::BackendError::Auth)
 //! saying "wrong hub key" when the hub could not decrypt the hello (or
 //! does not speak CURVE), "unknown client key" when it did and refused the
-//! key. Keys are never logged; `Debug` shows public keys only. One
+//! key; on a link whose handshake succeeded before, a failure without
+//! detail is reported only when the next one fails too (one alone is a
+//! connection cut mid-handshake, by a hub restart or a tail rebind, and
+//! is retried). Keys are never logged; `Debug` shows public keys only. One
 //! mechanism per hub: CURVE and PLAIN together, or PLAIN credentials and
 //! CURVE keys on one side, are refused with `Auth`.
 //!
@@ -134,10 +142,13 @@
 //!
 //! **Reloading the allowlist** ([`ZmqHub::reload_allowlist`], e.g. with
 //! the edited grants file) adds principals, changes grants, rotates a key
-//! (replace the entry's key: new handshakes with the old one are refused
-//! from then on; connections made with it before stay, as the same
-//! principal, until they reconnect; revoke and re-add the principal in two
-//! reloads to cut them at once) or
+//! or password (replace the entry's key: from the reload on, new
+//! handshakes with the old key are refused, and the connections made with
+//! it are cut: the hub drops them, their next message is refused with
+//! `Forbidden`, as the ZAP user id libzmq keeps for a connection names the
+//! login, principal and key fingerprint, not the principal alone; a tail
+//! principal's rotation disconnects every tail peer, which reconnect
+//! through the new allowlist) or
 //! revokes a principal, without a restart. From the reload on, each
 //! message is checked against the new grants and each new handshake
 //! against the new keys. A revoked principal's connections are dropped

@@ -6,7 +6,9 @@ usage: curve.py CONFIG
 
 CONFIG is a JSON object: endpoint, server_key (the hub's public key, Z85),
 peers (a list of {label, public, secret, name}: a key pair in Z85 and the
-subscriber name of its hello).
+subscriber name of its hello; or {label, mechanism, name} with mechanism
+"plain" (a PLAIN user and password instead of keys) or "null" (no
+security at all)).
 
 Prints one JSON object per peer: {"label", "outcome"}, the outcome being
 the first verb the hub sent (WELCOME, FORBIDDEN, ...) or the handshake
@@ -35,9 +37,14 @@ FAILURES = {
 def attempt(context, endpoint, server_key, peer):
     socket = context.socket(zmq.DEALER)
     socket.linger = 0
-    socket.curve_serverkey = server_key.encode()
-    socket.curve_publickey = peer["public"].encode()
-    socket.curve_secretkey = peer["secret"].encode()
+    mechanism = peer.get("mechanism", "curve")
+    if mechanism == "curve":
+        socket.curve_serverkey = server_key.encode()
+        socket.curve_publickey = peer["public"].encode()
+        socket.curve_secretkey = peer["secret"].encode()
+    elif mechanism == "plain":
+        socket.plain_username = peer["name"].encode()
+        socket.plain_password = b"a-password"
     monitor = socket.get_monitor_socket(
         zmq.EVENT_HANDSHAKE_FAILED_AUTH
         | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL

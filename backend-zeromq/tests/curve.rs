@@ -1,5 +1,6 @@
-//! CURVE on a real hub: a corpus run through a TCP relay that records the
-//! traffic carries no Message-ID and no body line of any mail, while the
+//! CURVE on a real hub: a corpus run through TCP relays that record the
+//! traffic of the router and of the live tail carries no Message-ID and no
+//! body line of any mail, while the
 //! same run over PLAIN carries them all (so the check can fail); a wrong
 //! hub key, an unknown client key and a revoked key each get their own
 //! typed error while the others keep receiving; a revoked principal's
@@ -37,6 +38,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 struct Relay {
     endpoint: String,
     streams: Streams,
+    /// The client side of every connection relayed so far.
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    /// How many of the next connections to cut as soon as their first
+    /// bytes come (mid-handshake).
+    cut: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What each direction of each relayed connection carried.
@@ -48,6 +54,15 @@ impl Relay {
         let streams = self.streams.lock().unwrap();
         streams.iter().map(|s| s.lock().unwrap().clone()).collect()
     }
+
+    /// Closes every relayed connection, as a hub restarting does, and
+    /// cuts the next `cut` connections mid-handshake.
+    fn restart(&self, cut: usize) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 /// Relays `tcp://127.0.0.1:PORT` connections to `upstream` (a hub's
@@ -57,12 +72,22 @@ fn relay(upstream: &str) -> Relay {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
     let streams: Streams = Arc::default();
-    let registry = Arc::clone(&streams);
+    let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    let cut: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    let (registry, opened, cutting) = (Arc::clone(&streams), Arc::clone(&open), Arc::clone(&cut));
     std::thread::spawn(move || {
-        for client in listener.incoming().map_while(Result::ok) {
+        for mut client in listener.incoming().map_while(Result::ok) {
+            let to_cut = cutting.load(std::sync::atomic::Ordering::SeqCst);
+            if to_cut > 0 {
+                cutting.store(to_cut - 1, std::sync::atomic::Ordering::SeqCst);
+                let _ = client.read(&mut [0; 64]);
+                let _ = client.shutdown(Shutdown::Both);
+                continue;
+            }
             let Ok(hub) = TcpStream::connect(&upstream) else {
                 continue;
             };
+            opened.lock().unwrap().push(client.try_clone().unwrap());
             for (mut from, mut to) in [
                 (client.try_clone().unwrap(), hub.try_clone().unwrap()),
                 (hub, client),
@@ -82,7 +107,12 @@ fn relay(upstream: &str) -> Relay {
             }
         }
     });
-    Relay { endpoint, streams }
+    Relay {
+        endpoint,
+        streams,
+        open,
+        cut,
+    }
 }
 
 /// The mechanism of a run.
@@ -98,7 +128,7 @@ enum Mechanism {
 async fn corpus_run(mechanism: Mechanism) -> Option<(Vec<Vec<u8>>, Vec<Envelope>)> {
     let envelopes = corpus_envelopes(576)?;
     let dir = tempfile::tempdir().unwrap();
-    let config = HubConfig::new("tcp://127.0.0.1:*", dir.path());
+    let config = HubConfig::new("tcp://127.0.0.1:*", dir.path()).tail("tcp://127.0.0.1:*");
     let (config, client) = match mechanism {
         Mechanism::Plain => {
             let credentials = Credentials::new("web", "pw-web");
@@ -121,12 +151,15 @@ async fn corpus_run(mechanism: Mechanism) -> Option<(Vec<Vec<u8>>, Vec<Envelope>
         }
     };
     let hub = ZmqHub::bind(config).unwrap();
-    let relay = relay(hub.endpoint());
+    // The router and the live tail, each through its own relay.
+    let (relay, tail_relay) = (relay(hub.endpoint()), relay(hub.tail_endpoint().unwrap()));
     let client = ZmqClient::connect(ClientConfig {
         endpoints: vec![relay.endpoint.clone()],
+        tail_endpoints: vec![tail_relay.endpoint.clone()],
         ..client
     })
     .unwrap();
+    let mut tailed = client.tail(&Selection::all()).await.unwrap();
     let mut deliveries = client
         .subscribe(&Subscription::new("web".parse().unwrap()).prefetch(64))
         .await
@@ -141,9 +174,31 @@ async fn corpus_run(mechanism: Mechanism) -> Option<(Vec<Vec<u8>>, Vec<Envelope>
         delivery.ack().await.unwrap();
     }
     assert_eq!(got, envelopes, "{mechanism:?}: the corpus, byte for byte");
+    // The tail carries the mail of public lists, in order.
+    let public = Grant::new("tail").lists("#".parse().unwrap());
+    let expected: Vec<&Envelope> = envelopes.iter().filter(|e| public.may_receive(e)).collect();
+    assert!(!expected.is_empty(), "the corpus has public lists");
+    for want in expected {
+        let on_tail = tokio::time::timeout(WAIT, tailed.next()).await;
+        assert_eq!(
+            &on_tail.unwrap().unwrap().unwrap(),
+            want,
+            "{mechanism:?}: the tail"
+        );
+    }
     client.close().await.unwrap();
     hub.close().await.unwrap();
-    Some((relay.capture(), envelopes))
+    let (mut capture, tail_capture) = (relay.capture(), tail_relay.capture());
+    if let Mechanism::Plain = mechanism {
+        // The tail's own streams can show mail too (so checking them can fail).
+        let (ids, _) = secrets(&envelopes);
+        assert!(
+            !found(&tail_capture, &ids).is_empty(),
+            "PLAIN tail in clear"
+        );
+    }
+    capture.extend(tail_capture);
+    Some((capture, envelopes))
 }
 
 /// Each mail's Message-ID header line and its body lines of at least 12
@@ -468,6 +523,112 @@ async fn wrong_hub_key_unknown_client_key_and_revoked_key_each_get_their_error()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnection_cut_mid_handshake_is_retried_not_taken_for_a_wrong_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub_keys, web) = (
+        CurveKeyPair::generate().unwrap(),
+        CurveKeyPair::generate().unwrap(),
+    );
+    let hub = ZmqHub::bind(
+        HubConfig::new("tcp://127.0.0.1:*", dir.path())
+            .tail("tcp://127.0.0.1:*")
+            .curve(hub_keys.clone())
+            .allow_key(web.public, full_access("web")),
+    )
+    .unwrap();
+    let (router, tail) = (relay(hub.endpoint()), relay(hub.tail_endpoint().unwrap()));
+    let client = ZmqClient::connect(
+        ClientConfig::new(&router.endpoint)
+            .tail(&tail.endpoint)
+            .curve(hub_keys.public, web)
+            .connect_timeout(CONNECT_TIMEOUT),
+    )
+    .unwrap();
+    let mut tailed = client.tail(&Selection::all()).await.unwrap();
+    let mut queue = client
+        .subscribe(&Subscription::new("web".parse().unwrap()))
+        .await
+        .unwrap();
+    let list = MailingList::public(ListId::new("curve.example.org").unwrap());
+    // As a hub restart (or a tail rebind) does: the connections close and
+    // the first reconnection is cut mid-handshake; the next goes through.
+    router.restart(1);
+    tail.restart(1);
+    // Mail published while the tail reconnects is not on it: publish
+    // until one is; the queue gets every one.
+    let mut published = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "the tail never came back");
+        let mail = small_mail(&list, "curve.example.org");
+        hub.publish(&mail).await.unwrap();
+        published.push(mail);
+        match tokio::time::timeout(Duration::from_millis(200), tailed.next()).await {
+            Ok(Some(tailed)) => {
+                assert!(published.contains(&tailed.unwrap()));
+                break;
+            }
+            Ok(None) => panic!("the tail ended"),
+            Err(_) => {}
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < published.len() {
+        let delivery = next_delivery(&mut queue).await;
+        if !got.contains(delivery.envelope()) {
+            got.push(delivery.envelope().clone());
+        }
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(got, published);
+    client.close().await.unwrap();
+    hub.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_cuts_the_tail_opened_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub_keys, old, new) = (
+        CurveKeyPair::generate().unwrap(),
+        CurveKeyPair::generate().unwrap(),
+        CurveKeyPair::generate().unwrap(),
+    );
+    let hub = ZmqHub::bind(
+        HubConfig::new("tcp://127.0.0.1:*", dir.path())
+            .tail("tcp://127.0.0.1:*")
+            .curve(hub_keys.clone())
+            .allow_key(old.public, full_access("ops")),
+    )
+    .unwrap();
+    let stolen = curve_client(&hub, &hub_keys, &old);
+    let mut tail = stolen.tail(&Selection::all()).await.unwrap();
+    // Same principal, same grant, a new key.
+    hub.reload_allowlist(vec![Allowed {
+        login: Login::Curve(new.public),
+        grant: full_access("ops"),
+    }])
+    .await
+    .unwrap();
+    match tokio::time::timeout(WAIT, tail.next()).await {
+        Ok(Some(Err(BackendError::Auth(why)))) => {
+            assert!(why.contains("unknown client key"), "{why}")
+        }
+        other => panic!("the tail of the old key should end with Auth, got {other:?}"),
+    }
+    let current = curve_client(&hub, &hub_keys, &new);
+    let mut current_tail = current.tail(&Selection::all()).await.unwrap();
+    let list = MailingList::public(ListId::new("curve.example.org").unwrap());
+    let mail = small_mail(&list, "curve.example.org");
+    hub.publish(&mail).await.unwrap();
+    let on_tail = tokio::time::timeout(WAIT, current_tail.next()).await;
+    assert_eq!(on_tail.unwrap().unwrap().unwrap(), mail);
+    for client in [stolen, current] {
+        client.close().await.unwrap();
+    }
+    hub.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_and_curve_together_are_refused_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let pair = CurveKeyPair::generate().unwrap();
@@ -510,26 +671,21 @@ async fn a_raw_pyzmq_peer_with_an_unknown_key_is_refused() {
     )
     .unwrap();
     // The key pair files as the keygen writes them give the Z85 text.
-    let z85 = |pair: &CurveKeyPair, name: &str| {
-        let (secret, _) = pair.write_files(&dir.path().join(name)).unwrap();
-        let text = std::fs::read_to_string(secret).unwrap();
-        let field = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-                .unwrap()
-                .trim_end_matches('"')
-                .to_owned()
-        };
-        (field("public-key"), field("secret-key"))
+    let keys = |pair: &CurveKeyPair, name: &str| {
+        let both = z85(pair, dir.path(), name);
+        let text = |half: &str| both[half].as_str().unwrap().to_owned();
+        (text("public"), text("secret"))
     };
-    let (known_public, known_secret) = z85(&known, "known");
-    let (stranger_public, stranger_secret) = z85(&CurveKeyPair::generate().unwrap(), "stranger");
+    let (known_public, known_secret) = keys(&known, "known");
+    let (stranger_public, stranger_secret) = keys(&CurveKeyPair::generate().unwrap(), "stranger");
     let config = serde_json::json!({
         "endpoint": hub.endpoint(),
         "server_key": hub_keys.public.to_string(),
         "peers": [
             {"label": "known", "public": known_public, "secret": known_secret, "name": "known"},
             {"label": "stranger", "public": stranger_public, "secret": stranger_secret, "name": "known"},
+            {"label": "plain", "mechanism": "plain", "name": "known"},
+            {"label": "null", "mechanism": "null", "name": "known"},
         ],
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/curve.py");
@@ -551,12 +707,110 @@ async fn a_raw_pyzmq_peer_with_an_unknown_key_is_refused() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    eprintln!("pyzmq peers of a CURVE hub: {outcomes:?}");
     assert_eq!(
-        outcomes,
-        vec![
+        outcomes[..2],
+        [
             serde_json::json!({"label": "known", "outcome": "WELCOME"}),
             serde_json::json!({"label": "stranger", "outcome": "HANDSHAKE_FAILED_AUTH"}),
         ]
+    );
+    // A peer of another mechanism never gets past the handshake.
+    for (outcome, label) in outcomes[2..].iter().zip(["plain", "null"]) {
+        assert_eq!(outcome["label"], label);
+        let outcome = outcome["outcome"].as_str().unwrap();
+        assert!(
+            outcome.starts_with("HANDSHAKE_FAILED_"),
+            "{label}: {outcome}"
+        );
+    }
+    assert_eq!(outcomes.len(), 4);
+    hub.close().await.unwrap();
+}
+
+/// The Z85 public and secret keys of a pair, as the keygen's file gives
+/// them.
+fn z85(pair: &CurveKeyPair, dir: &std::path::Path, name: &str) -> serde_json::Value {
+    let (secret, _) = pair.write_files(&dir.join(name)).unwrap();
+    let text = std::fs::read_to_string(secret).unwrap();
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned()
+    };
+    serde_json::json!({"public": field("public-key"), "secret": field("secret-key")})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_no_longer_serves_the_connection_made_with_it() {
+    use std::io::{BufRead, BufReader};
+    if !python_with("zmq") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (hub_keys, old, new) = (
+        CurveKeyPair::generate().unwrap(),
+        CurveKeyPair::generate().unwrap(),
+        CurveKeyPair::generate().unwrap(),
+    );
+    let hub = ZmqHub::bind(
+        HubConfig::new("tcp://127.0.0.1:*", dir.path())
+            .curve(hub_keys.clone())
+            .allow_key(old.public, grant("p")),
+    )
+    .unwrap();
+    let config = serde_json::json!({
+        "endpoint": hub.endpoint(),
+        "server_key": hub_keys.public.to_string(),
+        "name": "p",
+        "old": z85(&old, dir.path(), "old"),
+        "new": z85(&new, dir.path(), "new"),
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/curve_rotation.py");
+    let mut child = std::process::Command::new("python3")
+        .args([script, &config.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || {
+        let line = tokio::task::block_in_place(|| lines.next())
+            .expect("curve_rotation.py reports a step")
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+    let welcomed = next();
+    assert_eq!(
+        welcomed,
+        serde_json::json!({"step": "old key", "outcome": ["WELCOME"]})
+    );
+    // The stolen old key is replaced by the new one.
+    hub.reload_allowlist(vec![Allowed {
+        login: Login::Curve(new.public),
+        grant: grant("p"),
+    }])
+    .await
+    .unwrap();
+    writeln!(stdin, "rotated").unwrap();
+    let steps = [next(), next(), next()];
+    eprintln!("after the rotation: {steps:?}");
+    assert_eq!(
+        steps,
+        [
+            // Dropped at the reload, then its hello is refused.
+            serde_json::json!({"step": "old connection after rotation", "outcome": ["UNKNOWN", "FORBIDDEN"]}),
+            serde_json::json!({"step": "new key", "outcome": "WELCOME"}),
+            serde_json::json!({"step": "old key again", "outcome": "HANDSHAKE_FAILED_AUTH"}),
+        ]
+    );
+    assert!(
+        tokio::task::block_in_place(|| child.wait())
+            .unwrap()
+            .success()
     );
     hub.close().await.unwrap();
 }

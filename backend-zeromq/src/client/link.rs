@@ -2,6 +2,8 @@
 //! security handshake into a clear error on this side (ZeroMQ otherwise
 //! just retries in silence).
 
+use std::cell::Cell;
+
 use archiver_core::BackendError;
 
 use crate::config::ClientConfig;
@@ -15,7 +17,22 @@ pub struct Link {
     monitor: zmq::Socket,
     /// Whether the handshake is CURVE (for what a failure means).
     curve: bool,
+    /// Whether a handshake of this link ever succeeded.
+    succeeded: Cell<bool>,
+    /// Handshakes failed without detail since the last one that
+    /// succeeded.
+    failures: Cell<u32>,
 }
+
+/// Handshakes in a row that fail without detail, on a link whose
+/// handshake once succeeded, before it reports a wrong key or mechanism:
+/// a connection cut mid-handshake (the hub restarting, the tail rebinding
+/// on a reload) fails one, then the next succeeds. On a link that never
+/// got through, the first such failure is reported (a wrong hub key: then
+/// libzmq 4.3.4 was seen to retry only once or twice, 100 ms apart, and
+/// then not within a 10 s connect timeout), as is any refusal by the hub
+/// or protocol error (another mechanism).
+const FAILURES_BEFORE_AUTH: u32 = 2;
 
 impl Link {
     /// Connects a new socket of `kind` to `endpoint`. ZeroMQ connects in
@@ -52,7 +69,8 @@ impl Link {
                 .map_err(setup)?;
         }
         let address = format!("inproc://monitor-{}", uuid::Uuid::now_v7().simple());
-        let events = zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32
+        let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32;
         socket.monitor(&address, events).map_err(setup)?;
@@ -69,6 +87,8 @@ impl Link {
             socket,
             monitor,
             curve: config.curve.is_some(),
+            succeeded: Cell::new(false),
+            failures: Cell::new(0),
         })
     }
 
@@ -77,7 +97,13 @@ impl Link {
         &self.monitor
     }
 
-    /// The handshake failure the monitor reported, if any, as an error.
+    /// The handshake failure the monitor reported, if any, as an error: at
+    /// once when the hub refused the credentials or key (its ZAP handler
+    /// said no), the mechanisms differ (a protocol error), or the link
+    /// never got through; on a link that did, once
+    /// [`FAILURES_BEFORE_AUTH`] handshakes in a row failed without detail
+    /// (a single one is a connection cut mid-handshake, which libzmq
+    /// retries).
     pub fn handshake_failure(&self) -> Option<BackendError> {
         let mut failure = None;
         while let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) {
@@ -85,13 +111,29 @@ impl Link {
                 continue;
             };
             let event = u16::from_ne_bytes([head[0], head[1]]);
+            if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 {
+                self.succeeded.set(true);
+                self.failures.set(0);
+                continue;
+            }
+            let refused = event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
+            // A protocol error (another mechanism than the hub's) is
+            // reported at once: a cut connection fails without detail.
+            if event == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16 && self.succeeded.get()
+            {
+                let failures = self.failures.get() + 1;
+                self.failures.set(failures);
+                if failures < FAILURES_BEFORE_AUTH {
+                    tracing::debug!(hub = %self.endpoint, failures, "a security handshake failed without detail (a connection cut mid-handshake?); retrying");
+                    continue;
+                }
+            }
             let tail = self.socket.get_socket_type().ok() == Some(zmq::SUB);
             let not_on_tail = if tail {
                 ", or does not grant its principal the live tail (only principals granted every list may tail)"
             } else {
                 ""
             };
-            let refused = event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u16;
             failure = Some(BackendError::Auth(match (self.curve, refused) {
                 (false, true) => format!(
                     "the hub at {} refused the user name or password (ZAP PLAIN){not_on_tail}",

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use archiver_core::{BackendError, Grant, ListPattern};
 
-use crate::config::{HubConfig, Login, curve_available, curve_missing, full_access};
+use crate::config::{Allowed, HubConfig, Login, curve_available, curve_missing, full_access};
 use crate::zap::Gate;
 
 /// The principal anonymous peers are (a hub without authentication).
@@ -18,8 +18,8 @@ pub enum Access {
     /// No authentication (loopback or `ipc://` only): every peer is
     /// [`ANONYMOUS`] with this grant.
     Anonymous(Grant),
-    /// An allowlist (CURVE keys or ZAP PLAIN credentials): the principal a
-    /// message's `User-Id` names, with its grant.
+    /// An allowlist (CURVE keys or ZAP PLAIN credentials): by the ZAP user
+    /// id of each current login ([`user_id`]), its principal's grant.
     Principals(BTreeMap<String, Grant>),
 }
 
@@ -97,16 +97,17 @@ impl Access {
                     ));
                 }
                 let mut principals = BTreeMap::new();
-                for allowed in &config.allowed {
-                    let principal = allowed.grant.principal().to_owned();
-                    if principals
-                        .insert(principal.clone(), allowed.grant.clone())
-                        .is_some()
+                for (i, allowed) in config.allowed.iter().enumerate() {
+                    let principal = allowed.grant.principal();
+                    if config.allowed[..i]
+                        .iter()
+                        .any(|a| a.grant.principal() == principal)
                     {
                         return Err(BackendError::Auth(format!(
                             "the hub's allowlist gives principal {principal:?} twice"
                         )));
                     }
+                    principals.insert(user_id(allowed), allowed.grant.clone());
                 }
                 Ok(Self::Principals(principals))
             }
@@ -115,7 +116,8 @@ impl Access {
 
     /// The grant of a message's sender, by the `User-Id` libzmq attached
     /// to it; `None` when the hub does not know it (it never serves such
-    /// a message).
+    /// a message): a revoked principal, or a login no longer current (a
+    /// connection made with a key since rotated).
     pub fn grant(&self, user_id: Option<&str>) -> Option<&Grant> {
         match self {
             Self::Anonymous(grant) => Some(grant),
@@ -128,13 +130,12 @@ impl Access {
         let Self::Principals(principals) = self else {
             return None;
         };
-        let principal = |a: &crate::config::Allowed| a.grant.principal().to_owned();
         Some(Gate {
             logins: config
                 .allowed
                 .iter()
                 .filter_map(|a| match &a.login {
-                    Login::Plain(credentials) => Some((credentials.clone(), principal(a))),
+                    Login::Plain(credentials) => Some((credentials.clone(), user_id(a))),
                     Login::Curve(_) => None,
                 })
                 .collect(),
@@ -142,14 +143,14 @@ impl Access {
                 .allowed
                 .iter()
                 .filter_map(|a| match &a.login {
-                    Login::Curve(key) => Some((*key, principal(a))),
+                    Login::Curve(key) => Some((*key, user_id(a))),
                     Login::Plain(_) => None,
                 })
                 .collect(),
             tail: principals
-                .values()
-                .filter(|grant| grant.check_tail(&archiver_core::Selection::all()).is_ok())
-                .map(|grant| grant.principal().to_owned())
+                .iter()
+                .filter(|(_, grant)| grant.check_tail(&archiver_core::Selection::all()).is_ok())
+                .map(|(user_id, _)| user_id.clone())
                 .collect(),
         })
     }
@@ -165,6 +166,24 @@ impl Access {
                 .lists(ListPattern::new("#").expect("`#` is a valid pattern")),
         }
     }
+}
+
+/// The ZAP user id of a login: its principal, `#`, and a fingerprint of
+/// the login (a hash of the CURVE public key, or of the PLAIN user and
+/// password), so that a rotated key or password gives a new user id and
+/// the connections made with the old one name no current login (libzmq
+/// keeps a connection's user id for its life). Only the principal part
+/// is ever logged ([`crate::zap::principal_of`]).
+pub fn user_id(allowed: &Allowed) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    match &allowed.login {
+        Login::Plain(credentials) => {
+            ("plain", &credentials.user, &credentials.password).hash(&mut hasher)
+        }
+        Login::Curve(key) => ("curve", key).hash(&mut hasher),
+    }
+    format!("{}#{:016x}", allowed.grant.principal(), hasher.finish())
 }
 
 /// Whether an endpoint is reachable from this machine only: `ipc://`,

@@ -48,8 +48,9 @@ pub struct Reload {
     pub gate: Gate,
     /// The ZAP handler's gate, to swap.
     pub shared: SharedGate,
-    /// Whether a principal admitted to the live tail no longer is: its
-    /// peers are then disconnected, and reconnect through the new gate.
+    /// Whether a login admitted to the live tail no longer is (its
+    /// principal revoked, or its key or password rotated): every tail
+    /// peer is then disconnected, and reconnects through the new gate.
     pub retail: bool,
     /// Answered once both are swapped.
     pub reply: oneshot::Sender<()>,
@@ -58,6 +59,9 @@ pub struct Reload {
 /// An archive server's connection.
 struct Conn {
     name: SubscriberName,
+    /// The ZAP user id of its login: once that login is no longer
+    /// current (rotated, revoked), the connection is not served.
+    user_id: String,
     /// What its principal may do (its hello passed this grant).
     grant: Grant,
     prefetch: usize,
@@ -240,6 +244,7 @@ impl HubLoop {
                 conn.last_seen = Instant::now();
             }
             let grant = self.access.grant(user_id.as_deref()).cloned();
+            let user_id = user_id.unwrap_or_default();
             let handled = if !whole {
                 Err(format!(
                     "a message of more than {} frames or {} bytes is refused",
@@ -247,13 +252,13 @@ impl HubLoop {
                     protocol::MAX_MESSAGE_BYTES
                 ))
             } else if let Some(grant) = grant {
-                self.handle(&peer, rest, &grant)
+                self.handle(&peer, rest, &grant, &user_id)
             } else {
                 // libzmq attaches the user id the ZAP handler gave: a
                 // message without a known one is never served.
                 self.forbid(
                     &peer,
-                    "the message names no principal of this hub (unknown, or revoked)".into(),
+                    "the message names no current login of this hub (unknown, revoked, or a key or password since rotated: connect again with the current one)".into(),
                 );
                 Ok(())
             };
@@ -328,9 +333,16 @@ impl HubLoop {
         }
     }
 
-    /// Handles one message from the principal of `grant`; an `Err` is a
-    /// malformed message, answered with ERROR and otherwise ignored.
-    fn handle(&mut self, peer: &ConnId, frames: Vec<Vec<u8>>, grant: &Grant) -> Result<(), String> {
+    /// Handles one message from the login `user_id`, of the principal of
+    /// `grant`; an `Err` is a malformed message, answered with ERROR and
+    /// otherwise ignored.
+    fn handle(
+        &mut self,
+        peer: &ConnId,
+        frames: Vec<Vec<u8>>,
+        grant: &Grant,
+        user_id: &str,
+    ) -> Result<(), String> {
         let Some((verb, args)) = frames.split_first() else {
             return Err("empty message".into());
         };
@@ -348,7 +360,7 @@ impl HubLoop {
         match verb.as_slice() {
             command::HELLO => {
                 arity(1)?;
-                self.hello(peer, &args[0], grant);
+                self.hello(peer, &args[0], grant, user_id);
                 Ok(())
             }
             command::DEAD_LETTERS => {
@@ -439,7 +451,7 @@ impl HubLoop {
             _ if self
                 .conns
                 .get(peer)
-                .is_some_and(|conn| conn.grant.principal() != grant.principal()) =>
+                .is_some_and(|conn| conn.user_id != user_id) =>
             {
                 // One connection is one ZAP login: never seen, but a
                 // message must not act under another principal's hello.
@@ -544,7 +556,7 @@ impl HubLoop {
             .expect("a connection's queue exists while the connection does")
     }
 
-    fn hello(&mut self, peer: &ConnId, json: &[u8], grant: &Grant) {
+    fn hello(&mut self, peer: &ConnId, json: &[u8], grant: &Grant, user_id: &str) {
         let hello = serde_json::from_slice::<protocol::Hello>(json)
             .map_err(|e| format!("hello is not valid JSON: {e}"))
             .and_then(protocol::Hello::validate);
@@ -585,6 +597,7 @@ impl HubLoop {
             peer.clone(),
             Conn {
                 name: hello.name,
+                user_id: user_id.to_owned(),
                 grant: grant.clone(),
                 prefetch: usize::from(hello.prefetch),
                 inflight: 0,
@@ -739,11 +752,11 @@ impl HubLoop {
     /// Swaps in a reloaded allowlist, at one point of the hub thread: the
     /// access first, then the ZAP gate (a peer that logs in between is
     /// checked per message against the new access anyway). A connection
-    /// whose principal is gone, or may no longer use its subscriber name,
-    /// is dropped (what it held goes back to the queue, which stays) and
+    /// whose login is gone (its principal revoked, or its key or password
+    /// rotated), or may no longer use its subscriber name, is dropped (what it held goes back to the queue, which stays) and
     /// told UNKNOWN, so its client says hello again and is refused; the
     /// others keep their connections under their principal's new grant.
-    /// Tail peers reconnect when a tail principal was revoked.
+    /// Tail peers reconnect when a tail login was revoked or rotated.
     fn reload(&mut self, reload: Reload) {
         self.access = reload.access;
         let peers: Vec<ConnId> = self.conns.keys().cloned().collect();
@@ -751,7 +764,7 @@ impl HubLoop {
             let conn = &self.conns[&peer];
             let kept = self
                 .access
-                .grant(Some(conn.grant.principal()))
+                .grant(Some(&conn.user_id))
                 .filter(|grant| grant.check_operator_action(&conn.name, "hello").is_ok())
                 .cloned();
             match kept {
@@ -762,8 +775,8 @@ impl HubLoop {
                 }
                 None => {
                     let principal = conn.grant.principal().to_owned();
-                    tracing::warn!(principal, peer = %hex(&peer), "principal revoked: its connection is no longer served");
-                    self.drop_conn(&peer, "its principal was revoked");
+                    tracing::warn!(principal, peer = %hex(&peer), "principal revoked or its login rotated: its connection is no longer served");
+                    self.drop_conn(&peer, "its principal was revoked or its login rotated");
                     self.send(&peer, vec![command::UNKNOWN.to_vec()]);
                 }
             }

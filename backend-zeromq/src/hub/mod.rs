@@ -73,7 +73,7 @@ struct HubInner {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The ZAP handler's gate (swapped on reload), and the handler.
     zap: Option<(SharedGate, ZapHandler)>,
-    /// The principals admitted to the live tail now.
+    /// The logins (ZAP user ids) admitted to the live tail now.
     tail_principals: Mutex<Vec<String>>,
 }
 
@@ -165,21 +165,14 @@ impl ZmqHub {
         };
         // CURVE (encrypted, the hub authenticated by its key) or PLAIN
         // (tests and loopback); the ZAP domains are the same for both.
-        let secure = |socket: &zmq::Socket, domain: &str| -> zmq::Result<()> {
+        let secure = |socket: &mut zmq::Socket, domain: &str| -> zmq::Result<()> {
             if zap.is_none() {
                 return Ok(());
             }
-            match &config.curve {
-                Some(pair) => {
-                    socket.set_curve_server(true)?;
-                    socket.set_curve_secretkey(pair.secret_bytes())?;
-                }
-                None => socket.set_plain_server(true)?,
-            }
-            socket.set_zap_domain(domain)
+            zap::secure(socket, config.curve.as_ref(), domain)
         };
 
-        let router = context.socket(zmq::ROUTER).map_err(setup)?;
+        let mut router = context.socket(zmq::ROUTER).map_err(setup)?;
         router.set_router_mandatory(true).map_err(setup)?;
         router.set_maxmsgsize(MAX_COMMAND_BYTES).map_err(setup)?;
         // Credit bounds what is queued per connection, not the socket
@@ -187,17 +180,17 @@ impl ZmqHub {
         // be in this queue).
         router.set_sndhwm(0).map_err(setup)?;
         router.set_linger(1000).map_err(setup)?;
-        secure(&router, zap::DOMAIN).map_err(setup)?;
+        secure(&mut router, zap::DOMAIN).map_err(setup)?;
         let endpoint = bound_endpoint(&router, &config.endpoint)?;
 
         let (tail, tail_endpoint) = match &config.tail_endpoint {
             None => (None, None),
             Some(wanted) => {
-                let tail = context.socket(zmq::XPUB).map_err(setup)?;
+                let mut tail = context.socket(zmq::XPUB).map_err(setup)?;
                 tail.set_xpub_verbose(true).map_err(setup)?;
                 tail.set_maxmsgsize(MAX_COMMAND_BYTES).map_err(setup)?;
                 tail.set_linger(0).map_err(setup)?;
-                secure(&tail, zap::TAIL_DOMAIN).map_err(setup)?;
+                secure(&mut tail, zap::TAIL_DOMAIN).map_err(setup)?;
                 let bound = bound_endpoint(&tail, wanted)?;
                 (Some(tail), Some(bound))
             }
@@ -275,16 +268,19 @@ impl ZmqHub {
     /// for a CURVE hub, PLAIN credentials otherwise); on an error nothing
     /// changes. Then, at one point of the hub thread, the hub checks every
     /// message against the new grants, and new handshakes go through the
-    /// new allowlist. A revoked principal (or one that may no longer use
-    /// its subscriber name) has its connections dropped, what they held
+    /// new allowlist. A rotated key or password cuts the connections made
+    /// with the old one as a revocation does (the ZAP user id of a
+    /// connection names its login, not only its principal). A revoked
+    /// principal (or one that may no longer use its subscriber name) has
+    /// its connections dropped, what they held
     /// goes back to the queue, and its clients' subscriptions end with
     /// `Forbidden`; its messages on a connection still open are refused,
     /// and its new handshakes fail (`Auth` on its side). Its durable
     /// queue stays and keeps collecting (the journal is kept for it) until
     /// an operator deletes it ([`delete_subscriber`](Self::delete_subscriber)
     /// or UNSUBSCRIBE), so a principal granted back resumes where it was.
-    /// When a principal admitted to the live tail is revoked, every tail
-    /// peer is disconnected and reconnects through the new allowlist.
+    /// When a login admitted to the live tail is revoked or rotated, every
+    /// tail peer is disconnected and reconnects through the new allowlist.
     /// Fails with `Auth` on a hub without authentication.
     pub async fn reload_allowlist(&self, allowed: Vec<Allowed>) -> Result<(), BackendError> {
         let Some((shared, _)) = &self.inner.zap else {
