@@ -19,36 +19,17 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use archiver_core::conformance::fixtures::small_mail;
+use archiver_core::conformance::fixtures::{
+    BOARD, PUBLIC_LISTS, TEAM, event, list, member_joined, name, small_mail,
+};
 use archiver_core::conformance::interop::python_with;
 use archiver_core::{
-    ArchivePolicy, BackendError, Connection, Deliveries, Envelope, EnvelopeId, Grant, Kind,
-    ListChange, ListEvent, ListId, MailingList, MemberRole, Operator, Prefix, Publisher, Selection,
-    Subscriber, SubscriberName, Subscription,
+    BackendError, Connection, Deliveries, Envelope, EnvelopeId, Grant, Kind, ListChange, Operator,
+    Prefix, Publisher, Selection, Subscriber, SubscriberName, Subscription,
 };
 use backend_rabbitmq::permissions::{self, UserSetup};
 use backend_rabbitmq::{RabbitBackend, RabbitConfig};
 use futures::StreamExt;
-
-const PUBLIC_LISTS: [&str; 2] = ["dev.example.org", "users.example.org"];
-const TEAM: &str = "team.example.org";
-const BOARD: &str = "board.example.org";
-
-fn name(text: &str) -> SubscriberName {
-    text.parse().unwrap()
-}
-
-fn list(id: &str) -> MailingList {
-    let policy = if PUBLIC_LISTS.contains(&id) {
-        ArchivePolicy::Public
-    } else {
-        ArchivePolicy::Private
-    };
-    MailingList {
-        archive_policy: policy,
-        ..MailingList::public(ListId::new(id).unwrap())
-    }
-}
 
 /// Runs `rabbitmqctl` on the broker of 127.0.0.1:5672; panics unless it
 /// succeeds (arguments may hold a password: never printed).
@@ -171,19 +152,8 @@ fn round() -> Vec<Envelope> {
         let created = ListChange::ListCreated {
             posting_address: format!("{}@example.org", id.split('.').next().unwrap()).into(),
         };
-        envelopes.push(Envelope::event(
-            &ListEvent::now(list.list_id.clone(), created),
-            &list,
-        ));
-        let joined = ListChange::MembershipAdded {
-            address: "ann@example.org".into(),
-            role: MemberRole::Member,
-            display_name: None,
-        };
-        envelopes.push(Envelope::event(
-            &ListEvent::now(list.list_id.clone(), joined),
-            &list,
-        ));
+        envelopes.push(event(&list, created));
+        envelopes.push(member_joined(&list));
     }
     for id in [PUBLIC_LISTS[0], TEAM] {
         envelopes.push(small_mail(&list(id), "least-privilege.example.org"));

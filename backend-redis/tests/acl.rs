@@ -16,35 +16,25 @@ mod support;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
-use archiver_core::conformance::fixtures::{next_delivery, small_mail};
+use archiver_core::conformance::fixtures::{
+    BOARD, PUBLIC_LISTS, event, list, member_joined, next_delivery, small_mail,
+};
 use archiver_core::conformance::interop::python_with;
 use archiver_core::{
-    ArchivePolicy, BackendError, Connection, Deliveries, Envelope, EnvelopeId, Grant, ListChange,
-    ListEvent, ListId, MailingList, MemberRole, Operator, Publisher, Replay, Selection, Subscriber,
-    SubscriberName, Subscription,
+    BackendError, Connection, Deliveries, Envelope, EnvelopeId, Grant, ListChange, MailingList,
+    Operator, Publisher, Replay, Selection, Subscriber, SubscriberName, Subscription,
 };
 use backend_redis::{RedisBackend, RedisConfig, acl_setuser_lines, list_server_acl_lines};
 use futures::StreamExt;
 use support::{RedisHarness, RedisServer};
 
-const PUBLIC: &str = "dev.example.org";
-const BOARD: &str = "board.example.org";
+const PUBLIC: &str = PUBLIC_LISTS[0];
 const SECRET: &str = "secret.example.org";
 const LIST_SERVER: &str = "list-server";
 
-fn mailing_list(id: &str, archive_policy: ArchivePolicy) -> MailingList {
-    MailingList {
-        archive_policy,
-        ..MailingList::public(ListId::new(id).unwrap())
-    }
-}
-
+/// `PUBLIC` is public, `BOARD` and `SECRET` are private.
 fn lists() -> [MailingList; 3] {
-    [
-        mailing_list(PUBLIC, ArchivePolicy::Public),
-        mailing_list(BOARD, ArchivePolicy::Private),
-        mailing_list(SECRET, ArchivePolicy::Private),
-    ]
+    [list(PUBLIC), list(BOARD), list(SECRET)]
 }
 
 /// The three archive servers: grant, and what each subscribes to (one
@@ -86,19 +76,8 @@ fn envelopes() -> Vec<Envelope> {
         let created = ListChange::ListCreated {
             posting_address: None,
         };
-        all.push(Envelope::event(
-            &ListEvent::now(list.list_id.clone(), created),
-            &list,
-        ));
-        let joined = ListChange::MembershipAdded {
-            address: "ann@example.org".into(),
-            role: MemberRole::Member,
-            display_name: None,
-        };
-        all.push(Envelope::event(
-            &ListEvent::now(list.list_id.clone(), joined),
-            &list,
-        ));
+        all.push(event(&list, created));
+        all.push(member_joined(&list));
     }
     all
 }
@@ -110,6 +89,23 @@ struct Deployment {
 }
 
 impl Deployment {
+    /// A Redis this test starts (no user but the default yet), a harness
+    /// of a fresh prefix on it, and an admin connection.
+    async fn start() -> Self {
+        let server = RedisServer::start(false, &[]);
+        let harness = RedisHarness::on(RedisConfig::new(server.url()));
+        let admin = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        Self {
+            server,
+            harness,
+            admin,
+        }
+    }
+
     /// The client configuration of a Redis user.
     fn config_as(&self, user: &str) -> RedisConfig {
         let mut config = self.harness.config.clone();
@@ -362,18 +358,7 @@ async fn archive_servers_as_acl_users_get_exactly_their_grant() {
     if !python_with("redis") {
         return;
     }
-    let server = RedisServer::start(false, &[]);
-    let harness = RedisHarness::on(RedisConfig::new(server.url()));
-    let admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let mut deployment = Deployment {
-        server,
-        harness,
-        admin,
-    };
+    let mut deployment = Deployment::start().await;
     let prefix = deployment.harness.config.prefix.clone();
     // The users are made from what the operator tool prints, which is
     // what the functions give.
@@ -905,18 +890,7 @@ async fn archive_servers_as_acl_users_get_exactly_their_grant() {
 /// is tried again, not kept for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_widened_grant_is_read_without_a_restart() {
-    let server = RedisServer::start(false, &[]);
-    let harness = RedisHarness::on(RedisConfig::new(server.url()));
-    let admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let mut deployment = Deployment {
-        server,
-        harness,
-        admin,
-    };
+    let mut deployment = Deployment::start().await;
     let prefix = deployment.harness.config.prefix.clone();
     let grant = |private: bool| {
         serde_json::from_str::<Grant>(&format!(

@@ -15,12 +15,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use archiver_core::conformance::fixtures::{next_delivery, small_mail};
+use archiver_core::conformance::fixtures::{
+    BOARD, PUBLIC_LISTS, TEAM, event, list, member_joined, name, next_delivery, small_mail,
+};
 use archiver_core::conformance::interop::python_with;
 use archiver_core::{
-    ArchivePolicy, BackendError, Connection, Deliveries, Envelope, EnvelopeId, Grant, Kind,
-    ListChange, ListEvent, ListId, MailingList, MemberRole, Operator, Publisher, Replay, Selection,
-    Subscriber, SubscriberName, Subscription,
+    BackendError, Connection, Deliveries, Envelope, EnvelopeId, Grant, Kind, ListChange,
+    MailingList, MemberRole, Operator, Publisher, Replay, Selection, Subscriber, Subscription,
 };
 use backend_zeromq::{
     ClientConfig, Credentials, CurveKeyPair, QueueStatus, ZmqClient, ZmqHub, full_access,
@@ -29,26 +30,6 @@ use futures::StreamExt;
 
 /// How long a test waits for each envelope.
 const WAIT: Duration = Duration::from_secs(20);
-
-const PUBLIC_LISTS: [&str; 2] = ["dev.example.org", "users.example.org"];
-const TEAM: &str = "team.example.org";
-const BOARD: &str = "board.example.org";
-
-fn name(text: &str) -> SubscriberName {
-    text.parse().unwrap()
-}
-
-fn list(id: &str) -> MailingList {
-    let policy = if PUBLIC_LISTS.contains(&id) {
-        ArchivePolicy::Public
-    } else {
-        ArchivePolicy::Private
-    };
-    MailingList {
-        archive_policy: policy,
-        ..MailingList::public(ListId::new(id).unwrap())
-    }
-}
 
 /// The three principals: `public-archive` (every public list),
 /// `team-archive` (the private list `team` only), `ops` (everything,
@@ -127,11 +108,6 @@ fn client(hub: &ZmqHub, user: &str, mechanism: Mechanism) -> ZmqClient {
         Mechanism::Curve => config.curve(curve_keys().0.public, key_of(user).clone()),
     })
     .unwrap()
-}
-
-/// A list event of `list`, marked with its policy and type.
-fn event(list: &MailingList, change: ListChange) -> Envelope {
-    Envelope::event(&ListEvent::now(list.list_id.clone(), change), list)
 }
 
 /// Publishes two mails, a roster-free event and a membership event (a
@@ -505,16 +481,7 @@ async fn raw_peer(attack: Attack) {
     // The attacker's own list: a membership event it is not granted, then
     // its own mail.
     let own_list = list(attack.own_list);
-    hub.publish(&event(
-        &own_list,
-        ListChange::MembershipAdded {
-            address: "ann@example.org".into(),
-            role: MemberRole::Member,
-            display_name: None,
-        },
-    ))
-    .await
-    .unwrap();
+    hub.publish(&member_joined(&own_list)).await.unwrap();
     let own = small_mail(&own_list, "grants.example.org");
     hub.publish(&own).await.unwrap();
     let mut mirror = victim
