@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use archiver_core::conformance::Harness;
 use archiver_core::{
-    ArchivedMail, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber, Subscription,
+    ArchivedMail, Deliveries, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber,
+    Subscription,
 };
+use backend_redis::RedisBackend;
 use futures::StreamExt;
 use support::RedisHarness;
 
@@ -38,8 +40,15 @@ async fn stream_length(harness: &RedisHarness, list: &ListId) -> usize {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trims_only_what_every_subscriber_acknowledged() {
+/// A client of a new harness whose consumers do not trim by themselves
+/// within a test (so every trim is the test's own call, and counted), the
+/// subscriptions `names` (prefetch 100, in that order), and then `count`
+/// mails of `list` published.
+async fn subscribed_then_published(
+    names: [&str; 2],
+    list: &ListId,
+    count: usize,
+) -> (RedisHarness, RedisBackend, [Deliveries; 2]) {
     let mut harness = RedisHarness::new();
     harness.config = harness
         .config
@@ -47,18 +56,25 @@ async fn trims_only_what_every_subscriber_acknowledged() {
         .retention_min_age(Duration::ZERO)
         .retention_interval(Duration::from_secs(3600));
     let client = harness.connect().await;
-    let mut fast = client
-        .subscribe(&Subscription::new("fast".parse().unwrap()).prefetch(100))
-        .await
-        .unwrap();
-    let mut slow = client
-        .subscribe(&Subscription::new("slow".parse().unwrap()).prefetch(100))
-        .await
-        .unwrap();
-    let list = ListId::new("retention.lists.example.org").unwrap();
-    for envelope in mails(&list, 100) {
+    let mut subscriptions = Vec::new();
+    for name in names {
+        let subscription = Subscription::new(name.parse().unwrap()).prefetch(100);
+        subscriptions.push(client.subscribe(&subscription).await.unwrap());
+    }
+    for envelope in mails(list, count) {
         client.publish(&envelope).await.unwrap();
     }
+    let Ok(subscriptions) = subscriptions.try_into() else {
+        unreachable!("one subscription per name")
+    };
+    (harness, client, subscriptions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trims_only_what_every_subscriber_acknowledged() {
+    let list = ListId::new("retention.lists.example.org").unwrap();
+    let (harness, client, [mut fast, mut slow]) =
+        subscribed_then_published(["fast", "slow"], &list, 100).await;
     for _ in 0..100 {
         fast.next().await.unwrap().unwrap().ack().await.unwrap();
     }
@@ -130,25 +146,9 @@ async fn consumers_that_keep_up_keep_the_stream_short() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_whose_record_is_unreadable_still_holds_trimming_back() {
-    let mut harness = RedisHarness::new();
-    harness.config = harness
-        .config
-        .clone()
-        .retention_min_age(Duration::ZERO)
-        .retention_interval(Duration::from_secs(3600));
-    let client = harness.connect().await;
-    let mut deliveries = client
-        .subscribe(&Subscription::new("later".parse().unwrap()).prefetch(100))
-        .await
-        .unwrap();
-    let mut acking = client
-        .subscribe(&Subscription::new("acking".parse().unwrap()).prefetch(100))
-        .await
-        .unwrap();
     let list = ListId::new("unreadable.lists.example.org").unwrap();
-    for envelope in mails(&list, 10) {
-        client.publish(&envelope).await.unwrap();
-    }
+    let (harness, client, [mut deliveries, mut acking]) =
+        subscribed_then_published(["later", "acking"], &list, 10).await;
     let mut held = Vec::new();
     for _ in 0..10 {
         held.push(deliveries.next().await.unwrap().unwrap());
