@@ -34,15 +34,34 @@ FAILURES = {
 }
 
 
-def attempt(context, endpoint, server_key, peer):
+def config_from_argv(usage):
+    """The JSON object of the script's one argument, CONFIG; without exactly
+    one argument, prints `usage` on stderr and exits 1."""
+    if len(sys.argv) != 2:
+        print(usage, file=sys.stderr)
+        sys.exit(1)
+    return json.loads(sys.argv[1])
+
+
+def curve_dealer(context, server_key, keys):
+    """A DEALER, not yet connected, that logs in to the hub whose public key
+    is `server_key` with the key pair `keys` ({public, secret}), all Z85."""
     socket = context.socket(zmq.DEALER)
     socket.linger = 0
+    socket.curve_serverkey = server_key.encode()
+    socket.curve_publickey = keys["public"].encode()
+    socket.curve_secretkey = keys["secret"].encode()
+    return socket
+
+
+def attempt(context, endpoint, server_key, peer):
     mechanism = peer.get("mechanism", "curve")
     if mechanism == "curve":
-        socket.curve_serverkey = server_key.encode()
-        socket.curve_publickey = peer["public"].encode()
-        socket.curve_secretkey = peer["secret"].encode()
-    elif mechanism == "plain":
+        socket = curve_dealer(context, server_key, peer)
+    else:
+        socket = context.socket(zmq.DEALER)
+        socket.linger = 0
+    if mechanism == "plain":
         socket.plain_username = peer["name"].encode()
         socket.plain_password = b"a-password"
     monitor = socket.get_monitor_socket(
@@ -76,10 +95,7 @@ def attempt(context, endpoint, server_key, peer):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        sys.exit(1)
-    config = json.loads(sys.argv[1])
+    config = config_from_argv(__doc__)
     context = zmq.Context()
     for peer in config["peers"]:
         outcome = attempt(context, config["endpoint"], config["server_key"], peer)

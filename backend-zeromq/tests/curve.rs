@@ -351,6 +351,35 @@ fn curve_client(hub: &ZmqHub, server: &CurveKeyPair, own: &CurveKeyPair) -> ZmqC
     ZmqClient::connect(config).unwrap()
 }
 
+/// A CURVE hub bound in `dir` (with a live tail when `tail`) that allows
+/// the one key `client` with `grant`, and the hub's key pair.
+fn curve_hub(
+    dir: &std::path::Path,
+    tail: bool,
+    client: &CurveKeyPair,
+    grant: Grant,
+) -> (ZmqHub, CurveKeyPair) {
+    let keys = CurveKeyPair::generate().unwrap();
+    let mut config = HubConfig::new("tcp://127.0.0.1:*", dir)
+        .curve(keys.clone())
+        .allow_key(client.public, grant);
+    if tail {
+        config = config.tail("tcp://127.0.0.1:*");
+    }
+    (ZmqHub::bind(config).unwrap(), keys)
+}
+
+/// Replaces the hub's allowlist by the one key `new` with `grant`: a
+/// principal's key rotated, its old key stolen.
+async fn rotate(hub: &ZmqHub, new: &CurveKeyPair, grant: Grant) {
+    hub.reload_allowlist(vec![Allowed {
+        login: Login::Curve(new.public),
+        grant,
+    }])
+    .await
+    .unwrap();
+}
+
 /// Fails unless `result` is `Auth` naming `naming`, before the connect
 /// timeout.
 fn refused<T>(result: Result<T, BackendError>, started: Instant, naming: &str) {
@@ -525,17 +554,8 @@ async fn wrong_hub_key_unknown_client_key_and_revoked_key_each_get_their_error()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnection_cut_mid_handshake_is_retried_not_taken_for_a_wrong_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (hub_keys, web) = (
-        CurveKeyPair::generate().unwrap(),
-        CurveKeyPair::generate().unwrap(),
-    );
-    let hub = ZmqHub::bind(
-        HubConfig::new("tcp://127.0.0.1:*", dir.path())
-            .tail("tcp://127.0.0.1:*")
-            .curve(hub_keys.clone())
-            .allow_key(web.public, full_access("web")),
-    )
-    .unwrap();
+    let web = CurveKeyPair::generate().unwrap();
+    let (hub, hub_keys) = curve_hub(dir.path(), true, &web, full_access("web"));
     let (router, tail) = (relay(hub.endpoint()), relay(hub.tail_endpoint().unwrap()));
     let client = ZmqClient::connect(
         ClientConfig::new(&router.endpoint)
@@ -588,27 +608,15 @@ async fn a_reconnection_cut_mid_handshake_is_retried_not_taken_for_a_wrong_key()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_cuts_the_tail_opened_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (hub_keys, old, new) = (
-        CurveKeyPair::generate().unwrap(),
+    let (old, new) = (
         CurveKeyPair::generate().unwrap(),
         CurveKeyPair::generate().unwrap(),
     );
-    let hub = ZmqHub::bind(
-        HubConfig::new("tcp://127.0.0.1:*", dir.path())
-            .tail("tcp://127.0.0.1:*")
-            .curve(hub_keys.clone())
-            .allow_key(old.public, full_access("ops")),
-    )
-    .unwrap();
+    let (hub, hub_keys) = curve_hub(dir.path(), true, &old, full_access("ops"));
     let stolen = curve_client(&hub, &hub_keys, &old);
     let mut tail = stolen.tail(&Selection::all()).await.unwrap();
     // Same principal, same grant, a new key.
-    hub.reload_allowlist(vec![Allowed {
-        login: Login::Curve(new.public),
-        grant: full_access("ops"),
-    }])
-    .await
-    .unwrap();
+    rotate(&hub, &new, full_access("ops")).await;
     match tokio::time::timeout(WAIT, tail.next()).await {
         Ok(Some(Err(BackendError::Auth(why)))) => {
             assert!(why.contains("unknown client key"), "{why}")
@@ -660,16 +668,8 @@ async fn a_raw_pyzmq_peer_with_an_unknown_key_is_refused() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (hub_keys, known) = (
-        CurveKeyPair::generate().unwrap(),
-        CurveKeyPair::generate().unwrap(),
-    );
-    let hub = ZmqHub::bind(
-        HubConfig::new("tcp://127.0.0.1:*", dir.path())
-            .curve(hub_keys.clone())
-            .allow_key(known.public, grant("known")),
-    )
-    .unwrap();
+    let known = CurveKeyPair::generate().unwrap();
+    let (hub, hub_keys) = curve_hub(dir.path(), false, &known, grant("known"));
     // The key pair files as the keygen writes them give the Z85 text.
     let keys = |pair: &CurveKeyPair, name: &str| {
         let both = z85(pair, dir.path(), name);
@@ -750,17 +750,11 @@ async fn a_rotated_key_no_longer_serves_the_connection_made_with_it() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (hub_keys, old, new) = (
-        CurveKeyPair::generate().unwrap(),
+    let (old, new) = (
         CurveKeyPair::generate().unwrap(),
         CurveKeyPair::generate().unwrap(),
     );
-    let hub = ZmqHub::bind(
-        HubConfig::new("tcp://127.0.0.1:*", dir.path())
-            .curve(hub_keys.clone())
-            .allow_key(old.public, grant("p")),
-    )
-    .unwrap();
+    let (hub, hub_keys) = curve_hub(dir.path(), false, &old, grant("p"));
     let config = serde_json::json!({
         "endpoint": hub.endpoint(),
         "server_key": hub_keys.public.to_string(),
@@ -789,12 +783,7 @@ async fn a_rotated_key_no_longer_serves_the_connection_made_with_it() {
         serde_json::json!({"step": "old key", "outcome": ["WELCOME"]})
     );
     // The stolen old key is replaced by the new one.
-    hub.reload_allowlist(vec![Allowed {
-        login: Login::Curve(new.public),
-        grant: grant("p"),
-    }])
-    .await
-    .unwrap();
+    rotate(&hub, &new, grant("p")).await;
     writeln!(stdin, "rotated").unwrap();
     let steps = [next(), next(), next()];
     eprintln!("after the rotation: {steps:?}");

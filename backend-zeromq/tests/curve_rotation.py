@@ -22,7 +22,7 @@ import time
 
 import zmq
 
-from curve import WAIT, attempt
+from curve import WAIT, attempt, config_from_argv, curve_dealer
 from grants import hello
 
 ANSWERS = {b"WELCOME", b"FORBIDDEN", b"DENIED", b"ERROR"}
@@ -45,16 +45,9 @@ def verbs_until_answer(socket):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        sys.exit(1)
-    config = json.loads(sys.argv[1])
+    config = config_from_argv(__doc__)
     context = zmq.Context()
-    old = context.socket(zmq.DEALER)
-    old.linger = 0
-    old.curve_serverkey = config["server_key"].encode()
-    old.curve_publickey = config["old"]["public"].encode()
-    old.curve_secretkey = config["old"]["secret"].encode()
+    old = curve_dealer(context, config["server_key"], config["old"])
     old.connect(config["endpoint"])
     greeting = [b"HELLO", json.dumps(hello(config["name"], [])).encode()]
     old.send_multipart(greeting)
