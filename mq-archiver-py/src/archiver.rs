@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mq_archiver::{
-    ArchivedMail, Archiver as _, Connection as _, ListEvent, ListId, MailingList, PublisherClient,
-    QueueArchiver,
+    ArchiveError, ArchivedMail, Archiver as _, Connection as _, ListEvent, ListId, MailingList,
+    PublisherClient, QueueArchiver,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -68,6 +68,26 @@ fn list_event(event: &Bound<'_, PyDict>, list: &ListId) -> PyResult<ListEvent> {
     serde_json::from_value(fields.into()).map_err(|e| invalid(format!("invalid list event: {e}")))
 }
 
+impl Archiver {
+    /// Runs the future `call` makes of the archiver on the process's
+    /// runtime with the GIL released, so that the list server's other
+    /// threads run while it publishes or waits; its error is raised as the
+    /// matching Python exception.
+    fn detached<'a, T, F>(
+        &'a self,
+        py: Python<'_>,
+        call: impl FnOnce(&'a QueueArchiver<PublisherClient>) -> F + Send,
+    ) -> PyResult<T>
+    where
+        F: Future<Output = Result<T, ArchiveError>>,
+        T: Send,
+    {
+        let archiver = &self.inner;
+        py.detach(|| runtime().block_on(call(archiver)))
+            .map_err(archive_error)
+    }
+}
+
 #[pymethods]
 impl Archiver {
     /// Connects to the backend `url` names (for ZeroMQ: binds the hub) and
@@ -112,10 +132,8 @@ impl Archiver {
     ) -> PyResult<Receipt> {
         let list = mailing_list(list_id, list_address, archive_policy)?;
         let raw = Bytes::copy_from_slice(raw);
-        let archiver = &self.inner;
-        py.detach(|| runtime().block_on(archiver.archive_message(&list, raw)))
+        self.detached(py, |archiver| archiver.archive_message(&list, raw))
             .map(Receipt::from)
-            .map_err(archive_error)
     }
 
     /// Hands a list event to the archives, marked with the list's policy
@@ -139,10 +157,8 @@ impl Archiver {
     ) -> PyResult<EventReceipt> {
         let list = mailing_list(list_id, list_address, archive_policy)?;
         let event = list_event(event, &list.list_id)?;
-        let archiver = &self.inner;
-        py.detach(|| runtime().block_on(archiver.archive_event(&list, &event)))
+        self.detached(py, |archiver| archiver.archive_event(&list, &event))
             .map(EventReceipt::from)
-            .map_err(archive_error)
     }
 
     /// The URL the mail will have in the archive (RFC 5064 Archived-At),
@@ -188,9 +204,7 @@ impl Archiver {
     /// archiver's spool, in order; returns how many. Raises `SpoolError`
     /// when a process holds `dir` or this archiver has no spool.
     fn adopt_spool(&self, py: Python<'_>, dir: PathBuf) -> PyResult<u64> {
-        let archiver = &self.inner;
-        py.detach(|| runtime().block_on(archiver.adopt_spool(&dir)))
-            .map_err(archive_error)
+        self.detached(py, |archiver| archiver.adopt_spool(&dir))
     }
 
     /// Waits at most `within_seconds` for the spool to drain, stops it and
