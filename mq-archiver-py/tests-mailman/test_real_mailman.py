@@ -186,6 +186,11 @@ def prototype_mails(tmp, fqdn):
     return out
 
 
+def all_prototype_mails(tmp):
+    """What prototype wrote for every list of LISTS, by Message-ID-Hash."""
+    return {h: raw for fqdn in LISTS for h, raw in prototype_mails(tmp, fqdn).items()}
+
+
 def queue_leftovers(tmp):
     """Queue entries nobody processed that should have been (shunt, bad, mq, archive)."""
     queues = tmp / "var" / "queue"
@@ -387,7 +392,7 @@ def test_refused_mail_is_parked_then_retried(tmp_path, mails, capsys):
 
     try:
         assert post_and_archive(tmp_path, cfg, mails, per_list=per_list) == {fqdn: 0 for fqdn in LISTS}
-        reference = {h: raw for fqdn in LISTS for h, raw in prototype_mails(tmp_path, fqdn).items()}
+        reference = all_prototype_mails(tmp_path)
         emls = sorted(parked.glob("*.eml")) if parked.exists() else []
         first = stored()
         log = (tmp_path / "var" / "logs" / "mailman.log").read_text()
@@ -429,23 +434,10 @@ def test_redis_outage_spools_then_delivers_without_new_traffic(tmp_path, mails, 
     the mails are posted and archived meanwhile, so the plugin spools them;
     Redis starts again and, with no new mail, every one arrives,
     byte-identical to prototype's."""
-    bindings = load_bindings_conftest()
-    (tmp_path / "redis").mkdir()
-    server = bindings.PrivateRedis(tmp_path / "redis")
-    server.start()
-    prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
     per_list = 15
-    expected = sum(map(archivable, mails[:len(LISTS) * per_list]))
-    cfg = write_site(tmp_path, server.url, {"prefix": prefix, "publish-timeout": "500ms"})
+    server, prefix, cfg, expected, first = outage_site(tmp_path, mails, per_list)
     log_file = tmp_path / "var" / "logs" / "mailman.log"
     seen = {}
-
-    def first():
-        # The mq runner's client is connected (a second client on the server), then Redis stops.
-        probe = server.client()
-        bindings.wait_until(lambda: len(probe.client_list()) >= 2, 60, "the mq runner connected")
-        probe.close()
-        server.stop()
 
     def done():
         if "restarted" not in seen:
@@ -465,7 +457,7 @@ def test_redis_outage_spools_then_delivers_without_new_traffic(tmp_path, mails, 
         client = server.client()
         stored = {mailman_hash(fields[b"body"]): fields[b"body"] for fqdn in LISTS
                   for _, fields in client.xrange(f"{prefix}:stream:mail:{fqdn.replace('@', '.')}")}
-        reference = {h: raw for fqdn in LISTS for h, raw in prototype_mails(tmp_path, fqdn).items()}
+        reference = all_prototype_mails(tmp_path)
         with capsys.disabled():
             print(f"\noutage: archived by prototype {len(reference)}, spooled while down "
                   f"{seen['spooled while down']}, stored after restart {len(stored)}, identical "
@@ -473,6 +465,30 @@ def test_redis_outage_spools_then_delivers_without_new_traffic(tmp_path, mails, 
         assert stored == reference
     finally:
         server.stop()
+
+
+def outage_site(tmp_path, mails, per_list):
+    """A site archiving to a private redis-server (started here) with a
+    short publish timeout, so that mail spools soon while Redis is down.
+    Returns the server, the site's prefix and config, how many of the first
+    `per_list` mails of each list are archivable, and the `first` of
+    post_and_archive that stops Redis once the mq runner's client is
+    connected (a second client on the server)."""
+    bindings = load_bindings_conftest()
+    (tmp_path / "redis").mkdir()
+    server = bindings.PrivateRedis(tmp_path / "redis")
+    server.start()
+    prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
+    expected = sum(map(archivable, mails[:len(LISTS) * per_list]))
+    cfg = write_site(tmp_path, server.url, {"prefix": prefix, "publish-timeout": "500ms"})
+
+    def first():
+        probe = server.client()
+        bindings.wait_until(lambda: len(probe.client_list()) >= 2, 60, "the mq runner connected")
+        probe.close()
+        server.stop()
+
+    return server, prefix, cfg, expected, first
 
 
 def load_bindings_conftest():
@@ -488,23 +504,11 @@ def test_runners_killed_with_mail_in_the_spool_lose_nothing(tmp_path, mails, cap
     into the spool; every runner is killed -9 with the spool holding mail
     (asserted before the kill); Redis and the runners start again: every
     mail arrives, byte-identical to prototype's."""
-    bindings = load_bindings_conftest()
-    (tmp_path / "redis").mkdir()
-    server = bindings.PrivateRedis(tmp_path / "redis")
-    server.start()
-    prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
     per_list = 15
-    expected = sum(map(archivable, mails[:len(LISTS) * per_list]))
-    cfg = write_site(tmp_path, server.url, {"prefix": prefix, "publish-timeout": "500ms"})
+    server, prefix, cfg, expected, first = outage_site(tmp_path, mails, per_list)
     log_file = tmp_path / "var" / "logs" / "mailman.log"
     spool = tmp_path / "var" / "mq-archiver" / "spool"
     seen = {}
-
-    def first():
-        probe = server.client()
-        bindings.wait_until(lambda: len(probe.client_list()) >= 2, 60, "the mq runner connected")
-        probe.close()
-        server.stop()
 
     def all_spooled():
         seen["spooled before the kill"] = log_file.read_text().count(" spooled (envelope ")
@@ -524,7 +528,7 @@ def test_runners_killed_with_mail_in_the_spool_lose_nothing(tmp_path, mails, cap
         run_runners(tmp_path, cfg, done=lambda: len(streams()) >= expected)
         stored = streams()
         by_hash = {mailman_hash(f[b"body"]): f[b"body"] for f in stored}
-        reference = {h: raw for fqdn in LISTS for h, raw in prototype_mails(tmp_path, fqdn).items()}
+        reference = all_prototype_mails(tmp_path)
         with capsys.disabled():
             print(f"\ncrash: archived by prototype {len(reference)}, spooled before kill -9 "
                   f"{seen['spooled before the kill']}, stored after restart {len(stored)} "
