@@ -29,9 +29,16 @@ AWKWARD_MAILS = [
 ]
 
 
-def entries(client, prefix, kind):
-    """The entries of the list's stream of that kind, oldest first."""
-    return [fields for _, fields in client.xrange(f"{prefix}:stream:{kind}:{LIST_ID}")]
+def stream_key(prefix, access, content):
+    """The Redis backend's stream of the list for an access class
+    (`public` or `private`) and a content (`mail`, `event`, or `members`
+    for membership events): `<prefix>:stream:<class>:<content>:{<list-id>}`."""
+    return f"{prefix}:stream:{access}:{content}:{{{LIST_ID}}}"
+
+
+def entries(client, prefix, access, content):
+    """The entries of one of the list's streams, oldest first."""
+    return [fields for _, fields in client.xrange(stream_key(prefix, access, content))]
 
 
 def test_mails_and_events_arrive_byte_for_byte(redis_client, prefix):
@@ -47,7 +54,7 @@ def test_mails_and_events_arrive_byte_for_byte(redis_client, prefix):
     finally:
         archiver.close(5)
     assert [r.outcome for r in receipts] == ["published"] * len(AWKWARD_MAILS)
-    stored = entries(redis_client, prefix, "mail")
+    stored = entries(redis_client, prefix, "private", "mail")
     assert len(stored) == len(AWKWARD_MAILS)
     for raw, receipt, fields in zip(AWKWARD_MAILS, receipts, stored):
         assert fields[b"body"] == raw
@@ -57,7 +64,8 @@ def test_mails_and_events_arrive_byte_for_byte(redis_client, prefix):
         assert fields[b"list-address"].decode() == LIST_ADDRESS
         assert fields[b"archive-policy"] == b"private"
         assert fields[b"content-type"] == b"message/rfc822"
-    event_fields, deleted_fields = entries(redis_client, prefix, "event")
+    (event_fields,) = entries(redis_client, prefix, "private", "members")
+    (deleted_fields,) = entries(redis_client, prefix, "private", "event")
     assert event_fields[b"envelope-id"].decode() == event_receipt.envelope_id
     assert event_fields[b"event-type"] == b"membership_added"
     assert event_fields[b"archive-policy"] == b"private"
@@ -89,7 +97,7 @@ def test_threads_share_one_archiver(redis_client, prefix):
         t.join()
     archiver.close(5)
     assert errors == []
-    stored = {f[b"envelope-id"].decode(): f[b"body"] for f in entries(redis_client, prefix, "mail")}
+    stored = {f[b"envelope-id"].decode(): f[b"body"] for f in entries(redis_client, prefix, "public", "mail")}
     assert len(sent) == 100
     assert stored == sent
 
@@ -112,7 +120,7 @@ def test_an_envelope_above_the_backends_limit_is_too_large(redis_client, prefix)
             archiver.archive_message(LIST_ID, None, "public", mail(body=b"x" * 200))
     finally:
         archiver.close(5)
-    assert entries(redis_client, prefix, "mail") == []
+    assert entries(redis_client, prefix, "public", "mail") == []
 
 
 def test_the_spool_keeps_mail_while_redis_is_down(private_redis, tmp_path):
@@ -133,7 +141,7 @@ def test_the_spool_keeps_mail_while_redis_is_down(private_redis, tmp_path):
     finally:
         archiver.close(5)
     client = private_redis.client()
-    stored = [fields for _, fields in client.xrange(f"archiver:stream:mail:{LIST_ID}")]
+    stored = [fields for _, fields in client.xrange(stream_key("archiver", "public", "mail"))]
     client.close()
     # Redis restarted empty (no persistence): what it holds came from the spool.
     assert [f[b"body"] for f in stored] == AWKWARD_MAILS[1:]
