@@ -47,6 +47,12 @@ VENV_BIN = Path(sys.executable).parent
 ROOT = ["--run-as-root"] if os.geteuid() == 0 else []
 
 
+def redis_stream(prefix, fqdn):
+    """The Redis stream of a list's mails: `<p>:stream:<class>:mail:{<list-id>}`,
+    the class being the list's archive policy (backend-redis keys.rs)."""
+    return f"{prefix}:stream:{LISTS[fqdn]}:mail:{{{fqdn.replace('@', '.')}}}"
+
+
 def corpus_mails():
     """The corpus's mails as their sources stored them (mboxrd undone),
     keeping those with a Subject (Mailman holds a mail without one) and a
@@ -272,7 +278,7 @@ def test_redis(tmp_path, mails, capsys):
 
     def read_stored(list_id):
         return [{k.decode(): (v if k == b"body" else v.decode()) for k, v in fields.items()}
-                for _, fields in client.xrange(f"{prefix}:stream:mail:{list_id}")]
+                for _, fields in client.xrange(redis_stream(prefix, list_id.replace(".", "@", 1)))]
 
     try:
         run_site(tmp_path, mails, REDIS_URL, {"prefix": prefix}, read_stored, "redis", capsys)
@@ -389,7 +395,7 @@ def test_refused_mail_is_parked_then_retried(tmp_path, mails, capsys):
 
     def stored():
         return {mailman_hash(body): body for fqdn in LISTS
-                for _, fields in client.xrange(f"{prefix}:stream:mail:{fqdn.replace('@', '.')}")
+                for _, fields in client.xrange(redis_stream(prefix, fqdn))
                 for body in [fields[b"body"]]}
 
     try:
@@ -464,14 +470,14 @@ def test_redis_outage_spools_then_delivers_without_new_traffic(tmp_path, mails, 
             server.start()
             seen["restarted"] = time.monotonic()
         client = server.client()
-        return sum(client.xlen(f"{prefix}:stream:mail:{f.replace('@', '.')}") for f in LISTS) >= expected
+        return sum(client.xlen(redis_stream(prefix, f)) for f in LISTS) >= expected
 
     try:
         assert post_and_archive(tmp_path, cfg, mails, per_list=per_list, first=first, done=done) \
             == {fqdn: 0 for fqdn in LISTS}
         client = server.client()
         stored = {mailman_hash(fields[b"body"]): fields[b"body"] for fqdn in LISTS
-                  for _, fields in client.xrange(f"{prefix}:stream:mail:{fqdn.replace('@', '.')}")}
+                  for _, fields in client.xrange(redis_stream(prefix, fqdn))}
         reference = {h: raw for fqdn in LISTS for h, raw in prototype_mails(tmp_path, fqdn).items()}
         with capsys.disabled():
             print(f"\noutage: archived by prototype {len(reference)}, spooled while down "
@@ -634,7 +640,7 @@ def test_master_killed_with_mail_queued_and_spooled_loses_nothing(tmp_path, mail
     def streams():
         client = server.client()
         return [fields for fqdn in LISTS
-                for _, fields in client.xrange(f"{prefix}:stream:mail:{fqdn.replace('@', '.')}")]
+                for _, fields in client.xrange(redis_stream(prefix, fqdn))]
 
     try:
         for fqdn, policy in LISTS.items():
