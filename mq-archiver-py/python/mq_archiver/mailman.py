@@ -25,8 +25,9 @@ client would need one spool per slice and adoption of orphans after a
 slice-count change; one publisher needs neither. A mail survives a crash
 either as a queue file (``queue/archive`` or ``queue/mq``) or in the
 spool; after a crash Mailman re-runs the entry it was working on, so a
-mail may be published twice (archive servers deduplicate by envelope id
-and Message-ID-Hash).
+mail may be published twice, the second time with a new envelope id
+(archive servers deduplicate by list id and Message-ID-Hash, as
+HyperKitty does).
 
 **Errors.** Nothing here raises into Mailman for a transient problem: the
 archive runner drops a mail whose archiver raised. When the broker is
@@ -79,6 +80,7 @@ from hashlib import sha1
 from . import (
     Archiver as NativeArchiver,
     ArchiverError,
+    ConfigError,
     SpoolError,
     TransientError,
 )
@@ -125,6 +127,18 @@ class _Settings:
         home = os.path.join(config.VAR_DIR, "mq-archiver")
         self.options.setdefault("spool-dir", os.path.join(home, "spool"))
         self.parked_dir = general.get("parked_dir", os.path.join(home, "parked"))
+
+
+def _log_cannot_open(error: ArchiverError, retrying: str) -> None:
+    """Logs why the native client could not be opened: a configuration
+    error (bad URL or option, e.g. no ``base`` for the permalinks) at
+    error level, since retrying cannot fix it until the configuration file
+    is corrected and the runner restarted; anything else (the broker away)
+    as a warning. The mail stays queued either way."""
+    if isinstance(error, ConfigError):
+        log.error("mq archiver: the configuration is wrong (%s): fix it and restart the mq runner; %s", error, retrying)
+    else:
+        log.warning("mq archiver: cannot open the client (%s); %s", error, retrying)
 
 
 _lock = threading.Lock()
@@ -326,7 +340,7 @@ class Runner(_runner_base()):
         try:
             _get_client()
         except ArchiverError as error:
-            log.warning("mq archiver: cannot open the client yet (%s); retrying with the next mail", error)
+            _log_cannot_open(error, "retrying with the next mail")
 
     def _dispose(self, mlist, msg, msgdata):
         raw = msgdata.get("mq_raw")
@@ -336,7 +350,7 @@ class Runner(_runner_base()):
         try:
             client = _get_client()
         except ArchiverError as error:
-            log.warning("mq archiver: cannot open the client (%s); retrying in %.1f s", error, self._backoff)
+            _log_cannot_open(error, f"retrying in {self._backoff:.1f} s")
             time.sleep(self._backoff)
             self._backoff = min(self._backoff * 2, self.MAX_BACKOFF)
             return True
