@@ -35,10 +35,7 @@ impl Role {
     pub(crate) fn classes(&self) -> Classes {
         match self {
             Self::ListServer => Classes::ALL,
-            Self::ArchiveServer(grant) => Classes {
-                private: grant.allows_private_lists(),
-                membership: grant.allows_membership_events(),
-            },
+            Self::ArchiveServer(grant) => Classes::granted(grant),
         }
     }
 

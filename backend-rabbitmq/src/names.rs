@@ -67,6 +67,15 @@ impl Classes {
         membership: true,
     };
 
+    /// The classes `grant` may read: public always, private and
+    /// membership as granted.
+    pub(crate) fn granted(grant: &archiver_core::Grant) -> Self {
+        Self {
+            private: grant.allows_private_lists(),
+            membership: grant.allows_membership_events(),
+        }
+    }
+
     /// The classes of `kind` these allow (mail has no membership classes).
     pub(crate) fn of(self, kind: Kind) -> Vec<&'static str> {
         let mut classes = vec![PUBLIC];

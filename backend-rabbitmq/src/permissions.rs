@@ -211,10 +211,7 @@ fn binding_keys(grant: &Grant) -> String {
     if grant.list_patterns().is_empty() {
         return NOTHING.to_owned();
     }
-    let classes = Classes {
-        private: grant.allows_private_lists(),
-        membership: grant.allows_membership_events(),
-    };
+    let classes = Classes::granted(grant);
     let kinds: Vec<String> = [Kind::Mail, Kind::Event]
         .into_iter()
         .map(|kind| format!("{}\\.(?:{})", kind.as_str(), classes.of(kind).join("|")))
