@@ -113,7 +113,7 @@
 //! | `appendonly yes`, `appendfsync always` | nothing that was answered |
 //!
 //! Only the last row keeps the promise of
-//! [`Publisher::publish`](archiver_core::Publisher::publish) with the
+//! [`Publisher::publish`] with the
 //! default [`Durability::Reply`]; at connect the backend reads the server's
 //! settings (`CONFIG GET appendonly appendfsync save`, else `INFO
 //! persistence`) and logs a warning saying what a returned publish

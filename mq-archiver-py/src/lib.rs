@@ -5,7 +5,7 @@
 //! `_native.pyi` gives the types.
 //!
 //! The calls are synchronous, as Mailman calls its archivers: each blocks
-//! on one Tokio runtime per process ([`runtime`]) with the GIL released.
+//! on one Tokio runtime per process (the private `runtime` module) with the GIL released.
 
 mod archiver;
 mod errors;

@@ -13,8 +13,9 @@ const HIDDEN: &str = "***";
 
 /// The URL with every credential replaced by `***`: the userinfo password;
 /// a userinfo name given without a password (it may be a password that
-/// lost its colon); the value of every query parameter named in
-/// [`CREDENTIAL_PARAMETERS`] (`pass=`, `user=`, ...). Text that is not a URL
+/// lost its colon); the value of every query parameter that names a
+/// credential (`pass`, `password`, `user`, `username`, `token`, `secret`,
+/// `auth`). Text that is not a URL
 /// is not shown at all (it might be a password typed in the wrong place).
 ///
 /// ```

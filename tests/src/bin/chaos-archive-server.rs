@@ -1,6 +1,6 @@
 //! The chaos suite's archive server: a durable subscriber `--name` storing
 //! every mail in a Maildir under `--root` (see
-//! [`MaildirArchive`](archiver_examples::maildir::MaildirArchive)). It
+//! [`MaildirArchive`]). It
 //! prints `ready` once subscribed, then `stored <hash> <attempt>` or
 //! `dup <hash> <attempt>` per mail handled, and retries connecting while the
 //! broker is down. While `<root>/HOLD` exists it prints `holding <hash>` and
