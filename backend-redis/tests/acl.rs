@@ -9,6 +9,10 @@
 //! ACLs never restrict consumer-group names) is measured: what a principal
 //! reads and acks through another's group on a stream both are granted,
 //! that other never receives.
+//!
+//! `ARCHIVER_ACL_SHARED_USER=1` gives every user the default user's
+//! permissions (`~* &* +@all`) on top of its generated lines, to show the
+//! test fails without the restriction.
 
 mod forge;
 mod support;
@@ -135,10 +139,14 @@ impl Deployment {
                 .await
                 .unwrap_or_else(|e| panic!("{line}: {e}"));
         }
+        let mut grants = vec![format!(">{}", password(user))];
+        if std::env::var_os("ARCHIVER_ACL_SHARED_USER").is_some() {
+            grants.extend(["~*", "&*", "+@all"].map(String::from));
+        }
         let _: () = redis::cmd("ACL")
             .arg("SETUSER")
             .arg(user)
-            .arg(format!(">{}", password(user)))
+            .arg(grants)
             .query_async(&mut self.admin)
             .await
             .unwrap();
