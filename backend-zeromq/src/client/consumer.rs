@@ -344,27 +344,37 @@ impl Consumer {
                     continue;
                 }
             };
-            self.send(link, frames);
+            self.send_settlement(link, frames);
         }
         for (link, tags) in acks.into_iter().enumerate() {
             if !tags.is_empty() {
                 let mut frames = vec![command::ACK.to_vec()];
                 frames.extend(tags);
-                self.send(link, frames);
+                self.send_settlement(link, frames);
             }
         }
         stop
     }
 
-    fn send(&mut self, link: usize, frames: Vec<Vec<u8>>) {
+    /// Sends without blocking the consumer thread; false if it could not
+    /// go now (no connection to the hub, or its queue full).
+    fn send(&mut self, link: usize, frames: Vec<Vec<u8>>) -> bool {
         let hub = &mut self.links[link];
-        if hub
-            .link
-            .socket
-            .send_multipart(frames, zmq::DONTWAIT)
-            .is_ok()
-        {
+        let sent = hub.link.socket.send_multipart(frames, zmq::DONTWAIT);
+        if sent.is_ok() {
             hub.last_sent = Instant::now();
+        }
+        sent.is_ok()
+    }
+
+    /// Sends a settlement. One that cannot go now is not kept: the hub
+    /// delivers the mail again once its ack deadline passes or the
+    /// connection is gone, so it costs at worst a duplicate, and the
+    /// warning says it happened.
+    fn send_settlement(&mut self, link: usize, frames: Vec<Vec<u8>>) {
+        if !self.send(link, frames) {
+            let hub = &self.links[link].link.endpoint;
+            tracing::warn!(%hub, "a settlement could not be sent now; the hub delivers that mail again");
         }
     }
 
@@ -478,7 +488,7 @@ impl Consumer {
             }
             Err(reason) => {
                 tracing::warn!(hub = %endpoint, seq, %reason, "malformed delivery dead-lettered");
-                self.send(
+                self.send_settlement(
                     link,
                     vec![
                         command::REJECT.to_vec(),
@@ -505,7 +515,9 @@ impl Consumer {
                         self.welcome.timeout()
                     ))));
             } else if now.duration_since(self.links[i].last_sent) >= self.welcome.heartbeat() {
-                self.send(i, vec![command::PING.to_vec()]);
+                // A ping that cannot go now is not missed: the next one
+                // follows, and silence from the hub reconnects.
+                let _ = self.send(i, vec![command::PING.to_vec()]);
             }
         }
         Ok(())
