@@ -239,9 +239,12 @@ def test_bad_template_is_logged_never_raised(tmp_path):
 def test_missing_base_is_a_clear_configuration_error(tmp_path):
     """No [general] base: the URLs are None with an error naming the file;
     archive_message still enqueues; the mq runner logs the configuration
-    error and keeps the entry in queue/mq (no shunt) until restarted with
-    a fixed file."""
-    site = Site(tmp_path, REDIS_URL, {"prefix": "unused"}, base=None)
+    error and keeps the entry in queue/mq (no shunt); restarted with the
+    file fixed, it publishes the mail."""
+    import redis
+
+    prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
+    site = Site(tmp_path, REDIS_URL, {"prefix": prefix}, base=None)
     cfg_file = str(tmp_path / "mq-archiver.cfg")
     mail = tmp_path / "urls.eml"
     mail.write_bytes(small_mail())
@@ -258,8 +261,20 @@ def test_missing_base_is_a_clear_configuration_error(tmp_path):
         code = stop(runner)
         assert code == signal.SIGTERM, runner.stderr.read().decode()
         assert site.entries("shunt") == [] and len(site.entries("mq", ".pck")) == 1
+
+        # Fixed and restarted: the queued mail is published.
+        write_site(tmp_path, REDIS_URL, {"prefix": prefix})
+        client = redis.Redis.from_url(REDIS_URL)
+        runner = site.start_runner()
+        stream = redis_stream(prefix, FQDN)
+        wait_for(lambda: client.xlen(stream) >= 1 and not site.entries("mq"), 60, "the queued mail published")
+        assert stop(runner) == signal.SIGTERM
+        assert client.xlen(stream) == 1 and site.entries("shunt") == []
     finally:
         stop(runner)
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
 
 
 def test_native_panic_parks_the_mail(tmp_path):
