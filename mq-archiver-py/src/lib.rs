@@ -43,5 +43,12 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<receipts::Receipt>()?;
     m.add_class::<receipts::EventReceipt>()?;
     m.add_class::<receipts::SpoolStatus>()?;
+    // What a Rust panic inside a call raises: a BaseException, so neither
+    // `except ArchiverError` nor `except Exception` catches it. Exported so
+    // that a caller (the Mailman runner) can name it.
+    m.add(
+        "PanicException",
+        m.py().get_type::<pyo3::panic::PanicException>(),
+    )?;
     errors::register(m)
 }

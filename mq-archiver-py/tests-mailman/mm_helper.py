@@ -2,8 +2,12 @@
 `mailman` CLI: `python mm_helper.py CFG setup LIST POLICY`, `... inject
 LIST DIR` (every DIR/*.eml through mailman.app.inject.inject_text, what
 `mailman inject` calls, in one process instead of one per mail) and
-`... held LIST` (prints the held-message count) and `... urls LIST FILE`
-(the plugin's list_url and permalink, as JSON)."""
+`... held LIST` (prints the held-message count), `... urls LIST FILE`
+(the plugin's list_url and permalink, as JSON), `... archive LIST FILE`
+(the plugin's Archiver.archive_message, as the archive runner calls it;
+prints its return value as JSON) and `... dispose-panic LIST FILE` (the mq
+Runner's _dispose with a native client whose archive_message panics;
+prints what _dispose returned and the runner's stop flag and status)."""
 
 import os
 import sys
@@ -59,6 +63,48 @@ def main():
             msg = message_from_bytes(f.read(), Message)
         archiver = Archiver()
         print(json.dumps({"list_url": archiver.list_url(mlist), "permalink": archiver.permalink(mlist, msg)}))
+    elif command == "archive":
+        import json
+
+        from mailman.email.message import Message
+        from email import message_from_bytes
+
+        from mq_archiver.mailman import Archiver
+
+        mlist = getUtility(IListManager).get(fqdn)
+        with open(sys.argv[4], "rb") as f:
+            msg = message_from_bytes(f.read(), Message)
+        print(json.dumps(Archiver().archive_message(mlist, msg)))
+    elif command == "dispose-panic":
+        import json
+
+        from mailman.email.message import Message
+        from email import message_from_bytes
+
+        import mq_archiver
+        from mq_archiver import mailman as plugin
+
+        # The real class once the package exports it; before that a
+        # stand-in of the same kind (PyO3's derives BaseException).
+        panic = getattr(mq_archiver, "PanicException", None) or type("PanicException", (BaseException,), {})
+
+        class Panicking:
+            def archive_message(self, *args):
+                raise panic("assertion failed: a bug in the native client")
+
+            def close(self, within):
+                return None
+
+        mlist = getUtility(IListManager).get(fqdn)
+        with open(sys.argv[4], "rb") as f:
+            raw = f.read()
+        msg = message_from_bytes(raw, Message)
+        runner = plugin.Runner("mq")
+        plugin._client, plugin._client_pid = Panicking(), os.getpid()
+        msgdata = {"listid": mlist.list_id, "mq_list_address": mlist.posting_address,
+                   "mq_policy": mlist.archive_policy.name, "mq_raw": raw}
+        keep = runner._dispose(mlist, msg, msgdata)
+        print(json.dumps({"keep": keep, "stop": runner._stop, "status": runner.status}))
     elif command == "held":
         mlist = getUtility(IListManager).get(fqdn)
         print(IListRequests(mlist).count_of(RequestType.held_message))

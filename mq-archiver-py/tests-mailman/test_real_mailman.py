@@ -83,11 +83,14 @@ def run(*argv, **kw):
     return done.stdout
 
 
-def write_site(tmp, url, options, smtp_port=None):
+def write_site(tmp, url, options, smtp_port=None, base=BASE, general=None):
     """mailman.cfg and the plugin's configuration file under tmp (the out
-    runner, which only the master starts, delivers to smtp_port)."""
+    runner, which only the master starts, delivers to smtp_port); `base`
+    None leaves [general] base out, `general` adds settings to [general]."""
     (tmp / "mq-archiver.cfg").write_text(
-        f"[general]\nurl: {url}\nbase: {BASE}\n\n[options]\n"
+        f"[general]\nurl: {url}\n" + (f"base: {base}\n" if base is not None else "")
+        + "".join(f"{k}: {v}\n" for k, v in (general or {}).items())
+        + "\n[options]\n"
         + "".join(f"{k}: {v}\n" for k, v in options.items())
     )
     cfg = tmp / "mailman.cfg"

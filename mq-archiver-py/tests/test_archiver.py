@@ -184,4 +184,7 @@ def test_the_package_exports_its_api():
     assert mq_archiver.Archiver.__module__ == "mq_archiver"
     assert issubclass(mq_archiver.TooLargeError, mq_archiver.InvalidMailError)
     assert issubclass(mq_archiver.AuthError, mq_archiver.TransientError)
+    # PyO3's panic type, exported so a caller can name it: not an Exception.
+    assert issubclass(mq_archiver.PanicException, BaseException)
+    assert not issubclass(mq_archiver.PanicException, Exception)
     assert mq_archiver.Archiver.archive_message.__doc__

@@ -16,7 +16,9 @@ One :class:`Archiver` per process, opened from a URL and options::
 
 Every call blocks until the Rust side is done, with the GIL released.
 Errors are subclasses of :class:`ArchiverError`; :class:`TransientError`
-and its subclasses are the ones a later retry may cure.
+and its subclasses are the ones a later retry may cure. A bug (a Rust
+panic) raises :class:`PanicException`, which derives ``BaseException``,
+not ``Exception``, as PyO3 makes it.
 """
 
 from ._native import (
@@ -32,6 +34,7 @@ from ._native import (
     InvalidMailError,
     InvalidOptionError,
     InvalidUrlError,
+    PanicException,
     Receipt,
     SpoolError,
     SpoolStatus,
@@ -55,6 +58,7 @@ __all__ = [
     "InvalidMailError",
     "InvalidOptionError",
     "InvalidUrlError",
+    "PanicException",
     "Receipt",
     "SpoolError",
     "SpoolStatus",

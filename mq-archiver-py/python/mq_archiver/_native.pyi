@@ -170,3 +170,7 @@ class AuthError(TransientError):
 
 class ClosedError(TransientError):
     """The archiver was closed."""
+
+class PanicException(BaseException):
+    """A Rust panic (a bug) inside a call, as PyO3 raises it: a
+    ``BaseException``, so ``except Exception`` does not catch it."""

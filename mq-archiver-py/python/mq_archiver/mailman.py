@@ -37,17 +37,35 @@ open (broker away at start), the entry stays in ``queue/mq`` and is
 retried with a back-off. A permanent refusal (too large, forbidden,
 unroutable, not a mail) is logged to ``mailman.archiver`` with the
 Message-ID-Hash and the mail is parked in ``$VAR_DIR/mq-archiver/parked``
-(``<hash>.<n>.eml`` plus ``.json`` with the list and the reason). After
-fixing the cause, ``python -m mq_archiver.mailman -C mailman.cfg
-retry-parked`` (or :func:`retry_parked`) moves them back into
-``queue/mq``. Mailman's ``shunt`` is not used: ``mailman unshunt`` would
-re-run every archiver (prototype would write a duplicate).
+(``<hash>.<n>.eml`` plus ``.json`` with the list and the reason, both
+fsynced and renamed into place); so is a mail on which the native client
+panicked (a bug: PyO3's ``PanicException``, a ``BaseException`` that
+would kill the runner mid-entry), after which the runner exits 1 for the
+master to start a fresh one. After fixing the cause, ``python -m
+mq_archiver.mailman -C mailman.cfg retry-parked`` (or
+:func:`retry_parked`) moves them back into ``queue/mq``, each on its own:
+one whose files are unreadable or corrupt is logged and left in place,
+and the command then exits 1. Mailman's ``shunt`` is not used:
+``mailman unshunt`` would re-run every archiver (prototype would write a
+duplicate). A bad ``permalink``/``list_url`` template or a settings error
+(the file unreadable, no ``url`` or ``base``) never raises into Mailman:
+each URL call logs it at error level and gives None, ``archive_message``
+still enqueues the mail, and the ``mq`` runner logs the configuration
+error and keeps the entries queued until restarted with the file fixed.
+
+**Stopping.** A stop signal (``mailman stop``: SIGTERM; SIGINT, SIGUSR1)
+never shunts an entry of ``queue/mq`` (Mailman's own handler raises into
+whatever the runner does, and a shunted mail already published would be
+published again by ``mailman unshunt``): during a back-off the entry stays
+in ``queue/mq``, a publish in progress finishes, then the runner stops and
+closes the client (the spool gets ``close_within`` seconds to drain).
 
 **Settings** come from the ``configuration:`` file (the master strips the
 runners' environment), an INI file::
 
     [general]
     url: redis://127.0.0.1:6379
+    # Required: the archive's address, {base} in the URL templates.
     base: https://lists.example.org/archives
     # Optional, these reproduce HyperKitty's layout:
     # permalink: {base}/list/{list_address}/message/{hash}/
@@ -58,7 +76,8 @@ runners' environment), an INI file::
     # Any option of mq_archiver.Archiver.open, e.g.
     prefix: mailman
 
-Templates may use ``{base}``, ``{list_id}``, ``{list_address}``,
+``url`` and ``base`` are required (:class:`SettingsError`, naming the
+file, otherwise). Templates may use ``{base}``, ``{list_id}``, ``{list_address}``,
 ``{list_name}``, ``{domain}`` and (permalink only) ``{hash}``, the
 Message-ID-Hash. URLs are computed offline; lists with archive policy
 ``never`` have none. The ``base-url`` option of the native client
@@ -70,24 +89,40 @@ import json
 import logging
 import os
 import re
+import signal
+import sys
 import threading
 import time
 from base64 import b32encode
 from email.generator import BytesGenerator
 from email.utils import unquote
 from hashlib import sha1
+from typing import NamedTuple
 
 from . import (
     Archiver as NativeArchiver,
     ArchiverError,
     ConfigError,
+    PanicException,
     SpoolError,
     TransientError,
 )
 
-__all__ = ["Archiver", "Runner", "message_bytes", "message_id_hash", "retry_parked"]
+__all__ = [
+    "Archiver",
+    "Retried",
+    "Runner",
+    "SettingsError",
+    "message_bytes",
+    "message_id_hash",
+    "retry_parked",
+]
 
 log = logging.getLogger("mailman.archiver")
+#: Mailman's runner log, where Mailman's own signal handler reports a stop.
+rlog = logging.getLogger("mailman.runner")
+#: The signals on which Mailman's runners stop (SIGUSR1: the master restarts them).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 #: The section names this plugin expects: ``[archiver.mq]`` and ``[runner.mq]``.
 NAME = "mq"
@@ -104,24 +139,43 @@ def message_bytes(msg):
     return buf.getvalue()
 
 
+class SettingsError(ValueError):
+    """The plugin's configuration file (``[archiver.mq] configuration:``)
+    cannot be read or lacks a required setting; the message names the
+    file. Never raised into Mailman: logged at error level."""
+
+
 class _Settings:
     """The plugin's settings, read once per process from the file named by
-    ``[archiver.mq] configuration:``."""
+    ``[archiver.mq] configuration:``. Raises :class:`SettingsError`."""
 
     def __init__(self):
         from mailman.config import config
         from mailman.config.config import external_configuration
 
-        section = getattr(config.archiver, NAME)
-        parser = external_configuration(section.configuration)
+        path = getattr(config.archiver, NAME).configuration
+        try:
+            parser = external_configuration(path)
+        except Exception as error:
+            raise SettingsError(f"cannot read the mq archiver's configuration {path} ({error!r})") from error
         general = dict(parser.items("general", raw=True)) if parser.has_section("general") else {}
-        self.url = general.get("url")
+        self.url = general.get("url", "").strip()
         if not self.url:
-            raise ValueError(f"[general] url missing in {section.configuration}")
-        self.base = general.get("base", "").rstrip("/")
+            raise SettingsError(f"[general] url missing in {path}")
+        self.base = general.get("base", "").strip().rstrip("/")
+        if not self.base:
+            raise SettingsError(
+                f"[general] base missing in {path} (the archive's address, "
+                "e.g. https://lists.example.org/archives: the URLs are built from it)"
+            )
         self.permalink = general.get("permalink", DEFAULT_PERMALINK)
         self.list_url = general.get("list_url", DEFAULT_LIST_URL)
-        self.close_within = float(general.get("close_within", "30"))
+        try:
+            self.close_within = float(general.get("close_within", "30"))
+        except ValueError:
+            raise SettingsError(
+                f"[general] close_within in {path} is not a number of seconds: {general['close_within']!r}"
+            ) from None
         self.options = dict(parser.items("options", raw=True)) if parser.has_section("options") else {}
         self.options.setdefault("base-url", self.base + "/list/{list_id}/")
         home = os.path.join(config.VAR_DIR, "mq-archiver")
@@ -129,13 +183,13 @@ class _Settings:
         self.parked_dir = general.get("parked_dir", os.path.join(home, "parked"))
 
 
-def _log_cannot_open(error: ArchiverError, retrying: str) -> None:
+def _log_cannot_open(error: Exception, retrying: str) -> None:
     """Logs why the native client could not be opened: a configuration
-    error (bad URL or option, e.g. no ``base`` for the permalinks) at
-    error level, since retrying cannot fix it until the configuration file
-    is corrected and the runner restarted; anything else (the broker away)
-    as a warning. The mail stays queued either way."""
-    if isinstance(error, ConfigError):
+    error (the plugin's file unreadable or without ``url`` or ``base``, a
+    bad URL or option) at error level, since retrying cannot fix it until
+    the configuration file is corrected and the runner restarted; anything
+    else (the broker away) as a warning. The mail stays queued either way."""
+    if isinstance(error, (ConfigError, SettingsError)):
         log.error("mq archiver: the configuration is wrong (%s): fix it and restart the mq runner; %s", error, retrying)
     else:
         log.warning("mq archiver: cannot open the client (%s); %s", error, retrying)
@@ -184,6 +238,18 @@ def _policy(mlist):
     return mlist.archive_policy.name
 
 
+def _log_url_error(what, template, mlist, error):
+    """One error-level line for a URL that cannot be computed."""
+    if isinstance(error, SettingsError):
+        cause = str(error)
+    elif isinstance(error, (KeyError, IndexError, ValueError, AttributeError)):
+        cause = f"bad [general] {template} template ({type(error).__name__}: {error})"
+    else:
+        cause = f"{type(error).__name__}: {error}"
+    log.error("mq archiver: cannot compute the %s for %s, none given: %s",
+              what, getattr(mlist, "list_id", "?"), cause)
+
+
 class Archiver:
     """Mailman's ``IArchiver`` for ``[archiver.mq]``: URLs offline, and
     ``archive_message`` enqueues into ``queue/mq`` for :class:`Runner`.
@@ -194,24 +260,41 @@ class Archiver:
 
     def list_url(self, mlist):
         """The list's archive URL from the ``list_url`` template; None for
-        archive policy ``never``."""
-        if _policy(mlist) == "never":
+        archive policy ``never``. Never raises (Mailman's rfc_2369
+        handler calls it for the ``List-Archive`` header while handling a
+        post): a bad template or settings error is logged at error level
+        and gives None."""
+        try:
+            if _policy(mlist) == "never":
+                return None
+            return _get_settings().list_url.format(**_fields(mlist))
+        except Exception as error:
+            _log_url_error("list URL", "list_url", mlist, error)
             return None
-        return _get_settings().list_url.format(**_fields(mlist))
 
     def permalink(self, mlist, msg):
         """The mail's archive URL from the ``permalink`` template; None for
-        policy ``never`` or a mail without Message-ID."""
-        if _policy(mlist) == "never":
+        policy ``never`` or a mail without Message-ID. Never raises
+        (Mailman calls it for the ``Archived-At`` header and the footer's
+        ``$permalink`` while handling a post): a bad template or settings
+        error is logged at error level and gives None."""
+        try:
+            if _policy(mlist) == "never":
+                return None
+            hash_ = message_id_hash(msg)
+            if hash_ is None:
+                return None
+            return _get_settings().permalink.format(hash=hash_, **_fields(mlist))
+        except Exception as error:
+            _log_url_error("permalink", "permalink", mlist, error)
             return None
-        hash_ = message_id_hash(msg)
-        if hash_ is None:
-            return None
-        return _get_settings().permalink.format(hash=hash_, **_fields(mlist))
 
     def archive_message(self, mlist, msg):
         """Serialises the mail as prototype does and enqueues it for the
-        ``mq`` runner; never raises (Mailman would drop the mail)."""
+        ``mq`` runner; returns its :meth:`permalink`. Never raises (Mailman
+        would drop the mail): a failed enqueue is logged and gives None;
+        the permalink is computed only once the mail is queued, so a bad
+        template or settings error never loses it."""
         try:
             from mailman.config import config
 
@@ -223,7 +306,6 @@ class Archiver:
                 mq_policy=_policy(mlist),
                 mq_raw=raw,
             )
-            return self.permalink(mlist, msg)
         except Exception:
             log.exception(
                 "mq archiver: could not enqueue %s of %s (is [runner.mq] configured?)",
@@ -231,6 +313,7 @@ class Archiver:
                 mlist.list_id,
             )
             return None
+        return self.permalink(mlist, msg)
 
 
 _client = None
@@ -251,8 +334,29 @@ def _get_client():
     return client
 
 
+def _write_synced(path, data):
+    """Writes data to path and fsyncs it (the caller renames it into place)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path):
+    """fsyncs a directory, so that renames and removals in it are durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _park(raw, msgdata, reason):
-    """Keeps a permanently refused mail where an operator sees it."""
+    """Keeps a permanently refused mail where an operator sees it:
+    ``<hash>.<n>.json`` (list, policy, reason) then ``<hash>.<n>.eml``,
+    each written to a temp file, fsynced and renamed into place, then the
+    directory fsynced. The ``.eml`` appears last, so a parked mail always
+    has its ``.json``."""
     settings = _get_settings()
     os.makedirs(settings.parked_dir, exist_ok=True)
     hash_ = msgdata.get("mq_hash") or "no-hash"
@@ -260,10 +364,6 @@ def _park(raw, msgdata, reason):
     while os.path.exists(os.path.join(settings.parked_dir, f"{hash_}.{n}.eml")):
         n += 1
     base = os.path.join(settings.parked_dir, f"{hash_}.{n}")
-    with open(base + ".eml.tmp", "wb") as f:
-        f.write(raw)
-        f.flush()
-        os.fsync(f.fileno())
     meta = {
         "list_id": msgdata["listid"],
         "list_address": msgdata.get("mq_list_address"),
@@ -271,15 +371,37 @@ def _park(raw, msgdata, reason):
         "reason": reason,
         "at": time.time(),
     }
-    with open(base + ".json", "w") as f:
-        json.dump(meta, f)
+    _write_synced(base + ".eml.tmp", raw)
+    _write_synced(base + ".json.tmp", json.dumps(meta).encode("utf-8"))
+    os.replace(base + ".json.tmp", base + ".json")
     os.replace(base + ".eml.tmp", base + ".eml")
+    _fsync_dir(settings.parked_dir)
     return base + ".eml"
+
+
+class Retried(NamedTuple):
+    """What :func:`retry_parked` did."""
+
+    #: Parked mails put back into ``queue/mq``.
+    moved: int
+    #: Parked mails left in the parked directory (unreadable or corrupt
+    #: ``.eml`` or ``.json``, or the enqueue failed), plus any that was
+    #: enqueued but whose files could not be removed (counted in both).
+    failed: int
 
 
 def retry_parked():
     """Moves every parked mail back into ``queue/mq`` (Mailman must be
-    initialised); returns how many. Run it after fixing the cause."""
+    initialised); returns a :class:`Retried` with how many were moved and
+    how many failed. Run it after fixing the cause.
+
+    Each parked mail is handled on its own: one that cannot be read
+    (``.eml`` or ``.json`` unreadable, corrupt or incomplete) or enqueued
+    is logged at error level, counted in ``failed`` and left in place; the
+    others are still moved. A mail is enqueued first and its files removed
+    after, so a crash in between leaves it both queued and parked and a
+    second retry publishes it twice: a duplicate (archive servers
+    deduplicate by list id and Message-ID-Hash) is preferred to a loss."""
     from email import message_from_bytes
 
     from mailman.config import config
@@ -287,27 +409,48 @@ def retry_parked():
 
     settings = _get_settings()
     if not os.path.isdir(settings.parked_dir):
-        return 0
-    moved = 0
+        return Retried(0, 0)
+    moved = failed = 0
     for name in sorted(os.listdir(settings.parked_dir)):
         if not name.endswith(".eml"):
             continue
         base = os.path.join(settings.parked_dir, name[: -len(".eml")])
-        with open(base + ".eml", "rb") as f:
-            raw = f.read()
-        with open(base + ".json") as f:
-            meta = json.load(f)
-        config.switchboards[NAME].enqueue(
-            message_from_bytes(raw, Message),
-            listid=meta["list_id"],
-            mq_list_address=meta["list_address"],
-            mq_policy=meta["archive_policy"],
-            mq_raw=raw,
-        )
-        os.remove(base + ".eml")
-        os.remove(base + ".json")
+        try:
+            with open(base + ".eml", "rb") as f:
+                raw = f.read()
+            with open(base + ".json", "rb") as f:
+                meta = json.load(f)
+            if not isinstance(meta, dict):
+                raise ValueError(f"not a JSON object: {type(meta).__name__}")
+            metadata = {
+                "listid": meta["list_id"],
+                "mq_list_address": meta.get("list_address"),
+                "mq_policy": meta["archive_policy"],
+            }
+            if not isinstance(metadata["listid"], str) or not isinstance(metadata["mq_policy"], str):
+                raise ValueError("list_id and archive_policy must be strings")
+            msg = message_from_bytes(raw, Message)
+        except Exception as error:
+            log.error("mq archiver: cannot retry the parked mail %s (%s: %s); left in place",
+                      base, type(error).__name__, error)
+            failed += 1
+            continue
+        try:
+            config.switchboards[NAME].enqueue(msg, mq_raw=raw, **metadata)
+        except Exception:
+            log.exception("mq archiver: could not enqueue the parked mail %s; left in place", base)
+            failed += 1
+            continue
         moved += 1
-    return moved
+        try:
+            os.remove(base + ".eml")
+            os.remove(base + ".json")
+        except OSError as error:
+            log.error("mq archiver: the parked mail %s is back in queue/%s but its files could not be "
+                      "removed (%s): remove them, or a later retry publishes it again", base, NAME, error)
+            failed += 1
+    _fsync_dir(settings.parked_dir)
+    return Retried(moved, failed)
 
 
 def _runner_base():
@@ -319,12 +462,29 @@ def _runner_base():
 class Runner(_runner_base()):
     """The ``[runner.mq]`` runner: the one process that publishes, through
     one native client and one spool. Keeps an entry queued (with a
-    back-off) while the client cannot open; parks permanent refusals."""
+    back-off) while the client cannot open; parks permanent refusals.
+
+    A stop signal (SIGTERM, SIGINT, SIGUSR1) never shunts an entry.
+    Mailman's own handler raises ``RunnerInterrupt`` wherever the runner
+    is, and inside an entry Mailman's ``except Exception`` would shunt it:
+    a mail not yet published would wait for a human, one already published
+    would be published again by ``mailman unshunt``. So while the runner
+    works through its queue (:meth:`_one_iteration`) the handler only sets
+    the stop flag: a back-off sleep ends at once and the entry stays in
+    ``queue/mq``; a publish in progress finishes, the entry is done; then
+    Mailman's loop stops (``_short_circuit``) and :meth:`_clean_up` closes
+    the client. Between iterations (Mailman's ``_snooze``) the handler is
+    Mailman's, raising to cut the sleep short."""
 
     #: Seconds to wait before the next attempt to open the client, doubled
     #: up to :attr:`MAX_BACKOFF` while it fails.
     MIN_BACKOFF = 0.5
     MAX_BACKOFF = 30.0
+    #: How often a back-off sleep looks at the stop flag.
+    STOP_POLL = 0.1
+    #: True while Mailman's ``_one_iteration`` or our ``_clean_up`` runs
+    #: (see :meth:`signal_handler`).
+    _defer_stop = False
 
     def __init__(self, name, slice=None):
         super().__init__(name, slice)
@@ -339,8 +499,39 @@ class Runner(_runner_base()):
         # a spool left by an earlier run starts draining at once.
         try:
             _get_client()
-        except ArchiverError as error:
+        except (ArchiverError, SettingsError) as error:
             _log_cannot_open(error, "retrying with the next mail")
+
+    def signal_handler(self, signum, frame):
+        """Mailman's handler, except that a stop signal during
+        :meth:`_one_iteration` only asks the runner to stop after the entry
+        at hand (no ``RunnerInterrupt``: it would shunt the entry), and one
+        during :meth:`_clean_up` lets the client close."""
+        if self._defer_stop and signum in STOP_SIGNALS:
+            self.stop()
+            self.status = signum
+            rlog.info("%s runner caught %s.  Stopping after the entry at hand.",
+                      self.name, signal.Signals(signum).name)
+            return
+        super().signal_handler(signum, frame)
+
+    def _one_iteration(self):
+        """Mailman's pass over the queue, with stop signals deferred to the
+        end of the entry at hand (:meth:`signal_handler`)."""
+        self._defer_stop = True
+        try:
+            return super()._one_iteration()
+        finally:
+            self._defer_stop = False
+
+    def _pause(self, seconds):
+        """Sleeps up to seconds, ending early once a stop was asked for."""
+        end = time.monotonic() + seconds
+        while not self._stop:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, self.STOP_POLL))
 
     def _dispose(self, mlist, msg, msgdata):
         raw = msgdata.get("mq_raw")
@@ -349,9 +540,11 @@ class Runner(_runner_base()):
         msgdata["mq_hash"] = message_id_hash(msg)
         try:
             client = _get_client()
-        except ArchiverError as error:
+        except (ArchiverError, SettingsError) as error:
+            if self._stop:
+                return True
             _log_cannot_open(error, f"retrying in {self._backoff:.1f} s")
-            time.sleep(self._backoff)
+            self._pause(self._backoff)
             self._backoff = min(self._backoff * 2, self.MAX_BACKOFF)
             return True
         self._backoff = self.MIN_BACKOFF
@@ -361,7 +554,7 @@ class Runner(_runner_base()):
             )
         except (TransientError, SpoolError) as error:
             log.warning("mq archiver: %s not taken now (%s); kept in queue/mq", msgdata["mq_hash"], error)
-            time.sleep(self.MIN_BACKOFF)
+            self._pause(self.MIN_BACKOFF)
             return True
         except ArchiverError as error:
             path = _park(raw, msgdata, f"{type(error).__name__}: {error}")
@@ -370,6 +563,23 @@ class Runner(_runner_base()):
                 msgdata["mq_hash"], msgdata["listid"], type(error).__name__, error, path,
             )
             return False
+        except PanicException as error:
+            # A bug in the native client. Not caught, this BaseException
+            # would pass Mailman's `except Exception` and kill the runner
+            # mid-entry; the master would restart it, re-run the entry
+            # from its .bak, panic again, and burn max_restarts on one
+            # mail. Instead the mail is parked with the reason (retry-parked
+            # after a fix) and the runner stops with status 1: the master
+            # starts a fresh process, as the client's state is unknown.
+            path = _park(raw, msgdata, f"PanicException: {error}")
+            log.error(
+                "mq archiver: the native client panicked on %s of %s (%s); parked as %s; "
+                "stopping the mq runner (the master restarts it)",
+                msgdata["mq_hash"], msgdata["listid"], error, path, exc_info=True,
+            )
+            self.stop()
+            self.status = 1
+            return False
         log.info(
             "mq archiver: %s of %s %s (envelope %s)",
             receipt.message_id_hash, msgdata["listid"], receipt.outcome, receipt.envelope_id,
@@ -377,19 +587,27 @@ class Runner(_runner_base()):
         return False
 
     def _clean_up(self):
-        """Gives the spool ``close_within`` seconds to drain, then closes."""
+        """Gives the spool ``close_within`` seconds to drain, then closes
+        (a second stop signal does not cut this short)."""
         global _client
+        self._defer_stop = True
         with _lock:
             client, _client = _client, None
         if client is not None:
-            left = client.close(_get_settings().close_within)
+            try:
+                left = client.close(_get_settings().close_within)
+            except (ArchiverError, PanicException) as error:
+                log.error("mq archiver: closing the client failed (%s: %s); "
+                          "what is spooled stays for the next start", type(error).__name__, error)
+                left = None
             if left is not None and left.depth:
                 log.warning("mq archiver: %d envelopes stay in the spool for the next start", left.depth)
         super()._clean_up()
 
 
 def _main(argv=None):
-    """``python -m mq_archiver.mailman -C mailman.cfg retry-parked``."""
+    """``python -m mq_archiver.mailman -C mailman.cfg retry-parked``: exits
+    1 when a parked mail could not be moved (the reasons are logged)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m mq_archiver.mailman")
@@ -400,9 +618,15 @@ def _main(argv=None):
     from mailman.core.initialize import initialize
 
     initialize(args.config)
-    moved = retry_parked()
+    retried = retry_parked()
     config.db.commit()
-    print(f"{moved} parked mails moved back into queue/{NAME}")
+    line = f"{retried.moved} parked mails moved back into queue/{NAME}"
+    if retried.failed:
+        line += (f", {retried.failed} could not be moved (left in {_get_settings().parked_dir};"
+                 " the reasons are in Mailman's archiver log)")
+    print(line)
+    if retried.failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
