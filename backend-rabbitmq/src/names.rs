@@ -113,6 +113,13 @@ impl Names {
         format!("{}.unrouted", self.prefix)
     }
 
+    /// The exchange whose existence says that no earlier version's
+    /// subscriber is bound any more (`RabbitConfig::legacy_routing_keys`);
+    /// nothing is ever routed through it.
+    pub(crate) fn layout_marker(&self) -> String {
+        format!("{}.layout", self.prefix)
+    }
+
     /// The subscriber's own exchange, the only one its copies go through.
     pub(crate) fn own_exchange(&self, name: &SubscriberName) -> String {
         format!("{}.x.{name}", self.prefix)

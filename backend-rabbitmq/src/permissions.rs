@@ -157,7 +157,7 @@ fn literal(text: &str) -> String {
 /// `<p>.unrouted`, binds the one to the other, publishes to `<p>` with
 /// `<kind>.<class>.<list-id>` keys, and binds nothing from `<p>`.
 pub fn list_server(prefix: &Prefix, vhost: &str, user: &str) -> UserSetup {
-    let own = format!("^{}(?:\\.unrouted)?$", literal(prefix));
+    let own = format!("^{}(?:\\.unrouted|\\.layout)?$", literal(prefix));
     UserSetup {
         user: user.to_owned(),
         vhost: vhost.to_owned(),

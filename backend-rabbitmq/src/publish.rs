@@ -22,7 +22,7 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
     // checks it) and `BCC` adds the new one: a queue bound either way gets
     // one copy, and the broker strips `BCC` before delivery.
     let routing_key = match Names::legacy_routing_key(envelope) {
-        Some(legacy) if shared.config.legacy_routing_keys => {
+        Some(legacy) if shared.legacy_keys() => {
             let mut headers = properties.headers().clone().unwrap_or_default();
             headers.insert(
                 "BCC".into(),

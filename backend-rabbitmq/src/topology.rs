@@ -46,7 +46,7 @@ fn durable() -> QueueDeclareOptions {
 /// declaration closes one).
 pub(crate) async fn declare_exchanges(
     connection: &Connection,
-    mut channel: Channel,
+    channel: Channel,
     shared: &Shared,
 ) -> Result<Channel, BackendError> {
     let names = &shared.names;
@@ -73,10 +73,32 @@ pub(crate) async fn declare_exchanges(
             Err(error) => Err(backend_error(error)),
         };
     }
+    let (channel, earlier_layout) = match shared.config.legacy_routing_keys {
+        Some(_) => (channel, false),
+        None => earlier_layout(connection, channel, shared).await?,
+    };
+    let mut channel = channel;
+    let legacy = shared.config.legacy_routing_keys.unwrap_or(earlier_layout);
+    shared.set_legacy_keys(legacy);
     let options = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
+    if !legacy {
+        // Created with the exchange, or when an operator ends the upgrade:
+        // from then on no client deciding by itself uses earlier keys.
+        let marker = names.layout_marker();
+        channel
+            .exchange_declare(
+                marker.as_str().into(),
+                ExchangeKind::Fanout,
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(backend_error)?;
+        shared.record(&marker, Entity::Exchange);
+    }
     let mut arguments = FieldTable::default();
     if shared.config.keep_unrouted {
         let unrouted = names.unrouted();
@@ -127,6 +149,56 @@ pub(crate) async fn declare_exchanges(
         .map_err(backend_error)?;
     shared.record(names.exchange(), Entity::Exchange);
     Ok(channel)
+}
+
+/// Whether an earlier version's subscribers may be bound to the exchange:
+/// it exists, without the layout marker (`RabbitConfig::legacy_routing_keys`).
+/// A passive declaration of what is missing closes its channel, so this
+/// returns the channel to go on with.
+async fn earlier_layout(
+    connection: &Connection,
+    channel: Channel,
+    shared: &Shared,
+) -> Result<(Channel, bool), BackendError> {
+    let names = &shared.names;
+    let (channel, exchange) =
+        exists(connection, channel, names.exchange(), ExchangeKind::Topic).await?;
+    if !exchange {
+        return Ok((channel, false));
+    }
+    let marker = names.layout_marker();
+    let (channel, marked) = exists(connection, channel, &marker, ExchangeKind::Fanout).await?;
+    if !marked {
+        tracing::info!(
+            exchange = names.exchange(),
+            "the exchange has no layout marker: an earlier version's subscribers may be bound, so \
+             publishes carry the earlier routing keys too (legacy-routing-keys=false ends this)"
+        );
+    }
+    Ok((channel, !marked))
+}
+
+/// Whether the exchange `name` exists (a passive declaration), and the
+/// channel to go on with.
+async fn exists(
+    connection: &Connection,
+    channel: Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(Channel, bool), BackendError> {
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    match channel
+        .exchange_declare(name.into(), kind, passive, FieldTable::default())
+        .await
+    {
+        Ok(()) => Ok((channel, true)),
+        Err(error) if is_not_found(&error) => Ok((confirm_channel(connection).await?, false)),
+        Err(error) => Err(backend_error(error)),
+    }
 }
 
 /// What to do about a subscriber's queue kept with an earlier version's
@@ -355,7 +427,7 @@ async fn rebind(
             .collect();
     // During the upgrade an earlier list server's keys still reach it
     // (crate docs, Upgrading); a restricted user may bind no such key.
-    if shared.config.legacy_routing_keys && shared.config.role.declares_shared() {
+    if shared.legacy_keys() && shared.config.role.declares_shared() {
         new.extend(Names::legacy_binding_keys(&subscription.selection));
     }
     // Every new key is bound before any old one goes: a list selected by

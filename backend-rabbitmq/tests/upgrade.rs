@@ -12,11 +12,14 @@ use std::time::Duration;
 use archiver_core::conformance::Harness;
 use archiver_core::conformance::fixtures::small_mail;
 use archiver_core::{
-    ArchivePolicy, Envelope, EnvelopeId, ListId, MailingList, Operator, Publisher, Subscriber,
-    SubscriberName, Subscription,
+    ArchivePolicy, Connection, Envelope, EnvelopeId, ListId, MailingList, Operator, Publisher,
+    Subscriber, SubscriberName, Subscription,
 };
+use backend_rabbitmq::RabbitBackend;
 use futures::StreamExt;
-use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use support::RabbitHarness;
 
@@ -46,8 +49,8 @@ fn properties(envelope: &Envelope) -> lapin::BasicProperties {
 #[tokio::test]
 async fn a_subscriber_of_the_earlier_layout_keeps_its_queue_and_mail() {
     let harness = RabbitHarness::new();
-    // The exchanges are declared as the earlier version declared them.
-    let backend = harness.connect().await;
+    // The exchanges as the earlier version declared them.
+    let backend = connect_to_earlier_layout(&harness).await;
     let prefix = harness.config.prefix.as_str().to_owned();
     let name = SubscriberName::new("old").unwrap();
     let (queue, dead, registry) = (
@@ -206,6 +209,113 @@ async fn a_subscriber_of_the_earlier_layout_keeps_its_queue_and_mail() {
     );
 }
 
+/// A raw channel on the harness's broker, in confirm mode.
+async fn raw_channel(harness: &RabbitHarness) -> (lapin::Connection, lapin::Channel) {
+    let connection =
+        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    (connection, channel)
+}
+
+/// Removes the layout marker `<p>.layout`, leaving the exchanges as an
+/// earlier version declared them (the same declarations, no marker).
+async fn remove_layout_marker(harness: &RabbitHarness) {
+    let (connection, channel) = raw_channel(harness).await;
+    channel
+        .exchange_delete(
+            format!("{}.layout", harness.config.prefix.as_str())
+                .as_str()
+                .into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// A client of this version connecting where an earlier version's list
+/// server declared the exchanges: a first client declares them, the
+/// marker goes, and the client returned decides at connect that the
+/// upgrade is on.
+async fn connect_to_earlier_layout(harness: &RabbitHarness) -> RabbitBackend {
+    drop(harness.connect().await);
+    remove_layout_marker(harness).await;
+    harness.connect().await
+}
+
+/// Messages waiting in `queue` (its publishes confirmed: a confirmed
+/// persistent message is in every queue it was routed to).
+async fn depth(channel: &lapin::Channel, queue: &str) -> u32 {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .unwrap()
+        .message_count()
+}
+
+/// `legacy_routing_keys` unset decides at connect: a new deployment
+/// publishes with the new key only (it pays nothing for the upgrade), an
+/// exchange an earlier version declared (no layout marker) gets both keys,
+/// and once an operator's client ends the upgrade (`false`, which declares
+/// the marker) clients deciding by themselves use the new key only again.
+#[tokio::test]
+async fn the_upgrade_mode_is_decided_at_connect_by_the_layout_marker() {
+    let harness = RabbitHarness::new();
+    let prefix = harness.config.prefix.as_str().to_owned();
+    let fresh = harness.connect().await;
+    let (connection, channel) = raw_channel(&harness).await;
+    let earlier =
+        declare_earlier_subscriber(&channel, &prefix, "earlier", &["mail.dev.example.org"]).await;
+    let new =
+        declare_earlier_subscriber(&channel, &prefix, "new", &["mail.public.dev.example.org"])
+            .await;
+    let dev = MailingList::public(ListId::new("dev.example.org").unwrap());
+    let publish = async |client: &RabbitBackend| {
+        client
+            .publish(&small_mail(&dev, "upgrade.example.org"))
+            .await
+            .unwrap();
+    };
+
+    publish(&fresh).await;
+    assert_eq!(
+        (depth(&channel, &earlier).await, depth(&channel, &new).await),
+        (0, 1),
+        "a new deployment publishes with the new key only"
+    );
+
+    remove_layout_marker(&harness).await;
+    let upgraded = harness.connect().await;
+    publish(&upgraded).await;
+    assert_eq!(
+        (depth(&channel, &earlier).await, depth(&channel, &new).await),
+        (1, 2),
+        "an earlier version's exchange: both keys, one copy each"
+    );
+
+    let ending = RabbitBackend::connect(harness.config.clone().legacy_routing_keys(false))
+        .await
+        .unwrap();
+    ending.close().await.unwrap();
+    let after = harness.connect().await;
+    publish(&after).await;
+    assert_eq!(
+        (depth(&channel, &earlier).await, depth(&channel, &new).await),
+        (1, 3),
+        "the upgrade ended: the new key only"
+    );
+    let _ = connection.close(200, "done".into()).await;
+    harness.cleanup().await;
+}
+
 /// Declares an earlier version's subscriber queue `<p>.q.<name>` bound
 /// with `keys` (what `main` bound: `<kind>.<pattern>`), on `channel`.
 async fn declare_earlier_subscriber(
@@ -299,7 +409,7 @@ async fn drain(channel: &lapin::Channel, queue: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn the_list_server_upgraded_first_still_reaches_exact_and_star_bindings() {
     let harness = RabbitHarness::new();
-    let backend = harness.connect().await;
+    let backend = connect_to_earlier_layout(&harness).await;
     let prefix = harness.config.prefix.as_str().to_owned();
     let connection =
         lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())

@@ -53,7 +53,7 @@
 //! | `durability` | Redis | `reply` (default), `replicas:COUNT:TIMEOUT`, `fsync:REPLICAS:TIMEOUT` |
 //! | `claim-idle`, `poll-interval`, `consumer-name` | Redis | see `RedisConfig` (60s, 200ms, host name) |
 //! | `queue-type`, `keep-unrouted` | RabbitMQ | `quorum` or `classic` (quorum); `true` or `false` (true) |
-//! | `legacy-routing-keys` | RabbitMQ | `true` or `false` (true): the upgrade's earlier routing keys and bindings (backend-rabbitmq docs, Upgrading) |
+//! | `legacy-routing-keys` | RabbitMQ | `true` or `false` (decided at connect: on only while an earlier version may have subscribers): the upgrade's earlier routing keys and bindings (backend-rabbitmq docs, Upgrading) |
 //! | `grant-file` | RabbitMQ | an archive server's grant (`archiver_core::Grant`'s JSON): the client runs as that least-privilege user, declares no shared exchange and binds only what the grant allows (README, "RabbitMQ: one least-privilege broker user") |
 //! | `hub-dir` | ZeroMQ | the hub's journal and queues (required by [`connect_publisher`]) |
 //! | `connect-timeout` | ZeroMQ | how long a subscriber waits for the hub (10s) |
