@@ -312,7 +312,10 @@ def test_rabbitmq(tmp_path, mails, capsys):
                     break
                 fields = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in properties.headers.items()}
                 fields["body"] = body
-                assert method.routing_key == f"mail.{fields['list-id']}"
+                # A new deployment routes with the access class only
+                # (backend-rabbitmq docs, Upgrading).
+                access = "public" if fields.get("archive-policy") == "public" else "private"
+                assert method.routing_key == f"mail.{access}.{fields['list-id']}"
                 by_list.setdefault(fields["list-id"], []).append(fields)
         return by_list.get(list_id, [])
 
@@ -322,6 +325,7 @@ def test_rabbitmq(tmp_path, mails, capsys):
         channel.queue_delete(f"{prefix}.unrouted")
         channel.exchange_delete(prefix)
         channel.exchange_delete(f"{prefix}.unrouted")
+        channel.exchange_delete(f"{prefix}.layout")
         connection.close()
 
 
