@@ -87,30 +87,12 @@ pub(crate) async fn declare_exchanges(
     if !legacy {
         // Created with the exchange, or when an operator ends the upgrade:
         // from then on no client deciding by itself uses earlier keys.
-        let marker = names.layout_marker();
-        channel
-            .exchange_declare(
-                marker.as_str().into(),
-                ExchangeKind::Fanout,
-                options,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend_error)?;
-        shared.record(&marker, Entity::Exchange);
+        declare_fanout(&channel, shared, &names.layout_marker()).await?;
     }
     let mut arguments = FieldTable::default();
     if shared.config.keep_unrouted {
         let unrouted = names.unrouted();
-        channel
-            .exchange_declare(
-                unrouted.as_str().into(),
-                ExchangeKind::Fanout,
-                options,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(backend_error)?;
+        declare_fanout(&channel, shared, &unrouted).await?;
         // Full, it refuses: the publish is nacked and the mail stays with
         // the caller (its spool), where dropping the oldest would lose it.
         let mut limits = vec![
@@ -134,7 +116,6 @@ pub(crate) async fn declare_exchanges(
             )
             .await
             .map_err(backend_error)?;
-        shared.record(&unrouted, Entity::Exchange);
         shared.record(&unrouted, Entity::Queue);
         arguments.insert("alternate-exchange".into(), text(&unrouted));
     }
@@ -149,6 +130,29 @@ pub(crate) async fn declare_exchanges(
         .map_err(backend_error)?;
     shared.record(names.exchange(), Entity::Exchange);
     Ok(channel)
+}
+
+/// Declares the durable fanout exchange `name` and records it.
+async fn declare_fanout(
+    channel: &Channel,
+    shared: &Shared,
+    name: &str,
+) -> Result<(), BackendError> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Fanout,
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(backend_error)?;
+    shared.record(name, Entity::Exchange);
+    Ok(())
 }
 
 /// Whether an earlier version's subscribers may be bound to the exchange:

@@ -60,12 +60,7 @@ async fn a_subscriber_of_the_earlier_layout_keeps_its_queue_and_mail() {
     );
 
     // The earlier version's subscriber "old", selecting everything.
-    let connection =
-        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
-            .await
-            .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel.confirm_select(Default::default()).await.unwrap();
+    let (connection, channel) = raw_channel(&harness).await;
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
@@ -411,11 +406,7 @@ async fn the_list_server_upgraded_first_still_reaches_exact_and_star_bindings() 
     let harness = RabbitHarness::new();
     let backend = connect_to_earlier_layout(&harness).await;
     let prefix = harness.config.prefix.as_str().to_owned();
-    let connection =
-        lapin::Connection::connect(&harness.config.url, lapin::ConnectionProperties::default())
-            .await
-            .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (connection, channel) = raw_channel(&harness).await;
     let exact =
         declare_earlier_subscriber(&channel, &prefix, "exact", &["mail.dev.example.org"]).await;
     declare_earlier_subscriber(&channel, &prefix, "star", &["mail.*.example.org"]).await;
