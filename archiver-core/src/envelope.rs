@@ -167,7 +167,8 @@ impl Envelope {
     }
 
     /// True for an event that may carry a member's address: a membership
-    /// event (`membership_added`, `membership_removed`), an event of a type
+    /// event (`membership_added`, `membership_removed`), a change of
+    /// settings that hold addresses (`address_settings_changed`), an event of a type
     /// this library does not know (a later writer's), or an event without
     /// `event-type` (a writer older than wire format 1.2). Mailman shows a
     /// list's roster to its moderators only by default, so whoever routes
@@ -215,6 +216,7 @@ mod tests {
                     event.change,
                     crate::ListChange::MembershipAdded { .. }
                         | crate::ListChange::MembershipRemoved { .. }
+                        | crate::ListChange::AddressSettingsChanged { .. }
                 ),
                 "{:?}",
                 event.change

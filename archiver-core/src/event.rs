@@ -53,7 +53,18 @@ pub enum ListChange {
         role: MemberRole,
     },
     /// List settings changed: each changed setting with its new value.
+    /// Settings that hold addresses travel in
+    /// [`AddressSettingsChanged`](Self::AddressSettingsChanged) instead.
     SettingsChanged {
+        /// Setting name to new value, in Mailman's attribute names.
+        changes: BTreeMap<String, serde_json::Value>,
+    },
+    /// Settings that hold addresses changed (Mailman's
+    /// `accept_these_nonmembers`, `reply_to_address`, ...): a separate
+    /// type because those addresses are as private as the roster, so it
+    /// is a membership event (`Envelope::is_membership_event`), delivered
+    /// only to archive servers granted membership events.
+    AddressSettingsChanged {
         /// Setting name to new value, in Mailman's attribute names.
         changes: BTreeMap<String, serde_json::Value>,
     },
@@ -70,6 +81,7 @@ impl ListChange {
             Self::MembershipAdded { .. } => "membership_added",
             Self::MembershipRemoved { .. } => "membership_removed",
             Self::SettingsChanged { .. } => "settings_changed",
+            Self::AddressSettingsChanged { .. } => "address_settings_changed",
         }
     }
 }
@@ -139,6 +151,12 @@ impl ListEvent {
                     ("archive_policy".to_owned(), "private".into()),
                     ("max_message_size".to_owned(), 40.into()),
                 ]),
+            }),
+            event(ListChange::AddressSettingsChanged {
+                changes: BTreeMap::from([(
+                    "accept_these_nonmembers".to_owned(),
+                    serde_json::json!(["bob@example.org"]),
+                )]),
             }),
         ];
         for role in [

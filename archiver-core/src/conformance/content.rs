@@ -260,7 +260,9 @@ pub async fn list_events_round_trip<H: Harness>(harness: &H) {
             envelope.is_membership_event(),
             matches!(
                 event.change,
-                ListChange::MembershipAdded { .. } | ListChange::MembershipRemoved { .. }
+                ListChange::MembershipAdded { .. }
+                    | ListChange::MembershipRemoved { .. }
+                    | ListChange::AddressSettingsChanged { .. }
             )
         );
     }
