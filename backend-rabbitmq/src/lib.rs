@@ -211,8 +211,7 @@ mod tail;
 mod topology;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use archiver_core::{
@@ -245,9 +244,12 @@ pub(crate) struct Shared {
     /// When each retry queue was last declared: a declaration renews its
     /// `x-expires` lease, which publishing into it does not.
     retry_leases: Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    /// Whether the upgrade's earlier routing keys are used: as configured,
-    /// else decided when the exchanges are declared (on until then).
-    legacy_keys: AtomicBool,
+    /// Whether the upgrade's earlier routing keys are used, decided once
+    /// per client by the first declaration of the exchanges (at connect)
+    /// and kept for its life: a reconnect or a tail that sees the marker
+    /// another client declared meanwhile must not switch it mid-life
+    /// ([`topology::decide_legacy_keys`]).
+    legacy_keys: OnceLock<bool>,
 }
 
 impl Shared {
@@ -274,13 +276,24 @@ impl Shared {
 
     /// Whether publishes and the list server's subscriptions use the
     /// upgrade's earlier routing keys ([`RabbitConfig::legacy_routing_keys`]).
+    /// Read on every publish, so only a load. Every reader declared the
+    /// exchanges first (which decides), so it is never undecided; were it,
+    /// on is the side that loses no mail (both keys are routed).
     pub(crate) fn legacy_keys(&self) -> bool {
-        self.legacy_keys.load(Ordering::Relaxed)
+        self.legacy_keys.get().copied().unwrap_or(true)
     }
 
-    /// Records what [`topology::declare_exchanges`] decided.
-    pub(crate) fn set_legacy_keys(&self, on: bool) {
-        self.legacy_keys.store(on, Ordering::Relaxed);
+    /// The decision, if made.
+    pub(crate) fn decided_legacy_keys(&self) -> Option<bool> {
+        self.legacy_keys.get().copied()
+    }
+
+    /// Records `on` as the decision unless one was made (by a concurrent
+    /// first declaration); returns the decision in force and whether it
+    /// is this call's.
+    pub(crate) fn decide_legacy_keys(&self, on: bool) -> (bool, bool) {
+        let mine = self.legacy_keys.set(on).is_ok();
+        (self.legacy_keys(), mine)
     }
 
     /// Notes that the retry queue `name` was declared now.
@@ -350,7 +363,6 @@ impl RabbitBackend {
     /// vhost), [`BackendError::Unavailable`].
     pub async fn connect(config: RabbitConfig) -> Result<Self, BackendError> {
         config.validate()?;
-        let config_legacy_default = config.legacy_routing_keys.unwrap_or(true);
         let shared = Arc::new(Shared {
             names: Names::new(&config.prefix),
             config,
@@ -358,7 +370,7 @@ impl RabbitBackend {
             link: tokio::sync::Mutex::new(None),
             declared: Mutex::default(),
             retry_leases: Mutex::default(),
-            legacy_keys: AtomicBool::new(config_legacy_default),
+            legacy_keys: OnceLock::new(),
         });
         drop(shared.link().await?);
         tracing::info!(url = %shared.config.redacted_url(), prefix = %shared.config.prefix, "connected to RabbitMQ");
@@ -523,5 +535,35 @@ impl Operator for RabbitBackend {
         which: Replay,
     ) -> Result<usize, BackendError> {
         dead_letters::replay(&self.shared, name, &which).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(config: RabbitConfig) -> Shared {
+        Shared {
+            names: Names::new(&config.prefix),
+            config,
+            closed: CloseFlag::new(),
+            link: tokio::sync::Mutex::new(None),
+            declared: Mutex::default(),
+            retry_leases: Mutex::default(),
+            legacy_keys: OnceLock::new(),
+        }
+    }
+
+    /// The first decision stands for the client's life: a later one (a
+    /// reconnect or tail seeing the marker another client declared) is
+    /// ignored and told so.
+    #[test]
+    fn the_first_decision_of_the_upgrade_mode_stands() {
+        let shared = shared(RabbitConfig::new("amqp://127.0.0.1:5672/%2f"));
+        assert_eq!(shared.decided_legacy_keys(), None);
+        assert_eq!(shared.decide_legacy_keys(true), (true, true));
+        assert_eq!(shared.decide_legacy_keys(false), (true, false));
+        assert_eq!(shared.decided_legacy_keys(), Some(true));
+        assert!(shared.legacy_keys());
     }
 }
