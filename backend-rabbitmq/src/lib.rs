@@ -80,7 +80,36 @@
 //! exchange `<p>.layout`, which this version's list server declares when
 //! it creates the exchange, so a new deployment is never in the upgrade
 //! (it costs about a fifth of the throughput: the broker routes two keys).
-//! While it is on:
+//! The decision is made once per client, by its first declaration of the
+//! exchanges, and kept for the client's life: its reconnects and live
+//! tails declare the exchanges again but never change it, so a client
+//! changes mode only by restarting (and a marker another client declares
+//! meanwhile does not switch it). An archive server's role always decides
+//! it off.
+//!
+//! Every client of a role that declares the shared exchanges (the list
+//! server's role, the default: a publisher, and also a subscriber, a live
+//! tail or an operator's client connecting as it) declares `<p>` and then,
+//! when it decided the upgrade is off, the marker, only after `<p>` was
+//! declared (a marker left without `<p>` would make the clients after an
+//! earlier version's list server declares `<p>` decide no earlier
+//! subscriber can be bound). So the first such client of this version
+//! where `<p>` does not exist yet makes a new deployment; it logs at
+//! info level when it creates the marker. A client connecting at the very
+//! moment the first one declares `<p>` (between the two declarations)
+//! decides the upgrade is on: safe (both keys are routed), it costs that
+//! client throughput until it restarts.
+//!
+//! Where the marker exists (a new deployment, or an upgrade that ended),
+//! run no earlier version beside this one: an earlier list server
+//! publishes `<kind>.<list-id>` only, which matches no binding of this
+//! version's subscribers (they bind `<kind>.<class>.<pattern>`, the
+//! earlier keys only while the upgrade is on), so its mail reaches none of
+//! them (at best it lands in `<p>.unrouted`); and an earlier subscriber,
+//! bound with `<kind>.<pattern>`, gets nothing this version's list server
+//! publishes.
+//!
+//! While the upgrade is on:
 //!
 //! - a publish is routed with the earlier key and carries the new one in
 //!   RabbitMQ's `BCC` header (sender-selected distribution: the broker
@@ -101,7 +130,8 @@
 //! (an earlier version does not drop what it did not select); (2) when
 //! every client runs this version, connect one client once with
 //! `legacy_routing_keys` `Some(false)` (it declares the marker, so clients
-//! connecting after it decide the upgrade is over; restart the others)
+//! connecting after it decide the upgrade is over; restart the others: a
+//! reconnect keeps a client's decision)
 //! and subscribe each subscriber once, which unbinds its earlier keys (the
 //! explicit step that ends the upgrade); (3) then switch archive servers
 //! to restricted users, whose topic permissions refuse the earlier keys.
