@@ -116,6 +116,11 @@ pub struct RabbitConfig {
     /// So a new deployment never pays for it, and an upgraded one does
     /// until an operator ends the upgrade with `Some(false)` once (then
     /// subscribe each subscriber once, which drops its earlier bindings).
+    /// Either way it is decided once per client, at its first declaration
+    /// of the exchanges (at connect), and kept across reconnects, so a
+    /// running client changes mode only by restarting. An archive server's
+    /// role ([`Role::ArchiveServer`]) ignores it: always off (it publishes
+    /// nothing to `<p>`, and its user may bind no earlier key).
     pub legacy_routing_keys: Option<bool>,
 }
 

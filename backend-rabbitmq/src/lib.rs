@@ -80,7 +80,36 @@
 //! exchange `<p>.layout`, which this version's list server declares when
 //! it creates the exchange, so a new deployment is never in the upgrade
 //! (it costs about a fifth of the throughput: the broker routes two keys).
-//! While it is on:
+//! The decision is made once per client, by its first declaration of the
+//! exchanges, and kept for the client's life: its reconnects and live
+//! tails declare the exchanges again but never change it, so a client
+//! changes mode only by restarting (and a marker another client declares
+//! meanwhile does not switch it). An archive server's role always decides
+//! it off.
+//!
+//! Every client of a role that declares the shared exchanges (the list
+//! server's role, the default: a publisher, and also a subscriber, a live
+//! tail or an operator's client connecting as it) declares `<p>` and then,
+//! when it decided the upgrade is off, the marker, only after `<p>` was
+//! declared (a marker left without `<p>` would make the clients after an
+//! earlier version's list server declares `<p>` decide no earlier
+//! subscriber can be bound). So the first such client of this version
+//! where `<p>` does not exist yet makes a new deployment; it logs at
+//! info level when it creates the marker. A client connecting at the very
+//! moment the first one declares `<p>` (between the two declarations)
+//! decides the upgrade is on: safe (both keys are routed), it costs that
+//! client throughput until it restarts.
+//!
+//! Where the marker exists (a new deployment, or an upgrade that ended),
+//! run no earlier version beside this one: an earlier list server
+//! publishes `<kind>.<list-id>` only, which matches no binding of this
+//! version's subscribers (they bind `<kind>.<class>.<pattern>`, the
+//! earlier keys only while the upgrade is on), so its mail reaches none of
+//! them (at best it lands in `<p>.unrouted`); and an earlier subscriber,
+//! bound with `<kind>.<pattern>`, gets nothing this version's list server
+//! publishes.
+//!
+//! While the upgrade is on:
 //!
 //! - a publish is routed with the earlier key and carries the new one in
 //!   RabbitMQ's `BCC` header (sender-selected distribution: the broker
@@ -101,7 +130,8 @@
 //! (an earlier version does not drop what it did not select); (2) when
 //! every client runs this version, connect one client once with
 //! `legacy_routing_keys` `Some(false)` (it declares the marker, so clients
-//! connecting after it decide the upgrade is over; restart the others)
+//! connecting after it decide the upgrade is over; restart the others: a
+//! reconnect keeps a client's decision)
 //! and subscribe each subscriber once, which unbinds its earlier keys (the
 //! explicit step that ends the upgrade); (3) then switch archive servers
 //! to restricted users, whose topic permissions refuse the earlier keys.
@@ -211,8 +241,7 @@ mod tail;
 mod topology;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use archiver_core::{
@@ -245,9 +274,12 @@ pub(crate) struct Shared {
     /// When each retry queue was last declared: a declaration renews its
     /// `x-expires` lease, which publishing into it does not.
     retry_leases: Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    /// Whether the upgrade's earlier routing keys are used: as configured,
-    /// else decided when the exchanges are declared (on until then).
-    legacy_keys: AtomicBool,
+    /// Whether the upgrade's earlier routing keys are used, decided once
+    /// per client by the first declaration of the exchanges (at connect)
+    /// and kept for its life: a reconnect or a tail that sees the marker
+    /// another client declared meanwhile must not switch it mid-life
+    /// ([`topology::decide_legacy_keys`]).
+    legacy_keys: OnceLock<bool>,
 }
 
 impl Shared {
@@ -274,13 +306,24 @@ impl Shared {
 
     /// Whether publishes and the list server's subscriptions use the
     /// upgrade's earlier routing keys ([`RabbitConfig::legacy_routing_keys`]).
+    /// Read on every publish, so only a load. Every reader declared the
+    /// exchanges first (which decides), so it is never undecided; were it,
+    /// on is the side that loses no mail (both keys are routed).
     pub(crate) fn legacy_keys(&self) -> bool {
-        self.legacy_keys.load(Ordering::Relaxed)
+        self.legacy_keys.get().copied().unwrap_or(true)
     }
 
-    /// Records what [`topology::declare_exchanges`] decided.
-    pub(crate) fn set_legacy_keys(&self, on: bool) {
-        self.legacy_keys.store(on, Ordering::Relaxed);
+    /// The decision, if made.
+    pub(crate) fn decided_legacy_keys(&self) -> Option<bool> {
+        self.legacy_keys.get().copied()
+    }
+
+    /// Records `on` as the decision unless one was made (by a concurrent
+    /// first declaration); returns the decision in force and whether it
+    /// is this call's.
+    pub(crate) fn decide_legacy_keys(&self, on: bool) -> (bool, bool) {
+        let mine = self.legacy_keys.set(on).is_ok();
+        (self.legacy_keys(), mine)
     }
 
     /// Notes that the retry queue `name` was declared now.
@@ -350,7 +393,6 @@ impl RabbitBackend {
     /// vhost), [`BackendError::Unavailable`].
     pub async fn connect(config: RabbitConfig) -> Result<Self, BackendError> {
         config.validate()?;
-        let config_legacy_default = config.legacy_routing_keys.unwrap_or(true);
         let shared = Arc::new(Shared {
             names: Names::new(&config.prefix),
             config,
@@ -358,7 +400,7 @@ impl RabbitBackend {
             link: tokio::sync::Mutex::new(None),
             declared: Mutex::default(),
             retry_leases: Mutex::default(),
-            legacy_keys: AtomicBool::new(config_legacy_default),
+            legacy_keys: OnceLock::new(),
         });
         drop(shared.link().await?);
         tracing::info!(url = %shared.config.redacted_url(), prefix = %shared.config.prefix, "connected to RabbitMQ");
@@ -523,5 +565,35 @@ impl Operator for RabbitBackend {
         which: Replay,
     ) -> Result<usize, BackendError> {
         dead_letters::replay(&self.shared, name, &which).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(config: RabbitConfig) -> Shared {
+        Shared {
+            names: Names::new(&config.prefix),
+            config,
+            closed: CloseFlag::new(),
+            link: tokio::sync::Mutex::new(None),
+            declared: Mutex::default(),
+            retry_leases: Mutex::default(),
+            legacy_keys: OnceLock::new(),
+        }
+    }
+
+    /// The first decision stands for the client's life: a later one (a
+    /// reconnect or tail seeing the marker another client declared) is
+    /// ignored and told so.
+    #[test]
+    fn the_first_decision_of_the_upgrade_mode_stands() {
+        let shared = shared(RabbitConfig::new("amqp://127.0.0.1:5672/%2f"));
+        assert_eq!(shared.decided_legacy_keys(), None);
+        assert_eq!(shared.decide_legacy_keys(true), (true, true));
+        assert_eq!(shared.decide_legacy_keys(false), (true, false));
+        assert_eq!(shared.decided_legacy_keys(), Some(true));
+        assert!(shared.legacy_keys());
     }
 }

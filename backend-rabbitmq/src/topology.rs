@@ -1,6 +1,7 @@
 //! Declaring what the backend needs on the broker: the exchanges, and a
 //! subscriber's queues and bindings. Every declaration is idempotent and is
-//! repeated after a reconnect.
+//! repeated after a reconnect; the upgrade mode is decided by a client's
+//! first one only ([`decide_legacy_keys`]) and kept for its life.
 
 use std::collections::BTreeSet;
 
@@ -40,10 +41,12 @@ fn durable() -> QueueDeclareOptions {
 }
 
 /// The topic exchange, and (when kept) the unrouted exchange and queue
-/// behind it as its alternate exchange; only checked to exist (a passive
-/// declare) by an archive server, which may neither configure them nor
-/// read the unrouted queue. Returns a usable confirm channel (a refused
-/// declaration closes one).
+/// behind it as its alternate exchange, then (outside the upgrade) the
+/// layout marker; only checked to exist (a passive declare) by an archive
+/// server, which may neither configure them nor read the unrouted queue.
+/// The first call of a client decides the upgrade mode
+/// ([`decide_legacy_keys`]); later ones (reconnects, tails) keep it.
+/// Returns a usable confirm channel (a refused declaration closes one).
 pub(crate) async fn declare_exchanges(
     connection: &Connection,
     channel: Channel,
@@ -51,6 +54,9 @@ pub(crate) async fn declare_exchanges(
 ) -> Result<Channel, BackendError> {
     let names = &shared.names;
     if !shared.config.role.declares_shared() {
+        // It never publishes to `<p>` and may bind no earlier key: decided
+        // off, so nothing reads an undecided value.
+        shared.decide_legacy_keys(false);
         let passive = ExchangeDeclareOptions {
             passive: true,
             durable: true,
@@ -73,22 +79,11 @@ pub(crate) async fn declare_exchanges(
             Err(error) => Err(backend_error(error)),
         };
     }
-    let (channel, earlier_layout) = match shared.config.legacy_routing_keys {
-        Some(_) => (channel, false),
-        None => earlier_layout(connection, channel, shared).await?,
-    };
-    let mut channel = channel;
-    let legacy = shared.config.legacy_routing_keys.unwrap_or(earlier_layout);
-    shared.set_legacy_keys(legacy);
+    let (mut channel, decision) = decide_legacy_keys(connection, channel, shared).await?;
     let options = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
-    if !legacy {
-        // Created with the exchange, or when an operator ends the upgrade:
-        // from then on no client deciding by itself uses earlier keys.
-        declare_fanout(&channel, shared, &names.layout_marker()).await?;
-    }
     let mut arguments = FieldTable::default();
     if shared.config.keep_unrouted {
         let unrouted = names.unrouted();
@@ -129,7 +124,90 @@ pub(crate) async fn declare_exchanges(
         .await
         .map_err(backend_error)?;
     shared.record(names.exchange(), Entity::Exchange);
+    if !decision.legacy {
+        // Only once `<p>` exists (this client's declaration succeeded): a
+        // marker without the exchange would make the clients connecting
+        // after an earlier version's list server then declares `<p>`
+        // decide that no earlier subscriber can be bound, and publish
+        // without the keys those subscribers are bound with. The other
+        // order's window (a client connecting between the two declarations
+        // decides the upgrade is on) only costs it throughput.
+        declare_fanout(&channel, shared, &names.layout_marker()).await?;
+        if decision.marker_was_missing {
+            tracing::info!(
+                exchange = names.exchange(),
+                marker = %names.layout_marker(),
+                "declared the layout marker: clients connecting from now on publish the new \
+                 routing keys only (no earlier version's client may publish or subscribe here)"
+            );
+        }
+    }
     Ok(channel)
+}
+
+/// The upgrade mode in force for this client, and whether its first
+/// declaration should say it creates the marker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decision {
+    /// Whether publishes carry the earlier routing keys too.
+    pub(crate) legacy: bool,
+    /// This call made the decision and saw no marker `<p>.layout`, which
+    /// its declaration then creates.
+    pub(crate) marker_was_missing: bool,
+}
+
+/// Decides once per client whether it uses the upgrade's earlier routing
+/// keys (`RabbitConfig::legacy_routing_keys`): the configured value, else
+/// whether the exchange exists without the layout marker. Once decided,
+/// the stored decision is returned without asking the broker, so a
+/// reconnect or a tail after another client declared the marker (or the
+/// marker this client declared) never switches it: a client changes mode
+/// only by restarting. Returns the channel to go on with (a passive
+/// declaration of what is missing closes one).
+pub(crate) async fn decide_legacy_keys(
+    connection: &Connection,
+    channel: Channel,
+    shared: &Shared,
+) -> Result<(Channel, Decision), BackendError> {
+    if let Some(legacy) = shared.decided_legacy_keys() {
+        let decision = Decision {
+            legacy,
+            marker_was_missing: false,
+        };
+        return Ok((channel, decision));
+    }
+    let (channel, legacy, marker_was_missing) = match shared.config.legacy_routing_keys {
+        Some(true) => (channel, true, false),
+        Some(false) => {
+            let marker = shared.names.layout_marker();
+            let (channel, marked) =
+                exists(connection, channel, &marker, ExchangeKind::Fanout).await?;
+            (channel, false, !marked)
+        }
+        None => {
+            let (channel, layout) = earlier_layout(connection, channel, shared).await?;
+            (channel, layout == Layout::Earlier, layout == Layout::New)
+        }
+    };
+    // A concurrent first declaration of this client may have decided
+    // meanwhile: its decision stands.
+    let (legacy, mine) = shared.decide_legacy_keys(legacy);
+    let decision = Decision {
+        legacy,
+        marker_was_missing: mine && marker_was_missing,
+    };
+    Ok((channel, decision))
+}
+
+/// What [`earlier_layout`] found on the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// No exchange yet: a new deployment (the marker comes with it).
+    New,
+    /// The exchange with the marker: this version's layout.
+    Marked,
+    /// The exchange without the marker: an earlier version's.
+    Earlier,
 }
 
 /// Declares the durable fanout exchange `name` and records it.
@@ -163,23 +241,25 @@ async fn earlier_layout(
     connection: &Connection,
     channel: Channel,
     shared: &Shared,
-) -> Result<(Channel, bool), BackendError> {
+) -> Result<(Channel, Layout), BackendError> {
     let names = &shared.names;
     let (channel, exchange) =
         exists(connection, channel, names.exchange(), ExchangeKind::Topic).await?;
     if !exchange {
-        return Ok((channel, false));
+        return Ok((channel, Layout::New));
     }
     let marker = names.layout_marker();
     let (channel, marked) = exists(connection, channel, &marker, ExchangeKind::Fanout).await?;
-    if !marked {
-        tracing::info!(
-            exchange = names.exchange(),
-            "the exchange has no layout marker: an earlier version's subscribers may be bound, so \
-             publishes carry the earlier routing keys too (legacy-routing-keys=false ends this)"
-        );
+    if marked {
+        return Ok((channel, Layout::Marked));
     }
-    Ok((channel, !marked))
+    tracing::info!(
+        exchange = names.exchange(),
+        "the exchange has no layout marker: an earlier version's subscribers may be bound, so \
+         this client's publishes carry the earlier routing keys too until it restarts \
+         (legacy-routing-keys=false ends this)"
+    );
+    Ok((channel, Layout::Earlier))
 }
 
 /// Whether the exchange `name` exists (a passive declaration), and the

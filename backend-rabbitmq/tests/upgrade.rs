@@ -7,13 +7,14 @@
 
 mod support;
 
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use archiver_core::conformance::Harness;
 use archiver_core::conformance::fixtures::small_mail;
 use archiver_core::{
     ArchivePolicy, Connection, Envelope, EnvelopeId, ListId, MailingList, Operator, Publisher,
-    Subscriber, SubscriberName, Subscription,
+    Selection, Subscriber, SubscriberName, Subscription,
 };
 use backend_rabbitmq::RabbitBackend;
 use futures::StreamExt;
@@ -491,4 +492,219 @@ async fn the_list_server_upgraded_first_still_reaches_exact_and_star_bindings() 
         ],
         "the upgraded subscriber gets what it selects, once each, never list example.org"
     );
+}
+
+/// `rabbitmqctl` on the shared broker; panics unless it succeeds.
+fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (scripts/test installs RabbitMQ)");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The broker's pids of the connections whose client properties contain
+/// `name` (a client names them `mq-archiver <prefix> <role>`).
+fn connections_named(name: &str) -> Vec<String> {
+    rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ])
+    .lines()
+    .filter(|l| l.contains(name))
+    .filter_map(|l| l.split('\t').next().map(str::to_owned))
+    .collect()
+}
+
+/// Whether `check` holds within 20 s, polled.
+async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check()
+}
+
+/// The upgrade mode is decided once per client, at its connect: a client
+/// that decided the upgrade is on keeps routing with the earlier keys
+/// after the marker appears (an operator's client ending the upgrade: the
+/// others keep it until they restart), both when its live tail declares
+/// the exchanges again and when it reconnects after the broker closed its
+/// publishing connection.
+#[tokio::test]
+async fn the_upgrade_mode_is_decided_once_per_client() {
+    let harness = RabbitHarness::new();
+    let prefix = harness.config.prefix.as_str().to_owned();
+    let upgraded = connect_to_earlier_layout(&harness).await;
+    let (connection, channel) = raw_channel(&harness).await;
+    let earlier =
+        declare_earlier_subscriber(&channel, &prefix, "earlier", &["mail.dev.example.org"]).await;
+    let new =
+        declare_earlier_subscriber(&channel, &prefix, "new", &["mail.public.dev.example.org"])
+            .await;
+    let dev = MailingList::public(ListId::new("dev.example.org").unwrap());
+    let mail = || small_mail(&dev, "upgrade.example.org");
+
+    upgraded.publish(&mail()).await.unwrap();
+    assert_eq!(
+        (depth(&channel, &earlier).await, depth(&channel, &new).await),
+        (1, 1),
+        "an earlier version's exchange: both keys"
+    );
+
+    // The marker appears.
+    let ending = RabbitBackend::connect(harness.config.clone().legacy_routing_keys(false))
+        .await
+        .unwrap();
+    ending.close().await.unwrap();
+
+    // Its live tail declares the exchanges again.
+    drop(upgraded.tail(&Selection::all()).await.unwrap());
+    upgraded.publish(&mail()).await.unwrap();
+    assert_eq!(
+        (depth(&channel, &earlier).await, depth(&channel, &new).await),
+        (2, 2),
+        "still both keys after its tail declared the exchanges"
+    );
+
+    // The broker closes the publishing connections of the prefix (this
+    // client's and the first one's); it reconnects.
+    let publisher = format!("mq-archiver {prefix} publisher");
+    let before = connections_named(&publisher);
+    assert!(!before.is_empty(), "publishing connections: {before:?}");
+    for pid in &before {
+        rabbitmqctl(&["close_connection", pid, "test: reconnect"]);
+    }
+    assert!(
+        eventually(|| connections_named(&publisher).is_empty()).await,
+        "the broker closed them"
+    );
+    // A publish on the closed link fails and drops it; the next reconnects.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let envelope = mail();
+    while let Err(error) = upgraded.publish(&envelope).await {
+        assert!(Instant::now() < deadline, "no reconnect: {error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = connections_named(&publisher);
+    assert!(
+        after.len() == 1 && !before.contains(&after[0]),
+        "a new publishing connection: {before:?} then {after:?}"
+    );
+    assert_eq!(
+        (depth(&channel, &earlier).await, depth(&channel, &new).await),
+        (3, 3),
+        "still both keys after the reconnect"
+    );
+    let _ = connection.close(200, "done".into()).await;
+    harness.cleanup().await;
+}
+
+/// The marker `<p>.layout` is declared only once `<p>` was: here `<p>`
+/// exists without the alternate exchange this configuration declares it
+/// with, so the declaration is refused (inequivalent argument) and no
+/// marker may be left behind, which would make the clients after it
+/// decide that no earlier subscriber can be bound.
+#[tokio::test]
+async fn no_marker_is_declared_when_the_exchange_declaration_fails() {
+    let harness = RabbitHarness::new();
+    let prefix = harness.config.prefix.as_str().to_owned();
+    let marker = format!("{prefix}.layout");
+    let (connection, channel) = raw_channel(&harness).await;
+    channel
+        .exchange_declare(
+            prefix.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let refused = RabbitBackend::connect(harness.config.clone().legacy_routing_keys(false)).await;
+    assert!(
+        refused.is_err(),
+        "declaring {prefix} with an alternate exchange is refused"
+    );
+    let check = connection.create_channel().await.unwrap();
+    let marked = check
+        .exchange_declare(
+            marker.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            lapin::options::ExchangeDeclareOptions {
+                passive: true,
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    // Clean up by hand: no client of the harness declared these.
+    let clean = connection.create_channel().await.unwrap();
+    for exchange in [prefix.clone(), marker.clone(), format!("{prefix}.unrouted")] {
+        let _ = clean
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = clean
+        .queue_delete(
+            format!("{prefix}.unrouted").as_str().into(),
+            Default::default(),
+        )
+        .await;
+    let _ = connection.close(200, "done".into()).await;
+    assert!(
+        marked.is_err(),
+        "no marker {marker} when declaring {prefix} was refused"
+    );
+}
+
+/// An archive server's role never uses the earlier keys, whatever its
+/// configuration says: its decision is made (off) where it only checks
+/// that `<p>` exists. Run as the shared account here, so that the broker
+/// lets it publish and what it would route shows.
+#[tokio::test]
+async fn an_archive_server_decides_the_upgrade_off() {
+    let harness = RabbitHarness::new();
+    let prefix = harness.config.prefix.as_str().to_owned();
+    drop(connect_to_earlier_layout(&harness).await);
+    let (connection, channel) = raw_channel(&harness).await;
+    let earlier =
+        declare_earlier_subscriber(&channel, &prefix, "earlier", &["mail.dev.example.org"]).await;
+    let new =
+        declare_earlier_subscriber(&channel, &prefix, "new", &["mail.public.dev.example.org"])
+            .await;
+    let grant = archiver_core::Grant::new("archive").lists("dev.example.org".parse().unwrap());
+    let archive = RabbitBackend::connect(
+        harness
+            .config
+            .clone()
+            .archive_server(grant)
+            .legacy_routing_keys(true),
+    )
+    .await
+    .unwrap();
+    let dev = MailingList::public(ListId::new("dev.example.org").unwrap());
+    archive
+        .publish(&small_mail(&dev, "upgrade.example.org"))
+        .await
+        .unwrap();
+    let depths = (depth(&channel, &earlier).await, depth(&channel, &new).await);
+    archive.close().await.unwrap();
+    let _ = connection.close(200, "done".into()).await;
+    harness.cleanup().await;
+    assert_eq!(depths, (0, 1), "the new key only");
 }
