@@ -83,10 +83,11 @@ def run(*argv, **kw):
     return done.stdout
 
 
-def write_site(tmp, url, options, smtp_port=None, base=BASE, general=None):
+def write_site(tmp, url, options, smtp_port=None, base=BASE, general=None, extra_cfg=""):
     """mailman.cfg and the plugin's configuration file under tmp (the out
     runner, which only the master starts, delivers to smtp_port); `base`
-    None leaves [general] base out, `general` adds settings to [general]."""
+    None leaves [general] base out, `general` adds settings to [general],
+    `extra_cfg` is appended to mailman.cfg."""
     (tmp / "mq-archiver.cfg").write_text(
         f"[general]\nurl: {url}\n" + (f"base: {base}\n" if base is not None else "")
         + "".join(f"{k}: {v}\n" for k, v in (general or {}).items())
@@ -125,7 +126,7 @@ clobber_date: always
 [runner.mq]
 class: mq_archiver.mailman.Runner
 instances: 1
-""")
+""" + extra_cfg)
     return cfg
 
 
@@ -440,7 +441,7 @@ def test_refused_mail_is_parked_then_retried(tmp_path, mails, capsys):
         # Lift the limit, retry: every mail is then stored, byte for byte.
         write_site(tmp_path, REDIS_URL, {"prefix": prefix})
         out = run(sys.executable, "-m", "mq_archiver.mailman", "-C", str(cfg), "retry-parked")
-        assert out.strip() == f"{len(emls)} parked mails moved back into queue/mq"
+        assert out.strip() == f"{len(emls)} parked entries moved back into queue/mq"
         assert not list(parked.glob("*"))
         run_runners(tmp_path, cfg)
         assert stored() == reference
@@ -465,11 +466,15 @@ def test_redis_outage_spools_then_delivers_without_new_traffic(tmp_path, mails, 
             seen["spooled while down"] = spooled
             assert spooled >= 1
             # Every mail went through the archive runner while no broker
-            # listened (depth 0: there is none); the spool holds them.
+            # listened (depth 0: there is none); the spool holds them, and
+            # the status command (another process, no lock) says so.
+            wait_for(lambda: spool_depth(cfg) == spooled, 60, f"the status showing {spooled} spooled")
+            seen["status while down"] = status_line(cfg)
             server.start()
             seen["restarted"] = time.monotonic()
         client = server.client()
-        return sum(client.xlen(redis_stream(prefix, f)) for f in LISTS) >= expected
+        return (sum(client.xlen(redis_stream(prefix, f)) for f in LISTS) >= expected
+                and spool_depth(cfg) == 0)
 
     try:
         assert post_and_archive(tmp_path, cfg, mails, per_list=per_list, first=first, done=done) \
@@ -482,9 +487,28 @@ def test_redis_outage_spools_then_delivers_without_new_traffic(tmp_path, mails, 
             print(f"\noutage: archived by prototype {len(reference)}, spooled while down "
                   f"{seen['spooled while down']}, stored after restart {len(stored)}, identical "
                   f"{sum(reference.get(h) == b for h, b in stored.items())}")
+            print(f"  status while down: {seen['status while down']}")
+            print(f"  status after:      {status_line(cfg)}")
         assert stored == reference
     finally:
         server.stop()
+
+
+def plugin_status(cfg):
+    """`python -m mq_archiver.mailman -C cfg status --json`, parsed."""
+    return json.loads(run(sys.executable, "-m", "mq_archiver.mailman", "-C", str(cfg), "status", "--json"))
+
+
+def spool_depth(cfg):
+    """The spool depth the mq runner last reported (None before it did)."""
+    runner = plugin_status(cfg)["runner"]
+    return None if not runner or not runner.get("spool") else runner["spool"]["depth"]
+
+
+def status_line(cfg):
+    """The status command's spool line, for the report."""
+    out = run(sys.executable, "-m", "mq_archiver.mailman", "-C", str(cfg), "status")
+    return next(line for line in out.splitlines() if line.startswith("spool"))
 
 
 def outage_site(tmp_path, mails, per_list):

@@ -200,7 +200,7 @@ def test_retry_parked_goes_past_corrupt_files(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mq_archiver.mailman", "-C", str(site.cfg), "retry-parked"],
                           capture_output=True, text=True)
     assert done.returncode != 0, done
-    assert "1 parked mails moved back into queue/mq, 2 could not be moved" in done.stdout, done
+    assert "1 parked entries moved back into queue/mq, 2 could not be moved" in done.stdout, done
     assert sorted(p.name for p in parked.iterdir()) == ["AAAA.0.eml", "AAAA.0.json", "BBBB.0.eml", "BBBB.0.json"]
     log = site.log()
     assert "AAAA.0" in log and "BBBB.0" in log

@@ -1,7 +1,8 @@
 """GNU Mailman 3 archiver plugin: hands every archived mail to archive
 servers over Redis, RabbitMQ or ZeroMQ through :class:`mq_archiver.Archiver`.
 
-Two pieces, both named in ``mailman.cfg``::
+Two pieces, both named in ``mailman.cfg``, and a third for list events
+(:mod:`mq_archiver.mailman_plugin`)::
 
     [archiver.mq]
     class: mq_archiver.mailman.Archiver
@@ -11,6 +12,11 @@ Two pieces, both named in ``mailman.cfg``::
     [runner.mq]
     class: mq_archiver.mailman.Runner
     instances: 1
+
+    [plugin.mq]
+    class: mq_archiver.mailman_plugin.Plugin
+    enabled: yes
+    component_package: mq_archiver.mailman_plugin
 
 **Which process publishes.** Mailman's archive runner (any number of
 slices) calls :meth:`Archiver.archive_message`, which only serialises the
@@ -29,12 +35,27 @@ mail may be published twice, the second time with a new envelope id
 (archive servers deduplicate by list id and Message-ID-Hash, as
 HyperKitty does).
 
+List events reach ``queue/mq`` the same way, from whichever process
+committed the change (the plugin writes one entry per list and commit,
+``mq_events``); the runner publishes them in order with
+``archive_event``, and neither mails nor events need their list to still
+exist (Mailman's runners shunt an entry of a missing list; this one does
+not look the list up).
+
+**Order.** While the client cannot open or a publish is refused for now,
+the runner stays on the entry at hand with a back-off instead of handing
+it back to Mailman (which would re-queue it behind every later entry), so
+mails and events are published in the order they were queued.
+
 **Errors.** Nothing here raises into Mailman for a transient problem: the
 archive runner drops a mail whose archiver raised. When the broker is
 away the native client spools (``spool-dir``) and publishes as soon as
 it answers, without waiting for new traffic; when the client cannot even
 open (broker away at start), the entry stays in ``queue/mq`` and is
-retried with a back-off. A permanent refusal (too large, forbidden,
+retried with a back-off. ``python -m mq_archiver.mailman -C mailman.cfg
+status`` (or ``mailman mq status``) shows queue/mq, the parked entries
+and what the runner last reported (spool depth and age, a stuck record,
+its last error) without taking any lock. A permanent refusal (too large, forbidden,
 unroutable, not a mail) is logged to ``mailman.archiver`` with the
 Message-ID-Hash and the mail is parked in ``$VAR_DIR/mq-archiver/parked``
 (``<hash>.<n>.eml`` plus ``.json`` with the list and the reason, both
@@ -99,6 +120,7 @@ from email.utils import unquote
 from hashlib import sha1
 from typing import NamedTuple
 
+from .mailman_plugin import status
 from . import (
     Archiver as NativeArchiver,
     ArchiverError,
@@ -181,6 +203,7 @@ class _Settings:
         home = os.path.join(config.VAR_DIR, "mq-archiver")
         self.options.setdefault("spool-dir", os.path.join(home, "spool"))
         self.parked_dir = general.get("parked_dir", os.path.join(home, "parked"))
+        self.status_file = general.get("status_file", os.path.join(home, "status.json"))
 
 
 def _log_cannot_open(error: Exception, retrying: str) -> None:
@@ -318,6 +341,8 @@ class Archiver:
 
 _client = None
 _client_pid = None
+#: What :meth:`Runner._publish` returns when a stop came first.
+_STOPPED = object()
 
 
 def _get_client():
@@ -379,6 +404,31 @@ def _park(raw, msgdata, reason):
     return base + ".eml"
 
 
+def _park_events(msgdata, events, reason):
+    """Keeps list events refused for good (with the list and the reason)
+    as ``<list id>.<n>.events.json``, written to a temp file, fsynced,
+    renamed into place, the directory fsynced; :func:`retry_parked` puts
+    them back."""
+    settings = _get_settings()
+    os.makedirs(settings.parked_dir, exist_ok=True)
+    n = 0
+    while os.path.exists(os.path.join(settings.parked_dir, f"{msgdata['listid']}.{n}.events.json")):
+        n += 1
+    path = os.path.join(settings.parked_dir, f"{msgdata['listid']}.{n}.events.json")
+    meta = {
+        "list_id": msgdata["listid"],
+        "list_address": msgdata.get("mq_list_address"),
+        "archive_policy": msgdata.get("mq_policy"),
+        "events": list(events),
+        "reason": reason,
+        "at": time.time(),
+    }
+    _write_synced(path + ".tmp", json.dumps(meta).encode("utf-8"))
+    os.replace(path + ".tmp", path)
+    _fsync_dir(settings.parked_dir)
+    return path
+
+
 class Retried(NamedTuple):
     """What :func:`retry_parked` did."""
 
@@ -412,6 +462,12 @@ def retry_parked():
         return Retried(0, 0)
     moved = failed = 0
     for name in sorted(os.listdir(settings.parked_dir)):
+        if name.endswith(".events.json"):
+            if _retry_parked_events(os.path.join(settings.parked_dir, name)):
+                moved += 1
+            else:
+                failed += 1
+            continue
         if not name.endswith(".eml"):
             continue
         base = os.path.join(settings.parked_dir, name[: -len(".eml")])
@@ -453,6 +509,52 @@ def retry_parked():
     return Retried(moved, failed)
 
 
+def _retry_parked_events(path):
+    """Puts one parked batch of list events back into ``queue/mq``; False
+    (logged, left in place) when it cannot be read or enqueued."""
+    from mailman.config import config
+    from mailman.email.message import Message
+
+    try:
+        with open(path, "rb") as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict) or not isinstance(meta.get("events"), list):
+            raise ValueError("not a JSON object with a list of events")
+        metadata = {
+            "listid": meta["list_id"],
+            "mq_list_address": meta.get("list_address"),
+            "mq_policy": meta["archive_policy"],
+            "mq_events": meta["events"],
+        }
+        if not isinstance(metadata["listid"], str) or not isinstance(metadata["mq_policy"], str):
+            raise ValueError("list_id and archive_policy must be strings")
+    except Exception as error:
+        log.error("mq archiver: cannot retry the parked events %s (%s: %s); left in place",
+                  path, type(error).__name__, error)
+        return False
+    try:
+        config.switchboards[NAME].enqueue(Message(), **metadata)
+    except Exception:
+        log.exception("mq archiver: could not enqueue the parked events %s; left in place", path)
+        return False
+    try:
+        os.remove(path)
+    except OSError as error:
+        log.error("mq archiver: the parked events %s are back in queue/%s but the file could not be "
+                  "removed (%s): remove it, or a later retry publishes them again", path, NAME, error)
+        return False
+    return True
+
+
+def retried_line(retried):
+    """What the ``retry-parked`` commands print."""
+    line = f"{retried.moved} parked entries moved back into queue/{NAME}"
+    if retried.failed:
+        line += (f", {retried.failed} could not be moved (left in {_get_settings().parked_dir};"
+                 " the reasons are in Mailman's archiver log)")
+    return line
+
+
 def _runner_base():
     from mailman.core.runner import Runner as MailmanRunner
 
@@ -460,9 +562,11 @@ def _runner_base():
 
 
 class Runner(_runner_base()):
-    """The ``[runner.mq]`` runner: the one process that publishes, through
-    one native client and one spool. Keeps an entry queued (with a
-    back-off) while the client cannot open; parks permanent refusals.
+    """The ``[runner.mq]`` runner: the one process that publishes mails and
+    list events, through one native client and one spool. Stays on an
+    entry (with a back-off) while the client cannot open or the publish
+    is refused for now, so order is kept; parks permanent refusals; writes
+    the status file (:mod:`.mailman_plugin.status`).
 
     A stop signal (SIGTERM, SIGINT, SIGUSR1) never shunts an entry.
     Mailman's own handler raises ``RunnerInterrupt`` wherever the runner
@@ -494,6 +598,11 @@ class Runner(_runner_base()):
         if instances != 1:
             raise ValueError(f"[runner.{name}] instances must be 1 (one spool, one hub), not {instances}")
         self._backoff = self.MIN_BACKOFF
+        self._publish_backoff = self.MIN_BACKOFF
+        #: For ``mailman mq status``: the last error, the entry retried now.
+        self._last_error = None
+        self._retrying = None
+        self._status_written = float("-inf")
         # Open now, not at the first mail: a ZeroMQ hub is then up for
         # archive servers to subscribe before anything is published, and
         # a spool left by an earlier run starts draining at once.
@@ -501,6 +610,7 @@ class Runner(_runner_base()):
             _get_client()
         except (ArchiverError, SettingsError) as error:
             _log_cannot_open(error, "retrying with the next mail")
+            self._note_error(f"cannot open the client: {error}")
 
     def signal_handler(self, signum, frame):
         """Mailman's handler, except that a stop signal during
@@ -533,57 +643,148 @@ class Runner(_runner_base()):
                 return
             time.sleep(min(left, self.STOP_POLL))
 
+    def _process_one_file(self, msg, msgdata):
+        """Mailman's version looks the list up first and shunts the entry
+        when it is gone; the mq runner needs no list object (everything is
+        in the entry), and a list deleted since must not strand its last
+        mails or its ``list_deleted`` event in ``shunt``."""
+        if self._dispose(None, msg, msgdata):
+            self.switchboard.enqueue(msg, msgdata)
+
+    def _note_error(self, text):
+        """Remembers the last error for ``mailman mq status``."""
+        self._last_error = {"at": time.time(), "error": text}
+        self._write_status(force=True)
+
+    def _write_status(self, force=False):
+        """Rewrites the status file (:mod:`.mailman_plugin.status`) at most
+        once per interval unless forced; never raises."""
+        now = time.monotonic()
+        if not force and now - self._status_written < status.WRITE_INTERVAL:
+            return
+        self._status_written = now
+        try:
+            with _lock:
+                client = _client if _client_pid == os.getpid() else None
+            spool = client.spool_status() if client is not None else None
+            status.write_status(spool, self._last_error, self._retrying)
+        except Exception as error:
+            log.warning("mq archiver: cannot write the status file (%s: %s)", type(error).__name__, error)
+
+    def _do_periodic(self):
+        """After each entry and each pass: the status file."""
+        self._write_status()
+
+    def _publish(self, what, call):
+        """``call(client)`` until it succeeds or raises a permanent error;
+        returns its result, or :data:`_STOPPED` when a stop was asked for
+        first. While the client cannot open or the call fails for now
+        (``TransientError``, ``SpoolError``) the runner stays on this entry
+        with a back-off: entries behind it wait, so what was queued is
+        published in the order it was queued (a kept entry given back to
+        Mailman would go to the end of the queue)."""
+        while True:
+            try:
+                client = _get_client()
+            except (ArchiverError, SettingsError) as error:
+                if self._stop:
+                    return _STOPPED
+                self._retrying = what
+                self._note_error(f"cannot open the client: {error}")
+                _log_cannot_open(error, f"retrying in {self._backoff:.1f} s")
+                self._pause(self._backoff)
+                self._backoff = min(self._backoff * 2, self.MAX_BACKOFF)
+                continue
+            self._backoff = self.MIN_BACKOFF
+            try:
+                result = call(client)
+            except (TransientError, SpoolError) as error:
+                if self._stop:
+                    return _STOPPED
+                self._retrying = what
+                self._note_error(f"{what} not taken now: {type(error).__name__}: {error}")
+                log.warning("mq archiver: %s not taken now (%s); kept in queue/mq, retrying in %.1f s",
+                            what, error, self._publish_backoff)
+                self._pause(self._publish_backoff)
+                self._publish_backoff = min(self._publish_backoff * 2, self.MAX_BACKOFF)
+                continue
+            self._publish_backoff = self.MIN_BACKOFF
+            self._retrying = None
+            return result
+
+    def _panicked(self, error, what, path):
+        """A bug in the native client. Not caught, this BaseException would
+        pass Mailman's ``except Exception`` and kill the runner mid-entry;
+        the master would restart it, re-run the entry from its .bak, panic
+        again, and burn max_restarts on one entry. Instead the entry is
+        parked with the reason (retry-parked after a fix) and the runner
+        stops with status 1: the master starts a fresh process, as the
+        client's state is unknown."""
+        log.error(
+            "mq archiver: the native client panicked on %s (%s); parked as %s; "
+            "stopping the mq runner (the master restarts it)",
+            what, error, path, exc_info=True,
+        )
+        self._note_error(f"the native client panicked on {what}: {error}")
+        self.stop()
+        self.status = 1
+
     def _dispose(self, mlist, msg, msgdata):
+        if "mq_events" in msgdata:
+            return self._dispose_events(msgdata)
         raw = msgdata.get("mq_raw")
         if raw is None:
             raw = message_bytes(msg)
         msgdata["mq_hash"] = message_id_hash(msg)
+        what = f"{msgdata['mq_hash']} of {msgdata['listid']}"
         try:
-            client = _get_client()
-        except (ArchiverError, SettingsError) as error:
-            if self._stop:
-                return True
-            _log_cannot_open(error, f"retrying in {self._backoff:.1f} s")
-            self._pause(self._backoff)
-            self._backoff = min(self._backoff * 2, self.MAX_BACKOFF)
-            return True
-        self._backoff = self.MIN_BACKOFF
-        try:
-            receipt = client.archive_message(
+            receipt = self._publish(what, lambda client: client.archive_message(
                 msgdata["listid"], msgdata.get("mq_list_address"), msgdata["mq_policy"], raw
-            )
-        except (TransientError, SpoolError) as error:
-            log.warning("mq archiver: %s not taken now (%s); kept in queue/mq", msgdata["mq_hash"], error)
-            self._pause(self.MIN_BACKOFF)
-            return True
+            ))
         except ArchiverError as error:
             path = _park(raw, msgdata, f"{type(error).__name__}: {error}")
-            log.error(
-                "mq archiver: %s of %s refused (%s: %s); parked as %s",
-                msgdata["mq_hash"], msgdata["listid"], type(error).__name__, error, path,
-            )
+            log.error("mq archiver: %s refused (%s: %s); parked as %s", what, type(error).__name__, error, path)
+            self._note_error(f"{what} refused and parked: {type(error).__name__}: {error}")
             return False
         except PanicException as error:
-            # A bug in the native client. Not caught, this BaseException
-            # would pass Mailman's `except Exception` and kill the runner
-            # mid-entry; the master would restart it, re-run the entry
-            # from its .bak, panic again, and burn max_restarts on one
-            # mail. Instead the mail is parked with the reason (retry-parked
-            # after a fix) and the runner stops with status 1: the master
-            # starts a fresh process, as the client's state is unknown.
-            path = _park(raw, msgdata, f"PanicException: {error}")
-            log.error(
-                "mq archiver: the native client panicked on %s of %s (%s); parked as %s; "
-                "stopping the mq runner (the master restarts it)",
-                msgdata["mq_hash"], msgdata["listid"], error, path, exc_info=True,
-            )
-            self.stop()
-            self.status = 1
+            self._panicked(error, what, _park(raw, msgdata, f"PanicException: {error}"))
             return False
+        if receipt is _STOPPED:
+            return True
         log.info(
             "mq archiver: %s of %s %s (envelope %s)",
             receipt.message_id_hash, msgdata["listid"], receipt.outcome, receipt.envelope_id,
         )
+        return False
+
+    def _dispose_events(self, msgdata):
+        """Publishes an entry's list events in order; ``mq_done`` counts
+        those already published, so an entry kept on stop resumes after
+        them. A permanently refused event parks it and the rest of the
+        entry (``<list id>.<n>.events.json``)."""
+        events = msgdata["mq_events"]
+        listid = msgdata["listid"]
+        while msgdata.get("mq_done", 0) < len(events):
+            done = msgdata.get("mq_done", 0)
+            event = events[done]
+            what = f"list event {event.get('type')} of {listid}"
+            try:
+                receipt = self._publish(what, lambda client: client.archive_event(
+                    listid, msgdata.get("mq_list_address"), msgdata["mq_policy"], event
+                ))
+            except ArchiverError as error:
+                path = _park_events(msgdata, events[done:], f"{type(error).__name__}: {error}")
+                log.error("mq archiver: %s refused (%s: %s); it and the %d after it parked as %s",
+                          what, type(error).__name__, error, len(events) - done - 1, path)
+                self._note_error(f"{what} refused and parked: {type(error).__name__}: {error}")
+                return False
+            except PanicException as error:
+                self._panicked(error, what, _park_events(msgdata, events[done:], f"PanicException: {error}"))
+                return False
+            if receipt is _STOPPED:
+                return True
+            msgdata["mq_done"] = done + 1
+            log.info("mq archiver: %s %s (envelope %s)", what, receipt.outcome, receipt.envelope_id)
         return False
 
     def _clean_up(self):
@@ -602,29 +803,37 @@ class Runner(_runner_base()):
                 left = None
             if left is not None and left.depth:
                 log.warning("mq archiver: %d envelopes stay in the spool for the next start", left.depth)
+            try:
+                # What stays for the next start, for `mailman mq status`.
+                status.write_status(left, self._last_error, None)
+            except Exception as error:
+                log.warning("mq archiver: cannot write the status file (%s: %s)", type(error).__name__, error)
         super()._clean_up()
 
 
 def _main(argv=None):
-    """``python -m mq_archiver.mailman -C mailman.cfg retry-parked``: exits
-    1 when a parked mail could not be moved (the reasons are logged)."""
+    """``python -m mq_archiver.mailman -C mailman.cfg retry-parked`` (exits
+    1 when a parked entry could not be moved; the reasons are logged) or
+    ``... status [--json]``; the same as ``mailman mq retry-parked`` and
+    ``mailman mq status`` with ``[plugin.mq]`` configured."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m mq_archiver.mailman")
     parser.add_argument("-C", "--config", help="mailman.cfg (default: Mailman's search path)")
-    parser.add_argument("command", choices=["retry-parked"])
+    parser.add_argument("command", choices=["retry-parked", "status"])
+    parser.add_argument("--json", action="store_true", help="status: one JSON object")
     args = parser.parse_args(argv)
     from mailman.config import config
     from mailman.core.initialize import initialize
 
     initialize(args.config)
+    if args.command == "status":
+        report = status.read_status()
+        print(json.dumps(report, indent=2, sort_keys=True) if args.json else status.format_status(report))
+        return
     retried = retry_parked()
     config.db.commit()
-    line = f"{retried.moved} parked mails moved back into queue/{NAME}"
-    if retried.failed:
-        line += (f", {retried.failed} could not be moved (left in {_get_settings().parked_dir};"
-                 " the reasons are in Mailman's archiver log)")
-    print(line)
+    print(retried_line(retried))
     if retried.failed:
         sys.exit(1)
 

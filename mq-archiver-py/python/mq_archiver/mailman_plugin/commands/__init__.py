@@ -1,0 +1,1 @@
+"""``mailman`` subcommands of the plugin (found through ``component_package``)."""
