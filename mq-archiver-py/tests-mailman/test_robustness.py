@@ -2,7 +2,8 @@
 stop signal while the mq runner backs off or publishes (never a shunted
 mail, never a duplicate), corrupt parked files (each parked mail retried on
 its own), a bad URL template or a missing ``[general] base`` (logged, never
-raised into Mailman), and a panic of the native client (the mail parked).
+raised into Mailman), a panic of the native client (the mail parked), and
+mails queued while the client cannot open (published in queue order).
 Each test runs its own site in a temp dir (test_real_mailman's helpers);
 brokers that a test stops are private redis-servers it starts itself."""
 
@@ -296,3 +297,35 @@ def test_native_panic_parks_the_mail(tmp_path):
     meta = json.loads(emls[0].with_suffix(".json").read_text())
     assert meta["reason"].startswith("PanicException: ")
     assert "panicked" in site.log()
+
+
+def test_order_is_kept_while_the_client_cannot_open(tmp_path):
+    """Three mails wait in queue/mq while the broker is unreachable (a
+    private redis-server not started yet); it starts while the runner backs
+    off on the first. They must reach the stream in the order they were
+    queued: an entry handed back to Mailman would join the end of the
+    queue, behind the ones queued after it."""
+    bindings = load_bindings_conftest()
+    (tmp_path / "redis").mkdir()
+    server = bindings.PrivateRedis(tmp_path / "redis")
+    prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
+    site = Site(tmp_path, server.url, {"prefix": prefix})
+    mails = [small_mail(n) for n in range(3)]
+    for n, raw in enumerate(mails):
+        site.archive(raw, name=f"mail-{n}.eml")
+    assert len(site.entries("mq", ".pck")) == 3
+    runner = site.start_runner()
+    try:
+        wait_for(lambda: "retrying in 1.0 s" in site.log(), 60, "the runner backing off 1 s")
+        server.start()
+        client = server.client()
+        stream = redis_stream(prefix, FQDN)
+        wait_for(lambda: client.xlen(stream) >= 3 and not site.entries("mq"), 60, "the mails published")
+        assert stop(runner) == signal.SIGTERM
+        published = [fields[b"body"] for _, fields in client.xrange(stream)]
+        order = [next(n for n, raw in enumerate(mails) if raw.split(b"\n")[0] in body) for body in published]
+        assert order == [0, 1, 2], f"published in the order {order}"
+        assert site.entries("shunt") == []
+    finally:
+        stop(runner)
+        server.stop()
