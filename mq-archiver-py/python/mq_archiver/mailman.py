@@ -132,6 +132,7 @@ from . import (
 
 __all__ = [
     "Archiver",
+    "enqueue_mail",
     "Retried",
     "Runner",
     "SettingsError",
@@ -273,6 +274,22 @@ def _log_url_error(what, template, mlist, error):
               what, getattr(mlist, "list_id", "?"), cause)
 
 
+def enqueue_mail(mlist, msg):
+    """Serialises the mail as prototype does and enqueues it, with the
+    list's id, posting address and archive policy, into ``queue/mq`` for
+    the ``mq`` runner. Raises what the enqueue raises (no ``[runner.mq]``:
+    ``KeyError``; a full disk: ``OSError``)."""
+    from mailman.config import config
+
+    config.switchboards[NAME].enqueue(
+        msg,
+        listid=mlist.list_id,
+        mq_list_address=mlist.posting_address,
+        mq_policy=_policy(mlist),
+        mq_raw=message_bytes(msg),
+    )
+
+
 class Archiver:
     """Mailman's ``IArchiver`` for ``[archiver.mq]``: URLs offline, and
     ``archive_message`` enqueues into ``queue/mq`` for :class:`Runner`.
@@ -319,16 +336,7 @@ class Archiver:
         the permalink is computed only once the mail is queued, so a bad
         template or settings error never loses it."""
         try:
-            from mailman.config import config
-
-            raw = message_bytes(msg)
-            config.switchboards[NAME].enqueue(
-                msg,
-                listid=mlist.list_id,
-                mq_list_address=mlist.posting_address,
-                mq_policy=_policy(mlist),
-                mq_raw=raw,
-            )
+            enqueue_mail(mlist, msg)
         except Exception:
             log.exception(
                 "mq archiver: could not enqueue %s of %s (is [runner.mq] configured?)",
@@ -814,14 +822,18 @@ class Runner(_runner_base()):
 def _main(argv=None):
     """``python -m mq_archiver.mailman -C mailman.cfg retry-parked`` (exits
     1 when a parked entry could not be moved; the reasons are logged) or
-    ``... status [--json]``; the same as ``mailman mq retry-parked`` and
-    ``mailman mq status`` with ``[plugin.mq]`` configured."""
+    ``... status [--json]`` or ``... import-hyperkitty-spool [--spool-dir
+    DIR]`` (exits 1 when an entry was left); the same as ``mailman mq
+    retry-parked``, ``status`` and ``import-hyperkitty-spool`` with
+    ``[plugin.mq]`` configured."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m mq_archiver.mailman")
     parser.add_argument("-C", "--config", help="mailman.cfg (default: Mailman's search path)")
-    parser.add_argument("command", choices=["retry-parked", "status"])
+    parser.add_argument("command", choices=["retry-parked", "status", "import-hyperkitty-spool"])
     parser.add_argument("--json", action="store_true", help="status: one JSON object")
+    parser.add_argument("--spool-dir", help="import-hyperkitty-spool: mailman-hyperkitty's spool "
+                        "(default: $ARCHIVE_DIR/hyperkitty/spool)")
     args = parser.parse_args(argv)
     from mailman.config import config
     from mailman.core.initialize import initialize
@@ -830,6 +842,15 @@ def _main(argv=None):
     if args.command == "status":
         report = status.read_status()
         print(json.dumps(report, indent=2, sort_keys=True) if args.json else status.format_status(report))
+        return
+    if args.command == "import-hyperkitty-spool":
+        from .mailman_plugin import hyperkitty_spool
+
+        drained = hyperkitty_spool.drain(args.spool_dir)
+        config.db.commit()
+        print(hyperkitty_spool.drained_line(drained, args.spool_dir))
+        if drained.failed:
+            sys.exit(1)
         return
     retried = retry_parked()
     config.db.commit()

@@ -8,6 +8,7 @@ from mailman.interfaces.command import ICLISubCommand
 from zope.interface import implementer
 
 from ... import mailman as plugin
+from .. import hyperkitty_spool
 from .. import status as status_module
 
 #: Mailman's component scan only looks at modules with ``__all__``.
@@ -37,6 +38,19 @@ def retry_parked() -> None:
     retried = plugin.retry_parked()
     print(plugin.retried_line(retried))
     if retried.failed:
+        sys.exit(1)
+
+
+@mq.command(name="import-hyperkitty-spool",
+            help="Move mailman-hyperkitty's spooled mails into queue/mq (once, when turning it off).")
+@click.option("--spool-dir", default=None,
+              help="mailman-hyperkitty's spool (default: $ARCHIVE_DIR/hyperkitty/spool).")
+def import_hyperkitty_spool(spool_dir) -> None:
+    """Runs :func:`hyperkitty_spool.drain`; exits 1 when an entry could
+    not be moved (the reasons are in Mailman's archiver log)."""
+    drained = hyperkitty_spool.drain(spool_dir)
+    print(hyperkitty_spool.drained_line(drained, spool_dir))
+    if drained.failed:
         sys.exit(1)
 
 
