@@ -130,7 +130,6 @@ struct Inner {
     counters: Arc<BridgeCounters>,
     /// Lists HyperKitty was seen to hold as private: checked once each.
     private_lists: Mutex<HashSet<String>>,
-    check_private_lists: bool,
 }
 
 impl HyperKittyBridge {
@@ -142,23 +141,12 @@ impl HyperKittyBridge {
             hyperkitty,
             counters: Arc::default(),
             private_lists: Mutex::default(),
-            check_private_lists: true,
         })))
     }
 
     /// Live counters, to watch while [`run`](Self::run) goes on.
     pub fn counters(&self) -> Arc<BridgeCounters> {
         Arc::clone(&self.0.counters)
-    }
-
-    /// Turns the private-list check off. Only for the test that shows the
-    /// check is what keeps a private list from becoming public.
-    #[doc(hidden)]
-    pub fn without_private_list_check_for_tests(mut self) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.0) {
-            inner.check_private_lists = false;
-        }
-        self
     }
 
     /// Subscribes and feeds HyperKitty until `shutdown` completes or the
@@ -312,7 +300,6 @@ impl Inner {
             ));
         };
         if !envelope.is_public()
-            && self.check_private_lists
             && let Some(verdict) = self.check_private(&address).await
         {
             return verdict;

@@ -262,14 +262,14 @@ async fn a_private_list_hyperkitty_does_not_hold_as_private_gets_nothing() {
         .wait_until("both settled", |s| s.posted + s.dead_lettered >= 2)
         .await;
     let stats = running.finish().await;
-    assert_eq!((stats.posted, stats.dead_lettered), (1, 1), "{stats:?}");
     let (rows, lists) = site.database();
     assert_eq!(
         lists.get("secret@hk.archiver.test"),
         None,
-        "HyperKitty must not have created the private list (as public): {lists:?}"
+        "HyperKitty must not have created the private list (2 = public): {lists:?}"
     );
     assert!(rows.iter().all(|r| r.list != "secret@hk.archiver.test"));
+    assert_eq!((stats.posted, stats.dead_lettered), (1, 1), "{stats:?}");
     let dead = broker.dead_letters().await;
     assert_eq!(dead.len(), 1);
     assert!(
@@ -372,5 +372,107 @@ async fn hyperkitty_down_for_20_s_loses_and_doubles_nothing() {
         (1..=20).contains(&probes_during_outage),
         "a bounded number of probes in 20 s (no busy loop): {probes_during_outage}"
     );
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_hyperkitty_refuses_is_dead_lettered_with_its_error_text() {
+    init();
+    let Some(python) = hyperkitty_python("a_mail_hyperkitty_refuses") else {
+        return;
+    };
+    let site = Site::start(&python);
+    let broker = Broker::new("refused").await;
+    let alpha = list("alpha", ArchivePolicy::Public);
+    // HyperKitty answers 400 "Non-ascii sender address" to this one.
+    let refused = Bytes::from(
+        "Message-ID: <refused-1@archiver.test>\nFrom: J\u{f6}rg <j\u{f6}rg@example.org>\nSubject: x\n\nbody\n",
+    );
+    let fine = Bytes::from_static(
+        b"Message-ID: <fine-1@archiver.test>\nFrom: a@example.org\nSubject: y\n\nbody\n",
+    );
+    let published = broker
+        .archive(&[(alpha.clone(), refused), (alpha, fine)])
+        .await;
+    let running = spawn(
+        HyperKittyBridge::new(bridge_config(&site)).unwrap(),
+        &broker,
+    );
+    running
+        .wait_until("both settled", |s| s.posted + s.dead_lettered >= 2)
+        .await;
+    let stats = running.finish().await;
+    assert_eq!(
+        (stats.posted, stats.dead_lettered, stats.retried),
+        (1, 1, 0)
+    );
+    let dead = broker.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 1, "a 400 is not retried");
+    assert!(
+        dead[0].reason.contains("HTTP 400") && dead[0].reason.contains("Non-ascii sender address"),
+        "{}",
+        dead[0].reason
+    );
+    assert_once(
+        &site.database().0,
+        &published[1..].iter().cloned().collect(),
+    );
+    broker.cleanup().await;
+}
+
+/// The binary: configured from the environment like every archive server,
+/// it exits non-zero with a clear message on a wrong key, and its output
+/// never shows the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_with_a_clear_error_on_a_wrong_key() {
+    init();
+    let Some(python) = hyperkitty_python("the_binary_exits_on_a_wrong_key") else {
+        return;
+    };
+    let site = Site::start(&python);
+    let broker = Broker::new("binary").await;
+    let alpha = list("alpha", ArchivePolicy::Public);
+    broker
+        .archive(&[(
+            alpha,
+            Bytes::from_static(b"Message-ID: <bin-1@archiver.test>\nFrom: a@example.org\n\nx\n"),
+        )])
+        .await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hyperkitty-bridge"))
+        .args([
+            "--base-url",
+            site.base_url().as_str(),
+            "--subscriber",
+            "hyperkitty",
+        ])
+        .env("ARCHIVER_URL", "redis://127.0.0.1:6379")
+        .env("ARCHIVER_PREFIX", &broker.prefix)
+        .env("HYPERKITTY_API_KEY", "wrong-key-do-not-print")
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the bridge did not stop on a wrong key");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("configuration error") && stderr.contains("MAILMAN_ARCHIVER_KEY"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong-key-do-not-print"),
+        "the key leaked: {stderr}"
+    );
+    assert!(broker.dead_letters().await.is_empty());
     broker.cleanup().await;
 }
