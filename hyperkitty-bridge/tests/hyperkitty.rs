@@ -308,15 +308,30 @@ async fn a_private_list_hyperkitty_does_not_hold_as_private_gets_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyperkitty_down_for_20_s_loses_and_doubles_nothing() {
+    outage("hyperkitty_down_for_20_s", support::REDIS_URL).await;
+}
+
+/// The same through RabbitMQ (a quorum queue, where a release counts
+/// toward the delivery limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyperkitty_down_for_20_s_loses_and_doubles_nothing_on_rabbitmq() {
+    outage(
+        "hyperkitty_down_for_20_s_on_rabbitmq",
+        support::RABBITMQ_URL,
+    )
+    .await;
+}
+
+async fn outage(test: &str, url: &str) {
     init();
-    let Some(python) = hyperkitty_python("hyperkitty_down_for_20_s") else {
+    let Some(python) = hyperkitty_python(test) else {
         return;
     };
-    let Some(mails) = corpus("hyperkitty_down_for_20_s", 60) else {
+    let Some(mails) = corpus(test, 60) else {
         return;
     };
     let mut site = Site::start(&python);
-    let broker = Broker::new("outage").await;
+    let broker = Broker::connect("outage", url).await;
     let mut published = broker.archive(&mails[..36]).await;
 
     let running = spawn(
@@ -348,7 +363,7 @@ async fn hyperkitty_down_for_20_s_loses_and_doubles_nothing() {
     let (rows, _) = site.database();
     let expected: BTreeSet<_> = published.iter().cloned().collect();
     eprintln!(
-        "outage: published {} / in HyperKitty {} / duplicates re-posted {} / dead-lettered {}; {} probes during the 20 s outage; {stats:?}",
+        "{test}: published {} / in HyperKitty {} / duplicates re-posted {} / dead-lettered {}; {} probes during the 20 s outage; {stats:?}",
         published.len(),
         rows.len(),
         stats.posted - expected.len() as u64,

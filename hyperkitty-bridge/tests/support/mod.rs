@@ -218,7 +218,12 @@ pub fn bridge_config(site: &Site) -> BridgeConfig {
     config
 }
 
-/// A Redis deployment of its own (key prefix) on the shared server.
+/// The shared Redis.
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The shared RabbitMQ.
+pub const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A Redis or RabbitMQ deployment of its own (key prefix) on the shared server.
 pub struct Broker {
     pub prefix: String,
     pub publisher: PublisherClient,
@@ -230,11 +235,20 @@ impl Broker {
     /// Connects both sides and creates the bridge's durable subscription,
     /// so everything published afterwards waits for it.
     pub async fn new(test: &str) -> Self {
+        Self::connect(test, REDIS_URL).await
+    }
+
+    /// As [`Broker::new`], on the broker of `url` (Redis or RabbitMQ).
+    pub async fn connect(test: &str, url: &str) -> Self {
         use mq_archiver::Subscriber;
         let prefix = format!("hkbridge-{test}-{}", uuid::Uuid::now_v7().simple());
-        let url = "redis://127.0.0.1:6379";
-        let options = [("prefix", prefix.as_str()), ("poll-interval", "50ms")];
-        let publisher = mq_archiver::connect_publisher(url, options).await.unwrap();
+        let mut options = vec![("prefix", prefix.clone())];
+        if url.starts_with("redis") {
+            options.push(("poll-interval", "50ms".to_owned()));
+        }
+        let publisher = mq_archiver::connect_publisher(url, options.clone())
+            .await
+            .unwrap();
         let subscriber = mq_archiver::connect_subscriber(url, options).await.unwrap();
         let subscription = Subscription::new("hyperkitty".parse().unwrap()).prefetch(8);
         drop(subscriber.subscribe(&subscription).await.unwrap());
@@ -276,9 +290,8 @@ impl Broker {
             .unwrap()
     }
 
-    /// Removes the test's queue and dead letters.
+    /// Deletes every key, queue and exchange of the test's prefix.
     pub async fn cleanup(&self) {
-        use mq_archiver::Operator;
-        let _ = self.subscriber.unsubscribe(&self.subscription.name).await;
+        let _ = self.subscriber.purge().await;
     }
 }
