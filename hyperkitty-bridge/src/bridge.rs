@@ -391,9 +391,17 @@ async fn settle(
             tracing::warn!(envelope_id = %id, attempt, %why, "HyperKitty failed; will retry");
             counters.count(&counters.retried);
             if attempt >= max_attempts {
+                // Dead-lettered with HyperKitty's last answer, not only
+                // the attempt count, so the operator sees why.
                 counters.count(&counters.dead_lettered);
+                delivery
+                    .reject(format!(
+                        "{why} (attempt {attempt} of {max_attempts}: attempt limit reached)"
+                    ))
+                    .await
+            } else {
+                delivery.nack(retry_delay).await
             }
-            delivery.nack(retry_delay).await
         }
         Verdict::DeadLetter(why) => {
             tracing::warn!(envelope_id = %id, %why, "dead-lettering");

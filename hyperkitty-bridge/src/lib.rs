@@ -47,7 +47,7 @@
 //! | 200 (also for a duplicate) | acked |
 //! | refused, timeout, 502/503/504 | released once; the bridge drops its subscription and probes with back-off and jitter, then resumes |
 //! | 400 (e.g. no Message-Id) | dead-lettered with HyperKitty's error text |
-//! | other 5xx | nacked with back-off; dead-lettered at the attempt limit |
+//! | other 5xx | nacked with back-off; dead-lettered at the attempt limit with HyperKitty's last answer |
 //! | 401, 403 | released; the bridge stops with a configuration error; nothing dead-lettered |
 //!
 //! An outage costs at most one attempt on the deliveries in hand (at most

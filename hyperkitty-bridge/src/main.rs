@@ -84,7 +84,10 @@ fn parse_list_addresses(pairs: &[String]) -> Result<HashMap<ListId, String>, Str
                 .split_once('=')
                 .ok_or_else(|| format!("--list-address {pair:?}: expected LIST_ID=ADDRESS"))?;
             let id = ListId::new(id).map_err(|e| format!("--list-address {pair:?}: {e}"))?;
-            Ok((id, address.trim().to_ascii_lowercase()))
+            // HyperKitty wants the posting address (a list id gives a 500).
+            let address = mq_archiver::ListAddress::new(address)
+                .map_err(|e| format!("--list-address {pair:?}: {e}"))?;
+            Ok((id, address.as_str().to_owned()))
         })
         .collect()
 }

@@ -491,3 +491,87 @@ async fn the_binary_exits_with_a_clear_error_on_a_wrong_key() {
     assert!(broker.dead_letters().await.is_empty());
     broker.cleanup().await;
 }
+
+/// A 5xx of a running HyperKitty is an attempt: nacked with back-off, and
+/// dead-lettered at the attempt limit with HyperKitty's last answer. (A
+/// list map entry without `@` makes HyperKitty 1.3.12 answer 500.) List
+/// events are acked without a request. The list map is the last source of
+/// the list address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_is_retried_to_the_attempt_limit_and_events_are_acked() {
+    use mq_archiver::{Archiver, ListChange, ListEvent};
+    init();
+    let Some(python) = hyperkitty_python("a_5xx_is_retried") else {
+        return;
+    };
+    let site = Site::start(&python);
+    let mut broker = Broker::new("retry").await;
+    broker.subscription = broker.subscription.clone().max_attempts(3);
+    let mapped = MailingList::public(ListId::new("mapped.hk.archiver.test").unwrap());
+    let broken = MailingList::public(ListId::new("broken.hk.archiver.test").unwrap());
+    let mail = |id: &str| {
+        Bytes::from(format!(
+            "Message-ID: <{id}@archiver.test>\nFrom: a@example.org\nSubject: {id}\n\nbody\n"
+        ))
+    };
+    broker
+        .archive(&[
+            (mapped.clone(), mail("mapped-1")),
+            (broken.clone(), mail("broken-1")),
+        ])
+        .await;
+    let urls = mq_archiver::ArchiveUrls::new("http://127.0.0.1/{list_id}/").unwrap();
+    let archiver = mq_archiver::QueueArchiver::new("t", broker.publisher.clone(), urls);
+    let event = ListEvent::now(
+        mapped.list_id.clone(),
+        ListChange::ListCreated {
+            posting_address: None,
+        },
+    );
+    archiver.archive_event(&mapped, &event).await.unwrap();
+
+    let mut config = bridge_config(&site);
+    config
+        .list_addresses
+        .insert(mapped.list_id.clone(), "mapped@hk.archiver.test".into());
+    config
+        .list_addresses
+        .insert(broken.list_id.clone(), "broken.hk.archiver.test".into());
+    let running = spawn(HyperKittyBridge::new(config).unwrap(), &broker);
+    running
+        .wait_until("all settled", |s| {
+            s.posted + s.dead_lettered + s.events_acked >= 3
+        })
+        .await;
+    let stats = running.finish().await;
+    assert_eq!(
+        (
+            stats.posted,
+            stats.events_acked,
+            stats.retried,
+            stats.dead_lettered
+        ),
+        (1, 1, 3, 1),
+        "{stats:?}"
+    );
+    let dead = broker.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(
+        dead[0].reason.contains("HTTP 500")
+            && dead[0]
+                .reason
+                .contains("attempt 3 of 3: attempt limit reached"),
+        "{}",
+        dead[0].reason
+    );
+    // (HyperKitty stores the broken one before failing to make its URL,
+    // so only the mapped list is checked.)
+    let (rows, _) = site.database();
+    let mapped_rows: Vec<_> = rows
+        .iter()
+        .filter(|r| r.list == "mapped@hk.archiver.test")
+        .collect();
+    assert_eq!(mapped_rows.len(), 1, "{rows:?}");
+    broker.cleanup().await;
+}

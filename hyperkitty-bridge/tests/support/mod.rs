@@ -271,7 +271,9 @@ impl Broker {
             let receipt = archiver.archive_message(list, raw.clone()).await.unwrap();
             match receipt.outcome {
                 Outcome::Published => published.push((
-                    list.list_address.as_ref().unwrap().as_str().to_owned(),
+                    list.list_address
+                        .as_ref()
+                        .map_or_else(|| list.list_id.to_string(), |a| a.as_str().to_owned()),
                     receipt.message_id_hash,
                 )),
                 Outcome::Skipped(_) => {}
