@@ -165,10 +165,29 @@ impl HyperKittyBridge {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<BridgeStats, BridgeError> {
         let this = &self.0;
+        let base = mq_archiver::redact_url(this.config.base_url.as_str());
         tokio::pin!(shutdown);
+        let mut resuming = false;
         loop {
-            let deliveries = subscriber.subscribe(subscription).await?;
-            tracing::info!(subscriber = %subscription.name, base = %this.config.base_url, "consuming");
+            let deliveries = match subscriber.subscribe(subscription).await {
+                Ok(deliveries) => deliveries,
+                // After an outage the broker may be the one that blinked:
+                // wait and try again rather than stop a running bridge.
+                Err(
+                    error @ (mq_archiver::BackendError::Unavailable(_)
+                    | mq_archiver::BackendError::Broker(_)),
+                ) if resuming => {
+                    tracing::warn!(%error, "subscribing again failed; retrying");
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => return Ok(this.counters.snapshot()),
+                        () = tokio::time::sleep(jitter(this.config.probe_backoff.max)) => continue,
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            };
+            resuming = true;
+            tracing::info!(subscriber = %subscription.name, %base, "consuming");
             match this.consume(deliveries, subscription, &mut shutdown).await {
                 Stretch::Shutdown | Stretch::StreamEnded => return Ok(this.counters.snapshot()),
                 Stretch::Misconfigured(why) => {
