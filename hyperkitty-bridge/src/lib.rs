@@ -53,7 +53,8 @@
 //! An outage costs at most one attempt on the deliveries in hand (at most
 //! the prefetch), since a release is an attempt on RabbitMQ quorum queues
 //! too; a delivery already on its last attempt reaches the dead letters
-//! then, as any release of it would.
+//! then, as any release of it would (the same holds for the deliveries in
+//! hand at a 401/403: keep the attempt limit well above 1).
 //!
 //! A mail without a Message-ID is posted as a copy with the id the library
 //! generated for it (see [`mail::mail_to_post`]): HyperKitty would answer
