@@ -1,0 +1,577 @@
+//! The bridge against a real HyperKitty 1.3.12 (sqlite, started by the
+//! test on a spare port) and a real Redis: corpus mails arrive once with
+//! their Message-ID-Hash, a wrong key stops the bridge without dead
+//! letters, a private list HyperKitty does not hold as private gets
+//! nothing, and a 20 s HyperKitty outage loses and doubles nothing.
+//!
+//! Needs target/hyperkitty-venv (scripts/hyperkitty-venv): skipped without
+//! it unless `ARCHIVER_REQUIRE_PYTHON` is set; the corpus likewise with
+//! `ARCHIVER_REQUIRE_CORPUS`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyperkitty_bridge::{ApiKey, BridgeError, BridgeStats, HyperKittyBridge};
+use mq_archiver::conformance::corpus_mbox;
+use mq_archiver::{ArchivePolicy, Bytes, ListId, MailingList, MboxReader, Operator, Replay};
+use support::{Broker, Row, Site, bridge_config, hyperkitty_python};
+use tokio::sync::oneshot;
+
+const WAIT: Duration = Duration::from_secs(180);
+
+fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn list(name: &str, policy: ArchivePolicy) -> MailingList {
+    let mut list = MailingList::public(ListId::new(&format!("{name}.hk.archiver.test")).unwrap())
+        .with_address(&format!("{name}@hk.archiver.test"))
+        .unwrap();
+    list.archive_policy = policy;
+    list
+}
+
+/// The first `count` corpus mails, alternately to lists alpha and beta.
+fn corpus(test: &str, count: usize) -> Option<Vec<(MailingList, Bytes)>> {
+    let mbox = corpus_mbox(test)?;
+    let lists = [
+        list("alpha", ArchivePolicy::Public),
+        list("beta", ArchivePolicy::Public),
+    ];
+    Some(
+        MboxReader::open(mbox)
+            .unwrap()
+            .take(count)
+            .enumerate()
+            .map(|(i, raw)| (lists[i % 2].clone(), raw.unwrap()))
+            .collect(),
+    )
+}
+
+/// A running bridge: its counters, and how to stop it and get its result.
+struct Running {
+    counters: Arc<hyperkitty_bridge::BridgeCounters>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<BridgeStats, BridgeError>>,
+}
+
+fn spawn(bridge: HyperKittyBridge, broker: &Broker) -> Running {
+    let counters = bridge.counters();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let subscriber = broker.subscriber.clone();
+    let subscription = broker.subscription.clone();
+    let task = tokio::spawn(async move {
+        bridge
+            .run(&subscriber, &subscription, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Running {
+        counters,
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    async fn wait_until(&self, what: &str, done: impl Fn(&BridgeStats) -> bool) {
+        tokio::time::timeout(WAIT, self.counters.wait_until(done))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: timed out; {:?}", self.counters.snapshot()));
+    }
+
+    async fn finish(self) -> BridgeStats {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("bridge stops")
+            .unwrap()
+            .expect("bridge ran")
+    }
+}
+
+/// Every (list, hash) HyperKitty holds exactly once, and it is `expected`.
+fn assert_once(rows: &[Row], expected: &BTreeSet<(String, String)>) {
+    let mut counts = BTreeMap::new();
+    for row in rows {
+        *counts
+            .entry((row.list.clone(), row.message_id_hash.clone()))
+            .or_insert(0) += 1;
+    }
+    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "archived more than once: {doubled:?}");
+    let held: BTreeSet<_> = counts.into_keys().collect();
+    let missing: Vec<_> = expected.difference(&held).collect();
+    let extra: Vec<_> = held.difference(expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_mails_reach_hyperkitty_once_with_their_hash_and_page() {
+    init();
+    let Some(python) = hyperkitty_python("corpus_mails_reach_hyperkitty") else {
+        return;
+    };
+    let Some(mut mails) = corpus("corpus_mails_reach_hyperkitty", 40) else {
+        return;
+    };
+    // A mail without Message-ID: posted as a copy with the generated id.
+    mails.push((
+        list("alpha", ArchivePolicy::Public),
+        Bytes::from_static(b"From: Ann <ann@example.org>\nSubject: no id\nDate: Thu, 03 Dec 2026 07:00:00 +0000\n\nno Message-ID here\n"),
+    ));
+    let site = Site::start(&python);
+    let broker = Broker::new("corpus").await;
+    let published = broker.archive(&mails).await;
+    assert!(published.len() >= 30, "most corpus mails are archived");
+    let expected: BTreeSet<_> = published.iter().cloned().collect();
+
+    let running = spawn(
+        HyperKittyBridge::new(bridge_config(&site)).unwrap(),
+        &broker,
+    );
+    let total = published.len() as u64;
+    running
+        .wait_until("every mail settled", |s| {
+            s.posted + s.dead_lettered >= total
+        })
+        .await;
+    let stats = running.finish().await;
+    let dead = broker.dead_letters().await;
+    assert!(
+        dead.is_empty(),
+        "dead letters: {:?}",
+        dead.iter().map(|d| &d.reason).collect::<Vec<_>>()
+    );
+    assert_eq!(stats.posted, total);
+    assert_eq!(stats.copies_with_generated_id, 1);
+
+    let (rows, lists) = site.database();
+    assert_once(&rows, &expected);
+    assert_eq!(lists.get("alpha@hk.archiver.test"), Some(&2), "public");
+    for row in &rows {
+        assert_eq!(
+            site.message_page(&row.list, &row.message_id_hash).await,
+            200,
+            "message page of {row:?}"
+        );
+    }
+    eprintln!(
+        "corpus: published {} / in HyperKitty {} / dead-lettered {} ({stats:?})",
+        published.len(),
+        rows.len(),
+        dead.len()
+    );
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_stops_the_bridge_and_dead_letters_nothing() {
+    init();
+    let Some(python) = hyperkitty_python("a_wrong_key_stops_the_bridge") else {
+        return;
+    };
+    let site = Site::start(&python);
+    let broker = Broker::new("wrongkey").await;
+    let alpha = list("alpha", ArchivePolicy::Public);
+    let mails: Vec<_> = (0..3)
+        .map(|i| {
+            let raw = format!(
+                "Message-ID: <wrong-key-{i}@archiver.test>\nFrom: a@example.org\nSubject: {i}\n\nbody {i}\n"
+            );
+            (alpha.clone(), Bytes::from(raw))
+        })
+        .collect();
+    let published = broker.archive(&mails).await;
+
+    let mut config = bridge_config(&site);
+    config.api_key = ApiKey::new("not-the-key-0123");
+    let bridge = HyperKittyBridge::new(config).unwrap();
+    let counters = bridge.counters();
+    let result = tokio::time::timeout(
+        WAIT,
+        bridge.run(
+            &broker.subscriber,
+            &broker.subscription,
+            std::future::pending(),
+        ),
+    )
+    .await
+    .expect("the bridge stops by itself");
+    let Err(BridgeError::Configuration(why)) = result else {
+        panic!("expected a configuration error, got {result:?}");
+    };
+    assert!(
+        why.contains("401") && why.contains("MAILMAN_ARCHIVER_KEY"),
+        "{why}"
+    );
+    assert!(!why.contains("not-the-key"), "the key is never in messages");
+    assert_eq!(counters.snapshot().dead_lettered, 0);
+    assert!(
+        broker.dead_letters().await.is_empty(),
+        "nothing dead-lettered"
+    );
+    assert!(site.database().0.is_empty());
+
+    // Fixed key: every mail is still there and arrives.
+    let running = spawn(
+        HyperKittyBridge::new(bridge_config(&site)).unwrap(),
+        &broker,
+    );
+    running.wait_until("all posted", |s| s.posted >= 3).await;
+    running.finish().await;
+    assert_once(&site.database().0, &published.into_iter().collect());
+    assert!(broker.dead_letters().await.is_empty());
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_list_hyperkitty_does_not_hold_as_private_gets_nothing() {
+    init();
+    let Some(python) = hyperkitty_python("a_private_list_not_precreated") else {
+        return;
+    };
+    let site = Site::start(&python);
+    let broker = Broker::new("private").await;
+    let secret = list("secret", ArchivePolicy::Private);
+    let public = list("alpha", ArchivePolicy::Public);
+    let mail = |list: &MailingList, id: &str| {
+        (
+            list.clone(),
+            Bytes::from(format!(
+                "Message-ID: <{id}@archiver.test>\nFrom: a@example.org\nSubject: {id}\n\nbody\n"
+            )),
+        )
+    };
+    let published = broker
+        .archive(&[mail(&secret, "private-1"), mail(&public, "public-1")])
+        .await;
+
+    let running = spawn(
+        HyperKittyBridge::new(bridge_config(&site)).unwrap(),
+        &broker,
+    );
+    running
+        .wait_until("both settled", |s| s.posted + s.dead_lettered >= 2)
+        .await;
+    let stats = running.finish().await;
+    let (rows, lists) = site.database();
+    assert_eq!(
+        lists.get("secret@hk.archiver.test"),
+        None,
+        "HyperKitty must not have created the private list (2 = public): {lists:?}"
+    );
+    assert!(rows.iter().all(|r| r.list != "secret@hk.archiver.test"));
+    assert_eq!((stats.posted, stats.dead_lettered), (1, 1), "{stats:?}");
+    let dead = broker.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .reason
+            .contains("secret@hk.archiver.test is not in HyperKitty"),
+        "{}",
+        dead[0].reason
+    );
+
+    // The operator pre-creates the list as private and replays.
+    site.create_private_list("secret@hk.archiver.test");
+    let replayed = broker
+        .subscriber
+        .replay_dead_letters(&broker.subscription.name, Replay::All)
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    let running = spawn(
+        HyperKittyBridge::new(bridge_config(&site)).unwrap(),
+        &broker,
+    );
+    running
+        .wait_until("replayed mail posted", |s| s.posted >= 1)
+        .await;
+    running.finish().await;
+    let (rows, lists) = site.database();
+    assert_once(&rows, &published.into_iter().collect());
+    assert_eq!(
+        lists.get("secret@hk.archiver.test"),
+        Some(&1),
+        "still private"
+    );
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyperkitty_down_for_20_s_loses_and_doubles_nothing() {
+    outage("hyperkitty_down_for_20_s", support::REDIS_URL).await;
+}
+
+/// The same through RabbitMQ (a quorum queue, where a release counts
+/// toward the delivery limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyperkitty_down_for_20_s_loses_and_doubles_nothing_on_rabbitmq() {
+    outage(
+        "hyperkitty_down_for_20_s_on_rabbitmq",
+        support::RABBITMQ_URL,
+    )
+    .await;
+}
+
+async fn outage(test: &str, url: &str) {
+    init();
+    let Some(python) = hyperkitty_python(test) else {
+        return;
+    };
+    let Some(mails) = corpus(test, 60) else {
+        return;
+    };
+    let mut site = Site::start(&python);
+    let broker = Broker::connect("outage", url).await;
+    let mut published = broker.archive(&mails[..36]).await;
+
+    let running = spawn(
+        HyperKittyBridge::new(bridge_config(&site)).unwrap(),
+        &broker,
+    );
+    running.wait_until("some posted", |s| s.posted >= 8).await;
+    let outage = std::time::Instant::now();
+    site.stop();
+    // Mails keep coming while HyperKitty is down.
+    published.extend(broker.archive(&mails[36..]).await);
+    running
+        .wait_until("the outage noticed", |s| s.refused_connections >= 1)
+        .await;
+    let during = running.counters.snapshot();
+    // The outage itself lasts 20 s (the scenario, not a synchronisation).
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(outage.elapsed())).await;
+    let probes_during_outage = running.counters.snapshot().probes;
+    site.resume();
+    let total = published.len() as u64;
+    running
+        .wait_until("every mail settled", |s| {
+            s.posted + s.dead_lettered >= total
+        })
+        .await;
+    let stats = running.finish().await;
+
+    let dead = broker.dead_letters().await;
+    let (rows, _) = site.database();
+    let expected: BTreeSet<_> = published.iter().cloned().collect();
+    eprintln!(
+        "{test}: published {} / in HyperKitty {} / duplicates re-posted {} / dead-lettered {}; {} probes during the 20 s outage; {stats:?}",
+        published.len(),
+        rows.len(),
+        stats.posted - expected.len() as u64,
+        dead.len(),
+        probes_during_outage,
+    );
+    assert!(
+        dead.is_empty(),
+        "dead letters: {:?}",
+        dead.iter().map(|d| &d.reason).collect::<Vec<_>>()
+    );
+    assert_eq!(stats.dead_lettered, 0);
+    assert_once(&rows, &expected);
+    assert!(stats.refused_connections >= 1, "{stats:?}");
+    assert!(stats.outages >= 1, "{stats:?}");
+    assert!(
+        during.released <= u64::from(broker.subscription.prefetch),
+        "at most the prefetch released: {during:?}"
+    );
+    assert!(
+        (1..=20).contains(&probes_during_outage),
+        "a bounded number of probes in 20 s (no busy loop): {probes_during_outage}"
+    );
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_hyperkitty_refuses_is_dead_lettered_with_its_error_text() {
+    init();
+    let Some(python) = hyperkitty_python("a_mail_hyperkitty_refuses") else {
+        return;
+    };
+    let site = Site::start(&python);
+    let broker = Broker::new("refused").await;
+    let alpha = list("alpha", ArchivePolicy::Public);
+    // HyperKitty answers 400 "Non-ascii sender address" to this one.
+    let refused = Bytes::from(
+        "Message-ID: <refused-1@archiver.test>\nFrom: J\u{f6}rg <j\u{f6}rg@example.org>\nSubject: x\n\nbody\n",
+    );
+    let fine = Bytes::from_static(
+        b"Message-ID: <fine-1@archiver.test>\nFrom: a@example.org\nSubject: y\n\nbody\n",
+    );
+    let published = broker
+        .archive(&[(alpha.clone(), refused), (alpha, fine)])
+        .await;
+    let running = spawn(
+        HyperKittyBridge::new(bridge_config(&site)).unwrap(),
+        &broker,
+    );
+    running
+        .wait_until("both settled", |s| s.posted + s.dead_lettered >= 2)
+        .await;
+    let stats = running.finish().await;
+    assert_eq!(
+        (stats.posted, stats.dead_lettered, stats.retried),
+        (1, 1, 0)
+    );
+    let dead = broker.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 1, "a 400 is not retried");
+    assert!(
+        dead[0].reason.contains("HTTP 400") && dead[0].reason.contains("Non-ascii sender address"),
+        "{}",
+        dead[0].reason
+    );
+    assert_once(
+        &site.database().0,
+        &published[1..].iter().cloned().collect(),
+    );
+    broker.cleanup().await;
+}
+
+/// The binary: configured from the environment like every archive server,
+/// it exits non-zero with a clear message on a wrong key, and its output
+/// never shows the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_with_a_clear_error_on_a_wrong_key() {
+    init();
+    let Some(python) = hyperkitty_python("the_binary_exits_on_a_wrong_key") else {
+        return;
+    };
+    let site = Site::start(&python);
+    let broker = Broker::new("binary").await;
+    let alpha = list("alpha", ArchivePolicy::Public);
+    broker
+        .archive(&[(
+            alpha,
+            Bytes::from_static(b"Message-ID: <bin-1@archiver.test>\nFrom: a@example.org\n\nx\n"),
+        )])
+        .await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hyperkitty-bridge"))
+        .args([
+            "--base-url",
+            site.base_url().as_str(),
+            "--subscriber",
+            "hyperkitty",
+        ])
+        .env("ARCHIVER_URL", "redis://127.0.0.1:6379")
+        .env("ARCHIVER_PREFIX", &broker.prefix)
+        .env("HYPERKITTY_API_KEY", "wrong-key-do-not-print")
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the bridge did not stop on a wrong key");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("configuration error") && stderr.contains("MAILMAN_ARCHIVER_KEY"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong-key-do-not-print"),
+        "the key leaked: {stderr}"
+    );
+    assert!(broker.dead_letters().await.is_empty());
+    broker.cleanup().await;
+}
+
+/// A 5xx of a running HyperKitty is an attempt: nacked with back-off, and
+/// dead-lettered at the attempt limit with HyperKitty's last answer. (A
+/// list map entry without `@` makes HyperKitty 1.3.12 answer 500.) List
+/// events are acked without a request. The list map is the last source of
+/// the list address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_is_retried_to_the_attempt_limit_and_events_are_acked() {
+    use mq_archiver::{Archiver, ListChange, ListEvent};
+    init();
+    let Some(python) = hyperkitty_python("a_5xx_is_retried") else {
+        return;
+    };
+    let site = Site::start(&python);
+    let mut broker = Broker::new("retry").await;
+    broker.subscription = broker.subscription.clone().max_attempts(3);
+    let mapped = MailingList::public(ListId::new("mapped.hk.archiver.test").unwrap());
+    let broken = MailingList::public(ListId::new("broken.hk.archiver.test").unwrap());
+    let mail = |id: &str| {
+        Bytes::from(format!(
+            "Message-ID: <{id}@archiver.test>\nFrom: a@example.org\nSubject: {id}\n\nbody\n"
+        ))
+    };
+    broker
+        .archive(&[
+            (mapped.clone(), mail("mapped-1")),
+            (broken.clone(), mail("broken-1")),
+        ])
+        .await;
+    let urls = mq_archiver::ArchiveUrls::new("http://127.0.0.1/{list_id}/").unwrap();
+    let archiver = mq_archiver::QueueArchiver::new("t", broker.publisher.clone(), urls);
+    let event = ListEvent::now(
+        mapped.list_id.clone(),
+        ListChange::ListCreated {
+            posting_address: None,
+        },
+    );
+    archiver.archive_event(&mapped, &event).await.unwrap();
+
+    let mut config = bridge_config(&site);
+    config
+        .list_addresses
+        .insert(mapped.list_id.clone(), "mapped@hk.archiver.test".into());
+    config
+        .list_addresses
+        .insert(broken.list_id.clone(), "broken.hk.archiver.test".into());
+    let running = spawn(HyperKittyBridge::new(config).unwrap(), &broker);
+    running
+        .wait_until("all settled", |s| {
+            s.posted + s.dead_lettered + s.events_acked >= 3
+        })
+        .await;
+    let stats = running.finish().await;
+    assert_eq!(
+        (
+            stats.posted,
+            stats.events_acked,
+            stats.retried,
+            stats.dead_lettered
+        ),
+        (1, 1, 3, 1),
+        "{stats:?}"
+    );
+    let dead = broker.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(
+        dead[0].reason.contains("HTTP 500")
+            && dead[0]
+                .reason
+                .contains("attempt 3 of 3: attempt limit reached"),
+        "{}",
+        dead[0].reason
+    );
+    // (HyperKitty stores the broken one before failing to make its URL,
+    // so only the mapped list is checked.)
+    let (rows, _) = site.database();
+    let mapped_rows: Vec<_> = rows
+        .iter()
+        .filter(|r| r.list == "mapped@hk.archiver.test")
+        .collect();
+    assert_eq!(mapped_rows.len(), 1, "{rows:?}");
+    broker.cleanup().await;
+}
