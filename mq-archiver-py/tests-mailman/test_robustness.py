@@ -329,3 +329,39 @@ def test_order_is_kept_while_the_client_cannot_open(tmp_path):
     finally:
         stop(runner)
         server.stop()
+
+
+def test_order_is_kept_across_a_stop_during_backoff(tmp_path):
+    """Three mails wait in queue/mq, the broker is unreachable, and the
+    runner is stopped (SIGTERM) while it backs off on the first: the
+    entry stays in its place (not re-queued behind the other two), so once
+    the broker is up and the runner started again the three arrive in
+    queue order."""
+    bindings = load_bindings_conftest()
+    (tmp_path / "redis").mkdir()
+    server = bindings.PrivateRedis(tmp_path / "redis")
+    prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
+    site = Site(tmp_path, server.url, {"prefix": prefix})
+    mails = [small_mail(n) for n in range(3)]
+    for n, raw in enumerate(mails):
+        site.archive(raw, name=f"mail-{n}.eml")
+    queued = site.entries("mq", ".pck")
+    assert len(queued) == 3
+    runner = site.start_runner()
+    try:
+        wait_for(lambda: "retrying in 1.0 s" in site.log(), 60, "the runner backing off 1 s")
+        assert stop(runner) == signal.SIGTERM
+        assert site.entries("mq") == queued, "the entries are not where they were"
+        server.start()
+        runner = site.start_runner()
+        client = server.client()
+        stream = redis_stream(prefix, FQDN)
+        wait_for(lambda: client.xlen(stream) >= 3 and not site.entries("mq"), 60, "the mails published")
+        assert stop(runner) == signal.SIGTERM
+        published = [fields[b"body"] for _, fields in client.xrange(stream)]
+        order = [next(n for n, raw in enumerate(mails) if raw.split(b"\n")[0] in body) for body in published]
+        assert order == [0, 1, 2], f"published in the order {order}"
+        assert site.entries("shunt") == []
+    finally:
+        stop(runner)
+        server.stop()

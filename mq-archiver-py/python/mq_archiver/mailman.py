@@ -109,6 +109,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import re
 import signal
 import sys
@@ -607,6 +608,9 @@ class Runner(_runner_base()):
             raise ValueError(f"[runner.{name}] instances must be 1 (one spool, one hub), not {instances}")
         self._backoff = self.MIN_BACKOFF
         self._publish_backoff = self.MIN_BACKOFF
+        #: The file base of the entry at hand (:meth:`_remember_entries`).
+        self._entry = None
+        self._remember_entries()
         #: For ``mailman mq status``: the last error, the entry retried now.
         self._last_error = None
         self._retrying = None
@@ -651,13 +655,55 @@ class Runner(_runner_base()):
                 return
             time.sleep(min(left, self.STOP_POLL))
 
+    def _remember_entries(self):
+        """Wraps this runner's switchboard ``dequeue`` to remember the
+        entry at hand (its file base, ``<time>+<digest>``): Mailman does
+        not hand it to ``_dispose``, and keeping an entry in its place
+        (:meth:`_keep_in_place`) needs it."""
+        switchboard = self.switchboard
+        dequeue = switchboard.dequeue
+
+        def remembering_dequeue(filebase):
+            self._entry = filebase
+            return dequeue(filebase)
+
+        switchboard.dequeue = remembering_dequeue
+
+    def _write_entry(self, suffix, msg, msgdata):
+        """Writes the entry at hand as ``<file base><suffix>`` the way
+        Mailman's switchboard writes a queue file (message pickle, then the
+        metadata without ``_`` keys), to a temp file, fsynced, renamed."""
+        from mailman.config import config
+
+        data = {k: v for k, v in msgdata.items() if not k.startswith("_")}
+        data["version"] = config.QFILE_SCHEMA_VERSION
+        data["_parsemsg"] = False
+        path = os.path.join(self.switchboard.queue_directory, self._entry + suffix)
+        with open(path + ".tmp", "wb") as f:
+            f.write(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
+            pickle.dump(data, f, pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
+
+    def _keep_in_place(self, msg, msgdata):
+        """Keeps the entry at hand queued under its own file base, so that
+        it stays ahead of the entries queued after it (Mailman's
+        ``enqueue`` would name it by the time now: the end of the queue).
+        Mailman then removes the ``.bak`` of the entry."""
+        if self._entry is None:
+            self.switchboard.enqueue(msg, msgdata)
+        else:
+            self._write_entry(".pck", msg, msgdata)
+
     def _process_one_file(self, msg, msgdata):
         """Mailman's version looks the list up first and shunts the entry
         when it is gone; the mq runner needs no list object (everything is
         in the entry), and a list deleted since must not strand its last
-        mails or its ``list_deleted`` event in ``shunt``."""
+        mails or its ``list_deleted`` event in ``shunt``. An entry kept
+        (a stop came first) keeps its place in the queue."""
         if self._dispose(None, msg, msgdata):
-            self.switchboard.enqueue(msg, msgdata)
+            self._keep_in_place(msg, msgdata)
 
     def _note_error(self, text):
         """Remembers the last error for ``mailman mq status``."""
@@ -692,23 +738,29 @@ class Runner(_runner_base()):
         published in the order it was queued (a kept entry given back to
         Mailman would go to the end of the queue)."""
         while True:
+            if self._stop:
+                return _STOPPED
             try:
                 client = _get_client()
             except (ArchiverError, SettingsError) as error:
-                if self._stop:
-                    return _STOPPED
                 self._retrying = what
                 self._note_error(f"cannot open the client: {error}")
                 _log_cannot_open(error, f"retrying in {self._backoff:.1f} s")
                 self._pause(self._backoff)
                 self._backoff = min(self._backoff * 2, self.MAX_BACKOFF)
                 continue
+            except PanicException as error:
+                # Not this entry's fault: it stays queued in its place.
+                log.error("mq archiver: the native client panicked while opening (%s); "
+                          "stopping the mq runner (the master restarts it)", error, exc_info=True)
+                self._note_error(f"the native client panicked while opening: {error}")
+                self.stop()
+                self.status = 1
+                return _STOPPED
             self._backoff = self.MIN_BACKOFF
             try:
                 result = call(client)
             except (TransientError, SpoolError) as error:
-                if self._stop:
-                    return _STOPPED
                 self._retrying = what
                 self._note_error(f"{what} not taken now: {type(error).__name__}: {error}")
                 log.warning("mq archiver: %s not taken now (%s); kept in queue/mq, retrying in %.1f s",
@@ -739,7 +791,7 @@ class Runner(_runner_base()):
 
     def _dispose(self, mlist, msg, msgdata):
         if "mq_events" in msgdata:
-            return self._dispose_events(msgdata)
+            return self._dispose_events(msg, msgdata)
         raw = msgdata.get("mq_raw")
         if raw is None:
             raw = message_bytes(msg)
@@ -765,11 +817,14 @@ class Runner(_runner_base()):
         )
         return False
 
-    def _dispose_events(self, msgdata):
+    def _dispose_events(self, msg, msgdata):
         """Publishes an entry's list events in order; ``mq_done`` counts
-        those already published, so an entry kept on stop resumes after
-        them. A permanently refused event parks it and the rest of the
-        entry (``<list id>.<n>.events.json``)."""
+        those already published (written to the entry's ``.bak`` after
+        each, so that a crash repeats at most the event in flight), so an
+        entry kept on stop or recovered after a crash resumes after them.
+        A permanently refused event parks it and the rest of the entry
+        (``<list id>.<n>.events.json``); later events of the list do not
+        wait for it."""
         events = msgdata["mq_events"]
         listid = msgdata["listid"]
         while msgdata.get("mq_done", 0) < len(events):
@@ -793,6 +848,10 @@ class Runner(_runner_base()):
                 return True
             msgdata["mq_done"] = done + 1
             log.info("mq archiver: %s %s (envelope %s)", what, receipt.outcome, receipt.envelope_id)
+            if self._entry is not None and msgdata["mq_done"] < len(events):
+                # The progress survives a crash: Mailman recovers the .bak,
+                # and at most the one event in flight is published again.
+                self._write_entry(".bak", msg, msgdata)
         return False
 
     def _clean_up(self):

@@ -20,6 +20,22 @@ nothing when list settings change. So this module:
 - on ``after_soft_rollback`` drops them: a change that was rolled back
   was never made.
 
+Settings kept in tables of their own (``acceptable_aliases``,
+``filter_types``, ``pass_types``, ``filter_extensions``,
+``pass_extensions``) are not ``MailingList`` columns, and their changes
+give no event.
+
+Order and loss. Events of one list from one process are enqueued in the
+order they happened. Two processes committing at once (two REST workers,
+the REST runner and a CLI call) may enqueue in the other order than they
+committed; each event's ``at`` is the time of the change inside its
+transaction, and a change that depends on another (an unsubscription of
+a member another transaction subscribed) can only happen after that one
+committed, so ordering by ``at`` puts such pairs right. Between the
+database's commit and the queue file being written (milliseconds) a
+crash loses the events, and a failed write (disk full) is logged at
+error level with the list and the event types.
+
 Settings that hold addresses (``ADDRESS_SETTINGS``) travel apart, as an
 ``address_settings_changed`` event: those addresses are as private as the
 roster, so brokers and hubs deliver them only to archive servers granted
@@ -52,9 +68,11 @@ ADDRESS_SETTINGS = frozenset({
     "reject_these_nonmembers",
     "discard_these_nonmembers",
     "dmarc_addresses",
-    "acceptable_aliases",
     "reply_to_address",
 })
+
+#: Where a nested transaction's buffer position is kept (``Session.info``).
+MARKS_KEY = "mq_archiver_event_marks"
 
 #: Mapped attribute names that differ from the REST API's setting name.
 _COLUMN_TO_SETTING = {"_preferred_language": "preferred_language"}
@@ -197,11 +215,33 @@ def make_after_update(writable):
     return after_update
 
 
+def after_transaction_create(session, transaction) -> None:
+    """Marks where a savepoint (``begin_nested``) starts in the buffer,
+    so that rolling it back drops only its own events."""
+    if transaction.nested:
+        session.info.setdefault(MARKS_KEY, {})[id(transaction)] = len(session.info.get(BUFFER_KEY, ()))
+
+
+def after_transaction_end(session, transaction) -> None:
+    """When the outermost transaction ends: forgets the savepoints' marks,
+    and drops the events no commit took (``Session.close()`` with the
+    transaction open fires no rollback event), drops them."""
+    if transaction.parent is None and not transaction.nested:
+        # (SQLAlchemy ends a savepoint before its after_soft_rollback, so
+        # the marks are kept until the outermost transaction ends.)
+        session.info.pop(MARKS_KEY, None)
+        dropped = session.info.pop(BUFFER_KEY, None)
+        if dropped:
+            log.info("mq archiver: %d list events dropped with a transaction that did not commit", len(dropped))
+
+
 def before_commit(session) -> None:
     """Reads each buffered list's policy and posting address again just
     before the commit: a list's style is applied after Mailman fires
     ``ListCreatedEvent``, and settings set on a new list fire no update.
     A list deleted in this transaction keeps what was captured."""
+    if session.in_nested_transaction():
+        return
     for item in session.info.get(BUFFER_KEY, ()):
         mlist = item["mlist"]
         try:
@@ -221,6 +261,8 @@ def after_commit(session) -> None:
     list's policy at the end of the transaction. Never raises (the
     change is committed already): a failed enqueue is logged with the
     list ids and event types."""
+    if session.in_nested_transaction():
+        return  # a savepoint: the outer transaction may still roll back
     buffered = session.info.pop(BUFFER_KEY, None)
     if not buffered:
         return
@@ -255,7 +297,14 @@ def after_commit(session) -> None:
 
 
 def after_soft_rollback(session, previous_transaction) -> None:
-    """Drops the buffered events: their change was rolled back."""
+    """Drops the buffered events: their change was rolled back (only a
+    savepoint's own, when a savepoint was)."""
+    if previous_transaction.nested:
+        mark = session.info.get(MARKS_KEY, {}).get(id(previous_transaction))
+        buffered = session.info.get(BUFFER_KEY)
+        if mark is not None and buffered is not None:
+            del buffered[mark:]
+        return
     dropped = session.info.pop(BUFFER_KEY, None)
     if dropped:
         log.info("mq archiver: %d list events dropped with a rolled-back transaction", len(dropped))
@@ -280,4 +329,6 @@ def install() -> None:
     sa_event.listen(Session, "before_commit", before_commit)
     sa_event.listen(Session, "after_commit", after_commit)
     sa_event.listen(Session, "after_soft_rollback", after_soft_rollback)
+    sa_event.listen(Session, "after_transaction_create", after_transaction_create)
+    sa_event.listen(Session, "after_transaction_end", after_transaction_end)
     _installed = True

@@ -5,7 +5,8 @@ The ``mq`` runner is the one process with the native client and its
 spool, and the spool's journal may be opened by one process only. So the
 runner writes what it knows (the spool's depth, oldest age, stuck record,
 counters, and its own last error) to ``status.json`` beside the spool
-(:func:`write_status`, at most once a second, by rename), and ``mailman
+(:func:`write_status`, by rename, at most once a second between entries
+and while it retries one; not during a publish that blocks), and ``mailman
 mq status`` reads that file and looks at ``queue/mq`` and the parked
 directory itself (:func:`read_status`).
 """
@@ -19,12 +20,27 @@ from typing import Any, Dict, Optional
 WRITE_INTERVAL = 1.0
 
 
+def _paths():
+    """(status file, parked directory, the settings error or None): from
+    the plugin's settings, or the defaults under ``$VAR_DIR/mq-archiver``
+    when the settings cannot be read, so that a configuration error is
+    reported rather than hidden behind a traceback."""
+    from mailman.config import config
+
+    from ..mailman import SettingsError, _get_settings
+
+    try:
+        settings = _get_settings()
+        return settings.status_file, settings.parked_dir, None
+    except SettingsError as error:
+        home = os.path.join(config.VAR_DIR, "mq-archiver")
+        return os.path.join(home, "status.json"), os.path.join(home, "parked"), str(error)
+
+
 def status_path() -> str:
     """``$VAR_DIR/mq-archiver/status.json``, or ``status_file`` in the
     plugin's ``[general]`` settings."""
-    from ..mailman import _get_settings
-
-    return _get_settings().status_file
+    return _paths()[0]
 
 
 def write_status(spool, last_error: Optional[Dict[str, Any]], entry: Optional[str]) -> None:
@@ -91,19 +107,19 @@ def read_status() -> Dict[str, Any]:
     """The plugin's state: ``queue`` (``queue/mq``), ``parked`` (how many
     mails and event batches wait in the parked directory), ``runner``
     (the last status file: its age, whether its pid is alive, the spool,
-    the last error), and ``status_file``. Takes no lock."""
+    the last error), ``status_file``, and ``settings_error`` (why the
+    plugin's settings cannot be read, or None). Takes no lock."""
     from mailman.config import config
 
-    from ..mailman import NAME, _get_settings
+    from ..mailman import NAME
 
     now = time.time()
-    settings = _get_settings()
+    path, parked_dir, settings_error = _paths()
     queue = _queue(os.path.join(config.QUEUE_DIR, NAME), now)
     parked = 0
-    if os.path.isdir(settings.parked_dir):
-        parked = sum(1 for name in os.listdir(settings.parked_dir)
+    if os.path.isdir(parked_dir):
+        parked = sum(1 for name in os.listdir(parked_dir)
                      if name.endswith(".eml") or name.endswith(".events.json"))
-    path = settings.status_file
     runner = None
     try:
         with open(path, encoding="utf-8") as f:
@@ -114,7 +130,8 @@ def read_status() -> Dict[str, Any]:
         runner = None
     except (OSError, ValueError, KeyError, TypeError) as error:
         runner = {"unreadable": f"{type(error).__name__}: {error}"}
-    return {"queue": queue, "parked": parked, "runner": runner, "status_file": path}
+    return {"queue": queue, "parked": parked, "runner": runner, "status_file": path,
+            "settings_error": settings_error}
 
 
 def _age(seconds: Optional[float]) -> str:
@@ -127,6 +144,8 @@ def format_status(report: Dict[str, Any]) -> str:
     lines = [f"queue/mq      depth {queue['depth']}, oldest {_age(queue['oldest_age'])}"
              + (f", in hand {', '.join(queue['in_hand'])}" if queue["in_hand"] else "")]
     lines.append(f"parked        {report['parked']}")
+    if report.get("settings_error"):
+        lines.append(f"SETTINGS      {report['settings_error']}")
     runner = report["runner"]
     if runner is None:
         lines.append(f"mq runner     no status yet ({report['status_file']}): it has not run")
