@@ -1,10 +1,12 @@
 """Turning mailman-hyperkitty off strands nothing: the real
-mailman-hyperkitty 1.2.1, with HyperKitty unreachable (a closed port),
-spools every mail it cannot POST (`$ARCHIVE_DIR/hyperkitty/spool`); the
-site then switches to our archiver and `mailman mq import-hyperkitty-spool`
-moves the spool into `queue/mq`. Every spooled mail reaches Redis
-byte-identical to what Mailman's prototype archiver wrote, in its list's
-stream, and the spool is empty."""
+mailman-hyperkitty 1.2.1, with HyperKitty down (a real HyperKitty 1.3.12
+set up but not serving), spools every mail it cannot POST
+(`$ARCHIVE_DIR/hyperkitty/spool`); the site then switches to our archiver,
+HyperKitty and our hyperkitty-bridge start, and `mailman mq
+import-hyperkitty-spool` moves the spool into `queue/mq`. Every spooled
+mail reaches Redis byte-identical to what Mailman's prototype archiver
+wrote, in its list's stream, and then HyperKitty, once each, on the right
+list; the spool is empty."""
 
 import os
 
@@ -14,7 +16,7 @@ from test_real_mailman import (
     archivable,
     mailman_hash,
     mails,  # noqa: F401 (the fixture)
-    load_bindings_conftest,
+    wait_for,
     post_and_archive,
     prototype_mails,
     redis_stream,
@@ -22,6 +24,8 @@ from test_real_mailman import (
     write_site,
 )
 from test_list_events import PLUGIN, mailman, ok
+from test_hyperkitty_e2e import bridge_stats, hyperkitty_hashes
+from hk_helper import KEY, Bridge, HyperKitty
 
 import redis
 import uuid
@@ -29,10 +33,10 @@ import uuid
 PER_LIST = 10
 
 
-def hyperkitty_section(tmp, port, enable):
-    """mailman-hyperkitty's [archiver.hyperkitty], pointing at port."""
+def hyperkitty_section(tmp, hyperkitty, enable):
+    """mailman-hyperkitty's [archiver.hyperkitty], pointing at hyperkitty."""
     (tmp / "hyperkitty.cfg").write_text(
-        f"[general]\nbase_url: http://127.0.0.1:{port}/hyperkitty/\napi_key: not-used-here\n")
+        f"[general]\nbase_url: {hyperkitty.base_url}\napi_key: {KEY}\n")
     return f"""
 [archiver.hyperkitty]
 class: mailman_hyperkitty.Archiver
@@ -43,12 +47,16 @@ clobber_date: always
 
 
 def test_mailman_hyperkitty_spool_is_moved_into_the_queue(tmp_path, mails, capsys):  # noqa: F811
-    closed = load_bindings_conftest().free_port()
     prefix = f"mmtest-{uuid.uuid4().hex[:12]}"
     client = redis.Redis.from_url(REDIS_URL)
+    hyperkitty = HyperKitty(tmp_path / "hyperkitty")  # set up, not serving: down
+    for fqdn, policy in LISTS.items():
+        if policy == "private":
+            hyperkitty.private_list(fqdn)
+    bridge = None
     # Before: mailman-hyperkitty (and prototype) archive, ours is off.
     cfg = write_site(tmp_path, REDIS_URL, {"prefix": prefix},
-                     extra_cfg=PLUGIN + hyperkitty_section(tmp_path, closed, enable=True))
+                     extra_cfg=PLUGIN + hyperkitty_section(tmp_path, hyperkitty, enable=True))
     before = cfg.read_text()
     ours_on = "[archiver.mq]\nclass: mq_archiver.mailman.Archiver\nenable: yes"
     assert ours_on in before
@@ -62,8 +70,11 @@ def test_mailman_hyperkitty_spool_is_moved_into_the_queue(tmp_path, mails, capsy
         assert list(client.scan_iter(f"{prefix}:stream:*:mail:*")) == [], "a mail published before the switch"
 
         # After: ours on, mailman-hyperkitty off, its spool imported once.
-        cfg.write_text(before.replace(hyperkitty_section(tmp_path, closed, enable=True),
-                                      hyperkitty_section(tmp_path, closed, enable=False)))
+        cfg.write_text(before.replace(hyperkitty_section(tmp_path, hyperkitty, enable=True),
+                                      hyperkitty_section(tmp_path, hyperkitty, enable=False)))
+        hyperkitty.start()
+        bridge = Bridge(tmp_path, REDIS_URL, prefix, hyperkitty)
+        wait_for(lambda: "consuming" in bridge.log(), 60, "the bridge subscribed")
         out = ok(mailman(cfg, "mq", "import-hyperkitty-spool"))
         assert out.strip() == f"{expected} mails moved from mailman-hyperkitty's spool into queue/mq", out
         assert os.listdir(spool) == []
@@ -75,11 +86,23 @@ def test_mailman_hyperkitty_spool_is_moved_into_the_queue(tmp_path, mails, capsy
                 stored[mailman_hash(fields[b"body"])] = fields[b"body"]
         reference = {h: raw for fqdn in LISTS for h, raw in prototype_mails(tmp_path, fqdn).items()}
         identical = sum(reference.get(h) == body for h, body in stored.items())
+        assert stored == reference
+        wait_for(lambda: len(hyperkitty.emails()["emails"]) >= expected, 180, "every mail in HyperKitty")
+        got = hyperkitty.emails()["emails"]
+        assert bridge.stop() == 0, bridge.log()[-3000:]
+        stats = bridge_stats(bridge.log())
+        by_list = {}
+        for row in got:
+            by_list.setdefault(row["list"], []).append(row["message_id_hash"])
         with capsys.disabled():
             print(f"\nmailman-hyperkitty migration: spooled by mailman-hyperkitty {len(spooled)} "
-                  f"(HyperKitty unreachable), moved {expected}, in Redis {len(stored)}, "
-                  f"identical to prototype's {identical}")
-        assert stored == reference
+                  f"(HyperKitty down), moved {expected}, in Redis {len(stored)} (identical to "
+                  f"prototype's {identical}), in HyperKitty {len(got)}, dead-lettered {stats.get('dead_lettered')}")
+        assert {k: sorted(v) for k, v in by_list.items()} == hyperkitty_hashes(tmp_path)
+        assert stats["dead_lettered"] == 0, stats
     finally:
+        if bridge is not None:
+            bridge.stop()
+        hyperkitty.stop()
         for key in client.scan_iter(f"{prefix}:*"):
             client.delete(key)
