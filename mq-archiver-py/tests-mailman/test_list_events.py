@@ -272,6 +272,17 @@ def test_cli_and_rest_changes_arrive_as_committed_events_in_order(tmp_path, caps
                            data={"archive_policy": "private"})
         assert r.status_code == 204, r.text
 
+        # A list created, staffed and deleted through the REST API alone.
+        r = requests.post(f"{api}/lists", auth=auth, timeout=30, data={"fqdn_listname": "viarest@example.org"})
+        assert r.status_code == 201, r.text
+        for subscriber, role in (("owner2@example.org", "owner"), ("erik@example.org", "member")):
+            r = requests.post(f"{api}/members", auth=auth, timeout=30,
+                              data={"list_id": "viarest.example.org", "subscriber": subscriber, "role": role,
+                                    "pre_verified": True, "pre_confirmed": True, "pre_approved": True})
+            assert r.status_code == 201, r.text
+        r = requests.delete(f"{api}/lists/viarest.example.org", auth=auth, timeout=30)
+        assert r.status_code == 204, r.text
+
         # A nonmember's post (held) makes a nonmember membership in the in runner.
         post = tmp_path / "nonmember.eml"
         post.write_text("From: Stranger <stranger@example.org>\nTo: ev@example.org\n"
@@ -292,6 +303,14 @@ def test_cli_and_rest_changes_arrive_as_committed_events_in_order(tmp_path, caps
                 ("address_settings_changed", "public", json.dumps({"reply_to_address": "replies@example.org"})),
                 ("settings_changed", "private", json.dumps({"archive_policy": "private"})),
                 ("membership_added", "private", "stranger@example.org", "nonmember"),
+            ],
+            "viarest.example.org": [
+                ("list_created", "public", "viarest@example.org"),
+                ("membership_added", "public", "owner2@example.org", "owner"),
+                ("membership_added", "public", "erik@example.org", "member"),
+                ("membership_removed", "public", "erik@example.org", "member"),
+                ("membership_removed", "public", "owner2@example.org", "owner"),
+                ("list_deleted", "public"),
             ],
             "gone.example.org": [
                 ("list_created", "public", "gone@example.org"),
