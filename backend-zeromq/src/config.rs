@@ -437,7 +437,7 @@ impl Allowed {
 /// use backend_zeromq::{CurveKeyPair, HubConfig};
 /// # fn demo() -> Result<(), archiver_core::BackendError> {
 /// // In production both come from files (CurveKeyPair::read_file,
-/// // CurveKey::read_file) written by archiver-zeromq-keygen.
+/// // CurveKey::read_file) written by mq-archiver-admin keygen.
 /// let (hub_keys, hyperkitty) = (CurveKeyPair::generate()?, CurveKeyPair::generate()?);
 /// let config = HubConfig::new("tcp://0.0.0.0:5555", "/var/lib/mailman/archiver")
 ///     .tail("tcp://0.0.0.0:5556")
