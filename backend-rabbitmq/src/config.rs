@@ -152,14 +152,15 @@ impl RabbitConfig {
         }
     }
 
-    /// Defaults for a URL: prefix `archiver`, quorum queues, 64 MiB bodies,
+    /// Defaults for a URL: prefix `archiver`, quorum queues, 32 MiB bodies
+    /// ([`archiver_core::DEFAULT_MAX_ENVELOPE_BYTES`]),
     /// unrouted messages kept (up to 100,000).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             prefix: Prefix::default(),
             queue_type: QueueType::Quorum,
-            max_envelope_bytes: 64 * 1024 * 1024,
+            max_envelope_bytes: archiver_core::DEFAULT_MAX_ENVELOPE_BYTES,
             keep_unrouted: true,
             unrouted_max_length: 100_000,
             tls_ca_file: None,
@@ -197,6 +198,14 @@ impl RabbitConfig {
     /// Keeps (true) or refuses (false) messages no subscriber selects.
     pub fn keep_unrouted(mut self, keep: bool) -> Self {
         self.keep_unrouted = keep;
+        self
+    }
+
+    /// Sets [`unrouted_max_length`](Self::unrouted_max_length): how many
+    /// unrouted messages `archiver.unrouted` keeps before a publish is
+    /// refused (transient, so a spool keeps the mail).
+    pub fn unrouted_max_length(mut self, messages: u32) -> Self {
+        self.unrouted_max_length = messages;
         self
     }
 

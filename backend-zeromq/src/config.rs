@@ -9,9 +9,9 @@ use archiver_core::journal::SyncPolicy;
 use archiver_core::{BackendError, Grant, ListPattern, PublisherCapabilities};
 use serde::Deserialize;
 
-/// Largest envelope body a hub takes by default: the wire format's mail
-/// limit (32 MiB).
-pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 32 * 1024 * 1024;
+/// Largest envelope body a hub takes by default: the one default of every
+/// backend (32 MiB, the default mail limit).
+pub use archiver_core::DEFAULT_MAX_ENVELOPE_BYTES;
 
 /// How often each side says it is alive by default.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -154,7 +154,7 @@ impl<'de> Deserialize<'de> for CurveKey {
 /// the text (it may be a secret key pasted in the wrong place).
 fn decode_key(text: &str) -> Result<[u8; 32], BackendError> {
     let wrong = || {
-        BackendError::Auth(format!(
+        BackendError::InvalidConfig(format!(
             "a CURVE key is 40 characters of Z85, not this one of {} characters",
             text.len()
         ))
@@ -170,7 +170,7 @@ fn decode_key(text: &str) -> Result<[u8; 32], BackendError> {
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
         .filter(|bytes| zmq::z85_encode(bytes).is_ok_and(|again| again == text))
         .ok_or_else(|| {
-            BackendError::Auth(
+            BackendError::InvalidConfig(
                 "a CURVE key is 40 characters of Z85, and this one has characters outside Z85's alphabet".into(),
             )
         })
@@ -216,7 +216,7 @@ impl CurveKeyPair {
             secret: decode_key(secret)?,
         };
         if pair.derived_public()? != pair.public {
-            return Err(BackendError::Auth(
+            return Err(BackendError::InvalidConfig(
                 "the public key is not the one of the secret key (halves of two key pairs?)".into(),
             ));
         }
@@ -319,7 +319,7 @@ fn read_key_file(path: &Path) -> Result<String, BackendError> {
 }
 
 fn key_file_error(path: &Path, why: &str) -> BackendError {
-    BackendError::Auth(format!("CURVE key file {}: {why}", path.display()))
+    BackendError::InvalidConfig(format!("CURVE key file {}: {why}", path.display()))
 }
 
 /// The quoted value of a `name = "value"` line.
@@ -387,8 +387,9 @@ impl Allowed {
     ///   "grant": {"principal": "web", "subscribers": ["web"], "lists": ["#"]}}]
     /// ```
     pub fn read_file(path: &Path) -> Result<Vec<Self>, BackendError> {
-        let refused =
-            |why: String| BackendError::Auth(format!("grants file {}: {why}", path.display()));
+        let refused = |why: String| {
+            BackendError::InvalidConfig(format!("grants file {}: {why}", path.display()))
+        };
         let bytes = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
         let entries: Vec<AllowedText> = serde_json::from_slice(&bytes).map_err(|e| {
             let text = e.to_string();
@@ -589,6 +590,17 @@ impl HubConfig {
     /// Sets the largest envelope body accepted.
     pub fn max_envelope_bytes(mut self, limit: usize) -> Self {
         self.max_envelope_bytes = limit;
+        self
+    }
+
+    /// Sets when a publish is durable: [`SyncPolicy::Always`] (the
+    /// default) syncs the hub's journal before `Ok`;
+    /// [`SyncPolicy::Within`] acknowledges after the write and syncs
+    /// within that time (a process crash loses nothing, power loss may
+    /// lose the last window), which [`publisher_capabilities`](Self::publisher_capabilities)
+    /// reports.
+    pub fn sync(mut self, policy: SyncPolicy) -> Self {
+        self.sync = policy;
         self
     }
 

@@ -201,11 +201,13 @@ fn offline(cli: &Cli) -> Option<Result<(), String>> {
     }
 }
 
-/// A key file's error, without the "refused by the broker" prefix of
-/// `BackendError::Auth` (which key errors are), meaningless here.
+/// A key file's error as its message alone: the variant's prefix
+/// ("refused by the broker", "invalid backend configuration") means
+/// nothing to someone making keys.
 fn key_error(error: mq_archiver::BackendError) -> String {
     match error {
-        mq_archiver::BackendError::Auth(message) => message,
+        mq_archiver::BackendError::Auth(message)
+        | mq_archiver::BackendError::InvalidConfig(message) => message,
         other => other.to_string(),
     }
 }

@@ -49,7 +49,7 @@
 //! | `curve-server-key` | ZeroMQ | CURVE, [`connect_subscriber`]: the hub's public key file (`NAME.pub`); the subscriber talks only to a hub holding its secret half |
 //! | `anonymous` | ZeroMQ | `true`: the hub serves peers without authentication, on `ipc://` and loopback endpoints only (logged at warn); a hub needs this, credentials or a `grants-file` (`false`) |
 //! | `tls-ca-file` | Redis, RabbitMQ | PEM CA for `rediss://` / `amqps://` (the system's trust store) |
-//! | `max-envelope-bytes` | Redis, RabbitMQ, ZeroMQ | largest body (64 MiB) |
+//! | `max-envelope-bytes` | Redis, RabbitMQ, ZeroMQ | largest body (32 MiB, [`DEFAULT_MAX_ENVELOPE_BYTES`]) |
 //! | `durability` | Redis | `reply` (default), `replicas:COUNT:TIMEOUT`, `fsync:REPLICAS:TIMEOUT` |
 //! | `claim-idle`, `poll-interval`, `consumer-name` | Redis | see `RedisConfig` (60s, 200ms, host name) |
 //! | `queue-type`, `keep-unrouted` | RabbitMQ | `quorum` or `classic` (quorum); `true` or `false` (true) |
@@ -258,7 +258,7 @@ impl Config {
             Some(dir) => {
                 let mut spool = SpoolOptions::new(dir);
                 if let Some(timeout) = s.publish_timeout {
-                    spool.publish_timeout = timeout;
+                    spool = spool.publish_timeout(timeout);
                 }
                 archiver.with_spool(spool)?
             }
