@@ -241,8 +241,9 @@ impl<P: Publisher> QueueArchiver<P> {
     /// )
     /// .with_spool(SpoolOptions::new(&spool_dir))?;
     /// assert_eq!(archiver.spool_status().unwrap().depth, 0);
-    /// // ... archive_message() as usual; at the end:
-    /// let left = archiver.shutdown(Duration::from_secs(30)).await;
+    /// // ... archive_message() as usual; at the end, drain the spool (at
+    /// // most 30 s) and close the publisher:
+    /// let left = archiver.close(Duration::from_secs(30)).await?;
     /// assert_eq!(left.map(|s| s.depth), Some(0));
     /// # std::fs::remove_dir_all(&spool_dir)?;
     /// # Ok(()) }

@@ -81,11 +81,39 @@ impl Switch {
 }
 
 fn options(dir: &std::path::Path) -> SpoolOptions {
-    let mut options = SpoolOptions::new(dir);
-    options.publish_timeout = Duration::from_millis(300);
-    options.backoff =
-        archiver_core::Backoff::new(Duration::from_millis(20), Duration::from_millis(100));
-    options
+    SpoolOptions::new(dir)
+        .publish_timeout(Duration::from_millis(300))
+        .backoff(archiver_core::Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+        ))
+}
+
+/// The setters set the public fields they are named after.
+#[test]
+fn the_setters_set_their_fields() {
+    use archiver_core::MailLimits;
+    use archiver_core::journal::SyncPolicy;
+    let journal = JournalOptions::default()
+        .segment_size(1 << 20)
+        .sync(SyncPolicy::Within(Duration::from_millis(5)))
+        .max_record(2 << 20);
+    assert_eq!(
+        (journal.segment_size, journal.sync, journal.max_record),
+        (
+            1 << 20,
+            SyncPolicy::Within(Duration::from_millis(5)),
+            2 << 20
+        )
+    );
+    let spool = SpoolOptions::new("/tmp/spool")
+        .drain_batch(7)
+        .report_interval(Duration::from_secs(3))
+        .journal(journal.clone());
+    assert_eq!(spool.drain_batch, 7);
+    assert_eq!(spool.report_interval, Duration::from_secs(3));
+    assert_eq!(spool.journal.max_record, journal.max_record);
+    assert_eq!(MailLimits::default().max_bytes(1000).max_bytes, 1000);
 }
 
 fn archiver(switch: &Switch, dir: &std::path::Path) -> QueueArchiver<Switch> {

@@ -247,6 +247,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_field_has_its_setter_and_one_default_envelope_limit() {
+        let config = RabbitConfig::new("amqp://127.0.0.1/%2f").unrouted_max_length(7);
+        assert_eq!(config.unrouted_max_length, 7);
+        assert_eq!(
+            config.max_envelope_bytes,
+            archiver_core::DEFAULT_MAX_ENVELOPE_BYTES
+        );
+    }
+
+    #[test]
     fn urls_are_checked_without_showing_passwords() {
         assert!(
             RabbitConfig::new("amqp://guest:guest@localhost:5672/%2f")

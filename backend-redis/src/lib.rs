@@ -203,8 +203,9 @@ pub struct RedisBackend {
 
 impl RedisBackend {
     /// Connects, checking the URL, the credentials and that the server
-    /// answers. Errors: [`BackendError::InvalidUrl`], [`BackendError::Auth`],
-    /// [`BackendError::Unavailable`].
+    /// answers. Errors: [`BackendError::InvalidUrl`],
+    /// [`BackendError::InvalidConfig`] (an unusable TLS CA file or consumer
+    /// name), [`BackendError::Auth`], [`BackendError::Unavailable`].
     pub async fn connect(config: RedisConfig) -> Result<Self, BackendError> {
         let client = connection::client(&config)?;
         let mut conn = connection::open(&client, &config, config.durability_wait()).await?;

@@ -734,6 +734,33 @@ impl ClientConfig {
 mod tests {
     use super::*;
 
+    /// `sync` is reported by the capabilities; the default envelope
+    /// limit is the core's, as every backend's.
+    #[test]
+    fn the_sync_setter_shows_in_the_capabilities() {
+        let always = HubConfig::new("ipc:///tmp/hub", "/tmp/hub");
+        assert_eq!(
+            always.max_envelope_bytes,
+            archiver_core::DEFAULT_MAX_ENVELOPE_BYTES
+        );
+        let within = always
+            .clone()
+            .sync(SyncPolicy::Within(Duration::from_millis(10)));
+        assert_eq!(within.sync, SyncPolicy::Within(Duration::from_millis(10)));
+        assert!(
+            within
+                .publisher_capabilities()
+                .publish_durability
+                .contains("within the configured time")
+        );
+        assert!(
+            always
+                .publisher_capabilities()
+                .publish_durability
+                .contains("fdatasync")
+        );
+    }
+
     #[test]
     fn grants_files_are_read_and_their_errors_quote_no_value() {
         let dir = tempfile::tempdir().unwrap();

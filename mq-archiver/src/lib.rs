@@ -601,6 +601,22 @@ mod tests {
         assert_eq!(zmq.settings.password.as_deref(), Some("s3cret"));
     }
 
+    /// A URL's error stays `InvalidUrl` for code that speaks
+    /// `BackendError`; an option's (a bad prefix) is `InvalidConfig`.
+    #[test]
+    fn url_and_configuration_errors_stay_apart_as_backend_errors() {
+        let url = Config::parse("redis//nowhere", NO_OPTIONS).unwrap_err();
+        assert!(
+            matches!(BackendError::from(url), BackendError::InvalidUrl(_)),
+            "a URL without a scheme"
+        );
+        let prefix = Config::parse("redis://127.0.0.1", [("prefix", "no spaces")]).unwrap_err();
+        match BackendError::from(prefix) {
+            BackendError::InvalidConfig(why) => assert!(why.contains("prefix"), "{why}"),
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_bad_environment_option_is_named() {
         let error = from(&[
