@@ -121,13 +121,15 @@ fn url(cli: &Cli) -> Result<String, String> {
         .ok_or_else(|| "give --url or set ARCHIVER_URL".to_owned())
 }
 
-/// Refuses a URL of another backend for a command of one backend's own
-/// (checked only when a URL was given: the offline commands need none).
+/// Refuses a `--url` of another backend for a command of one backend's
+/// own. Only a URL on the command line counts: the offline commands need
+/// none, so one in the environment (meant for the connecting commands)
+/// does not stand in their way.
 fn only_for(cli: &Cli, command: &str, backend: BackendKind) -> Result<(), String> {
-    let Ok(url) = url(cli) else {
+    let Some(url) = &cli.url else {
         return Ok(());
     };
-    let given = Config::parse(&url, mq_archiver::NO_OPTIONS)
+    let given = Config::parse(url, mq_archiver::NO_OPTIONS)
         .map_err(|e| e.to_string())?
         .backend();
     if given == backend {

@@ -10,7 +10,10 @@ const TOOL: &str = env!("CARGO_BIN_EXE_mq-archiver-admin");
 fn keygen_writes_a_pair_once() {
     let dir = tempfile::tempdir().unwrap();
     let name = dir.path().join("hub");
+    // A URL of another backend in the environment (for the connecting
+    // commands) does not stop an offline command.
     let first = Command::new(TOOL)
+        .env("ARCHIVER_URL", "redis://127.0.0.1:1")
         .arg("keygen")
         .arg(&name)
         .output()
