@@ -1,14 +1,14 @@
 //! The operator's commands every backend's tool offers (feature `admin`):
 //! consume a subscription to watch it, list, replay and purge dead letters,
-//! retire a subscriber. A backend's binary adds only how to connect, and
-//! commands of its own.
+//! retire a subscriber. The operator's tool (crate `mq-archiver-admin`)
+//! adds how to connect (a URL) and each backend's commands of its own.
 //!
 //! Output names envelopes by id, list and Message-ID-Hash; never a body.
 
 use clap::Subcommand;
 use futures::StreamExt;
 
-use crate::backend::{Backend, Replay, SubscriberName, Subscription};
+use crate::backend::{Operator, Replay, Subscriber, SubscriberName, Subscription};
 use crate::envelope::{EnvelopeId, Kind};
 use crate::selection::{ListPattern, Selection};
 
@@ -127,8 +127,14 @@ pub enum AdminCommand {
 }
 
 impl AdminCommand {
-    /// Runs the command on `backend`, writing to stdout.
-    pub async fn run(self, backend: &dyn Backend) -> Result<(), Box<dyn std::error::Error>> {
+    /// Runs the command on `backend`, writing to stdout. It takes any
+    /// client of the archive server's and operator's roles (not only a
+    /// [`Backend`](crate::Backend) of every role), so a ZeroMQ archive
+    /// server's client, which cannot publish, is operated too.
+    pub async fn run<B: Subscriber + Operator + ?Sized>(
+        self,
+        backend: &B,
+    ) -> Result<(), Box<dyn std::error::Error>> {
         match self {
             Self::Consume {
                 name,

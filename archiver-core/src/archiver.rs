@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tracing::Instrument;
 use url::Url;
 
-use crate::backend::{BackendError, Publisher};
+use crate::backend::{BackendError, Connection, Publisher};
 use crate::envelope::{Envelope, EnvelopeId};
 use crate::event::ListEvent;
 use crate::journal::JournalError;
@@ -241,8 +241,9 @@ impl<P: Publisher> QueueArchiver<P> {
     /// )
     /// .with_spool(SpoolOptions::new(&spool_dir))?;
     /// assert_eq!(archiver.spool_status().unwrap().depth, 0);
-    /// // ... archive_message() as usual; at the end:
-    /// let left = archiver.shutdown(Duration::from_secs(30)).await;
+    /// // ... archive_message() as usual; at the end, drain the spool (at
+    /// // most 30 s) and close the publisher:
+    /// let left = archiver.close(Duration::from_secs(30)).await?;
     /// assert_eq!(left.map(|s| s.depth), Some(0));
     /// # std::fs::remove_dir_all(&spool_dir)?;
     /// # Ok(()) }
@@ -276,12 +277,25 @@ impl<P: Publisher> QueueArchiver<P> {
     /// Stops the archiver's spool: waits at most `within` for it to drain,
     /// then stops draining and closes it; later archiving through this
     /// archiver fails. Returns what the spool still holds (published on
-    /// the next start); None without a spool.
+    /// the next start); None without a spool. The publisher stays open
+    /// (for a caller that shares it); [`close`](Self::close) closes it too.
     pub async fn shutdown(&self, within: Duration) -> Option<SpoolStatus> {
         match &self.spool {
             Some(spool) => Some(spool.shutdown(within).await),
             None => None,
         }
+    }
+
+    /// Closes the archiver at the end of a list server's run: drains and
+    /// stops the spool as [`shutdown`](Self::shutdown) does (at most
+    /// `within`), then closes the publisher, so its connections go (a
+    /// ZeroMQ hub stops serving) and nothing is left half open. Returns
+    /// what the spool still holds (published on the next start; None
+    /// without a spool), or the publisher's error on closing.
+    pub async fn close(&self, within: Duration) -> Result<Option<SpoolStatus>, BackendError> {
+        let left = self.shutdown(within).await;
+        self.publisher.close().await?;
+        Ok(left)
     }
 
     /// Publishes `envelope`, or spools it when the broker is unavailable or

@@ -17,6 +17,17 @@ pub const MAIL_CONTENT_TYPE: &str = "message/rfc822";
 /// Content type of an event body: the event's JSON.
 pub const EVENT_CONTENT_TYPE: &str = "application/json";
 
+/// Largest envelope body every backend takes by default (its
+/// `max_envelope_bytes`, the facade's `max-envelope-bytes`): 32 MiB, one
+/// value for all, equal to the default mail limit
+/// ([`DEFAULT_MAX_MAIL_BYTES`](crate::mail::DEFAULT_MAX_MAIL_BYTES)) so
+/// every mail the default [`MailLimits`](crate::MailLimits) accept is
+/// carried, and half the journal's largest record (64 MiB,
+/// [`JournalOptions::max_record`](crate::journal::JournalOptions::max_record)),
+/// so every envelope a backend takes also fits a spool or a ZeroMQ hub's
+/// journal, header included.
+pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = crate::mail::DEFAULT_MAX_MAIL_BYTES;
+
 /// Unique, time-ordered envelope id (UUIDv7): ids sort by publish time, so
 /// logs and dead-letter listings read in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

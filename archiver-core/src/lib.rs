@@ -53,7 +53,7 @@ pub use backend::{
     attempt_limit_reached, malformed_reason, redact_url,
 };
 pub use backoff::Backoff;
-pub use envelope::{Envelope, EnvelopeId, Kind};
+pub use envelope::{DEFAULT_MAX_ENVELOPE_BYTES, Envelope, EnvelopeId, Kind};
 pub use event::{ListChange, ListEvent, MemberRole};
 pub use grant::Grant;
 pub use list::{

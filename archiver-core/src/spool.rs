@@ -76,6 +76,40 @@ impl SpoolOptions {
             journal: JournalOptions::default(),
         }
     }
+
+    /// Sets [`publish_timeout`](Self::publish_timeout): how long a publish
+    /// may take before its envelope is spooled instead.
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// Sets [`backoff`](Self::backoff): the waits between failed drain
+    /// attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets [`drain_batch`](Self::drain_batch): envelopes published
+    /// concurrently per drain step.
+    pub fn drain_batch(mut self, batch: usize) -> Self {
+        self.drain_batch = batch;
+        self
+    }
+
+    /// Sets [`report_interval`](Self::report_interval): how often a
+    /// non-empty spool reports its depth and age.
+    pub fn report_interval(mut self, every: Duration) -> Self {
+        self.report_interval = every;
+        self
+    }
+
+    /// Sets [`journal`](Self::journal): the spool's journal options.
+    pub fn journal(mut self, options: JournalOptions) -> Self {
+        self.journal = options;
+        self
+    }
 }
 
 /// What the spool holds and has done since it was opened.

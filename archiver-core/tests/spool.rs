@@ -30,11 +30,14 @@ struct Switch {
     refuse: Arc<AtomicBool>,
     /// Publishes attempted, whatever their outcome.
     attempts: Arc<AtomicU64>,
+    /// Times the publisher was closed.
+    closes: Arc<AtomicU64>,
 }
 
 #[async_trait]
 impl Connection for Switch {
     async fn close(&self) -> Result<(), BackendError> {
+        self.closes.fetch_add(1, Ordering::SeqCst);
         self.broker.close().await
     }
 }
@@ -72,16 +75,45 @@ impl Switch {
             stall_ms: Arc::default(),
             refuse: Arc::default(),
             attempts: Arc::default(),
+            closes: Arc::default(),
         }
     }
 }
 
 fn options(dir: &std::path::Path) -> SpoolOptions {
-    let mut options = SpoolOptions::new(dir);
-    options.publish_timeout = Duration::from_millis(300);
-    options.backoff =
-        archiver_core::Backoff::new(Duration::from_millis(20), Duration::from_millis(100));
-    options
+    SpoolOptions::new(dir)
+        .publish_timeout(Duration::from_millis(300))
+        .backoff(archiver_core::Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+        ))
+}
+
+/// The setters set the public fields they are named after.
+#[test]
+fn the_setters_set_their_fields() {
+    use archiver_core::MailLimits;
+    use archiver_core::journal::SyncPolicy;
+    let journal = JournalOptions::default()
+        .segment_size(1 << 20)
+        .sync(SyncPolicy::Within(Duration::from_millis(5)))
+        .max_record(2 << 20);
+    assert_eq!(
+        (journal.segment_size, journal.sync, journal.max_record),
+        (
+            1 << 20,
+            SyncPolicy::Within(Duration::from_millis(5)),
+            2 << 20
+        )
+    );
+    let spool = SpoolOptions::new("/tmp/spool")
+        .drain_batch(7)
+        .report_interval(Duration::from_secs(3))
+        .journal(journal.clone());
+    assert_eq!(spool.drain_batch, 7);
+    assert_eq!(spool.report_interval, Duration::from_secs(3));
+    assert_eq!(spool.journal.max_record, journal.max_record);
+    assert_eq!(MailLimits::default().max_bytes(1000).max_bytes, 1000);
 }
 
 fn archiver(switch: &Switch, dir: &std::path::Path) -> QueueArchiver<Switch> {
@@ -175,6 +207,44 @@ async fn with_the_broker_down_mail_is_spooled_then_delivered_in_order() {
     assert_eq!(bodies, (0..25).map(mail).collect::<Vec<_>>());
     let left = archiver.shutdown(Duration::from_secs(10)).await.unwrap();
     assert_eq!((left.depth, left.drained, left.rejected), (0, 20, 0));
+    assert_eq!(
+        switch.closes.load(Ordering::SeqCst),
+        0,
+        "shutdown leaves the publisher open"
+    );
+}
+
+/// `close` drains the spool, then closes the publisher (once): what was
+/// spooled reaches the broker, and the publisher refuses afterwards.
+#[tokio::test]
+async fn close_drains_the_spool_then_closes_the_publisher() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Switch::new();
+    // Another client of the same broker, so its deliveries outlive the
+    // publisher's close.
+    let reader = switch.broker.connect();
+    let mut deliveries = reader
+        .subscribe(&Subscription::new(SubscriberName::new("archive").unwrap()))
+        .await
+        .unwrap();
+    let archiver = archiver(&switch, dir.path());
+    switch.down.store(true, Ordering::SeqCst);
+    assert_all(archive(&archiver, 0..5).await, Outcome::Spooled);
+    switch.down.store(false, Ordering::SeqCst);
+
+    let left = archiver.close(Duration::from_secs(10)).await.unwrap();
+    let left = left.expect("a spool");
+    assert_eq!((left.depth, left.drained), (0, 5), "drained before closing");
+    assert_eq!(switch.closes.load(Ordering::SeqCst), 1, "publisher closed");
+    let late = archiver_core::ArchivedMail::parse(mail(9), &Default::default()).unwrap();
+    let after = archiver
+        .publisher()
+        .broker
+        .publish(&Envelope::mail(&late, &list()))
+        .await;
+    assert_eq!(after, Err(BackendError::Closed));
+    let bodies = receive(&mut deliveries, 5).await;
+    assert_eq!(bodies, (0..5).map(mail).collect::<Vec<_>>());
 }
 
 /// The spool's journal keeps the list's posting address (wire format 1.1)

@@ -152,14 +152,15 @@ impl RabbitConfig {
         }
     }
 
-    /// Defaults for a URL: prefix `archiver`, quorum queues, 64 MiB bodies,
+    /// Defaults for a URL: prefix `archiver`, quorum queues, 32 MiB bodies
+    /// ([`archiver_core::DEFAULT_MAX_ENVELOPE_BYTES`]),
     /// unrouted messages kept (up to 100,000).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             prefix: Prefix::default(),
             queue_type: QueueType::Quorum,
-            max_envelope_bytes: 64 * 1024 * 1024,
+            max_envelope_bytes: archiver_core::DEFAULT_MAX_ENVELOPE_BYTES,
             keep_unrouted: true,
             unrouted_max_length: 100_000,
             tls_ca_file: None,
@@ -200,6 +201,14 @@ impl RabbitConfig {
         self
     }
 
+    /// Sets [`unrouted_max_length`](Self::unrouted_max_length): how many
+    /// unrouted messages `archiver.unrouted` keeps before a publish is
+    /// refused (transient, so a spool keeps the mail).
+    pub fn unrouted_max_length(mut self, messages: u32) -> Self {
+        self.unrouted_max_length = messages;
+        self
+    }
+
     /// Keeps (true) or ends (false) the upgrade's earlier routing keys and
     /// bindings, instead of deciding at connect
     /// ([`RabbitConfig::legacy_routing_keys`]).
@@ -236,6 +245,16 @@ impl RabbitConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_field_has_its_setter_and_one_default_envelope_limit() {
+        let config = RabbitConfig::new("amqp://127.0.0.1/%2f").unrouted_max_length(7);
+        assert_eq!(config.unrouted_max_length, 7);
+        assert_eq!(
+            config.max_envelope_bytes,
+            archiver_core::DEFAULT_MAX_ENVELOPE_BYTES
+        );
+    }
 
     #[test]
     fn urls_are_checked_without_showing_passwords() {

@@ -389,6 +389,7 @@ pub struct RabbitBackend {
 impl RabbitBackend {
     /// Connects and declares the exchanges, checking the URL, the
     /// credentials and the vhost. Errors: [`BackendError::InvalidUrl`],
+    /// [`BackendError::InvalidConfig`] (an unusable TLS CA file),
     /// [`BackendError::Auth`] (refused credentials, unknown or forbidden
     /// vhost), [`BackendError::Unavailable`].
     pub async fn connect(config: RabbitConfig) -> Result<Self, BackendError> {

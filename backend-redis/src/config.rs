@@ -119,8 +119,9 @@ impl RedisConfig {
     }
 
     /// Defaults for a URL: prefix `archiver`, 60 s claim idle, 200 ms poll,
-    /// XADD-reply durability, 64 MiB bodies, trimming every 10 s of entries
-    /// older than a minute.
+    /// XADD-reply durability, 32 MiB bodies
+    /// ([`archiver_core::DEFAULT_MAX_ENVELOPE_BYTES`]), trimming every 10 s
+    /// of entries older than a minute.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -128,7 +129,7 @@ impl RedisConfig {
             claim_idle: Duration::from_secs(60),
             poll_interval: Duration::from_millis(200),
             durability: Durability::Reply,
-            max_envelope_bytes: 64 * 1024 * 1024,
+            max_envelope_bytes: archiver_core::DEFAULT_MAX_ENVELOPE_BYTES,
             retention_interval: Duration::from_secs(10),
             retention_min_age: Duration::from_secs(60),
             tls_ca_file: None,
@@ -204,7 +205,7 @@ impl RedisConfig {
     pub(crate) fn validate(&self) -> Result<(), BackendError> {
         check_url(&self.url, &["redis", "rediss", "redis+unix", "unix"])?;
         if self.consumer_name.is_empty() || self.consumer_name.contains(char::is_whitespace) {
-            return Err(BackendError::InvalidUrl(format!(
+            return Err(BackendError::InvalidConfig(format!(
                 "consumer name {:?} must be non-empty without spaces",
                 self.consumer_name
             )));

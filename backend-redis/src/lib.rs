@@ -35,7 +35,7 @@
 //! ([`archiver_core::Grant`]): [`acl_setuser_lines`]
 //! prints an archive server's `ACL SETUSER` line from its grant (one
 //! command with every selector, so re-applying it is atomic),
-//! [`list_server_acl_lines`] the list server's (`archiver-redis acl-lines`
+//! [`list_server_acl_lines`] the list server's (`mq-archiver-admin acl-lines`
 //! prints both). An archive server's user reads only the streams of its
 //! granted classes and lists (`#` alone: every list of them; exact list
 //! ids: only theirs, found without reading the registry) and writes only
@@ -203,8 +203,9 @@ pub struct RedisBackend {
 
 impl RedisBackend {
     /// Connects, checking the URL, the credentials and that the server
-    /// answers. Errors: [`BackendError::InvalidUrl`], [`BackendError::Auth`],
-    /// [`BackendError::Unavailable`].
+    /// answers. Errors: [`BackendError::InvalidUrl`],
+    /// [`BackendError::InvalidConfig`] (an unusable TLS CA file or consumer
+    /// name), [`BackendError::Auth`], [`BackendError::Unavailable`].
     pub async fn connect(config: RedisConfig) -> Result<Self, BackendError> {
         let client = connection::client(&config)?;
         let mut conn = connection::open(&client, &config, config.durability_wait()).await?;

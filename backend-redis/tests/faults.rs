@@ -1,16 +1,14 @@
-//! Fault tests with real processes: a Redis this test starts and kills -9,
-//! and a consumer child process killed -9 while holding deliveries.
+//! Fault tests with real processes: a Redis this test starts and kills -9.
+//! (A consumer process killed -9 while it holds deliveries is the
+//! operator's tool's test: mq-archiver-admin/tests.)
 
 mod support;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
-use archiver_core::conformance::Harness;
 use archiver_core::conformance::faults::{
-    Publishing, corpus_envelopes, killed_child_consumer, publishes_survive_two_faults, small_mail,
-    wait_until,
+    Publishing, corpus_envelopes, publishes_survive_two_faults, small_mail, wait_until,
 };
 use archiver_core::{ListId, Publisher, Subscriber, Subscription};
 use backend_redis::{RedisBackend, RedisConfig};
@@ -65,26 +63,6 @@ async fn ten_thousand_publishes_survive_two_kill_9_restarts() {
         pending_entries(&harness, "archive").await
     })
     .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliveries_held_by_a_killed_consumer_process_go_to_another_instance() {
-    let harness = RedisHarness::new();
-    let name = "child-consumer";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_archiver-redis"));
-    child
-        .args([
-            "--url",
-            &harness.config.url,
-            "--prefix",
-            &harness.config.prefix,
-            "--claim-idle",
-            "2",
-        ])
-        .args(["consume", "--name", name, "--prefetch", "5", "--no-ack"]);
-    let report = killed_child_consumer(&harness, child, name).await;
-    println!("redis consumer kill -9 | {report}");
-    harness.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

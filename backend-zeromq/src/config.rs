@@ -9,9 +9,9 @@ use archiver_core::journal::SyncPolicy;
 use archiver_core::{BackendError, Grant, ListPattern, PublisherCapabilities};
 use serde::Deserialize;
 
-/// Largest envelope body a hub takes by default: the wire format's mail
-/// limit (32 MiB).
-pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 32 * 1024 * 1024;
+/// Largest envelope body a hub takes by default: the one default of every
+/// backend (32 MiB, the default mail limit).
+pub use archiver_core::DEFAULT_MAX_ENVELOPE_BYTES;
 
 /// How often each side says it is alive by default.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -154,7 +154,7 @@ impl<'de> Deserialize<'de> for CurveKey {
 /// the text (it may be a secret key pasted in the wrong place).
 fn decode_key(text: &str) -> Result<[u8; 32], BackendError> {
     let wrong = || {
-        BackendError::Auth(format!(
+        BackendError::InvalidConfig(format!(
             "a CURVE key is 40 characters of Z85, not this one of {} characters",
             text.len()
         ))
@@ -170,7 +170,7 @@ fn decode_key(text: &str) -> Result<[u8; 32], BackendError> {
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
         .filter(|bytes| zmq::z85_encode(bytes).is_ok_and(|again| again == text))
         .ok_or_else(|| {
-            BackendError::Auth(
+            BackendError::InvalidConfig(
                 "a CURVE key is 40 characters of Z85, and this one has characters outside Z85's alphabet".into(),
             )
         })
@@ -216,7 +216,7 @@ impl CurveKeyPair {
             secret: decode_key(secret)?,
         };
         if pair.derived_public()? != pair.public {
-            return Err(BackendError::Auth(
+            return Err(BackendError::InvalidConfig(
                 "the public key is not the one of the secret key (halves of two key pairs?)".into(),
             ));
         }
@@ -319,7 +319,7 @@ fn read_key_file(path: &Path) -> Result<String, BackendError> {
 }
 
 fn key_file_error(path: &Path, why: &str) -> BackendError {
-    BackendError::Auth(format!("CURVE key file {}: {why}", path.display()))
+    BackendError::InvalidConfig(format!("CURVE key file {}: {why}", path.display()))
 }
 
 /// The quoted value of a `name = "value"` line.
@@ -387,8 +387,9 @@ impl Allowed {
     ///   "grant": {"principal": "web", "subscribers": ["web"], "lists": ["#"]}}]
     /// ```
     pub fn read_file(path: &Path) -> Result<Vec<Self>, BackendError> {
-        let refused =
-            |why: String| BackendError::Auth(format!("grants file {}: {why}", path.display()));
+        let refused = |why: String| {
+            BackendError::InvalidConfig(format!("grants file {}: {why}", path.display()))
+        };
         let bytes = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
         let entries: Vec<AllowedText> = serde_json::from_slice(&bytes).map_err(|e| {
             let text = e.to_string();
@@ -437,7 +438,7 @@ impl Allowed {
 /// use backend_zeromq::{CurveKeyPair, HubConfig};
 /// # fn demo() -> Result<(), archiver_core::BackendError> {
 /// // In production both come from files (CurveKeyPair::read_file,
-/// // CurveKey::read_file) written by archiver-zeromq-keygen.
+/// // CurveKey::read_file) written by mq-archiver-admin keygen.
 /// let (hub_keys, hyperkitty) = (CurveKeyPair::generate()?, CurveKeyPair::generate()?);
 /// let config = HubConfig::new("tcp://0.0.0.0:5555", "/var/lib/mailman/archiver")
 ///     .tail("tcp://0.0.0.0:5556")
@@ -592,6 +593,17 @@ impl HubConfig {
         self
     }
 
+    /// Sets when a publish is durable: [`SyncPolicy::Always`] (the
+    /// default) syncs the hub's journal before `Ok`;
+    /// [`SyncPolicy::Within`] acknowledges after the write and syncs
+    /// within that time (a process crash loses nothing, power loss may
+    /// lose the last window), which [`publisher_capabilities`](Self::publisher_capabilities)
+    /// reports.
+    pub fn sync(mut self, policy: SyncPolicy) -> Self {
+        self.sync = policy;
+        self
+    }
+
     /// Sets the longest NACK delay honoured; longer ones are cut to it.
     pub fn max_nack_delay(mut self, limit: Duration) -> Self {
         self.max_nack_delay = limit;
@@ -721,6 +733,33 @@ impl ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `sync` is reported by the capabilities; the default envelope
+    /// limit is the core's, as every backend's.
+    #[test]
+    fn the_sync_setter_shows_in_the_capabilities() {
+        let always = HubConfig::new("ipc:///tmp/hub", "/tmp/hub");
+        assert_eq!(
+            always.max_envelope_bytes,
+            archiver_core::DEFAULT_MAX_ENVELOPE_BYTES
+        );
+        let within = always
+            .clone()
+            .sync(SyncPolicy::Within(Duration::from_millis(10)));
+        assert_eq!(within.sync, SyncPolicy::Within(Duration::from_millis(10)));
+        assert!(
+            within
+                .publisher_capabilities()
+                .publish_durability
+                .contains("within the configured time")
+        );
+        assert!(
+            always
+                .publisher_capabilities()
+                .publish_durability
+                .contains("fdatasync")
+        );
+    }
 
     #[test]
     fn grants_files_are_read_and_their_errors_quote_no_value() {

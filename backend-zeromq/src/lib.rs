@@ -100,7 +100,7 @@
 //! `Forbidden` naming the endpoint.
 //!
 //! **CURVE** (ZeroMQ RFC 26, [`HubConfig::curve`] and
-//! [`ClientConfig::curve`]; keys from `archiver-zeromq-keygen NAME`, which
+//! [`ClientConfig::curve`]; keys from `mq-archiver-admin keygen NAME`, which
 //! writes `NAME.key`, mode 0600, and `NAME.pub`: [`CurveKeyPair`]) is what
 //! to use between machines. It **protects**: the content of every
 //! connection, router and tail alike (mail, events, commands, tags; a
@@ -225,7 +225,7 @@
 //! use futures::StreamExt;
 //!
 //! // The list server, with its key pair and the archive server's public
-//! // key (each made once with `archiver-zeromq-keygen`).
+//! // key (each made once with `mq-archiver-admin keygen`).
 //! let hub = ZmqHub::bind(
 //!     HubConfig::new("tcp://0.0.0.0:5555", "/var/lib/mailman/archiver")
 //!         .curve(CurveKeyPair::read_file(Path::new("/etc/mailman/hub.key"))?)

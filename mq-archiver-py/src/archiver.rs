@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mq_archiver::{
-    ArchiveError, ArchivedMail, Archiver as _, Connection as _, ListEvent, ListId, MailingList,
-    PublisherClient, QueueArchiver,
+    ArchiveError, ArchivedMail, Archiver as _, ListEvent, ListId, MailingList, PublisherClient,
+    QueueArchiver,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -218,8 +218,7 @@ impl Archiver {
         let archiver = &self.inner;
         py.detach(|| {
             runtime().block_on(async {
-                let left = archiver.shutdown(within).await;
-                archiver.publisher().close().await?;
+                let left = archiver.close(within).await?;
                 Ok(left.map(SpoolStatus::from))
             })
         })

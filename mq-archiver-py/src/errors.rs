@@ -171,6 +171,9 @@ pub(crate) fn backend_error(error: BackendError) -> PyErr {
         BackendError::Closed => ClosedError::new_err(message),
         BackendError::TooLarge { .. } => TooLargeError::new_err(message),
         BackendError::InvalidUrl(_) => InvalidUrlError::new_err(message),
+        // A bad option value or a file an option names (tls-ca-file,
+        // curve-key, grants-file) that cannot be used.
+        BackendError::InvalidConfig(_) => InvalidOptionError::new_err(message),
         BackendError::Auth(_) => AuthError::new_err(message),
         BackendError::Forbidden(_) => ForbiddenError::new_err(message),
         BackendError::Unavailable(_) => UnavailableError::new_err(message),

@@ -115,6 +115,10 @@ def test_bad_mail_raises_invalid_mail(memory):
         ("memory:", {"base-url": BASE_URL, "queue-type": "quorum"}, mq_archiver.InvalidOptionError),
         ("redis://127.0.0.1:1", {"base-url": BASE_URL, "claim-idle": "s3cret-value"}, mq_archiver.InvalidOptionError),
         ("tcp://127.0.0.1:*", {"base-url": BASE_URL}, mq_archiver.InvalidOptionError),  # hub-dir missing
+        # A file an option names that cannot be used is the option's
+        # error, not the URL's (BackendError::InvalidConfig).
+        ("rediss://127.0.0.1:1", {"base-url": BASE_URL, "tls-ca-file": "/nonexistent/ca.pem"}, mq_archiver.InvalidOptionError),
+        ("amqps://127.0.0.1:1/%2f", {"base-url": BASE_URL, "tls-ca-file": "/nonexistent/ca.pem"}, mq_archiver.InvalidOptionError),
     ],
 )
 def test_bad_configurations_raise_config_errors(url, options, error):

@@ -156,6 +156,17 @@ impl SubscriberClient {
         }
     }
 
+    /// The Redis client of a Redis URL, else `None`: for what only Redis
+    /// offers (trimming what every subscriber acknowledged, now, as the
+    /// operator's tool's `trim` does).
+    #[cfg(feature = "redis")]
+    pub fn redis_handle(&self) -> Option<&backend_redis::RedisBackend> {
+        match &self.extra {
+            Extra::Redis(client) => Some(client),
+            _ => None,
+        }
+    }
+
     /// Deletes every key, queue and exchange this deployment (its prefix)
     /// left on a Redis or RabbitMQ broker, for tests and throw-away runs;
     /// nothing for the other backends. Returns how many were deleted.

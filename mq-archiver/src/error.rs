@@ -97,13 +97,19 @@ pub enum Error {
 }
 
 /// For code that speaks [`BackendError`] (a `LazyPublisher`'s connect, a
-/// retry loop): a backend's error as it was, anything else (a URL or an
-/// option, already redacted) as [`BackendError::InvalidUrl`].
+/// retry loop): a backend's error as it was, a URL's as
+/// [`BackendError::InvalidUrl`], anything else (an option, a file it
+/// names, the spool, the environment; already redacted) as
+/// [`BackendError::InvalidConfig`].
 impl From<Error> for BackendError {
     fn from(error: Error) -> Self {
         match error {
             Error::Backend(error) => error,
-            other => BackendError::InvalidUrl(other.to_string()),
+            url @ (Error::UnknownScheme { .. }
+            | Error::FeatureDisabled { .. }
+            | Error::InvalidUrl { .. }
+            | Error::NotSupportedYet { .. }) => BackendError::InvalidUrl(url.to_string()),
+            other => BackendError::InvalidConfig(other.to_string()),
         }
     }
 }

@@ -45,11 +45,11 @@
 //! | `prefix` | all (memory and ZeroMQ ignore it) | Redis key prefix, RabbitMQ exchange and queue prefix: 1 to 100 of `A-Z a-z 0-9 . _ -` ([`Prefix`]; `archiver`) |
 //! | `user`, `password` | Redis, RabbitMQ, ZeroMQ | credentials, instead of the URL's user info (ZeroMQ: ZAP PLAIN, not encrypted, for tests and loopback; the subscriber sends them and the hub allows them with every grant, operator included) |
 //! | `grants-file` | ZeroMQ | the hub's allowlist: a JSON list of `{"user", "password", "grant"}` (PLAIN) or `{"curve_public_key", "grant"}` (with `curve-key`), each grant as `archiver_core::Grant`'s JSON (`{"principal", "subscribers", "lists", "private_lists", "membership_events", "operator"}`) |
-//! | `curve-key` | ZeroMQ | CURVE (encrypted, both sides authenticated): this side's key pair file, `NAME.key` as `archiver-zeromq-keygen NAME` writes it: [`connect_publisher`]'s hub's own (its allowlist is then the `curve_public_key` entries of the `grants-file`, required), [`connect_subscriber`]'s archive server's (with `curve-server-key`); not with `user`/`password` (none: PLAIN or anonymous) |
+//! | `curve-key` | ZeroMQ | CURVE (encrypted, both sides authenticated): this side's key pair file, `NAME.key` as `mq-archiver-admin keygen NAME` writes it: [`connect_publisher`]'s hub's own (its allowlist is then the `curve_public_key` entries of the `grants-file`, required), [`connect_subscriber`]'s archive server's (with `curve-server-key`); not with `user`/`password` (none: PLAIN or anonymous) |
 //! | `curve-server-key` | ZeroMQ | CURVE, [`connect_subscriber`]: the hub's public key file (`NAME.pub`); the subscriber talks only to a hub holding its secret half |
 //! | `anonymous` | ZeroMQ | `true`: the hub serves peers without authentication, on `ipc://` and loopback endpoints only (logged at warn); a hub needs this, credentials or a `grants-file` (`false`) |
 //! | `tls-ca-file` | Redis, RabbitMQ | PEM CA for `rediss://` / `amqps://` (the system's trust store) |
-//! | `max-envelope-bytes` | Redis, RabbitMQ, ZeroMQ | largest body (64 MiB) |
+//! | `max-envelope-bytes` | Redis, RabbitMQ, ZeroMQ | largest body (32 MiB, [`DEFAULT_MAX_ENVELOPE_BYTES`]) |
 //! | `durability` | Redis | `reply` (default), `replicas:COUNT:TIMEOUT`, `fsync:REPLICAS:TIMEOUT` |
 //! | `claim-idle`, `poll-interval`, `consumer-name` | Redis | see `RedisConfig` (60s, 200ms, host name) |
 //! | `queue-type`, `keep-unrouted` | RabbitMQ | `quorum` or `classic` (quorum); `true` or `false` (true) |
@@ -258,7 +258,7 @@ impl Config {
             Some(dir) => {
                 let mut spool = SpoolOptions::new(dir);
                 if let Some(timeout) = s.publish_timeout {
-                    spool.publish_timeout = timeout;
+                    spool = spool.publish_timeout(timeout);
                 }
                 archiver.with_spool(spool)?
             }
@@ -599,6 +599,22 @@ mod tests {
         .unwrap();
         assert_eq!(zmq.settings.user.as_deref(), Some("hyperkitty"));
         assert_eq!(zmq.settings.password.as_deref(), Some("s3cret"));
+    }
+
+    /// A URL's error stays `InvalidUrl` for code that speaks
+    /// `BackendError`; an option's (a bad prefix) is `InvalidConfig`.
+    #[test]
+    fn url_and_configuration_errors_stay_apart_as_backend_errors() {
+        let url = Config::parse("redis//nowhere", NO_OPTIONS).unwrap_err();
+        assert!(
+            matches!(BackendError::from(url), BackendError::InvalidUrl(_)),
+            "a URL without a scheme"
+        );
+        let prefix = Config::parse("redis://127.0.0.1", [("prefix", "no spaces")]).unwrap_err();
+        match BackendError::from(prefix) {
+            BackendError::InvalidConfig(why) => assert!(why.contains("prefix"), "{why}"),
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
     }
 
     #[test]

@@ -461,7 +461,7 @@ async fn spool_dir_gives_the_archiver_its_spool() {
     );
 }
 
-/// CURVE through options alone: key files as `archiver-zeromq-keygen`
+/// CURVE through options alone: key files as `mq-archiver-admin keygen`
 /// writes them, the hub's `curve-key` and a grants file of client keys,
 /// the subscriber's `curve-key` and `curve-server-key`; a wrong hub key is
 /// an `Auth` error naming it, and PLAIN beside CURVE, or half a CURVE

@@ -43,7 +43,7 @@ pub fn check_url(raw: &str, schemes: &[&str]) -> Result<url::Url, BackendError> 
 /// handshake failure that looks like a broker fault.
 pub fn read_ca_file(path: &Path) -> Result<String, BackendError> {
     let unusable =
-        |why: String| BackendError::InvalidUrl(format!("TLS CA file {}: {why}", path.display()));
+        |why: String| BackendError::InvalidConfig(format!("TLS CA file {}: {why}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| unusable(format!("cannot be read: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|_| {
         unusable("is not PEM text (a DER file? convert it with openssl x509)".into())
@@ -79,7 +79,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = read_ca_file(&dir.path().join("ca.pem")).unwrap_err();
         assert!(
-            matches!(&missing, BackendError::InvalidUrl(m) if m.contains("ca.pem") && m.contains("cannot be read")),
+            matches!(&missing, BackendError::InvalidConfig(m) if m.contains("ca.pem") && m.contains("cannot be read")),
             "{missing}"
         );
         let key = dir.path().join("key.pem");

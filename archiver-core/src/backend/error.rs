@@ -23,6 +23,13 @@ pub enum BackendError {
     /// The connection URL cannot be used (wrong scheme, syntax, missing host).
     #[error("invalid backend URL: {0}")]
     InvalidUrl(String),
+    /// The configuration cannot be used, whatever the URL: a bad option
+    /// value or prefix, a file it names that cannot be read or used (a TLS
+    /// CA file, a CURVE key or grants file), settings that exclude each
+    /// other. Not transient: asking again fails the same way until the
+    /// configuration is fixed.
+    #[error("invalid backend configuration: {0}")]
+    InvalidConfig(String),
     /// The broker refused the credentials or the permissions (never contains
     /// the credentials themselves).
     #[error("authentication refused by the broker: {0}")]

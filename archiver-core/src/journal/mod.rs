@@ -142,6 +142,27 @@ impl Default for JournalOptions {
     }
 }
 
+impl JournalOptions {
+    /// Sets [`segment_size`](Self::segment_size): the size at which a
+    /// segment is closed.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Sets [`sync`](Self::sync): the durability of an append.
+    pub fn sync(mut self, policy: SyncPolicy) -> Self {
+        self.sync = policy;
+        self
+    }
+
+    /// Sets [`max_record`](Self::max_record): the largest record accepted.
+    pub fn max_record(mut self, bytes: usize) -> Self {
+        self.max_record = bytes;
+        self
+    }
+}
+
 /// A journal could not do what was asked. Nothing acknowledged is lost by
 /// any of these.
 #[derive(Debug, thiserror::Error)]

@@ -32,6 +32,14 @@ impl Default for MailLimits {
     }
 }
 
+impl MailLimits {
+    /// Sets [`max_bytes`](Self::max_bytes): the largest raw mail archived.
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+}
+
 /// Why a mail cannot be archived. Nothing was published when one is
 /// returned, so the caller still holds the mail and decides what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

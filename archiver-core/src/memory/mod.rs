@@ -22,8 +22,9 @@ use crate::envelope::Envelope;
 use crate::selection::Selection;
 use queue::{Queue, Take};
 
-/// Largest body the in-memory backend takes by default (64 MiB).
-pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest body the in-memory backend takes by default: the one default
+/// of every backend.
+pub use crate::envelope::DEFAULT_MAX_ENVELOPE_BYTES;
 
 /// Envelopes buffered for a live tail before it starts losing them.
 const TAIL_BUFFER: usize = 1024;
