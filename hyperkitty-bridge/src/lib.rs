@@ -76,4 +76,3 @@ pub mod mail;
 pub use bridge::{BridgeCounters, BridgeStats, HyperKittyBridge};
 pub use config::{ApiKey, BridgeConfig};
 pub use error::BridgeError;
-pub use hyperkitty::{ListStatus, PostOutcome};
