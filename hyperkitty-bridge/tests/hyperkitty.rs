@@ -920,3 +920,27 @@ async fn a_list_made_public_gets_no_more_private_mail_after_its_event() {
     );
     broker.cleanup().await;
 }
+
+/// A site whose REST API wants a login first answers the anonymous list
+/// API 401: a configuration error (the bridge cannot tell private lists),
+/// not a failure of each private mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_api_wanting_a_login_stops_the_bridge() {
+    init();
+    let Some(python) = hyperkitty_python("a_list_api_wanting_a_login") else {
+        return;
+    };
+    let site = Site::start_with_env(&python, &[("HK_REST_AUTH_FIRST", "1")]);
+    site.create_private_list("secret@hk.archiver.test");
+    let mut broker = Broker::new("authfirst").await;
+    broker.subscription = broker.subscription.clone().max_attempts(3);
+    let secret = list("secret", ArchivePolicy::Private);
+    broker.archive(&plain_mails(&secret, "authfirst", 2)).await;
+    let (result, stats) = run_until_it_stops(bridge_config(&site), &broker, WAIT).await;
+    let why = configuration_error(result);
+    assert!(why.contains("401") && why.contains("api/lists"), "{why}");
+    assert_eq!(stats.dead_lettered, 0, "{stats:?}");
+    assert!(broker.dead_letters().await.is_empty());
+    assert!(site.database().0.is_empty());
+    broker.cleanup().await;
+}

@@ -11,7 +11,8 @@ Run with the Python of target/hyperkitty-venv (scripts/hyperkitty-venv):
     hk_site.py public-list DIR ADDR   make ADDR public (an admin changing its policy)
     hk_site.py emails DIR             JSON: every archived email with its list
 
-`serve` reads HK_ALLOWED_HOSTS (comma-separated; default 127.0.0.1,localhost).
+`serve` reads HK_ALLOWED_HOSTS (comma-separated; default 127.0.0.1,localhost)
+and HK_REST_AUTH_FIRST (set: the REST API answers anonymous requests 401).
 
 The settings follow hyperkitty/tests/settings_test.py: Q_CLUSTER sync (no task
 cluster), the haystack simple backend (no whoosh index), MAILMAN_ARCHIVER_FROM
@@ -35,6 +36,15 @@ DEBUG = False
 # HK_ALLOWED_HOSTS (comma-separated) serves a site that refuses the bridge's
 # Host header (Django's DisallowedHost: an HTML 400 for every request).
 ALLOWED_HOSTS = os.environ.get("HK_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+# HK_REST_AUTH_FIRST=1: a site whose REST API wants a login first (anonymous
+# requests answer 401), as some operators configure Django REST framework.
+if os.environ.get("HK_REST_AUTH_FIRST"):
+    REST_FRAMEWORK = {{
+        "DEFAULT_AUTHENTICATION_CLASSES": [
+            "rest_framework.authentication.BasicAuthentication"],
+        "DEFAULT_PERMISSION_CLASSES": [
+            "rest_framework.permissions.IsAuthenticated"],
+    }}
 ROOT_URLCONF = "hk_urls"
 # No wsgi.py: runserver then uses get_wsgi_application() itself.
 WSGI_APPLICATION = None
