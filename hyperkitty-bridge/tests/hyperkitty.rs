@@ -837,6 +837,11 @@ async fn a_database_outage_does_not_dead_letter_the_backlog() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let during = running.counters.snapshot();
     assert_eq!(during.dead_lettered, 0, "{during:?}");
+    assert_eq!(during.outages, 1, "a run of 5xx is one outage: {during:?}");
+    assert!(
+        during.posted == 0 && during.probes >= 1,
+        "the probe waits for the database: {during:?}"
+    );
     site.database_up();
     running.wait_until("all posted", |s| s.posted >= 8).await;
     let stats = running.finish().await;
