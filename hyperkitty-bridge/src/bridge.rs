@@ -1,16 +1,16 @@
 //! The consuming loop: takes deliveries while HyperKitty answers, stops
 //! taking them while it does not, and settles each by HyperKitty's answer.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mq_archiver::{Deliveries, Delivery, Envelope, Kind, Subscriber, Subscription};
+use mq_archiver::{Deliveries, Delivery, Envelope, Kind, ListAddress, Subscriber, Subscription};
 use tokio::task::JoinSet;
 
 use crate::config::BridgeConfig;
@@ -26,7 +26,7 @@ pub struct BridgeCounters {
     events_acked: AtomicU64,
     retried: AtomicU64,
     released: AtomicU64,
-    refused_connections: AtomicU64,
+    unreachable_answers: AtomicU64,
     probes: AtomicU64,
     outages: AtomicU64,
     dead_lettered: AtomicU64,
@@ -47,14 +47,17 @@ pub struct BridgeStats {
     /// List events acknowledged without a request (HyperKitty has no push
     /// API for list metadata).
     pub events_acked: u64,
-    /// Mails nacked after a 5xx of a running HyperKitty (each an attempt).
+    /// Mails nacked for another attempt after a failure of a running
+    /// HyperKitty (5xx, a timeout once connected); not those dead-lettered
+    /// at the attempt limit (counted in `dead_lettered`).
     pub retried: u64,
-    /// Deliveries in hand released when HyperKitty became unreachable
-    /// (one attempt each, once per outage).
+    /// Deliveries in hand released when HyperKitty became unreachable or
+    /// refused the bridge (one attempt each, once per outage).
     pub released: u64,
-    /// Requests that found HyperKitty unreachable: refused or failed
-    /// connections, timeouts, 502/503/504.
-    pub refused_connections: u64,
+    /// Answers that found no working HyperKitty: refused or failed
+    /// connections, connect timeouts, 502/503/504/429, and the failure
+    /// that made a run of 5xx an outage.
+    pub unreachable_answers: u64,
     /// Probes sent while HyperKitty was unreachable.
     pub probes: u64,
     /// Times the bridge stopped taking deliveries for an outage.
@@ -75,7 +78,7 @@ impl BridgeCounters {
             events_acked: get(&self.events_acked),
             retried: get(&self.retried),
             released: get(&self.released),
-            refused_connections: get(&self.refused_connections),
+            unreachable_answers: get(&self.unreachable_answers),
             probes: get(&self.probes),
             outages: get(&self.outages),
             dead_lettered: get(&self.dead_lettered),
@@ -128,8 +131,24 @@ struct Inner {
     config: BridgeConfig,
     hyperkitty: HyperKitty,
     counters: Arc<BridgeCounters>,
-    /// Lists HyperKitty was seen to hold as private: checked once each.
-    private_lists: Mutex<HashSet<String>>,
+    /// Lists HyperKitty was seen to hold as private, and when: trusted
+    /// for `private_list_ttl`, dropped on a list event of that list.
+    private_lists: Mutex<HashMap<ListAddress, Instant>>,
+    /// `api/lists/` answered 200 JSON once (so a 403 of the list API is
+    /// HyperKitty's own, not a proxy's).
+    lists_api_checked: AtomicBool,
+    /// Distinct envelopes of the current run of sick failures (5xx,
+    /// timeouts once connected) with no success between.
+    sick_run: Mutex<Vec<String>>,
+    /// The outage was a run of 5xx: probe an endpoint that needs the
+    /// database too.
+    database_outage: AtomicBool,
+    /// Probes failed since HyperKitty last archived a mail: the back-off
+    /// keeps growing across outages until a 200.
+    probe_failures: AtomicU32,
+    /// False after an outage until a mail is archived again: one delivery
+    /// at a time until then.
+    healthy: AtomicBool,
 }
 
 impl HyperKittyBridge {
@@ -141,6 +160,11 @@ impl HyperKittyBridge {
             hyperkitty,
             counters: Arc::default(),
             private_lists: Mutex::default(),
+            lists_api_checked: AtomicBool::new(false),
+            sick_run: Mutex::default(),
+            database_outage: AtomicBool::new(false),
+            probe_failures: AtomicU32::new(0),
+            healthy: AtomicBool::new(true),
         })))
     }
 
@@ -196,6 +220,7 @@ impl HyperKittyBridge {
                 }
                 Stretch::Unreachable => {
                     this.counters.count(&this.counters.outages);
+                    this.healthy.store(false, Ordering::Release);
                     if !this.wait_for_hyperkitty(&mut shutdown).await {
                         return Ok(this.counters.snapshot());
                     }
@@ -212,9 +237,12 @@ impl Inner {
         &self,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> bool {
-        let mut failures = 0u32;
+        let database = self.database_outage.load(Ordering::Acquire);
         loop {
-            failures = failures.saturating_add(1);
+            let failures = self
+                .probe_failures
+                .fetch_add(1, Ordering::AcqRel)
+                .saturating_add(1);
             let delay = jitter(self.config.probe_backoff.delay(failures));
             tokio::select! {
                 biased;
@@ -222,7 +250,9 @@ impl Inner {
                 () = tokio::time::sleep(delay) => {}
             }
             self.counters.count(&self.counters.probes);
-            if self.hyperkitty.probe().await {
+            if self.hyperkitty.probe(database).await {
+                self.database_outage.store(false, Ordering::Release);
+                lock(&self.sick_run).clear();
                 return true;
             }
             tracing::debug!(failures, "HyperKitty still unreachable");
@@ -238,12 +268,17 @@ impl Inner {
         let stop = Arc::new(AtomicBool::new(false));
         let verdicts: Arc<Mutex<Option<String>>> = Arc::default();
         let mut in_flight = JoinSet::new();
-        let limit = self.config.concurrency.max(1);
         let mut ended = None;
         loop {
             if stop.load(Ordering::Acquire) {
                 break;
             }
+            // After an outage, one delivery at a time until one is archived.
+            let limit = if self.healthy.load(Ordering::Acquire) {
+                self.config.concurrency.max(1)
+            } else {
+                1
+            };
             if in_flight.len() >= limit {
                 tokio::select! {
                     biased;
@@ -306,52 +341,109 @@ impl Inner {
 
     /// What HyperKitty's answer (or the mail itself) decides for one
     /// envelope. Events are acked: HyperKitty has no push API for list
-    /// metadata and pulls it from Mailman's REST API itself.
+    /// metadata and pulls it from Mailman's REST API itself; an event
+    /// drops its list from the private-list cache (its policy may have
+    /// changed).
     async fn judge(&self, envelope: &Envelope) -> Verdict {
         if envelope.kind == Kind::Event {
+            self.forget_private(envelope);
             self.counters.count(&self.counters.events_acked);
             return Verdict::Ack;
         }
-        let Some(address) = self.list_address(envelope) else {
-            return Verdict::DeadLetter(format!(
-                "no list address for list {}: the envelope has no list-address, the mail no List-Post, and the bridge's list map no entry (add --list-address {}=LIST@DOMAIN)",
-                envelope.list_id, envelope.list_id
-            ));
+        let address = match self.list_address(envelope) {
+            Ok(address) => address,
+            Err(why) => return Verdict::DeadLetter(why),
         };
         if !envelope.is_public()
-            && let Some(verdict) = self.check_private(&address).await
+            && let Some(verdict) = self.check_private(envelope, &address).await
         {
             return verdict;
         }
         let (mail, copied) = mail_to_post(&envelope.body);
-        match self.hyperkitty.post(&address, mail).await {
-            PostOutcome::Archived => {
-                if copied {
-                    self.counters.count(&self.counters.copies_with_generated_id);
-                }
-                Verdict::Ack
+        let outcome = self.hyperkitty.post(&address, mail).await;
+        if outcome == PostOutcome::Archived && copied {
+            self.counters.count(&self.counters.copies_with_generated_id);
+        }
+        self.outcome_verdict(envelope, outcome)
+    }
+
+    /// Sorts an answer into a verdict, keeping the run of sick failures:
+    /// `sick_run_limit` of them in a row on distinct mails are an outage
+    /// (HyperKitty answers, but e.g. its database is down), not a reason
+    /// to spend every mail's attempts.
+    fn outcome_verdict(&self, envelope: &Envelope, outcome: PostOutcome) -> Verdict {
+        match outcome {
+            PostOutcome::Archived | PostOutcome::Rejected(_) => {
+                lock(&self.sick_run).clear();
+                self.probe_failures.store(0, Ordering::Release);
+                self.healthy.store(true, Ordering::Release);
             }
-            other => outcome_verdict(other),
+            PostOutcome::Failed { sick: true, .. } => {
+                let mut run = lock(&self.sick_run);
+                let id = envelope.id.to_string();
+                if !run.contains(&id) {
+                    run.push(id);
+                }
+                if run.len() >= self.config.sick_run_limit.max(1) {
+                    run.clear();
+                    self.database_outage.store(true, Ordering::Release);
+                    let PostOutcome::Failed { why, .. } = outcome else {
+                        unreachable!()
+                    };
+                    return Verdict::Unreachable(format!(
+                        "{why} ({} failures in a row on distinct mails: HyperKitty counts as down)",
+                        self.config.sick_run_limit.max(1)
+                    ));
+                }
+            }
+            _ => {}
+        }
+        match outcome {
+            PostOutcome::Archived => Verdict::Ack,
+            PostOutcome::Unreachable(why) => Verdict::Unreachable(why),
+            PostOutcome::Rejected(why) => Verdict::DeadLetter(why),
+            PostOutcome::Failed { why, .. } => Verdict::Retry(why),
+            PostOutcome::Misconfigured(why) => Verdict::Misconfigured(why),
+        }
+    }
+
+    /// Drops the event's list (or, when its address is unknown, every
+    /// list) from the private-list cache.
+    fn forget_private(&self, envelope: &Envelope) {
+        let mut cache = lock(&self.private_lists);
+        let address = envelope
+            .list_address
+            .clone()
+            .or_else(|| self.config.list_addresses.get(&envelope.list_id).cloned());
+        match address {
+            Some(address) => {
+                cache.remove(&address);
+            }
+            None => cache.clear(),
         }
     }
 
     /// None when `address` may take private mail (HyperKitty holds it as
     /// private), else what to do with the mail.
-    async fn check_private(&self, address: &str) -> Option<Verdict> {
-        if self
-            .private_lists
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(address)
+    async fn check_private(&self, envelope: &Envelope, address: &ListAddress) -> Option<Verdict> {
+        let ttl = self.config.private_list_ttl;
+        if lock(&self.private_lists)
+            .get(address)
+            .is_some_and(|seen| seen.elapsed() < ttl)
         {
             return None;
         }
+        // Once: HyperKitty's list index answers 200 JSON, so a 403 below
+        // is its own answer for a private list, not a proxy blocking /api/.
+        if !self.lists_api_checked.load(Ordering::Acquire) {
+            if let Err(outcome) = self.hyperkitty.lists_api().await {
+                return Some(self.outcome_verdict(envelope, outcome));
+            }
+            self.lists_api_checked.store(true, Ordering::Release);
+        }
         match self.hyperkitty.list_status(address).await {
             Ok(ListStatus::Private) => {
-                self.private_lists
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(address.to_owned());
+                lock(&self.private_lists).insert(address.clone(), Instant::now());
                 None
             }
             Ok(ListStatus::Absent) => Some(Verdict::DeadLetter(format!(
@@ -360,30 +452,39 @@ impl Inner {
             Ok(ListStatus::Other(policy)) => Some(Verdict::DeadLetter(format!(
                 "private list {address} is held by HyperKitty with archive policy {policy}: a private mail would become readable; make the list private in HyperKitty, then replay the dead letters"
             ))),
-            Err(outcome) => Some(outcome_verdict(outcome)),
+            Err(outcome) => Some(self.outcome_verdict(envelope, outcome)),
         }
     }
 
     /// The envelope's `list-address`, else the mail's `List-Post`, else
-    /// the configured map.
-    fn list_address(&self, envelope: &Envelope) -> Option<String> {
-        envelope
-            .list_address
-            .as_ref()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| list_post_address(&envelope.body))
-            .or_else(|| self.config.list_addresses.get(&envelope.list_id).cloned())
+    /// the configured map; every candidate a valid posting address (a
+    /// forged `List-Post` is skipped, never put into a URL).
+    fn list_address(&self, envelope: &Envelope) -> Result<ListAddress, String> {
+        if let Some(address) = &envelope.list_address {
+            return Ok(address.clone());
+        }
+        let list_post = list_post_address(&envelope.body);
+        if let Some(address) = list_post.as_deref().and_then(|a| ListAddress::new(a).ok()) {
+            return Ok(address);
+        }
+        if let Some(address) = self.config.list_addresses.get(&envelope.list_id) {
+            return Ok(address.clone());
+        }
+        Err(format!(
+            "no list address for list {}: the envelope has no list-address, the mail {}, and the bridge's list map no entry (add --list-address {}=LIST@DOMAIN)",
+            envelope.list_id,
+            if list_post.is_some() {
+                "a List-Post that is no valid posting address"
+            } else {
+                "no List-Post"
+            },
+            envelope.list_id
+        ))
     }
 }
 
-fn outcome_verdict(outcome: PostOutcome) -> Verdict {
-    match outcome {
-        PostOutcome::Archived => Verdict::Ack,
-        PostOutcome::Unreachable(why) => Verdict::Unreachable(why),
-        PostOutcome::Rejected(why) => Verdict::DeadLetter(why),
-        PostOutcome::Failed(why) => Verdict::Retry(why),
-        PostOutcome::Misconfigured(why) => Verdict::Misconfigured(why),
-    }
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn settle(
@@ -407,8 +508,7 @@ async fn settle(
             result
         }
         Verdict::Retry(why) => {
-            tracing::warn!(envelope_id = %id, attempt, %why, "HyperKitty failed; will retry");
-            counters.count(&counters.retried);
+            tracing::warn!(envelope_id = %id, attempt, %why, "HyperKitty failed");
             if attempt >= max_attempts {
                 // Dead-lettered with HyperKitty's last answer, not only
                 // the attempt count, so the operator sees why.
@@ -419,6 +519,7 @@ async fn settle(
                     ))
                     .await
             } else {
+                counters.count(&counters.retried);
                 delivery.nack(retry_delay).await
             }
         }
@@ -431,20 +532,42 @@ async fn settle(
             if !stop.swap(true, Ordering::AcqRel) {
                 tracing::warn!(%why, "HyperKitty is unreachable: stop taking deliveries, probe until it answers");
             }
-            counters.count(&counters.refused_connections);
-            counters.count(&counters.released);
-            delivery.nack(Duration::ZERO).await
+            counters.count(&counters.unreachable_answers);
+            release(delivery, &why, max_attempts, &counters).await
         }
         Verdict::Misconfigured(why) => {
             stop.store(true, Ordering::Release);
-            *misconfigured.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
-            counters.count(&counters.released);
-            delivery.nack(Duration::ZERO).await
+            let settled = release(delivery, &why, max_attempts, &counters).await;
+            *lock(&misconfigured) = Some(why);
+            settled
         }
     };
     if let Err(error) = settled {
         tracing::warn!(envelope_id = %id, %error, "settling failed; the broker redelivers it");
         counters.count(&counters.settle_failures);
+    }
+}
+
+/// Hands a delivery back for when HyperKitty works again (an attempt);
+/// one on its last attempt goes to the dead letters saying why, not as a
+/// bare "nacked" (replaying them is the fix).
+async fn release(
+    delivery: Delivery,
+    why: &str,
+    max_attempts: u32,
+    counters: &BridgeCounters,
+) -> Result<(), mq_archiver::BackendError> {
+    let attempt = delivery.attempt();
+    if attempt >= max_attempts {
+        counters.count(&counters.dead_lettered);
+        delivery
+            .reject(format!(
+                "HyperKitty unreachable or misconfigured on the last attempt ({attempt} of {max_attempts}): {why}; replay the dead letters when fixed"
+            ))
+            .await
+    } else {
+        counters.count(&counters.released);
+        delivery.nack(Duration::ZERO).await
     }
 }
 

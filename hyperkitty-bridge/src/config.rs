@@ -6,11 +6,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mq_archiver::{Backoff, ListId};
+use mq_archiver::{Backoff, ListAddress, ListId};
 use url::Url;
 
-/// HyperKitty's `MAILMAN_ARCHIVER_KEY`. Its `Debug` and `Display` never
-/// show it, so no log line or error message can leak it.
+/// HyperKitty's `MAILMAN_ARCHIVER_KEY`. Its `Debug` never shows it, and it
+/// has no `Display`, so no log line or error message can leak it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
 
@@ -32,8 +32,9 @@ impl fmt::Debug for ApiKey {
     }
 }
 
-/// The bridge's settings.
-#[derive(Debug, Clone)]
+/// The bridge's settings. Its `Debug` redacts the key and any password in
+/// the base URL's userinfo.
+#[derive(Clone)]
 pub struct BridgeConfig {
     /// HyperKitty's root, e.g. `https://lists.example.org/hyperkitty/`:
     /// the archive API is `{base}/api/mailman/archive`.
@@ -42,11 +43,13 @@ pub struct BridgeConfig {
     pub api_key: ApiKey,
     /// List id to posting address, for mails whose envelope has no
     /// `list-address` and whose headers no `List-Post`.
-    pub list_addresses: HashMap<ListId, String>,
+    /// Valid posting addresses only (as `--list-address` checks them).
+    pub list_addresses: HashMap<ListId, ListAddress>,
     /// Most POSTs at once (HyperKitty on sqlite wants 1; default 4).
     pub concurrency: usize,
-    /// How long one request may take before HyperKitty counts as
-    /// unreachable (30 s).
+    /// How long one request may take (30 s). A connect that takes longer
+    /// means HyperKitty is unreachable; an answer that takes longer is a
+    /// failed attempt of that mail.
     pub request_timeout: Duration,
     /// Delays between probes while HyperKitty is unreachable, with jitter
     /// (500 ms doubling to 30 s).
@@ -57,6 +60,32 @@ pub struct BridgeConfig {
     /// A PEM CA file to trust instead of the system's roots, for a
     /// HyperKitty behind a private CA.
     pub ca_file: Option<PathBuf>,
+    /// How long a list seen private in HyperKitty is trusted without
+    /// asking again (5 minutes; a list event of it drops it at once), so a
+    /// list an admin made public stops getting private mail.
+    pub private_list_ttl: Duration,
+    /// 5xx answers (or timeouts once connected) in a row on distinct mails
+    /// that make an outage (3): the deliveries in hand are released and
+    /// HyperKitty is probed until its database answers, instead of every
+    /// mail spending its attempts on a HyperKitty whose database is down.
+    pub sick_run_limit: usize,
+}
+
+impl fmt::Debug for BridgeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BridgeConfig")
+            .field("base_url", &mq_archiver::redact_url(self.base_url.as_str()))
+            .field("api_key", &self.api_key)
+            .field("list_addresses", &self.list_addresses)
+            .field("concurrency", &self.concurrency)
+            .field("request_timeout", &self.request_timeout)
+            .field("probe_backoff", &self.probe_backoff)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("ca_file", &self.ca_file)
+            .field("private_list_ttl", &self.private_list_ttl)
+            .field("sick_run_limit", &self.sick_run_limit)
+            .finish()
+    }
 }
 
 impl BridgeConfig {
@@ -71,6 +100,26 @@ impl BridgeConfig {
             probe_backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
             retry_backoff: Backoff::default(),
             ca_file: None,
+            private_list_ttl: Duration::from_secs(300),
+            sick_run_limit: 3,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_key_and_the_url_password() {
+        let config = BridgeConfig::new(
+            "https://bridge:s3cret-pw@lists.example.org/hyperkitty/"
+                .parse()
+                .unwrap(),
+            ApiKey::new("s3cret-key"),
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("lists.example.org"), "{shown}");
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use hyperkitty_bridge::{ApiKey, BridgeConfig, HyperKittyBridge};
-use mq_archiver::{ListId, Subscription, shutdown_signal};
+use mq_archiver::{ListAddress, ListId, Subscription, shutdown_signal};
 
 /// Feeds HyperKitty from its own durable queue.
 #[derive(Parser)]
@@ -76,7 +76,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn parse_list_addresses(pairs: &[String]) -> Result<HashMap<ListId, String>, String> {
+fn parse_list_addresses(pairs: &[String]) -> Result<HashMap<ListId, ListAddress>, String> {
     pairs
         .iter()
         .map(|pair| {
@@ -87,7 +87,7 @@ fn parse_list_addresses(pairs: &[String]) -> Result<HashMap<ListId, String>, Str
             // HyperKitty wants the posting address (a list id gives a 500).
             let address = mq_archiver::ListAddress::new(address)
                 .map_err(|e| format!("--list-address {pair:?}: {e}"))?;
-            Ok((id, address.as_str().to_owned()))
+            Ok((id, address))
         })
         .collect()
 }

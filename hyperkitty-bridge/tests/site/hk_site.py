@@ -8,7 +8,11 @@ Run with the Python of target/hyperkitty-venv (scripts/hyperkitty-venv):
                                       by that pid)
     hk_site.py private-list DIR ADDR  pre-create ADDR as a private list (what an
                                       operator does before the bridge posts to it)
+    hk_site.py public-list DIR ADDR   make ADDR public (an admin changing its policy)
     hk_site.py emails DIR             JSON: every archived email with its list
+
+`serve` reads HK_ALLOWED_HOSTS (comma-separated; default 127.0.0.1,localhost)
+and HK_REST_AUTH_FIRST (set: the REST API answers anonymous requests 401).
 
 The settings follow hyperkitty/tests/settings_test.py: Q_CLUSTER sync (no task
 cluster), the haystack simple backend (no whoosh index), MAILMAN_ARCHIVER_FROM
@@ -23,11 +27,24 @@ import sqlite3
 import sys
 
 SETTINGS = '''\
+import os
+
 from hyperkitty.tests.settings_test import *  # noqa: F401,F403
 
 BASE_DIR = {dir!r}
 DEBUG = False
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+# HK_ALLOWED_HOSTS (comma-separated) serves a site that refuses the bridge's
+# Host header (Django's DisallowedHost: an HTML 400 for every request).
+ALLOWED_HOSTS = os.environ.get("HK_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+# HK_REST_AUTH_FIRST=1: a site whose REST API wants a login first (anonymous
+# requests answer 401), as some operators configure Django REST framework.
+if os.environ.get("HK_REST_AUTH_FIRST"):
+    REST_FRAMEWORK = {{
+        "DEFAULT_AUTHENTICATION_CLASSES": [
+            "rest_framework.authentication.BasicAuthentication"],
+        "DEFAULT_PERMISSION_CLASSES": [
+            "rest_framework.permissions.IsAuthenticated"],
+    }}
 ROOT_URLCONF = "hk_urls"
 # No wsgi.py: runserver then uses get_wsgi_application() itself.
 WSGI_APPLICATION = None
@@ -95,6 +112,13 @@ def private_list(site_dir, address):
         name=address, defaults={"archive_policy": ArchivePolicy.private.value})
 
 
+def public_list(site_dir, address):
+    django(site_dir)
+    from hyperkitty.models import ArchivePolicy, MailingList
+    MailingList.objects.filter(name=address).update(
+        archive_policy=ArchivePolicy.public.value)
+
+
 def emails(site_dir):
     db = sqlite3.connect(os.path.join(site_dir, "hyperkitty.db"), timeout=30)
     rows = db.execute(
@@ -118,6 +142,8 @@ def main(argv):
         serve(site_dir, argv[3])
     elif command == "private-list":
         private_list(site_dir, argv[3])
+    elif command == "public-list":
+        public_list(site_dir, argv[3])
     elif command == "emails":
         emails(site_dir)
     else:

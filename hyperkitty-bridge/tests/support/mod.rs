@@ -62,6 +62,8 @@ pub struct Site {
     dir: tempfile::TempDir,
     pub port: u16,
     server: Option<Child>,
+    /// Extra environment of the server process (e.g. `HK_ALLOWED_HOSTS`).
+    pub env: Vec<(String, String)>,
 }
 
 /// One archived email as HyperKitty's database holds it.
@@ -87,6 +89,7 @@ impl Site {
             dir,
             port: spare_port(),
             server: None,
+            env: Vec::new(),
         };
         site.resume();
         site
@@ -112,6 +115,7 @@ impl Site {
             .args([SITE_SCRIPT, "serve"])
             .arg(self.dir.path())
             .arg(self.port.to_string())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -129,6 +133,33 @@ impl Site {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Starts a site whose server runs with `env` added.
+    pub fn start_with_env(python: &Path, env: &[(&str, &str)]) -> Self {
+        let mut site = Self::start(python);
+        site.stop();
+        site.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        site.resume();
+        site
+    }
+
+    /// Takes the database away while the server runs (each request opens
+    /// sqlite anew and finds an empty file): HyperKitty answers, but every
+    /// request that needs the database fails with a 500.
+    pub fn database_down(&self) {
+        let db = self.dir.path().join("hyperkitty.db");
+        std::fs::rename(&db, self.dir.path().join("hyperkitty.db.away")).unwrap();
+    }
+
+    /// Puts the database back.
+    pub fn database_up(&self) {
+        let db = self.dir.path().join("hyperkitty.db");
+        let _ = std::fs::remove_file(&db);
+        std::fs::rename(self.dir.path().join("hyperkitty.db.away"), &db).unwrap();
     }
 
     /// Kills the server by its pid (SIGKILL: an abrupt outage).
@@ -153,6 +184,22 @@ impl Site {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Makes `address` public, as an admin does in HyperKitty.
+    pub fn make_list_public(&self, address: &str) {
+        let status = Command::new(&self.python)
+            .args([SITE_SCRIPT, "public-list"])
+            .arg(self.dir.path())
+            .arg(address)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The venv's python (for fake_http.py).
+    pub fn python(&self) -> &Path {
+        &self.python
     }
 
     /// Every archived email, and every list with its policy (1 private,
@@ -202,6 +249,52 @@ impl Site {
 impl Drop for Site {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+const FAKE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/site/fake_http.py");
+
+/// A tiny HTTP server in front of (or instead of) HyperKitty
+/// (tests/site/fake_http.py), stopped by its pid.
+pub struct FakeHttp {
+    pub port: u16,
+    child: Child,
+}
+
+impl FakeHttp {
+    /// Starts `fake_http.py PORT mode arg` and waits until it listens.
+    pub fn start(python: &Path, mode: &str, arg: &str) -> Self {
+        let port = spare_port();
+        let child = Command::new(python)
+            .arg(FAKE_SCRIPT)
+            .arg(port.to_string())
+            .args([mode, arg])
+            .spawn()
+            .unwrap();
+        let mut fake = Self { port, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "fake_http.py did not start");
+            if let Some(status) = fake.child.try_wait().unwrap() {
+                panic!("fake_http.py exited with {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        fake
+    }
+
+    /// `http://127.0.0.1:PORT/hyperkitty/`
+    pub fn base_url(&self) -> url::Url {
+        format!("http://127.0.0.1:{}/hyperkitty/", self.port)
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for FakeHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
