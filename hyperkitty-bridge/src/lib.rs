@@ -48,7 +48,7 @@
 //!   `django-admin mailman_sync` on the HyperKitty host (when HyperKitty
 //!   reaches Mailman's REST API), or by hand:
 //!   `django-admin shell -c "from hyperkitty.models import MailingList, ArchivePolicy; MailingList.objects.update_or_create(name='LIST@DOMAIN', defaults={'archive_policy': ArchivePolicy.private.value})"`;
-//!   then replay the dead letters (`mq-archiver` operator commands).
+//!   then replay the dead letters (`mq-archiver-admin replay`).
 //! - Turn mailman-hyperkitty off in `mailman.cfg` (`[archiver.hyperkitty]
 //!   enable: no`) once the queue archiver publishes every list.
 //!
