@@ -104,6 +104,54 @@ impl BridgeConfig {
             sick_run_limit: 3,
         }
     }
+
+    /// Sets [`list_addresses`](Self::list_addresses).
+    pub fn list_addresses(mut self, map: HashMap<ListId, ListAddress>) -> Self {
+        self.list_addresses = map;
+        self
+    }
+
+    /// Sets [`concurrency`](Self::concurrency).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets [`request_timeout`](Self::request_timeout).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`probe_backoff`](Self::probe_backoff).
+    pub fn probe_backoff(mut self, backoff: Backoff) -> Self {
+        self.probe_backoff = backoff;
+        self
+    }
+
+    /// Sets [`retry_backoff`](Self::retry_backoff).
+    pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
+        self.retry_backoff = backoff;
+        self
+    }
+
+    /// Sets [`ca_file`](Self::ca_file).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Sets [`private_list_ttl`](Self::private_list_ttl).
+    pub fn private_list_ttl(mut self, ttl: Duration) -> Self {
+        self.private_list_ttl = ttl;
+        self
+    }
+
+    /// Sets [`sick_run_limit`](Self::sick_run_limit).
+    pub fn sick_run_limit(mut self, limit: usize) -> Self {
+        self.sick_run_limit = limit;
+        self
+    }
 }
 
 #[cfg(test)]

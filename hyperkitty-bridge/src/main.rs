@@ -57,11 +57,13 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let key = std::env::var("HYPERKITTY_API_KEY")
         .map_err(|_| "HYPERKITTY_API_KEY is not set (HyperKitty's MAILMAN_ARCHIVER_KEY)")?;
-    let mut config = BridgeConfig::new(args.base_url, ApiKey::new(key));
-    config.concurrency = args.concurrency;
-    config.request_timeout = Duration::from_secs(args.request_timeout);
-    config.ca_file = args.ca_file;
-    config.list_addresses = parse_list_addresses(&args.list_addresses)?;
+    let mut config = BridgeConfig::new(args.base_url, ApiKey::new(key))
+        .concurrency(args.concurrency)
+        .request_timeout(Duration::from_secs(args.request_timeout))
+        .list_addresses(parse_list_addresses(&args.list_addresses)?);
+    if let Some(ca_file) = args.ca_file {
+        config = config.ca_file(ca_file);
+    }
     let bridge = HyperKittyBridge::new(config)?;
     let client = mq_archiver::Config::from_env()?
         .connect_subscriber()
