@@ -194,7 +194,7 @@ impl Grant {
 
     /// The refusal of `what`, naming the principal (never a credential).
     fn refuse(&self, what: String) -> BackendError {
-        BackendError::Forbidden(format!("{what} is not granted to {:?}", self.principal))
+        BackendError::Forbidden(format!("{what} is not granted to {:?}", self.principal).into())
     }
 }
 

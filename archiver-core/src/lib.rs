@@ -47,10 +47,10 @@ pub use archiver::{
     Receipt,
 };
 pub use backend::{
-    Backend, BackendError, CloseFlag, Connection, DeadLetter, Deliveries, Delivery, InvalidPrefix,
-    LazyPublisher, Operator, Prefix, Publisher, PublisherCapabilities, RawDeadLetter, Replay,
-    Settle, StartPosition, Subscriber, SubscriberCapabilities, SubscriberName, Subscription, Tail,
-    attempt_limit_reached, malformed_reason, redact_url,
+    Backend, BackendError, CloseFlag, Connection, DeadLetter, Deliveries, Delivery, ErrorDetail,
+    InvalidPrefix, LazyPublisher, Operator, Prefix, Publisher, PublisherCapabilities,
+    RawDeadLetter, Replay, Settle, StartPosition, Subscriber, SubscriberCapabilities,
+    SubscriberName, Subscription, Tail, attempt_limit_reached, malformed_reason, redact_url,
 };
 pub use backoff::Backoff;
 pub use envelope::{DEFAULT_MAX_ENVELOPE_BYTES, Envelope, EnvelopeId, Kind};

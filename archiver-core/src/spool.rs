@@ -533,10 +533,9 @@ impl<P: Publisher> Drain<P> {
         )
         .await
         .unwrap_or_else(|_| {
-            Err(BackendError::Unavailable(format!(
-                "no confirm within {:?}",
-                self.options.publish_timeout
-            )))
+            Err(BackendError::Unavailable(
+                format!("no confirm within {:?}", self.options.publish_timeout).into(),
+            ))
         });
         match published {
             Ok(()) => Ok(Done::Published),

@@ -216,9 +216,12 @@ async fn settle(taken: Taken) -> Result<(), BackendError> {
     if let Some((queue, confirm)) = taken.copy
         && let Some(refused) = refusal(&confirm.await.map_err(backend_error)?)
     {
-        return Err(BackendError::Broker(format!(
-            "a dead letter's copy into {queue} was not taken ({refused}); the letter stays"
-        )));
+        return Err(BackendError::Broker(
+            format!(
+                "a dead letter's copy into {queue} was not taken ({refused}); the letter stays"
+            )
+            .into(),
+        ));
     }
     taken
         .delivery

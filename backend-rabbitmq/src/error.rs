@@ -1,6 +1,6 @@
 //! lapin errors as the core's typed [`BackendError`].
 
-use archiver_core::BackendError;
+use archiver_core::{BackendError, ErrorDetail};
 use lapin::ErrorKind;
 
 /// AMQP reply codes that mean the credentials or permissions were refused.
@@ -16,16 +16,24 @@ pub(crate) fn backend_error(error: lapin::Error) -> BackendError {
     match error.kind() {
         ErrorKind::IOError(_)
         | ErrorKind::InvalidConnectionState(_)
-        | ErrorKind::InvalidChannelState(..) => BackendError::Unavailable(error.to_string()),
+        | ErrorKind::InvalidChannelState(..) => {
+            BackendError::Unavailable(ErrorDetail::from_error(error))
+        }
         ErrorKind::ProtocolError(amqp) => match amqp.get_id() {
-            ACCESS_REFUSED => {
-                BackendError::Forbidden(format!("the broker refused it: {}", amqp.get_message()))
-            }
-            NOT_ALLOWED => BackendError::Auth(amqp.get_message().to_string()),
-            _ => BackendError::Broker(error.to_string()),
+            ACCESS_REFUSED => BackendError::Forbidden(ErrorDetail::caused_by(
+                format!("the broker refused it: {}", amqp.get_message()),
+                error.clone(),
+            )),
+            NOT_ALLOWED => BackendError::Auth(ErrorDetail::caused_by(
+                amqp.get_message().to_string(),
+                error.clone(),
+            )),
+            _ => BackendError::Broker(ErrorDetail::from_error(error)),
         },
-        ErrorKind::AuthProviderError(reason) => BackendError::Auth(reason.clone()),
-        _ => BackendError::Broker(error.to_string()),
+        ErrorKind::AuthProviderError(reason) => {
+            BackendError::Auth(ErrorDetail::caused_by(reason.clone(), error.clone()))
+        }
+        _ => BackendError::Broker(ErrorDetail::from_error(error)),
     }
 }
 
@@ -33,9 +41,9 @@ pub(crate) fn backend_error(error: lapin::Error) -> BackendError {
 /// credentials (or a vhost the user may not open), [`BackendError::Auth`].
 pub(crate) fn connect_error(error: lapin::Error) -> BackendError {
     match error.kind() {
-        ErrorKind::ProtocolError(amqp) if amqp.get_id() == ACCESS_REFUSED => {
-            BackendError::Auth(amqp.get_message().to_string())
-        }
+        ErrorKind::ProtocolError(amqp) if amqp.get_id() == ACCESS_REFUSED => BackendError::Auth(
+            ErrorDetail::caused_by(amqp.get_message().to_string(), error.clone()),
+        ),
         _ => backend_error(error),
     }
 }

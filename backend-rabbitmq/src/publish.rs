@@ -63,12 +63,15 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
         // A full queue refusing (reject-publish: `<p>.unrouted` at its
         // max length, or a queue a policy bounds) nacks; transient, so a
         // spool keeps the mail and publishes it again later.
-        Ok(Confirmation::Nack(_)) => Err(BackendError::Broker(format!(
-            "the broker refused the message (publisher nack): a queue it is routed to is full \
+        Ok(Confirmation::Nack(_)) => Err(BackendError::Broker(
+            format!(
+                "the broker refused the message (publisher nack): a queue it is routed to is full \
              and refuses more ({} holds at most unrouted_max_length), or the broker could not \
              store it; publish it again later",
-            shared.names.unrouted()
-        ))),
+                shared.names.unrouted()
+            )
+            .into(),
+        )),
         Ok(Confirmation::NotRequested) => Err(BackendError::Broker(
             "publisher confirms are off on the channel".into(),
         )),
@@ -85,10 +88,10 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
                         %refused,
                         "the broker refused the publish (403); kept for a retry: check this user's write and topic permissions"
                     );
-                    BackendError::Auth(format!(
-                        "publishing to {} with key {routing_key}: {refused}",
+                    BackendError::Auth(refused.context(format_args!(
+                        "publishing to {} with key {routing_key}",
                         shared.names.exchange()
-                    ))
+                    )))
                 }
                 other => other,
             })

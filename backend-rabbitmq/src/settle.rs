@@ -58,9 +58,9 @@ impl RabbitSettle {
         .await?;
         match refusal(&confirm.await.map_err(backend_error)?) {
             None => Ok(()),
-            Some(refused) => Err(BackendError::Broker(format!(
-                "copy to {queue} not taken ({refused})"
-            ))),
+            Some(refused) => Err(BackendError::Broker(
+                format!("copy to {queue} not taken ({refused})").into(),
+            )),
         }
     }
 

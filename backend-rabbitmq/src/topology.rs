@@ -75,7 +75,7 @@ pub(crate) async fn declare_exchanges(
             Err(error) if is_not_found(&error) => Err(BackendError::Unavailable(format!(
                 "the exchange {} does not exist yet: the list server declares it when it connects",
                 names.exchange()
-            ))),
+            ).into())),
             Err(error) => Err(backend_error(error)),
         };
     }
@@ -554,9 +554,9 @@ async fn rebind(
     .await
     .map_err(backend_error)?;
     if let Some(refused) = refusal(&confirm) {
-        return Err(BackendError::Broker(format!(
-            "the selection record for {registry} was not taken ({refused})"
-        )));
+        return Err(BackendError::Broker(
+            format!("the selection record for {registry} was not taken ({refused})").into(),
+        ));
     }
     if let Some(message) = previous {
         message

@@ -64,6 +64,11 @@ async fn wrong_password_is_auth() {
 }
 
 #[tokio::test]
+async fn lapin_errors_stay_the_source() {
+    errors::client_error_is_the_source::<lapin::Error>(&Rabbit, 5672).await;
+}
+
+#[tokio::test]
 async fn unknown_vhost_is_auth() {
     let error = Rabbit
         .connect("amqp://guest:guest@127.0.0.1:5672/no-such-vhost")

@@ -205,10 +205,13 @@ impl RedisConfig {
     pub(crate) fn validate(&self) -> Result<(), BackendError> {
         check_url(&self.url, &["redis", "rediss", "redis+unix", "unix"])?;
         if self.consumer_name.is_empty() || self.consumer_name.contains(char::is_whitespace) {
-            return Err(BackendError::InvalidConfig(format!(
-                "consumer name {:?} must be non-empty without spaces",
-                self.consumer_name
-            )));
+            return Err(BackendError::InvalidConfig(
+                format!(
+                    "consumer name {:?} must be non-empty without spaces",
+                    self.consumer_name
+                )
+                .into(),
+            ));
         }
         Ok(())
     }

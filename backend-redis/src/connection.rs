@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use archiver_core::BackendError;
 use archiver_core::backend::read_ca_file;
+use archiver_core::{BackendError, ErrorDetail};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::RedisConfig;
@@ -36,8 +36,12 @@ pub(crate) async fn open(
 /// CA file, TLS trusts that CA.
 pub(crate) fn client(config: &RedisConfig) -> Result<redis::Client, BackendError> {
     config.validate()?;
-    let invalid =
-        |e: redis::RedisError| BackendError::InvalidUrl(format!("{}: {e}", config.redacted_url()));
+    let invalid = |e: redis::RedisError| {
+        BackendError::InvalidUrl(ErrorDetail::caused_by(
+            format!("{}: {e}", config.redacted_url()),
+            e,
+        ))
+    };
     match &config.tls_ca_file {
         None => redis::Client::open(config.url.as_str()).map_err(invalid),
         Some(path) => {

@@ -79,10 +79,9 @@ pub(crate) async fn subscribe(
     };
     consumer.discover().await.map_err(backend_error)?;
     if let Some(refusal) = consumer.discovery.forbidden(&shared.keys) {
-        return Err(BackendError::Forbidden(format!(
-            "subscription {}: {refusal}",
-            subscription.name
-        )));
+        return Err(BackendError::Forbidden(
+            format!("subscription {}: {refusal}", subscription.name).into(),
+        ));
     }
     tokio::spawn(consumer.run());
     let deliveries = ReceiverStream::new(receiver);
@@ -576,7 +575,9 @@ impl Consumer {
             detected.to_rfc3339()
         );
         tracing::error!(subscriber = %self.name, loss_from = %self.last_confirmed, loss_until = %detected, "{message}");
-        let _ = self.sender.try_send(Err(BackendError::Broker(message)));
+        let _ = self
+            .sender
+            .try_send(Err(BackendError::Broker(message.into())));
         if record.is_none() {
             registry::restore(conn, &self.shared.keys, &self.name, &self.record).await?;
         }

@@ -1,6 +1,6 @@
 //! Redis errors as the core's typed [`BackendError`].
 
-use archiver_core::BackendError;
+use archiver_core::{BackendError, ErrorDetail};
 use redis::{ErrorKind, RedisError};
 
 /// Maps a redis-rs error; messages carry no credentials (redis-rs never
@@ -8,21 +8,21 @@ use redis::{ErrorKind, RedisError};
 pub(crate) fn backend_error(error: RedisError) -> BackendError {
     if is_no_perm(&error) {
         // Redis names the refused command or key, never a credential.
-        return BackendError::Forbidden(error.to_string());
+        return BackendError::Forbidden(ErrorDetail::from_error(error));
     }
     if is_auth_error(&error) {
-        return BackendError::Auth(error.to_string());
+        return BackendError::Auth(ErrorDetail::from_error(error));
     }
     match error.kind() {
-        ErrorKind::InvalidClientConfig => BackendError::InvalidUrl(error.to_string()),
-        ErrorKind::Io => BackendError::Unavailable(error.to_string()),
+        ErrorKind::InvalidClientConfig => BackendError::InvalidUrl(ErrorDetail::from_error(error)),
+        ErrorKind::Io => BackendError::Unavailable(ErrorDetail::from_error(error)),
         _ if error.is_timeout()
             || error.is_connection_dropped()
             || error.is_connection_refusal() =>
         {
-            BackendError::Unavailable(error.to_string())
+            BackendError::Unavailable(ErrorDetail::from_error(error))
         }
-        _ => BackendError::Broker(error.to_string()),
+        _ => BackendError::Broker(ErrorDetail::from_error(error)),
     }
 }
 
@@ -31,7 +31,7 @@ pub(crate) fn backend_error(error: RedisError) -> BackendError {
 /// command but not a key.
 pub(crate) fn refusing(what: &str) -> impl Fn(RedisError) -> BackendError + '_ {
     move |error| match backend_error(error) {
-        BackendError::Forbidden(reply) => BackendError::Forbidden(format!("{what}: {reply}")),
+        BackendError::Forbidden(reply) => BackendError::Forbidden(reply.context(what)),
         other => other,
     }
 }

@@ -210,7 +210,7 @@ async fn move_stream(
     }
     Err(BackendError::Broker(format!(
         "the old stream {old} kept changing while it was migrated: stop the consumers and publishers of earlier versions"
-    )))
+    ).into()))
 }
 
 /// What the move of one stream does.

@@ -168,9 +168,10 @@ fn check_durability(durability: Durability, reply: Option<&Value>) -> Result<(),
             if acked >= i64::from(count) {
                 Ok(())
             } else {
-                Err(BackendError::Unavailable(format!(
-                    "only {acked} of {count} replicas had the entry within {timeout:?}"
-                )))
+                Err(BackendError::Unavailable(
+                    format!("only {acked} of {count} replicas had the entry within {timeout:?}")
+                        .into(),
+                ))
             }
         }
         (Durability::Fsync { replicas, timeout }, Some(reply)) => {
@@ -179,7 +180,7 @@ fn check_durability(durability: Durability, reply: Option<&Value>) -> Result<(),
                 [local, synced] if local >= 1 && synced >= i64::from(replicas) => Ok(()),
                 _ => Err(BackendError::Unavailable(format!(
                     "the entry was not fsynced locally and on {replicas} replicas within {timeout:?} (WAITAOF answered {counts:?})"
-                ))),
+                ).into())),
             }
         }
         (_, None) => Err(BackendError::Broker("no reply to WAIT / WAITAOF".into())),

@@ -46,6 +46,12 @@ async fn wrong_or_missing_password_is_auth() {
 }
 
 #[tokio::test]
+async fn redis_rs_errors_stay_the_source() {
+    let server = RedisServer::start(false, &["--requirepass", "right-password"]);
+    errors::client_error_is_the_source::<redis::RedisError>(&Redis, server.port).await;
+}
+
+#[tokio::test]
 async fn too_few_replicas_for_wait_is_an_error() {
     use archiver_core::conformance::Harness;
     use archiver_core::{ArchivedMail, Envelope, ListId, MailLimits, MailingList, Publisher};

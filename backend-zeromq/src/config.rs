@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use archiver_core::journal::SyncPolicy;
-use archiver_core::{BackendError, Grant, ListPattern, PublisherCapabilities};
+use archiver_core::{BackendError, ErrorDetail, Grant, ListPattern, PublisherCapabilities};
 use serde::Deserialize;
 
 /// Largest envelope body a hub takes by default: the one default of every
@@ -78,7 +78,7 @@ pub fn curve_available() -> bool {
 pub(crate) fn curve_missing(what: &str) -> BackendError {
     BackendError::Auth(format!(
         "{what}: this build's libzmq has no CURVE (zmq::has(\"curve\") is false): link the system's libzmq (libzmq3-dev) with the `[target.<triple>.zmq] rustc-link-lib = [\"zmq\"]` lines of this repository's .cargo/config.toml (see backend-zeromq's crate docs)"
-    ))
+    ).into())
 }
 
 /// A CURVE public key: 32 bytes, written as 40 characters of Z85 (ZeroMQ
@@ -154,10 +154,13 @@ impl<'de> Deserialize<'de> for CurveKey {
 /// the text (it may be a secret key pasted in the wrong place).
 fn decode_key(text: &str) -> Result<[u8; 32], BackendError> {
     let wrong = || {
-        BackendError::InvalidConfig(format!(
-            "a CURVE key is 40 characters of Z85, not this one of {} characters",
-            text.len()
-        ))
+        BackendError::InvalidConfig(
+            format!(
+                "a CURVE key is 40 characters of Z85, not this one of {} characters",
+                text.len()
+            )
+            .into(),
+        )
     };
     if text.len() != 40 {
         return Err(wrong());
@@ -199,8 +202,12 @@ impl CurveKeyPair {
         if !curve_available() {
             return Err(curve_missing("generating a CURVE key pair"));
         }
-        let pair = zmq::CurveKeyPair::new()
-            .map_err(|e| BackendError::Auth(format!("generating a CURVE key pair: {e}")))?;
+        let pair = zmq::CurveKeyPair::new().map_err(|e| {
+            BackendError::Auth(ErrorDetail::caused_by(
+                format!("generating a CURVE key pair: {e}"),
+                e,
+            ))
+        })?;
         Ok(Self {
             public: CurveKey(pair.public_key),
             secret: pair.secret_key,
@@ -319,7 +326,7 @@ fn read_key_file(path: &Path) -> Result<String, BackendError> {
 }
 
 fn key_file_error(path: &Path, why: &str) -> BackendError {
-    BackendError::InvalidConfig(format!("CURVE key file {}: {why}", path.display()))
+    BackendError::InvalidConfig(format!("CURVE key file {}: {why}", path.display()).into())
 }
 
 /// The quoted value of a `name = "value"` line.
@@ -388,7 +395,7 @@ impl Allowed {
     /// ```
     pub fn read_file(path: &Path) -> Result<Vec<Self>, BackendError> {
         let refused = |why: String| {
-            BackendError::InvalidConfig(format!("grants file {}: {why}", path.display()))
+            BackendError::InvalidConfig(format!("grants file {}: {why}", path.display()).into())
         };
         let bytes = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
         let entries: Vec<AllowedText> = serde_json::from_slice(&bytes).map_err(|e| {

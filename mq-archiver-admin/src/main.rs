@@ -209,7 +209,7 @@ fn offline(cli: &Cli) -> Option<Result<(), String>> {
 fn key_error(error: mq_archiver::BackendError) -> String {
     match error {
         mq_archiver::BackendError::Auth(message)
-        | mq_archiver::BackendError::InvalidConfig(message) => message,
+        | mq_archiver::BackendError::InvalidConfig(message) => message.to_string(),
         other => other.to_string(),
     }
 }

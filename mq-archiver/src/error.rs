@@ -2,7 +2,7 @@
 //! (naming the key, never its value, so credentials stay out), or what the
 //! backend said.
 
-use archiver_core::{BackendError, InvalidBaseUrl, journal::JournalError};
+use archiver_core::{BackendError, ErrorDetail, InvalidBaseUrl, journal::JournalError};
 
 /// Why a URL and its options could not give a client or an archiver.
 /// No variant carries a password: URLs are shown through
@@ -108,8 +108,9 @@ impl From<Error> for BackendError {
             url @ (Error::UnknownScheme { .. }
             | Error::FeatureDisabled { .. }
             | Error::InvalidUrl { .. }
-            | Error::NotSupportedYet { .. }) => BackendError::InvalidUrl(url.to_string()),
-            other => BackendError::InvalidConfig(other.to_string()),
+            | Error::NotSupportedYet { .. }) => BackendError::InvalidUrl(url.to_string().into()),
+            // Keeps the spool's or the file's error as the source.
+            other => BackendError::InvalidConfig(ErrorDetail::from_error(other)),
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::{BackendError, redact_url};
+use super::{BackendError, ErrorDetail, redact_url};
 
 /// Parses `raw` and checks that its scheme is one of `schemes`; the error
 /// names the redacted URL and the schemes this backend takes.
@@ -21,19 +21,26 @@ use super::{BackendError, redact_url};
 /// );
 /// ```
 pub fn check_url(raw: &str, schemes: &[&str]) -> Result<url::Url, BackendError> {
-    let url = url::Url::parse(raw)
-        .map_err(|e| BackendError::InvalidUrl(format!("{}: {e}", redact_url(raw))))?;
+    let url = url::Url::parse(raw).map_err(|e| {
+        BackendError::InvalidUrl(ErrorDetail::caused_by(
+            format!("{}: {e}", redact_url(raw)),
+            e,
+        ))
+    })?;
     if !schemes.contains(&url.scheme()) {
         let accepted = match schemes {
             [] => String::new(),
             [one] => (*one).to_owned(),
             [init @ .., last] => format!("{} or {last}", init.join(", ")),
         };
-        return Err(BackendError::InvalidUrl(format!(
-            "{}: scheme {:?} is not {accepted}",
-            redact_url(raw),
-            url.scheme()
-        )));
+        return Err(BackendError::InvalidUrl(
+            format!(
+                "{}: scheme {:?} is not {accepted}",
+                redact_url(raw),
+                url.scheme()
+            )
+            .into(),
+        ));
     }
     Ok(url)
 }
@@ -42,9 +49,15 @@ pub fn check_url(raw: &str, schemes: &[&str]) -> Result<url::Url, BackendError> 
 /// DER file or a typo in the path is named here rather than surfacing as a
 /// handshake failure that looks like a broker fault.
 pub fn read_ca_file(path: &Path) -> Result<String, BackendError> {
-    let unusable =
-        |why: String| BackendError::InvalidConfig(format!("TLS CA file {}: {why}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| unusable(format!("cannot be read: {e}")))?;
+    let unusable = |why: String| {
+        BackendError::InvalidConfig(format!("TLS CA file {}: {why}", path.display()).into())
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        BackendError::InvalidConfig(ErrorDetail::caused_by(
+            format!("TLS CA file {}: cannot be read: {e}", path.display()),
+            e,
+        ))
+    })?;
     let text = String::from_utf8(bytes).map_err(|_| {
         unusable("is not PEM text (a DER file? convert it with openssl x509)".into())
     })?;

@@ -34,7 +34,7 @@ pub use close_flag::CloseFlag;
 pub use dead_letter::{DeadLetter, RawDeadLetter, Replay, malformed_reason};
 pub use delivery::{Delivery, Settle, attempt_limit_reached};
 pub use endpoint::{check_url, read_ca_file};
-pub use error::BackendError;
+pub use error::{BackendError, ErrorDetail};
 pub use lazy::LazyPublisher;
 pub use prefix::{DEFAULT_PREFIX, InvalidPrefix, Prefix};
 pub use redact::redact_url;

@@ -55,3 +55,23 @@ pub async fn wrong_password_is_auth(endpoints: &impl Endpoints, port: u16, right
         "the right password connects: {connected:?}"
     );
 }
+
+/// The client library's error (of type `E`) stays behind the typed one as
+/// its [`source`](std::error::Error::source), for an unreachable broker
+/// and for refused credentials on the broker at `port`: a caller can still
+/// downcast it to read what the library said.
+pub async fn client_error_is_the_source<E: std::error::Error + 'static>(
+    endpoints: &impl Endpoints,
+    port: u16,
+) {
+    let unreachable = refused(endpoints, &endpoints.url(spare_port(), "guest")).await;
+    let wrong = refused(endpoints, &endpoints.url(port, "wrong-password")).await;
+    for error in [unreachable, wrong] {
+        let source = std::error::Error::source(&error);
+        assert!(
+            source.is_some_and(|source| source.is::<E>()),
+            "{error:?} has the source {source:?}, not a {}",
+            std::any::type_name::<E>()
+        );
+    }
+}

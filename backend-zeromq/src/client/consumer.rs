@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use archiver_core::{BackendError, CloseFlag, Delivery, Settle, Subscription};
+use archiver_core::{BackendError, CloseFlag, Delivery, ErrorDetail, Settle, Subscription};
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -62,7 +62,9 @@ pub fn start(
     closed: CloseFlag,
     learned: Arc<Learned>,
 ) -> Result<Started, BackendError> {
-    let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
+    let setup = |e: zmq::Error| {
+        BackendError::Unavailable(ErrorDetail::caused_by(format!("ZeroMQ setup: {e}"), e))
+    };
     let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
     let capacity = usize::from(subscription.prefetch) * config.endpoints.len() + 1;
     let (sender, receiver) = mpsc::channel(capacity);
@@ -93,7 +95,12 @@ pub fn start(
             let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
             consumer.run(ready)
         })
-        .map_err(|e| BackendError::Unavailable(format!("cannot start a consumer thread: {e}")))?;
+        .map_err(|e| {
+            BackendError::Unavailable(ErrorDetail::caused_by(
+                format!("cannot start a consumer thread: {e}"),
+                e,
+            ))
+        })?;
     let goodbye = mailbox.on_drop(ConsumerCommand::Stop);
     let deliveries = ReceiverStream::new(receiver).map(move |item| {
         // The stream owns the guard: dropping it stops the thread at once.
@@ -240,11 +247,14 @@ impl Consumer {
                     .filter(|h| !h.welcomed)
                     .map(|h| h.link.endpoint.as_str())
                     .collect();
-                return Err(BackendError::Unavailable(format!(
-                    "no hub answered at {} within {:?}",
-                    silent.join(", "),
-                    self.config.connect_timeout
-                )));
+                return Err(BackendError::Unavailable(
+                    format!(
+                        "no hub answered at {} within {:?}",
+                        silent.join(", "),
+                        self.config.connect_timeout
+                    )
+                    .into(),
+                ));
             }
             if let Some(stop) = self.poll_once(left.min(Duration::from_millis(100)))? {
                 return Err(match stop {
@@ -286,8 +296,9 @@ impl Consumer {
                 items.push(hub.link.socket.as_poll_item(zmq::POLLIN));
                 items.push(hub.link.monitor().as_poll_item(zmq::POLLIN));
             }
-            zmq::poll(&mut items, wait.as_millis().max(1) as i64)
-                .map_err(|e| BackendError::Unavailable(format!("poll: {e}")))?;
+            zmq::poll(&mut items, wait.as_millis().max(1) as i64).map_err(|e| {
+                BackendError::Unavailable(ErrorDetail::caused_by(format!("poll: {e}"), e))
+            })?;
             let readable: Vec<usize> = (0..self.links.len())
                 .filter(|i| items[1 + 2 * i].is_readable())
                 .collect();
@@ -420,10 +431,13 @@ impl Consumer {
                         .map(|r| String::from_utf8_lossy(r).into_owned())
                         .unwrap_or_default();
                     if !self.links[i].welcomed {
-                        return Err(BackendError::Forbidden(format!(
-                            "the hub at {} refused the subscription: {reason}",
-                            self.links[i].link.endpoint
-                        )));
+                        return Err(BackendError::Forbidden(
+                            format!(
+                                "the hub at {} refused the subscription: {reason}",
+                                self.links[i].link.endpoint
+                            )
+                            .into(),
+                        ));
                     }
                     // A settlement the hub refused (a tag it no longer
                     // counts as this connection's): nothing was settled.
@@ -508,12 +522,13 @@ impl Consumer {
                 let endpoint = self.links[i].link.endpoint.clone();
                 tracing::warn!(hub = %endpoint, "no word from the hub; reconnecting");
                 self.links[i] = self.open(&endpoint)?;
-                let _ = self
-                    .deliveries
-                    .try_send(Err(BackendError::Unavailable(format!(
+                let _ = self.deliveries.try_send(Err(BackendError::Unavailable(
+                    format!(
                         "no word from the hub at {endpoint} for {:?}; reconnected",
                         self.welcome.timeout()
-                    ))));
+                    )
+                    .into(),
+                )));
             } else if now.duration_since(self.links[i].last_sent) >= self.welcome.heartbeat() {
                 // A ping that cannot go now is not missed: the next one
                 // follows, and silence from the hub reconnects.

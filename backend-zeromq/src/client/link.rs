@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-use archiver_core::BackendError;
+use archiver_core::{BackendError, ErrorDetail};
 
 use crate::config::ClientConfig;
 
@@ -43,7 +43,9 @@ impl Link {
         config: &ClientConfig,
         kind: zmq::SocketType,
     ) -> Result<Self, BackendError> {
-        let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
+        let setup = |e: zmq::Error| {
+            BackendError::Unavailable(ErrorDetail::caused_by(format!("ZeroMQ setup: {e}"), e))
+        };
         let socket = context.socket(kind).map_err(setup)?;
         // A goodbye or last acks get half a second to leave at close.
         socket.set_linger(500).map_err(setup)?;
@@ -78,8 +80,9 @@ impl Link {
         monitor.set_linger(0).map_err(setup)?;
         monitor.connect(&address).map_err(setup)?;
         socket.connect(endpoint).map_err(|e| {
-            BackendError::InvalidUrl(format!(
-                "{endpoint}: {e} (use tcp://host:port or ipc:///path)"
+            BackendError::InvalidUrl(ErrorDetail::caused_by(
+                format!("{endpoint}: {e} (use tcp://host:port or ipc:///path)"),
+                e,
             ))
         })?;
         Ok(Self {
@@ -138,23 +141,23 @@ impl Link {
                 (false, true) => format!(
                     "the hub at {} refused the user name or password (ZAP PLAIN){not_on_tail}",
                     self.endpoint
-                ),
+                ).into(),
                 (false, false) => format!(
                     "the security handshake with {} failed: the hub requires credentials and none were given, or credentials were given and the hub takes none (or takes CURVE keys)",
                     self.endpoint
-                ),
+                ).into(),
                 // The hub decrypted the hello (so it holds the secret half
                 // of the key this client checks it by) and said no.
                 (true, true) => format!(
                     "CURVE handshake with {}: refused: the hub does not know this client's key (unknown client key, or revoked){not_on_tail}",
                     self.endpoint
-                ),
+                ).into(),
                 // The hub could not decrypt the hello, or speaks another
                 // mechanism.
                 (true, false) => format!(
                     "CURVE handshake with {}: failed: wrong hub key (the hub there does not hold the secret half of the configured hub public key), or the hub does not use CURVE",
                     self.endpoint
-                ),
+                ).into(),
             }));
         }
         failure
@@ -169,8 +172,9 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), BackendError> {
     if ok {
         Ok(())
     } else {
-        Err(BackendError::InvalidUrl(format!(
-            "{endpoint:?} is not a ZeroMQ endpoint: use tcp://host:port or ipc:///path"
-        )))
+        Err(BackendError::InvalidUrl(
+            format!("{endpoint:?} is not a ZeroMQ endpoint: use tcp://host:port or ipc:///path")
+                .into(),
+        ))
     }
 }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use archiver_core::wire;
 use archiver_core::{
-    BackendError, CloseFlag, Connection, DeadLetter, Deliveries, Operator, Replay, Selection,
-    Subscriber, SubscriberCapabilities, SubscriberName, Subscription, Tail,
+    BackendError, CloseFlag, Connection, DeadLetter, Deliveries, ErrorDetail, Operator, Replay,
+    Selection, Subscriber, SubscriberCapabilities, SubscriberName, Subscription, Tail,
 };
 use async_trait::async_trait;
 
@@ -117,7 +117,12 @@ impl ZmqClient {
                 .collect()
         })
         .await
-        .map_err(|e| BackendError::Unavailable(format!("request task failed: {e}")))?
+        .map_err(|e| {
+            BackendError::Unavailable(ErrorDetail::caused_by(
+                format!("request task failed: {e}"),
+                e,
+            ))
+        })?
     }
 }
 
@@ -258,13 +263,16 @@ fn expect_reply<'a>(
         .iter()
         .map(|reply| match reply.split_first() {
             Some((first, rest)) if first == verb => Ok(rest),
-            _ => Err(BackendError::Broker(format!(
-                "the hub answered {:?} where {:?} was expected",
-                reply
-                    .first()
-                    .map(|f| String::from_utf8_lossy(f).into_owned()),
-                String::from_utf8_lossy(verb)
-            ))),
+            _ => Err(BackendError::Broker(
+                format!(
+                    "the hub answered {:?} where {:?} was expected",
+                    reply
+                        .first()
+                        .map(|f| String::from_utf8_lossy(f).into_owned()),
+                    String::from_utf8_lossy(verb)
+                )
+                .into(),
+            )),
         })
         .collect()
 }
@@ -277,10 +285,9 @@ fn counts(replies: &[Vec<Vec<u8>>], verb: &[u8]) -> Result<usize, BackendError> 
             args.first()
                 .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
                 .ok_or_else(|| {
-                    BackendError::Broker(format!(
-                        "{} without a count",
-                        String::from_utf8_lossy(verb)
-                    ))
+                    BackendError::Broker(
+                        format!("{} without a count", String::from_utf8_lossy(verb)).into(),
+                    )
                 })
         })
         .sum()
@@ -297,8 +304,12 @@ fn dead_letter_page(frames: &[Vec<u8>]) -> Result<Vec<DeadLetter>, BackendError>
     frames
         .chunks(2)
         .map(|pair| {
-            let meta: DeadLetterMeta = serde_json::from_slice(&pair[0])
-                .map_err(|e| BackendError::Broker(format!("dead-letter metadata: {e}")))?;
+            let meta: DeadLetterMeta = serde_json::from_slice(&pair[0]).map_err(|e| {
+                BackendError::Broker(ErrorDetail::caused_by(
+                    format!("dead-letter metadata: {e}"),
+                    e,
+                ))
+            })?;
             let envelope = wire::from_bytes(bytes::Bytes::from(pair[1].clone()))?;
             Ok(meta.into_letter(envelope))
         })

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use archiver_core::{BackendError, Envelope, Selection};
+use archiver_core::{BackendError, Envelope, ErrorDetail, Selection};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::{mpsc, oneshot};
@@ -44,7 +44,9 @@ pub fn start(
     config: &ClientConfig,
     selection: &Selection,
 ) -> Result<Started, BackendError> {
-    let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
+    let setup = |e: zmq::Error| {
+        BackendError::Unavailable(ErrorDetail::caused_by(format!("ZeroMQ setup: {e}"), e))
+    };
     let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
     let (sender, receiver) = mpsc::channel(TAIL_BUFFER);
     let (ready, answer) = oneshot::channel();
@@ -58,7 +60,12 @@ pub fn start(
     std::thread::Builder::new()
         .name("zmq-tail".into())
         .spawn(move || tail.run(ready))
-        .map_err(|e| BackendError::Unavailable(format!("cannot start a tail thread: {e}")))?;
+        .map_err(|e| {
+            BackendError::Unavailable(ErrorDetail::caused_by(
+                format!("cannot start a tail thread: {e}"),
+                e,
+            ))
+        })?;
     let stop = mailbox.on_drop(StopTail);
     let envelopes = ReceiverStream::new(receiver).map(move |item| {
         // The stream owns the guard: dropping it stops the thread.
@@ -132,7 +139,9 @@ impl Tail {
                 "live tail: no tail endpoint configured (ClientConfig::tail)",
             ));
         }
-        let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
+        let setup = |e: zmq::Error| {
+            BackendError::Unavailable(ErrorDetail::caused_by(format!("ZeroMQ setup: {e}"), e))
+        };
         let hello = [
             protocol::TAIL_HELLO_PREFIX,
             uuid::Uuid::now_v7().simple().to_string().as_bytes(),
@@ -152,10 +161,13 @@ impl Tail {
         while answered.contains(&false) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(BackendError::Unavailable(format!(
-                    "the hub's tail did not answer within {:?}",
-                    self.config.connect_timeout
-                )));
+                return Err(BackendError::Unavailable(
+                    format!(
+                        "the hub's tail did not answer within {:?}",
+                        self.config.connect_timeout
+                    )
+                    .into(),
+                ));
             }
             let mut items: Vec<zmq::PollItem> = Vec::new();
             for link in &links {

@@ -40,7 +40,7 @@ impl Access {
             (false, true) => Err(BackendError::Forbidden(format!(
                 "a hub without authentication on {}: configure credentials (HubConfig::allow), or allow anonymous peers (HubConfig::allow_anonymous) on ipc:// or loopback endpoints only",
                 config.endpoint
-            ))),
+            ).into())),
             (true, true) if config.curve.is_some() => Err(BackendError::Auth(
                 "a CURVE hub (HubConfig::curve) serves the client keys of its allowlist (HubConfig::allow_key), not anonymous peers".into(),
             )),
@@ -49,7 +49,7 @@ impl Access {
                     if !is_local(endpoint) {
                         return Err(BackendError::Forbidden(format!(
                             "anonymous access on {endpoint}: a hub without authentication binds only ipc:// or loopback (127.0.0.1, [::1], localhost) endpoints; configure credentials (HubConfig::allow) for any other"
-                        )));
+                        ).into()));
                     }
                 }
                 tracing::warn!(endpoint = %config.endpoint, tail = ?config.tail_endpoint, "ZeroMQ hub without authentication: every local peer may read every list, private ones included, and act as operator");
@@ -105,7 +105,7 @@ impl Access {
                     {
                         return Err(BackendError::Auth(format!(
                             "the hub's allowlist gives principal {principal:?} twice"
-                        )));
+                        ).into()));
                     }
                     principals.insert(user_id(allowed), allowed.grant.clone());
                 }

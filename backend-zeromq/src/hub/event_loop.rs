@@ -992,7 +992,7 @@ impl HubLoop {
 /// The reason of a grant's refusal, for the FORBIDDEN reply.
 fn refusal_reason(refusal: BackendError) -> String {
     match refusal {
-        BackendError::Forbidden(reason) => reason,
+        BackendError::Forbidden(reason) => reason.to_string(),
         other => other.to_string(),
     }
 }

@@ -17,7 +17,8 @@ use std::thread::JoinHandle;
 
 use archiver_core::journal::{Journal, JournalError, JournalOptions};
 use archiver_core::{
-    BackendError, Connection, Envelope, Publisher, PublisherCapabilities, SubscriberName,
+    BackendError, Connection, Envelope, ErrorDetail, Publisher, PublisherCapabilities,
+    SubscriberName,
 };
 use async_trait::async_trait;
 use tokio::sync::oneshot;
@@ -93,7 +94,7 @@ fn journal_error(error: JournalError) -> BackendError {
     match error {
         JournalError::Closed => BackendError::Closed,
         JournalError::TooLarge { size, limit } => BackendError::TooLarge { size, limit },
-        other => BackendError::Broker(format!("the hub's journal: {other}")),
+        other => BackendError::Broker(format!("the hub's journal: {other}").into()),
     }
 }
 
@@ -101,9 +102,12 @@ fn journal_error(error: JournalError) -> BackendError {
 fn bind_error(endpoint: &str, error: zmq::Error) -> BackendError {
     match error {
         zmq::Error::EINVAL | zmq::Error::EPROTONOSUPPORT | zmq::Error::ENOCOMPATPROTO => {
-            BackendError::InvalidUrl(format!("{endpoint}: {error}"))
+            BackendError::InvalidUrl(ErrorDetail::caused_by(
+                format!("{endpoint}: {error}"),
+                error,
+            ))
         }
-        other => BackendError::Unavailable(format!("cannot bind {endpoint}: {other}")),
+        other => BackendError::Unavailable(format!("cannot bind {endpoint}: {other}").into()),
     }
 }
 
@@ -151,7 +155,9 @@ impl ZmqHub {
             .collect();
 
         let context = zmq::Context::new();
-        let setup = |e: zmq::Error| BackendError::Unavailable(format!("ZeroMQ setup: {e}"));
+        let setup = |e: zmq::Error| {
+            BackendError::Unavailable(ErrorDetail::caused_by(format!("ZeroMQ setup: {e}"), e))
+        };
         let gate = access.gate(&config);
         let tail_principals = gate.as_ref().map(|g| g.tail.clone()).unwrap_or_default();
         let zap = match gate {
@@ -222,7 +228,12 @@ impl ZmqHub {
         let thread = std::thread::Builder::new()
             .name("zmq-hub".into())
             .spawn(move || hub_loop.run())
-            .map_err(|e| BackendError::Unavailable(format!("cannot start the hub thread: {e}")))?;
+            .map_err(|e| {
+                BackendError::Unavailable(ErrorDetail::caused_by(
+                    format!("cannot start the hub thread: {e}"),
+                    e,
+                ))
+            })?;
         let mechanism = match (&zap, &config.curve) {
             (None, _) => "none",
             (Some(_), None) => "PLAIN",
@@ -346,7 +357,7 @@ impl ZmqHub {
         answer
             .await
             .map_err(|_| BackendError::Closed)?
-            .map_err(|e| BackendError::Broker(format!("deleting subscriber {name}: {e}")))
+            .map_err(|e| BackendError::Broker(format!("deleting subscriber {name}: {e}").into()))
     }
 
     /// True once [`close`](Connection::close) was called.
