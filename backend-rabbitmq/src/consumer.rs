@@ -197,7 +197,7 @@ async fn forward(
         attempt,
         origin,
     };
-    let checked = message::envelope(&settle.properties, &settle.body)
+    let checked = message::envelope(&settle.properties, settle.body.clone())
         .and_then(|envelope| message::from_origin(envelope, settle.origin.as_deref()));
     let envelope = match checked {
         Ok(envelope) => envelope,

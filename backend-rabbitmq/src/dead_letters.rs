@@ -18,6 +18,7 @@
 //! subscriber's queue with attempts reset; malformed ones are only purged.
 
 use archiver_core::{BackendError, DeadLetter, RawDeadLetter, Replay, SubscriberName};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
 
@@ -36,8 +37,9 @@ use crate::topology::{bind_own, declare_own_exchange, send_own, text};
 
 /// The message as an operator sees it: its headers as text, its body, and
 /// the dead-letter metadata (this backend's headers, else the broker's
-/// `x-death`).
-fn raw(shared: &Shared, message: &Delivery) -> RawDeadLetter {
+/// `x-death`). `body` is the message's, taken out of it: the letter and
+/// its envelope share it.
+fn raw(shared: &Shared, message: &Delivery, body: &Bytes) -> RawDeadLetter {
     let properties = &message.properties;
     // This version's name, else the one earlier versions wrote.
     let header = |name: &str, legacy: &str| {
@@ -82,12 +84,12 @@ fn raw(shared: &Shared, message: &Delivery) -> RawDeadLetter {
             .flat_map(FieldTable::inner)
             .map(|(name, value)| (name.as_str().to_owned(), display(value)))
             .collect(),
-        body: bytes::Bytes::copy_from_slice(&message.data),
+        body: body.clone(),
         reason,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         dead_at,
         origin,
-        envelope: message::envelope(properties, &message.data),
+        envelope: message::envelope(properties, body.clone()),
     }
 }
 
@@ -144,7 +146,7 @@ async fn pass(
     shared: &Shared,
     name: &SubscriberName,
     replaying: bool,
-    mut fate: impl FnMut(&Delivery) -> Fate,
+    mut fate: impl FnMut(&Delivery, &Bytes) -> Fate,
 ) -> Result<u32, BackendError> {
     let dead = shared.names.dead(name);
     let channel = shared.new_channel(true).await?;
@@ -179,8 +181,10 @@ async fn pass(
         else {
             break; // another reader took the rest
         };
-        let delivery = message.delivery;
-        let copy = match fate(&delivery) {
+        let mut delivery = message.delivery;
+        // Taken out, not copied: the fate, its letter and the copy share it.
+        let body = Bytes::from(std::mem::take(&mut delivery.data));
+        let copy = match fate(&delivery, &body) {
             Fate::Keep => {
                 // Without the delivery count the queue added.
                 let properties = message::rewrite(&delivery.properties, vec![], &[]);
@@ -191,8 +195,7 @@ async fn pass(
         };
         let copy = match copy {
             Some((queue, properties)) => {
-                let confirm =
-                    send_own(&channel, shared, name, &queue, &delivery.data, properties).await?;
+                let confirm = send_own(&channel, shared, name, &queue, &body, properties).await?;
                 Some((queue, confirm))
             }
             None => None,
@@ -239,9 +242,9 @@ pub(crate) async fn page(
     limit: usize,
 ) -> Result<DeadLetterPage, BackendError> {
     let mut letters = Vec::new();
-    let total = pass(shared, name, false, |delivery| {
+    let total = pass(shared, name, false, |delivery, body| {
         if letters.len() < limit {
-            letters.push(raw(shared, delivery));
+            letters.push(raw(shared, delivery, body));
         }
         Fate::Keep
     })
@@ -307,8 +310,8 @@ pub(crate) async fn purge_malformed(
     name: &SubscriberName,
 ) -> Result<usize, BackendError> {
     let mut count = 0;
-    pass(shared, name, false, |delivery| {
-        if raw(shared, delivery).is_malformed() {
+    pass(shared, name, false, |delivery, body| {
+        if raw(shared, delivery, body).is_malformed() {
             count += 1;
             Fate::Delete
         } else {
@@ -328,8 +331,8 @@ pub(crate) async fn replay(
 ) -> Result<usize, BackendError> {
     let queue = shared.names.queue(name);
     let mut count = 0;
-    pass(shared, name, true, |delivery| {
-        let letter = raw(shared, delivery);
+    pass(shared, name, true, |delivery, body| {
+        let letter = raw(shared, delivery, body);
         let Ok(envelope) = &letter.envelope else {
             return Fate::Keep;
         };

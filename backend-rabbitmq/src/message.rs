@@ -59,18 +59,16 @@ pub(crate) fn properties(envelope: &Envelope) -> BasicProperties {
         .with_headers(headers)
 }
 
-/// Rebuilds the envelope from a received message.
-pub(crate) fn envelope(properties: &BasicProperties, body: &[u8]) -> Result<Envelope, WireError> {
-    let headers = properties.headers().clone().unwrap_or_default();
-    let texts: Vec<(String, String)> = headers
-        .inner()
+/// Rebuilds the envelope from a received message; its body is `body`,
+/// shared, not copied (a delivery's `Vec<u8>` becomes `Bytes` for free).
+pub(crate) fn envelope(properties: &BasicProperties, body: Bytes) -> Result<Envelope, WireError> {
+    let texts: Vec<(&str, String)> = properties
+        .headers()
         .iter()
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), text(value)?)))
+        .flat_map(FieldTable::inner)
+        .filter_map(|(name, value)| Some((name.as_str(), text(value)?)))
         .collect();
-    wire::from_fields(
-        texts.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        Bytes::copy_from_slice(body),
-    )
+    wire::from_fields(texts.iter().map(|(k, v)| (*k, v.as_str())), body)
 }
 
 fn text(value: &AMQPValue) -> Option<String> {
@@ -226,7 +224,7 @@ mod tests {
             envelope.id.to_string()
         );
         assert_eq!(
-            super::envelope(&properties, &envelope.body).unwrap(),
+            super::envelope(&properties, envelope.body.clone()).unwrap(),
             envelope
         );
     }

@@ -37,6 +37,9 @@ pub(crate) async fn publish(shared: &Shared, envelope: &Envelope) -> Result<(), 
         mandatory: true,
         ..BasicPublishOptions::default()
     };
+    // lapin 4.12's basic_publish takes the payload as `&[u8]` and copies it
+    // into its body frames (`chunk.into()`): that copy is the one a publish
+    // makes of the body, and no API of lapin's takes `Bytes` to avoid it.
     let sent = channel
         .basic_publish(
             shared.names.exchange().into(),

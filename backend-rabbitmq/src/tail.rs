@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use archiver_core::{BackendError, Selection, Tail};
+use bytes::Bytes;
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -76,7 +77,8 @@ pub(crate) async fn tail(
     let envelopes = consumer.map(move |item| {
         let _keep_open = &connection;
         let delivery = item.map_err(backend_error)?;
-        message::envelope(&delivery.properties, &delivery.data).map_err(BackendError::Wire)
+        message::envelope(&delivery.properties, Bytes::from(delivery.data))
+            .map_err(BackendError::Wire)
     });
     Ok(shared.closed.until_closed(envelopes))
 }

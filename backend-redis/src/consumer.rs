@@ -18,6 +18,7 @@ use archiver_core::{
 };
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
+use redis::streams::StreamPendingCountReply;
 use redis::{RedisResult, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
@@ -26,7 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::Shared;
 use crate::connection::{self, run_id};
 use crate::dead_letters::{ORIGIN, PendingRef, bury};
-use crate::entry::{Entry, EntryId, entries, int, items, streams, text};
+use crate::entry::{Entry, EntryId, entries, streams};
 use crate::error::{backend_error, is_busy_group, is_no_group, is_no_perm, is_no_stream, refusing};
 use crate::keys::Keys;
 use crate::registry::{self, Discovery, SubscriberRecord};
@@ -338,7 +339,7 @@ impl Consumer {
             .arg("STREAMS");
         read.arg(&self.groups).arg(vec![">"; self.groups.len()]);
         let reply: Value = read.query_async(&mut self.read_conn).await?;
-        for (stream, batch) in streams(&reply) {
+        for (stream, batch) in streams(reply) {
             for entry in batch {
                 self.deliver(&stream, entry, 1, permits).await?;
             }
@@ -400,7 +401,7 @@ impl Consumer {
             if permits.is_empty() {
                 break;
             }
-            let reply: Value = redis::cmd("XPENDING")
+            let reply: StreamPendingCountReply = redis::cmd("XPENDING")
                 .arg(&stream)
                 .arg(self.name.as_str())
                 .arg("IDLE")
@@ -410,12 +411,10 @@ impl Consumer {
                 .arg(permits.len())
                 .query_async(conn)
                 .await?;
-            let idle_entries: HashMap<EntryId, u32> = items(&reply)
+            let idle_entries: HashMap<EntryId, u32> = reply
+                .ids
                 .iter()
-                .filter_map(|row| {
-                    let row = items(row);
-                    Some((text(row.first()?)?.parse().ok()?, int(row.get(3)?)? as u32))
-                })
+                .filter_map(|row| Some((row.id.parse().ok()?, row.times_delivered as u32)))
                 .collect();
             if idle_entries.is_empty() {
                 continue;
@@ -463,7 +462,7 @@ impl Consumer {
             .arg(ids)
             .query_async(&mut self.shared.conn.clone())
             .await?;
-        Ok(entries(&reply))
+        Ok(entries(reply))
     }
 
     /// Hands an entry to the user, or dead-letters it when it is malformed
@@ -514,12 +513,11 @@ impl Consumer {
         if let Some(reason) =
             attempt_limit_reached("abandoned", attempt - 1, self.record.max_attempts)
         {
-            let fields = crate::entry::envelope_fields(&envelope);
             return bury(
                 conn,
                 &self.shared.keys,
                 &pending,
-                &fields,
+                &entry.fields,
                 origin,
                 attempt - 1,
                 &reason,
@@ -536,6 +534,7 @@ impl Consumer {
             stream: stream.to_owned(),
             id: entry.id,
             envelope: envelope.clone(),
+            fields: entry.fields,
             from_replay: pending.delete_after,
             _permit: permit,
         };
@@ -648,7 +647,7 @@ async fn pending_deliveries(
     group: &SubscriberName,
     id: EntryId,
 ) -> RedisResult<Option<u32>> {
-    let reply: Value = redis::cmd("XPENDING")
+    let reply: StreamPendingCountReply = redis::cmd("XPENDING")
         .arg(stream)
         .arg(group.as_str())
         .arg(id.to_string())
@@ -656,8 +655,5 @@ async fn pending_deliveries(
         .arg(1)
         .query_async(conn)
         .await?;
-    Ok(items(&reply)
-        .first()
-        .and_then(|row| int(items(row).get(3)?))
-        .map(|n| n as u32))
+    Ok(reply.ids.first().map(|row| row.times_delivered as u32))
 }

@@ -45,10 +45,7 @@ fn raw(entry: &Entry) -> RawDeadLetter {
             .into_iter()
             .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
             .collect(),
-        body: body
-            .first()
-            .map(|(_, v)| Bytes::copy_from_slice(v))
-            .unwrap_or_default(),
+        body: body.first().map(|(_, v)| v.clone()).unwrap_or_default(),
         reason: entry.text(REASON).unwrap_or_default().to_owned(),
         attempts: entry
             .text(ATTEMPTS)
@@ -82,33 +79,41 @@ pub(crate) struct PendingRef<'a> {
     pub(crate) delete_after: bool,
 }
 
-/// Atomically copies the entry's fields into the dead letters with the
-/// reason and origin, and acknowledges it.
+/// Appends an entry's fields, as stored and in their order, to an XADD,
+/// but for the dead-letter fields and `origin`
+/// (which the caller writes anew). A dead letter keeps what its entry
+/// held, fields this version does not know and a newer format version
+/// included, and a replayed copy keeps what its dead letter held.
+fn add_stored_fields(xadd: &mut redis::Cmd, fields: &[(String, Bytes)]) {
+    for (name, value) in fields {
+        if name != ORIGIN && !DEAD_FIELDS.contains(&name.as_str()) {
+            xadd.arg(name).arg(&value[..]);
+        }
+    }
+}
+
+/// Atomically copies the entry's fields (as read, not re-encoded) into the
+/// dead letters with the reason and origin, and acknowledges it.
 pub(crate) async fn bury(
     conn: &mut ConnectionManager,
     keys: &Keys,
     pending: &PendingRef<'_>,
-    fields: &[(impl AsRef<str>, impl AsRef<[u8]>)],
+    fields: &[(String, Bytes)],
     origin: Option<&str>,
     attempts: u32,
     reason: &str,
 ) -> RedisResult<()> {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    let xadd = pipe.cmd("XADD").arg(keys.dead(pending.group)).arg("*");
-    for (name, value) in fields {
-        let name = name.as_ref();
-        if name != ORIGIN && !DEAD_FIELDS.contains(&name) {
-            xadd.arg(name).arg(value.as_ref());
-        }
-    }
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(keys.dead(pending.group)).arg("*");
+    add_stored_fields(&mut xadd, fields);
     xadd.arg(REASON).arg(reason).arg(ATTEMPTS).arg(attempts);
     xadd.arg(DEAD_AT)
         .arg(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true));
     if let Some(origin) = origin {
         xadd.arg(ORIGIN).arg(origin);
     }
-    pipe.ignore();
+    let mut pipe = redis::pipe();
+    pipe.atomic().add_command(xadd).ignore();
     settle_entry(&mut pipe, pending);
     tracing::info!(subscriber = %pending.group, stream = pending.stream, entry_id = %pending.id, attempts, reason, "dead-lettered");
     pipe.query_async(conn).await
@@ -174,7 +179,7 @@ async fn stored_page(
         .query_async(conn)
         .await
         .map_err(refusing(&format!("XRANGE {}", keys.dead(name))))?;
-    let entries = entries(&reply);
+    let entries = entries(reply);
     let next = (entries.len() == limit)
         .then(|| entries.last().map(|e| e.id.to_string()))
         .flatten();
@@ -256,21 +261,17 @@ async fn replay_one(
         tracing::warn!(subscriber = %name, entry_id = %entry.id, reason = letter.reason, "a malformed dead letter is not replayed");
         return Ok(0);
     }
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    let xadd = pipe.cmd("XADD").arg(keys.replay(name)).arg("*");
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(keys.replay(name)).arg("*");
     // The stored bytes, not the operator's text of them.
-    for (field, value) in &entry.fields {
-        if !DEAD_FIELDS.contains(&field.as_str()) && field != ORIGIN {
-            xadd.arg(field).arg(value);
-        }
-    }
+    add_stored_fields(&mut xadd, &entry.fields);
     let origin = letter
         .origin
         .clone()
         .unwrap_or_else(|| keys.stream_of(envelope).key);
     xadd.arg(ORIGIN).arg(origin);
-    pipe.ignore();
+    let mut pipe = redis::pipe();
+    pipe.atomic().add_command(xadd).ignore();
     pipe.cmd("XDEL")
         .arg(keys.dead(name))
         .arg(entry.id.to_string());

@@ -12,21 +12,24 @@ use redis::Value;
 /// Stream field holding the raw body bytes.
 pub(crate) const BODY: &str = "body";
 
-/// The envelope's fields, ready for XADD: wire fields first, body last.
-pub(crate) fn envelope_fields(envelope: &Envelope) -> Vec<(&'static str, Vec<u8>)> {
-    let mut fields: Vec<(&'static str, Vec<u8>)> = wire::to_fields(envelope)
-        .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
-    fields.push((BODY, envelope.body.to_vec()));
-    fields
+/// Appends the envelope's stream fields to an XADD: the wire fields, then
+/// `body` last. The one place an envelope becomes stream fields, so every
+/// writer puts the same fields in the same order; the body goes straight
+/// into the command's buffer, with no intermediate copy.
+pub(crate) fn add_envelope_fields(xadd: &mut redis::Cmd, envelope: &Envelope) {
+    for (field, value) in wire::to_fields(envelope) {
+        xadd.arg(field).arg(value);
+    }
+    xadd.arg(BODY).arg(&envelope.body[..]);
 }
 
-/// A stream entry as read from Redis.
+/// A stream entry as read from Redis: its fields as stored, in their
+/// order. The values own the reply's buffers (no copy), so the envelope's
+/// body and a dead letter written from these fields share them.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) id: EntryId,
-    pub(crate) fields: Vec<(String, Vec<u8>)>,
+    pub(crate) fields: Vec<(String, Bytes)>,
 }
 
 impl Entry {
@@ -38,13 +41,14 @@ impl Entry {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
-    /// Rebuilds the envelope; a malformed entry is an error, never a guess.
+    /// Rebuilds the envelope, its body sharing the entry's; a malformed
+    /// entry is an error, never a guess.
     pub(crate) fn envelope(&self) -> Result<Envelope, WireError> {
         let body = self
             .fields
             .iter()
             .find(|(k, _)| k == BODY)
-            .map(|(_, v)| Bytes::copy_from_slice(v))
+            .map(|(_, v)| v.clone())
             .ok_or(WireError::Missing(BODY))?;
         let texts = self
             .fields
@@ -133,48 +137,69 @@ pub(crate) fn items(value: &Value) -> &[Value] {
     }
 }
 
+/// [`items`], owned: the reply's buffers move out instead of being copied.
+fn into_items(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => Vec::new(),
+    }
+}
+
+/// A field value as bytes, the bulk string's buffer moved, not copied.
+fn into_bytes(value: Value) -> Option<Bytes> {
+    match value {
+        Value::BulkString(bytes) => Some(Bytes::from(bytes)),
+        other => text(&other).map(Bytes::from),
+    }
+}
+
+// The entry parsers below are kept by hand rather than redis-rs's typed
+// stream replies (`StreamReadReply`, `StreamRangeReply`,
+// `StreamClaimReply`, redis 1.8): `StreamReadReply::from_redis_value`
+// clones the whole reply (bodies included) before parsing it, on every
+// read; their `StreamId::map` is a `HashMap`, which loses the fields'
+// order (a dead letter must keep it) and a field given twice (which
+// `wire::from_fields` refuses as malformed); and a deleted (trimmed)
+// pending entry, `[id, nil]` (as XREADGROUP gives it), becomes an entry
+// with no fields (a nil converts to an empty map) instead of being
+// recognised and skipped. These take the reply by value and move its
+// buffers into the entries.
+
 /// One `[id, [field, value, ...]]` entry; None for a deleted entry (nil).
-pub(crate) fn entry(value: &Value) -> Option<Entry> {
-    let [id, fields] = items(value) else {
+pub(crate) fn entry(value: Value) -> Option<Entry> {
+    let [id, fields]: [Value; 2] = into_items(value).try_into().ok()?;
+    let id = text(&id)?.parse().ok()?;
+    let Value::Array(flat) = fields else {
         return None;
     };
-    let id = text(id)?.parse().ok()?;
-    let fields = match fields {
-        Value::Array(flat) => flat
-            .chunks_exact(2)
-            .filter_map(|pair| {
-                let value = match &pair[1] {
-                    Value::BulkString(bytes) => bytes.clone(),
-                    other => text(other)?.into_bytes(),
-                };
-                Some((text(&pair[0])?, value))
-            })
-            .collect(),
-        _ => return None,
-    };
+    let mut fields = Vec::with_capacity(flat.len() / 2);
+    let mut flat = flat.into_iter();
+    while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+        if let (Some(name), Some(value)) = (text(&name), into_bytes(value)) {
+            fields.push((name, value));
+        }
+    }
     Some(Entry { id, fields })
 }
 
 /// Entries of an XRANGE / XCLAIM reply.
-pub(crate) fn entries(value: &Value) -> Vec<Entry> {
-    items(value).iter().filter_map(entry).collect()
+pub(crate) fn entries(value: Value) -> Vec<Entry> {
+    into_items(value).into_iter().filter_map(entry).collect()
 }
 
 /// `(stream key, entries)` of an XREAD / XREADGROUP reply (RESP2 arrays or
 /// RESP3 maps); empty on timeout.
-pub(crate) fn streams(value: &Value) -> Vec<(String, Vec<Entry>)> {
+pub(crate) fn streams(value: Value) -> Vec<(String, Vec<Entry>)> {
     match value {
         Value::Map(pairs) => pairs
-            .iter()
-            .filter_map(|(k, v)| Some((text(k)?, entries(v))))
+            .into_iter()
+            .filter_map(|(k, v)| Some((text(&k)?, entries(v))))
             .collect(),
-        other => items(other)
-            .iter()
+        other => into_items(other)
+            .into_iter()
             .filter_map(|stream| {
-                let [key, list] = items(stream) else {
-                    return None;
-                };
-                Some((text(key)?, entries(list)))
+                let [key, list]: [Value; 2] = into_items(stream).try_into().ok()?;
+                Some((text(&key)?, entries(list)))
             })
             .collect(),
     }
@@ -221,9 +246,9 @@ mod tests {
                 Value::Array(vec![bulk("2-0"), Value::Nil]),
             ]),
         ])]);
-        let parsed = streams(&reply);
+        let parsed = streams(reply);
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].1.len(), 1);
-        assert_eq!(parsed[0].1[0].fields[0].1, vec![0, 255]);
+        assert_eq!(parsed[0].1[0].fields[0].1.as_ref(), [0, 255]);
     }
 }

@@ -248,7 +248,7 @@ async fn plan(
             .arg(PAGE)
             .query_async(conn)
             .await?;
-        let page = entries(&reply);
+        let page = entries(reply);
         for entry in &page {
             let target = match entry.envelope() {
                 Ok(envelope) if envelope.kind == kind && &envelope.list_id == list => {

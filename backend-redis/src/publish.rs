@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use archiver_core::{BackendError, Envelope, wire};
+use archiver_core::{BackendError, Envelope};
 use redis::Value;
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::Shared;
 use crate::batcher::Batcher;
 use crate::config::{Durability, RedisConfig};
-use crate::entry::{BODY, int, items, text};
+use crate::entry::{add_envelope_fields, int, items, text};
 use crate::error::{is_no_perm, refusing};
 use crate::keys::{Keys, StreamRef};
 use crate::{registry, retention};
@@ -139,11 +139,10 @@ fn pipeline(
         pipe.cmd("SADD").arg(set).arg(lists).ignore();
     }
     for (envelope, stream) in batch.iter().zip(streams) {
-        let xadd = pipe.cmd("XADD").arg(&stream.key).arg("*");
-        for (field, value) in wire::to_fields(envelope) {
-            xadd.arg(field).arg(value);
-        }
-        xadd.arg(BODY).arg(&envelope.body[..]);
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&stream.key).arg("*");
+        add_envelope_fields(&mut xadd, envelope);
+        pipe.add_command(xadd);
     }
     match durability {
         Durability::Reply => {}

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use archiver_core::{BackendError, Envelope, Settle, SubscriberName};
 use async_trait::async_trait;
+use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Shared;
 use crate::batcher::Batcher;
 use crate::dead_letters::{PendingRef, bury};
-use crate::entry::{EntryId, envelope_fields};
+use crate::entry::EntryId;
 use crate::error::backend_error;
 
 /// An ack waiting for its batch.
@@ -79,6 +80,10 @@ pub(crate) struct RedisSettle {
     pub(crate) stream: String,
     pub(crate) id: EntryId,
     pub(crate) envelope: Envelope,
+    /// The entry's fields as read (the body's buffer shared with the
+    /// envelope's): burying writes them as they are, never a re-encoding
+    /// that would drop fields this version does not know.
+    pub(crate) fields: Vec<(String, Bytes)>,
     pub(crate) from_replay: bool,
     pub(crate) _permit: OwnedSemaphorePermit,
 }
@@ -118,14 +123,13 @@ impl Settle for RedisSettle {
     }
 
     async fn bury(self: Box<Self>, reason: String, attempts: u32) -> Result<(), BackendError> {
-        let fields = envelope_fields(&self.envelope);
         // Delivered only when it came from its own stream.
         let origin = self.shared.keys.stream_of(&self.envelope).key;
         bury(
             &mut self.shared.conn.clone(),
             &self.shared.keys,
             &self.pending(),
-            &fields,
+            &self.fields,
             Some(&origin),
             attempts,
             &reason,

@@ -88,7 +88,7 @@ impl Reader {
                 last => last?,
             };
             let start = if attaching {
-                entries(&last)
+                entries(last)
                     .first()
                     .map_or(EntryId::ZERO, |e| e.id)
                     .max(self.start)
@@ -134,7 +134,7 @@ impl Reader {
             .arg(ids)
             .query_async(&mut self.conn)
             .await?;
-        for (key, batch) in streams(&reply) {
+        for (key, batch) in streams(reply) {
             for entry in batch {
                 self.positions.insert(key.clone(), entry.id);
                 let item = entry.envelope().map_err(BackendError::Wire);

@@ -153,3 +153,90 @@ async fn dead_letters_are_paged_from_an_exclusive_start() {
         .collect();
     assert_eq!(listed, ids, "each once, oldest first");
 }
+
+/// An entry's fields as Redis holds them, in order.
+type StoredFields = Vec<(String, Vec<u8>)>;
+
+/// The entries of `stream`, oldest first, as stored.
+async fn stored(harness: &RedisHarness, stream: &str) -> Vec<(String, StoredFields)> {
+    redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut forge::connection(harness).await)
+        .await
+        .unwrap()
+}
+
+/// A dead letter holds its entry as read, not a re-encoding of the
+/// envelope: a newer publisher's format version and a field this version
+/// does not know survive burying, in their place.
+#[tokio::test]
+async fn a_dead_letter_keeps_the_entry_field_by_field() {
+    let Some(envelopes) = archiver_core::conformance::faults::corpus_envelopes(1) else {
+        return;
+    };
+    let mail = &envelopes[0];
+    let harness = RedisHarness::new();
+    let backend = harness.connect().await;
+    let name = SubscriberName::new("keeper").unwrap();
+    let mut deliveries = backend
+        .subscribe(&Subscription::new(name.clone()))
+        .await
+        .unwrap();
+    // A publish through the backend registers the list's stream.
+    let first = small_mail(
+        &MailingList::public(mail.list_id.clone()),
+        "keep.example.org",
+    );
+    backend.publish(&first).await.unwrap();
+    let stream = forge::public_mail_stream(&harness, mail.list_id.as_str());
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(&stream).arg("*");
+    for (field, value) in archiver_core::wire::to_fields(mail) {
+        let value = match field {
+            "format-version" => "1.9".to_owned(),
+            _ => value,
+        };
+        xadd.arg(field).arg(value);
+        if field == "list-id" {
+            xadd.arg("x-later-field").arg(&b"kept \xff as it was"[..]);
+        }
+    }
+    xadd.arg("body").arg(mail.body.as_ref());
+    let _: String = xadd
+        .query_async(&mut forge::connection(&harness).await)
+        .await
+        .unwrap();
+    let original = stored(&harness, &stream).await.pop().unwrap().1;
+
+    let delivery = next_delivery(&mut deliveries).await;
+    assert_eq!(delivery.envelope().id, first.id);
+    delivery.ack().await.unwrap();
+    let delivery = next_delivery(&mut deliveries).await;
+    assert_eq!(delivery.envelope().id, mail.id);
+    assert_eq!(delivery.envelope().body, mail.body);
+    delivery.reject("the handler refused it").await.unwrap();
+
+    let dead = stored(&harness, &format!("{}:dead:keeper", harness.config.prefix)).await;
+    drop(deliveries);
+    harness.cleanup().await;
+    assert_eq!(dead.len(), 1);
+    let fields = &dead[0].1;
+    let names = |fields: &[(String, Vec<u8>)]| -> Vec<String> {
+        fields.iter().map(|(k, _)| k.clone()).collect()
+    };
+    let mut expected = names(&original);
+    expected.extend(["dead-reason", "dead-attempts", "dead-at", "origin"].map(String::from));
+    assert_eq!(
+        names(fields),
+        expected,
+        "the entry's fields in their order, then why"
+    );
+    assert!(
+        fields[..original.len()] == original[..],
+        "every field byte for byte"
+    );
+    assert_eq!(fields[original.len()].1, b"the handler refused it");
+    assert_eq!(fields[original.len() + 3].1, stream.as_bytes());
+}
