@@ -229,6 +229,11 @@ impl<P: Publisher> QueueArchiver<P> {
     /// left non-empty by a previous run is drained at once. Call within a
     /// Tokio runtime; one process per spool directory.
     ///
+    /// In front of a publisher that is durable on this machine already
+    /// ([`PublisherCapabilities::locally_durable`](crate::PublisherCapabilities),
+    /// a ZeroMQ hub in this process) a spool only journals each mail twice
+    /// on one disk: this logs a warning saying so, and goes on.
+    ///
     /// ```
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
@@ -252,6 +257,12 @@ impl<P: Publisher> QueueArchiver<P> {
     where
         P: 'static,
     {
+        if self.publisher.publisher_capabilities().locally_durable {
+            tracing::warn!(
+                archiver = %self.name,
+                "a spool in front of a publisher that is already durable on this machine's disk (a ZeroMQ hub in this process) journals each mail twice on one disk and adds nothing: configure no spool for it (no spool-dir)"
+            );
+        }
         self.spool = Some(Spool::open(options, self.publisher.clone())?);
         Ok(self)
     }

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendError, SubscriberName, Subscription};
 use crate::envelope::Envelope;
+use crate::list::ListId;
 use crate::selection::{ListPattern, Selection};
 
 /// One principal's access. [`Grant::new`] grants nothing; each builder
@@ -187,9 +188,21 @@ impl Grant {
     /// without a type as a membership event ([`Envelope::is_public`],
     /// [`Envelope::is_membership_event`]).
     pub fn may_receive(&self, envelope: &Envelope) -> bool {
-        self.lists.iter().any(|g| g.matches(&envelope.list_id))
-            && (self.private_lists || envelope.is_public())
-            && (self.membership_events || !envelope.is_membership_event())
+        self.admits(
+            &envelope.list_id,
+            envelope.is_public(),
+            envelope.is_membership_event(),
+        )
+    }
+
+    /// [`Self::may_receive`] from what it reads of an envelope (its list,
+    /// [`Envelope::is_public`], [`Envelope::is_membership_event`]), for a
+    /// router that keeps those beside the envelope's bytes and so need not
+    /// decode it to decide.
+    pub fn admits(&self, list_id: &ListId, public: bool, membership_event: bool) -> bool {
+        self.lists.iter().any(|g| g.matches(list_id))
+            && (self.private_lists || public)
+            && (self.membership_events || !membership_event)
     }
 
     /// The refusal of `what`, naming the principal (never a credential).

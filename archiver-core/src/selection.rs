@@ -280,7 +280,14 @@ impl Selection {
 
     /// Whether an envelope is selected.
     pub fn matches(&self, envelope: &Envelope) -> bool {
-        self.kinds().contains(&envelope.kind) && self.selects_list(&envelope.list_id)
+        self.selects(envelope.kind, &envelope.list_id)
+    }
+
+    /// Whether an envelope of this kind and list is selected: what
+    /// [`Self::matches`] reads of an envelope, for a router that keeps
+    /// those beside the envelope's bytes and so need not decode it.
+    pub fn selects(&self, kind: Kind, list: &ListId) -> bool {
+        self.kinds().contains(&kind) && self.selects_list(list)
     }
 }
 

@@ -32,6 +32,9 @@ struct Switch {
     attempts: Arc<AtomicU64>,
     /// Times the publisher was closed.
     closes: Arc<AtomicU64>,
+    /// Says it is durable on this machine already, as a ZeroMQ hub in
+    /// this process does.
+    locally_durable: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -45,7 +48,10 @@ impl Connection for Switch {
 #[async_trait]
 impl Publisher for Switch {
     fn publisher_capabilities(&self) -> PublisherCapabilities {
-        self.broker.publisher_capabilities()
+        PublisherCapabilities {
+            locally_durable: self.locally_durable.load(Ordering::SeqCst),
+            ..self.broker.publisher_capabilities()
+        }
     }
 
     async fn publish(&self, envelope: &Envelope) -> Result<(), BackendError> {
@@ -76,6 +82,7 @@ impl Switch {
             refuse: Arc::default(),
             attempts: Arc::default(),
             closes: Arc::default(),
+            locally_durable: Arc::default(),
         }
     }
 }
@@ -702,4 +709,59 @@ async fn an_orphan_with_a_record_too_large_for_this_spool_is_left_whole() {
     assert_eq!(records.len(), 3, "the orphan keeps every record");
     let last = archiver_core::wire::from_bytes(records[2].payload.clone()).unwrap();
     assert_eq!(last.body, big);
+}
+
+/// What a closure logged at warning level and above, as text.
+fn warnings_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = {
+        let captured = captured.clone();
+        move || captured.clone()
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let value = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    (value, text)
+}
+
+#[tokio::test]
+async fn a_spool_in_front_of_a_locally_durable_publisher_is_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Switch::new();
+    let (plain, quiet) = warnings_of(|| archiver(&switch, &dir.path().join("plain")));
+    assert_eq!(quiet, "", "a broker elsewhere: a spool is what keeps mail");
+    plain.shutdown(Duration::from_millis(50)).await;
+
+    switch.locally_durable.store(true, Ordering::SeqCst);
+    let (local, warned) = warnings_of(|| archiver(&switch, &dir.path().join("local")));
+    assert_eq!(warned.lines().count(), 1, "{warned}");
+    assert!(warned.contains("WARN"), "{warned}");
+    assert!(
+        warned.contains("journals each mail twice on one disk")
+            && warned.contains("configure no spool"),
+        "says why and what to do instead: {warned}"
+    );
+    assert!(
+        warned.contains("spool-test"),
+        "names the archiver: {warned}"
+    );
+    // Only a warning: the spool works as ever.
+    let receipt = local.archive_message(&list(), mail(0)).await.unwrap();
+    assert_eq!(receipt.outcome, Outcome::Published);
+    local.shutdown(Duration::from_millis(50)).await;
 }

@@ -149,6 +149,7 @@ impl RabbitConfig {
         PublisherCapabilities {
             max_envelope_bytes: self.max_envelope_bytes,
             publish_durability: "publisher confirm: routed to every bound queue and written to disk (quorum queues: fsynced)",
+            locally_durable: false,
         }
     }
 

@@ -115,6 +115,8 @@ impl RedisConfig {
                     "XADD answered and WAITAOF saw it fsynced locally and on the configured replicas"
                 }
             },
+            // In the Redis server's care, wherever it runs.
+            locally_durable: false,
         }
     }
 

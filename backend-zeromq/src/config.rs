@@ -515,6 +515,8 @@ impl HubConfig {
                     "appended to the list server's journal, synced to its disk within the configured time (a power loss may lose the last ones); delivered to each subscriber from there"
                 }
             },
+            // The hub's journal is on the list server's own disk.
+            locally_durable: true,
         }
     }
 
@@ -765,6 +767,11 @@ mod tests {
                 .publisher_capabilities()
                 .publish_durability
                 .contains("fdatasync")
+        );
+        assert!(
+            always.publisher_capabilities().locally_durable
+                && within.publisher_capabilities().locally_durable,
+            "the journal is on the list server's disk, whatever the sync policy"
         );
     }
 

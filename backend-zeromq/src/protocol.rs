@@ -4,16 +4,18 @@
 //! for clients in other languages.
 //!
 //! Every message starts with a command frame (upper-case ASCII); the frames
-//! after it depend on the command. An envelope travels as its wire fields,
-//! one frame per name and one per value, followed by the body as the last
-//! frame, untouched.
+//! after it depend on the command. An envelope travels as one frame in the
+//! wire format's one-byte-string form (`archiver_core::wire::to_bytes`:
+//! its fields as `name: value` lines, an empty line, the body untouched),
+//! in DELIVER, on the live tail and in DEAD-LETTERS alike: the hub keeps
+//! it so in its journal and sends it without decoding it.
 
 use std::time::Duration;
 
 use archiver_core::wire::{self, WireError};
 use archiver_core::{
-    DeadLetter, Envelope, Kind, ListPattern, Selection, StartPosition, SubscriberCapabilities,
-    SubscriberName,
+    DeadLetter, Envelope, Kind, ListId, ListPattern, Selection, StartPosition,
+    SubscriberCapabilities, SubscriberName,
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -21,8 +23,10 @@ use serde::{Deserialize, Serialize};
 /// The protocol version a hello carries; a hub refuses any other with
 /// DENIED naming both versions, so an archive server and a hub of
 /// different versions get a clear error instead of misreading each other.
-/// Version 2: WELCOME carries the hub's capabilities.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 2: WELCOME carries the hub's capabilities. Version 3: DELIVER
+/// and the tail carry the envelope as one frame in the one-byte-string
+/// form, as DEAD-LETTERS does.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame a hub accepts from an archive server: commands are
 /// small, so anything bigger is garbage (libzmq drops the peer). libzmq
@@ -273,40 +277,10 @@ impl Welcome {
     }
 }
 
-/// The frames of an envelope: field names and values alternating, then the
-/// body.
-pub fn envelope_frames(envelope: &Envelope) -> Vec<Vec<u8>> {
-    let fields = wire::to_fields(envelope);
-    let mut frames = Vec::with_capacity(fields.len() * 2 + 1);
-    for (name, value) in fields {
-        frames.push(name.as_bytes().to_vec());
-        frames.push(value.into_bytes());
-    }
-    frames.push(envelope.body.to_vec());
-    frames
-}
-
-/// Reads [`envelope_frames`]' output back.
-pub fn parse_envelope(mut frames: Vec<Vec<u8>>) -> Result<Envelope, WireError> {
-    let body = frames
-        .pop()
-        .ok_or_else(|| WireError::Framing("no body frame".into()))?;
-    if !frames.len().is_multiple_of(2) {
-        return Err(WireError::Framing(format!(
-            "{} field frames: names and values must pair up",
-            frames.len()
-        )));
-    }
-    let fields = frames
-        .chunks(2)
-        .map(
-            |pair| match (std::str::from_utf8(&pair[0]), std::str::from_utf8(&pair[1])) {
-                (Ok(name), Ok(value)) => Ok((name, value)),
-                _ => Err(WireError::Framing("a field frame is not UTF-8".into())),
-            },
-        )
-        .collect::<Result<Vec<_>, _>>()?;
-    wire::from_fields(fields, Bytes::from(body))
+/// Reads an envelope frame (DELIVER's last, the tail's second); the body
+/// shares the frame's memory.
+pub fn parse_envelope(frame: Vec<u8>) -> Result<Envelope, WireError> {
+    wire::from_bytes(Bytes::from(frame))
 }
 
 /// A delivery tag: the envelope's place in the hub's journal, as decimal.
@@ -322,10 +296,10 @@ pub fn number<T: std::str::FromStr>(frame: &[u8], what: &str) -> Result<T, Strin
         .ok_or_else(|| format!("{what} is not a decimal number"))
 }
 
-/// The tail's topic of an envelope: `<list-id>/<kind>`, so a tail of one
-/// list subscribes to the prefix `<list-id>/`.
-pub fn tail_topic(envelope: &Envelope) -> Vec<u8> {
-    format!("{}/{}", envelope.list_id, envelope.kind.as_str()).into_bytes()
+/// The tail's topic of an envelope of `kind` on `list`: `<list-id>/<kind>`,
+/// so a tail of one list subscribes to the prefix `<list-id>/`.
+pub fn tail_topic(kind: Kind, list: &ListId) -> Vec<u8> {
+    format!("{list}/{}", kind.as_str()).into_bytes()
 }
 
 /// The prefixes a tail subscribes to for a selection: one per exact list
@@ -364,29 +338,13 @@ mod tests {
     }
 
     #[test]
-    fn envelopes_round_trip_through_frames() {
+    fn envelope_frames_are_the_one_byte_string_form() {
         let envelope = event();
-        let frames = envelope_frames(&envelope);
-        assert_eq!(frames[0], b"format-version");
-        assert_eq!(frames[1], b"1.2");
-        assert_eq!(parse_envelope(frames).unwrap(), envelope);
-    }
-
-    #[test]
-    fn malformed_envelope_frames_are_refused() {
-        assert!(parse_envelope(vec![]).is_err());
-        let mut odd = envelope_frames(&event());
-        odd.remove(0);
-        assert!(matches!(parse_envelope(odd), Err(WireError::Framing(_))));
-        let mut bad = envelope_frames(&event());
-        bad[3] = vec![0xff, 0xfe];
-        assert!(parse_envelope(bad).is_err());
-        let mut missing = envelope_frames(&event());
-        missing.drain(2..4);
-        assert_eq!(
-            parse_envelope(missing),
-            Err(WireError::Missing("envelope-id"))
-        );
+        let frame = wire::to_bytes(&envelope);
+        assert!(frame.starts_with(b"format-version: 1.2\n"));
+        assert_eq!(parse_envelope(frame).unwrap(), envelope);
+        assert!(parse_envelope(b"format-version: 1.2".to_vec()).is_err());
+        assert!(parse_envelope(Vec::new()).is_err());
     }
 
     #[test]
@@ -442,6 +400,10 @@ mod tests {
         );
         let pattern = Selection::all().list("*.example.org".parse().unwrap());
         assert_eq!(tail_prefixes(&pattern), vec![Vec::<u8>::new()]);
-        assert!(tail_topic(&event()).starts_with(b"dev.lists.example.org/"));
+        let event = event();
+        assert_eq!(
+            tail_topic(event.kind, &event.list_id),
+            b"dev.lists.example.org/event"
+        );
     }
 }

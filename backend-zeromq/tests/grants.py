@@ -34,7 +34,7 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from interop import PROTOCOL_VERSION, TIMEOUT, Failure, Hub, delivery, text
+from interop import PROTOCOL_VERSION, TIMEOUT, Failure, Hub, delivery, envelope, text
 
 # How long an attempt waits for the hub's answer.
 ANSWER_WAIT = 5.0
@@ -117,11 +117,14 @@ def tail(context, config):
                 left = deadline - time.monotonic()
                 if left <= 0 or not sub.poll(int(left * 1000) + 1, zmq.POLLIN):
                     raise Failure(f"the tail carried {len(received)} of {TAIL_COUNT} envelopes within {TIMEOUT:.0f} s")
-                topic, *pairs, _body = sub.recv_multipart()
-                fields = dict(zip(pairs[0::2], pairs[1::2]))
+                frames = sub.recv_multipart()
+                if len(frames) != 2:
+                    raise Failure(f"a tail message of {len(frames)} frames: want topic, envelope")
+                topic, frame = frames
+                _names, fields, _body = envelope(frame)
                 received.append({
                     "topic": text(topic, "the tail's topic"),
-                    "envelope-id": text(fields.get(b"envelope-id", b""), "the envelope id"),
+                    "envelope-id": fields.get("envelope-id", ""),
                 })
         return event, received
     finally:

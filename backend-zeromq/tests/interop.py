@@ -20,7 +20,7 @@ import time
 import zmq
 
 TIMEOUT = 30.0
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 CAPABILITIES = {
     "per_list_order": bool,
     "replay_from_start": bool,
@@ -122,19 +122,36 @@ class Hub:
         return capabilities
 
 
+def envelope(frame):
+    """An envelope frame (DELIVER's last, the tail's second), in the wire
+    format's one-byte-string form: `name: value` lines, an empty line, then
+    the body untouched. Returns the field names in wire order, the fields
+    (name to value) and the body."""
+    head, blank, body = frame.partition(b"\n\n")
+    if not blank:
+        raise Failure(f"an envelope frame without the empty line after its fields: {frame[:64]!r}")
+    names, values = [], []
+    for line in text(head, "the envelope's fields").split("\n"):
+        name, colon, value = line.partition(": ")
+        if not colon:
+            raise Failure(f"an envelope field line without \": \": {line[:64]!r}")
+        names.append(name)
+        values.append(value)
+    if len(set(names)) != len(names):
+        raise Failure(f"an envelope repeats a field: {names}")
+    return names, dict(zip(names, values)), body
+
+
 def delivery(args):
     """A DELIVER's frames after the command, checked and summed up."""
-    if len(args) < 3 or (len(args) - 3) % 2:
-        raise Failure(f"DELIVER with {len(args)} frames: want tag, attempt, name/value pairs, body")
-    tag, attempt, pairs, body = args[0], args[1], args[2:-1], args[-1]
-    names = [text(n, "a field name") for n in pairs[0::2]]
-    values = [text(v, "a field value") for v in pairs[1::2]]
-    if len(set(names)) != len(names):
-        raise Failure(f"DELIVER repeats a field: {names}")
+    if len(args) != 3:
+        raise Failure(f"DELIVER with {len(args)} frames: want tag, attempt, envelope")
+    tag, attempt, frame = args
+    names, fields, body = envelope(frame)
     return tag, {
         "tag": decimal(tag, "the tag"),
         "attempt": decimal(attempt, "the attempt"),
-        "fields": dict(zip(names, values)),
+        "fields": fields,
         "field_names": names,
         "body_sha256": hashlib.sha256(body).hexdigest(),
         "body_len": len(body),

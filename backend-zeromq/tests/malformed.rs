@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use archiver_core::{
     ArchivedMail, Connection, Envelope, ListId, MailLimits, MailingList, Publisher, Subscriber,
-    Subscription,
+    Subscription, wire,
 };
 use backend_zeromq::protocol::{self, command};
 use backend_zeromq::{ClientConfig, ZmqClient, ZmqHub};
@@ -171,7 +171,8 @@ async fn a_misbehaving_hub_cannot_corrupt_deliveries() {
     fake.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = fake.get_last_endpoint().unwrap().unwrap();
     let good = mail(1);
-    let good_frames = protocol::envelope_frames(&good);
+    let good_frame = wire::to_bytes(&good);
+    let good_body = good.body.to_vec();
     let fake_hub = std::thread::spawn(move || {
         let hello = support::recv_raw(&fake, "hello");
         assert_eq!(hello[1], command::HELLO);
@@ -190,18 +191,28 @@ async fn a_misbehaving_hub_cannot_corrupt_deliveries() {
             command::DELIVER.to_vec(),
             b"7".to_vec(),
             b"1".to_vec(),
+            b"format-version: 1.2".to_vec(),
+        ]);
+        // Field frames as protocol 2 sent them: not one envelope frame,
+        // so ignored.
+        send(vec![
+            command::DELIVER.to_vec(),
+            b"9".to_vec(),
+            b"1".to_vec(),
             b"format-version".to_vec(),
+            b"1.2".to_vec(),
+            good_body,
         ]);
         // A delivery with an unreadable tag, a short one, an unknown
         // command: ignored.
         let mut bad_tag = vec![command::DELIVER.to_vec(), b"x".to_vec(), b"1".to_vec()];
-        bad_tag.extend(good_frames.clone());
+        bad_tag.push(good_frame.clone());
         send(bad_tag);
         send(vec![command::DELIVER.to_vec()]);
         send(vec![b"\x00\xffWHAT".to_vec()]);
         // Then a good one.
         let mut ok = vec![command::DELIVER.to_vec(), b"8".to_vec(), b"1".to_vec()];
-        ok.extend(good_frames);
+        ok.push(good_frame);
         send(ok);
         let mut seen = Vec::new();
         while seen.len() < 2 {

@@ -1,7 +1,10 @@
-//! A hub directory written by the hub of protocol 1 (`tests/fixtures/hub-v1`,
-//! see its README) opens with today's hub and is served: each subscriber
-//! gets what it had not settled, byte for byte, the dead letter is listed
-//! and replayed, and new publishes go on from the old journal.
+//! Hub directories written by the hubs of protocol 1 and 2
+//! (`tests/fixtures/hub-v1` and `hub-v2`, see their README: journal records
+//! of kinds 0 and 1, without the routing header) open with today's hub and
+//! are served: each subscriber gets what it had not settled and its
+//! selection picks, byte for byte, a dead letter is listed and replayed, a
+//! dead letter replayed by the old hub reaches only its subscriber, and new
+//! publishes go on from the old journal.
 
 mod support;
 
@@ -10,8 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use archiver_core::{
-    Connection, Deliveries, Envelope, ListId, Operator, Publisher, Replay, Subscriber,
-    SubscriberName, Subscription,
+    Connection, Deliveries, Envelope, Kind, ListId, Operator, Publisher, Replay, Selection,
+    Subscriber, SubscriberName, Subscription, wire,
 };
 use backend_zeromq::ZmqHub;
 use futures::StreamExt;
@@ -132,6 +135,98 @@ async fn a_hub_directory_of_protocol_1_opens_and_is_served() {
     );
     assert_eq!(receive(&mut idle, 1, "a new publish").await, vec![new]);
 
+    client.close().await.unwrap();
+    hub.close().await.unwrap();
+}
+
+/// The envelopes the hub of protocol 2 published into `hub-v2`, by journal
+/// sequence, as `wire::to_bytes` wrote them.
+fn published_v2(seq: usize) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/hub-v2-published/{seq}.envelope"));
+    std::fs::read(path).unwrap()
+}
+
+fn one_strings(envelopes: &[Envelope]) -> Vec<Vec<u8>> {
+    envelopes.iter().map(wire::to_bytes).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_directory_of_protocol_2_opens_and_is_served_byte_for_byte() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hub-v2");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    let hub = ZmqHub::bind(support::hub_config(dir.path())).expect("the old directory opens");
+    let status: BTreeMap<String, (usize, u64)> = hub
+        .status()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.name.to_string(), (q.dead_letters, q.pinned_from)))
+        .collect();
+    assert_eq!(
+        status,
+        BTreeMap::from([
+            ("archive".into(), (0, 2)),
+            ("idle".into(), (0, 0)),
+            ("mails".into(), (0, 1)),
+        ]),
+        "three subscribers at their cursors; archive's dead letter was replayed"
+    );
+
+    let client = support::client_of(&hub);
+    let mut archive = client
+        .subscribe(&Subscription::new("archive".parse().unwrap()))
+        .await
+        .unwrap();
+    let got = receive(&mut archive, 3, "archive's unsettled and its replay").await;
+    assert_eq!(
+        one_strings(&got),
+        vec![published_v2(2), published_v2(3), published_v2(1)],
+        "the private mail, the membership event, then mail 1 replayed"
+    );
+
+    let mut mails = client
+        .subscribe(
+            &Subscription::new("mails".parse().unwrap()).select(Selection::all().only(Kind::Mail)),
+        )
+        .await
+        .unwrap();
+    let got = receive(&mut mails, 2, "mails' unsettled mails").await;
+    assert_eq!(
+        one_strings(&got),
+        vec![published_v2(1), published_v2(2)],
+        "mails only, and not archive's replay"
+    );
+
+    let mut idle = client
+        .subscribe(&Subscription::new("idle".parse().unwrap()))
+        .await
+        .unwrap();
+    let got = receive(&mut idle, 4, "idle's envelopes").await;
+    assert_eq!(
+        one_strings(&got),
+        (0..4).map(published_v2).collect::<Vec<_>>()
+    );
+
+    // The next thing each gets is a new publish: the old replay record was
+    // for archive alone.
+    let new = Envelope {
+        id: archiver_core::EnvelopeId::new(),
+        ..got[0].clone()
+    };
+    hub.publish(&new).await.unwrap();
+    for (deliveries, who) in [
+        (&mut archive, "archive"),
+        (&mut mails, "mails"),
+        (&mut idle, "idle"),
+    ] {
+        assert_eq!(
+            receive(deliveries, 1, who).await,
+            vec![new.clone()],
+            "{who}: the new publish, nothing else before it"
+        );
+    }
     client.close().await.unwrap();
     hub.close().await.unwrap();
 }

@@ -13,7 +13,7 @@ use backend_zeromq::protocol::{self, command};
 use backend_zeromq::{ClientConfig, DEFAULT_TIMEOUT, ZmqClient, ZmqHub};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hello_of_protocol_1_is_denied_naming_both_versions() {
+async fn a_hello_of_protocol_2_is_denied_naming_both_versions() {
     let dir = tempfile::tempdir().unwrap();
     let hub = ZmqHub::bind(support::hub_config(dir.path())).unwrap();
     let endpoint = hub.endpoint().to_owned();
@@ -22,8 +22,9 @@ async fn a_hello_of_protocol_1_is_denied_naming_both_versions() {
         let old_client = context.socket(zmq::DEALER).unwrap();
         old_client.set_linger(0).unwrap();
         old_client.connect(&endpoint).unwrap();
-        // What a client of protocol 1 says (no field it sends has changed).
-        let hello = br#"{"version":1,"name":"web","lists":[],"kind":null,"prefetch":8,"max_attempts":5,"start":"new"}"#;
+        // What a client of protocol 2 says (no field it sends has changed;
+        // it would misread a DELIVER of protocol 3).
+        let hello = br#"{"version":2,"name":"web","lists":[],"kind":null,"prefetch":8,"max_attempts":5,"start":"new"}"#;
         old_client
             .send_multipart([command::HELLO, &hello[..]], 0)
             .unwrap();
@@ -35,7 +36,7 @@ async fn a_hello_of_protocol_1_is_denied_naming_both_versions() {
     assert_eq!(
         String::from_utf8_lossy(&denied[1]),
         format!(
-            "protocol version 1 is not supported (this hub speaks {})",
+            "protocol version 2 is not supported (this hub speaks {})",
             protocol::PROTOCOL_VERSION
         )
     );
@@ -46,10 +47,10 @@ async fn a_hello_of_protocol_1_is_denied_naming_both_versions() {
     hub.close().await.unwrap();
 }
 
-/// A hub of protocol 1 answers this client's hello as it did (its
+/// A hub of protocol 2 answers this client's hello as it did (its
 /// `Hello::validate` text), and the client's `subscribe` fails with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hub_of_protocol_1_refuses_this_client_with_a_typed_error() {
+async fn a_hub_of_protocol_2_refuses_this_client_with_a_typed_error() {
     let context = zmq::Context::new();
     let old_hub = context.socket(zmq::ROUTER).unwrap();
     old_hub.set_linger(0).unwrap();
@@ -60,7 +61,7 @@ async fn a_hub_of_protocol_1_refuses_this_client_with_a_typed_error() {
         assert_eq!(hello[1], command::HELLO);
         let said: serde_json::Value = serde_json::from_slice(&hello[2]).unwrap();
         let version = said["version"].as_u64().unwrap();
-        let reason = format!("protocol version {version} is not supported (this hub speaks 1)");
+        let reason = format!("protocol version {version} is not supported (this hub speaks 2)");
         old_hub
             .send_multipart(
                 [
@@ -83,11 +84,11 @@ async fn a_hub_of_protocol_1_refuses_this_client_with_a_typed_error() {
     assert_eq!(sent, u64::from(protocol::PROTOCOL_VERSION));
     match refused {
         Err(BackendError::InvalidSubscription(reason)) => assert!(
-            reason.contains("protocol version 2 is not supported (this hub speaks 1)"),
+            reason.contains("protocol version 3 is not supported (this hub speaks 2)"),
             "{reason}"
         ),
         Err(other) => panic!("expected InvalidSubscription, got {other:?}"),
-        Ok(_) => panic!("a hub of protocol 1 must refuse this client"),
+        Ok(_) => panic!("a hub of protocol 2 must refuse this client"),
     }
     client.close().await.unwrap();
 }

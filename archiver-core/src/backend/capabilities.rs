@@ -14,6 +14,12 @@ pub struct PublisherCapabilities {
     pub max_envelope_bytes: usize,
     /// What "publish returned Ok" means for durability, in one sentence.
     pub publish_durability: &'static str,
+    /// True when publish returns once the envelope is in a journal on this
+    /// machine's disk (a ZeroMQ hub in the list server's process): a
+    /// spool in front of such a publisher only journals each mail a second
+    /// time on the same disk, and adds nothing while the "broker" is the
+    /// process itself. False for a broker elsewhere, and for memory.
+    pub locally_durable: bool,
 }
 
 /// What an archive server's subscriptions can rely on.

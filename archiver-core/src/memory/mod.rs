@@ -114,6 +114,7 @@ impl Publisher for MemoryBackend {
         PublisherCapabilities {
             max_envelope_bytes: self.broker.max_envelope_bytes,
             publish_durability: "held in this process's memory: lost when the process exits",
+            locally_durable: false,
         }
     }
 

@@ -462,15 +462,10 @@ impl Consumer {
 
     fn deliver(&mut self, link: usize, args: Vec<Vec<u8>>) {
         let endpoint = &self.links[link].link.endpoint;
-        if args.len() < 3 {
-            tracing::warn!(hub = %endpoint, "a delivery without tag, attempt and envelope ignored");
+        let Ok([tag, attempt, envelope]) = <[Vec<u8>; 3]>::try_from(args) else {
+            tracing::warn!(hub = %endpoint, "a delivery not of tag, attempt and envelope ignored");
             return;
-        }
-        let mut args = args.into_iter();
-        let (tag, attempt) = (
-            args.next().unwrap_or_default(),
-            args.next().unwrap_or_default(),
-        );
+        };
         let Ok(seq) = protocol::number::<u64>(&tag, "tag") else {
             tracing::warn!(hub = %endpoint, "a delivery with a malformed tag ignored");
             return;
@@ -478,7 +473,7 @@ impl Consumer {
         let envelope = protocol::number::<u32>(&attempt, "attempt")
             .map_err(|e| e.to_string())
             .and_then(|attempt| {
-                protocol::parse_envelope(args.collect())
+                protocol::parse_envelope(envelope)
                     .map(|envelope| (attempt, envelope))
                     .map_err(|e| e.to_string())
             });

@@ -202,12 +202,20 @@ impl Tail {
         Ok(links)
     }
 
-    fn forward(&self, endpoint: &str, mut frames: Vec<Vec<u8>>) {
-        if frames.is_empty() || frames[0].starts_with(b"\x01") {
+    fn forward(&self, endpoint: &str, frames: Vec<Vec<u8>>) {
+        // A control message (another tail's hello answered): its topic
+        // starts with \x01.
+        if frames
+            .first()
+            .is_none_or(|topic| topic.starts_with(b"\x01"))
+        {
             return;
         }
-        frames.remove(0);
-        match protocol::parse_envelope(frames) {
+        let Ok([_topic, envelope]) = <[Vec<u8>; 2]>::try_from(frames) else {
+            tracing::warn!(hub = %endpoint, "a tail message not of topic and envelope ignored");
+            return;
+        };
+        match protocol::parse_envelope(envelope) {
             Ok(envelope) if self.selection.matches(&envelope) => {
                 if self.envelopes.try_send(Ok(envelope)).is_err() {
                     tracing::debug!("live tail behind: envelope not shown to it");

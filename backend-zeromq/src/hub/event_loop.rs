@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::access::Access;
 use super::dead_letters::DeadLetterStore;
 use super::queue::{ConnId, Doomed, Queue, Settled};
-use super::record;
+use super::record::{self, HubRecord};
 use super::registry::{Registered, Registry};
 use super::status::QueueStatus;
 use crate::mailbox::Inbox;
@@ -25,10 +25,10 @@ use crate::zap::{Gate, SharedGate};
 
 /// What async code asks of the hub thread.
 pub enum HubCommand {
-    /// Records were appended; the envelope is for the live tail, and the
+    /// Records were appended; the record is for the live tail, and the
     /// sender is answered once it is on the tail socket, so a tail opened
     /// after `publish` returned never sees it.
-    Published(Option<(Envelope, oneshot::Sender<()>)>),
+    Published(Option<(HubRecord, oneshot::Sender<()>)>),
     /// Report every queue's state.
     Status(oneshot::Sender<Vec<QueueStatus>>),
     /// Delete a subscriber with its queue and dead letters.
@@ -183,8 +183,8 @@ impl HubLoop {
             {
                 for command in self.inbox.take() {
                     match command {
-                        HubCommand::Published(Some((envelope, sent))) => {
-                            self.tail_publish(&envelope);
+                        HubCommand::Published(Some((record, sent))) => {
+                            self.tail_publish(&record);
                             let _ = sent.send(());
                         }
                         HubCommand::Published(None) => {}
@@ -694,15 +694,18 @@ impl HubLoop {
         }
     }
 
-    fn read_envelope(&self, seq: u64) -> Result<Envelope, String> {
+    fn read_record(&self, seq: u64) -> Result<HubRecord, String> {
         let records = self.journal.read(seq, 1, 1).map_err(|e| e.to_string())?;
         let record = records
             .into_iter()
             .find(|r| r.seq == seq)
             .ok_or_else(|| format!("record {seq} is no longer in the journal"))?;
-        record::read(record.payload)
-            .map(|r| r.envelope)
-            .map_err(|e| e.to_string())
+        record::read(record.payload).map_err(|e| e.to_string())
+    }
+
+    /// The envelope of `seq`, decoded (to keep it as a dead letter).
+    fn read_envelope(&self, seq: u64) -> Result<Envelope, String> {
+        self.read_record(seq)?.decode().map_err(|e| e.to_string())
     }
 
     /// A late ACK, NACK, RELEASE or REJECT of a delivery `peer` held past
@@ -854,10 +857,10 @@ impl HubLoop {
                 let Some(mut ready) = queue.next_ready(&self.journal, now) else {
                     break;
                 };
-                let envelope = match ready.envelope.take() {
-                    Some(envelope) => envelope,
-                    None => match self.read_envelope(ready.seq) {
-                        Ok(envelope) => envelope,
+                let record = match ready.record.take() {
+                    Some(record) => record,
+                    None => match self.read_record(ready.seq) {
+                        Ok(record) => record,
                         Err(error) => {
                             tracing::error!(subscriber = %name, seq = ready.seq, %error, "cannot read a queued envelope");
                             let queue = self.queues.get_mut(&name).expect("listed above");
@@ -869,10 +872,12 @@ impl HubLoop {
                 // The stored selection may be wider than the grants of
                 // those consuming it: each envelope goes only to a
                 // connection whose principal may receive it.
+                let header = &record.header;
                 let granted = |id: &ConnId| {
-                    conns
-                        .get(id)
-                        .is_some_and(|c| c.grant.may_receive(&envelope))
+                    conns.get(id).is_some_and(|c| {
+                        c.grant
+                            .admits(&header.list_id, header.public, header.membership_event)
+                    })
                 };
                 let queue = self.queues.get_mut(&name).expect("listed above");
                 // Chosen only once there is something to deliver, so turns
@@ -880,22 +885,24 @@ impl HubLoop {
                 let Some(peer) = queue.pick_consumer(|id| has_credit(id) && granted(id)) else {
                     if queue.consumers.iter().any(granted) {
                         // Waits for a granted connection's credit.
-                        ready.envelope = Some(envelope);
+                        ready.record = Some(record);
                         queue.unsent(ready);
                         break;
                     }
-                    tracing::warn!(subscriber = %name, envelope_id = %envelope.id, list = %envelope.list_id, "passed over: no principal consuming this subscriber is granted it");
+                    tracing::warn!(subscriber = %name, seq = ready.seq, list = %header.list_id, "passed over: no principal consuming this subscriber is granted it");
                     queue.ack(ready.seq);
                     continue;
                 };
-                let mut frames = vec![command::DELIVER.to_vec(), protocol::tag(ready.seq)];
-                let envelope_frames = protocol::envelope_frames(&envelope);
-                let bytes: usize = envelope_frames.iter().map(Vec::len).sum();
+                let bytes = record.envelope.len();
                 let queue = self.queues.get_mut(&name).expect("listed above");
                 let attempt =
                     queue.delivered(ready.seq, ready.deliveries, peer.clone(), bytes, now);
-                frames.push(attempt.to_string().into_bytes());
-                frames.extend(envelope_frames);
+                let frames = vec![
+                    command::DELIVER.to_vec(),
+                    protocol::tag(ready.seq),
+                    attempt.to_string().into_bytes(),
+                    record.envelope.to_vec(),
+                ];
                 tracing::trace!(subscriber = %name, seq = ready.seq, attempt, peer = %hex(&peer), "deliver");
                 if self.send(&peer, frames) {
                     if let Some(conn) = self.conns.get_mut(&peer) {
@@ -903,7 +910,7 @@ impl HubLoop {
                         conn.inflight_bytes += bytes;
                     }
                 } else {
-                    ready.envelope = Some(envelope);
+                    ready.record = Some(record);
                     self.queues
                         .get_mut(&name)
                         .expect("listed above")
@@ -944,13 +951,19 @@ impl HubLoop {
         }
     }
 
-    fn tail_publish(&self, envelope: &Envelope) {
+    fn tail_publish(&self, record: &HubRecord) {
         let Some(tail) = &self.tail else { return };
-        if !self.tail_grant.may_receive(envelope) {
+        let header = &record.header;
+        if !self
+            .tail_grant
+            .admits(&header.list_id, header.public, header.membership_event)
+        {
             return;
         }
-        let mut frames = vec![protocol::tail_topic(envelope)];
-        frames.extend(protocol::envelope_frames(envelope));
+        let frames = vec![
+            protocol::tail_topic(header.kind, &header.list_id),
+            record.envelope.to_vec(),
+        ];
         // PUB never blocks: a tail that cannot keep up loses envelopes.
         let _ = tail.send_multipart(frames, zmq::DONTWAIT);
     }

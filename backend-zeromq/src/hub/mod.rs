@@ -407,18 +407,15 @@ impl Publisher for ZmqHub {
             return Err(BackendError::Closed);
         }
         BackendError::check_size(envelope, self.inner.config.max_envelope_bytes)?;
+        let (payload, record) = record::published(envelope);
         let seq = self
             .inner
             .journal
-            .append(record::published(envelope))
+            .append(payload)
             .await
             .map_err(journal_error)?;
         let (sent, on_tail) = oneshot::channel();
-        let for_tail = self
-            .inner
-            .tail_endpoint
-            .is_some()
-            .then(|| (envelope.clone(), sent));
+        let for_tail = self.inner.tail_endpoint.is_some().then(|| (record, sent));
         let tailed = for_tail.is_some();
         self.inner
             .mailbox

@@ -11,10 +11,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use archiver_core::journal::{Journal, JournalError};
-use archiver_core::{Envelope, SubscriberName, attempt_limit_reached};
+use archiver_core::{SubscriberName, attempt_limit_reached};
 use chrono::{DateTime, Utc};
 
-use super::record;
+use super::record::{self, HubRecord};
 use super::registry::Registered;
 
 /// A connection's routing id on the hub's ROUTER socket.
@@ -29,8 +29,9 @@ pub struct Ready {
     pub seq: u64,
     /// Deliveries so far (the next one is attempt `deliveries + 1`).
     pub deliveries: u32,
-    /// Kept when just read from the journal; read again otherwise.
-    pub envelope: Option<Envelope>,
+    /// Kept when just read from the journal (its envelope undecoded, a
+    /// slice of what the journal read); read again otherwise.
+    pub record: Option<HubRecord>,
 }
 
 /// An envelope that is to go to the dead letters.
@@ -176,7 +177,7 @@ impl Queue {
             self.ready.push_back(Ready {
                 seq,
                 deliveries,
-                envelope: None,
+                record: None,
             });
         }
         if self.ready.is_empty() {
@@ -215,12 +216,12 @@ impl Queue {
                     .only_for
                     .as_ref()
                     .is_none_or(|only| *only == self.name);
-                if for_us && self.registered.selects(&hub_record.envelope) {
+                if for_us && self.registered.selects(&hub_record.header) {
                     self.unsettled.insert(r.seq);
                     self.ready.push_back(Ready {
                         seq: r.seq,
                         deliveries: 0,
-                        envelope: Some(hub_record.envelope),
+                        record: Some(hub_record),
                     });
                 }
             }
@@ -313,7 +314,7 @@ impl Queue {
             self.ready.push_back(Ready {
                 seq,
                 deliveries: attempts,
-                envelope: None,
+                record: None,
             });
         } else {
             self.delayed.insert((now + delay, seq));
@@ -388,7 +389,7 @@ impl Queue {
         self.ready.push_front(Ready {
             seq,
             deliveries: attempts,
-            envelope: None,
+            record: None,
         });
         None
     }
@@ -419,7 +420,7 @@ impl Queue {
 mod tests {
     use super::*;
     use archiver_core::journal::JournalOptions;
-    use archiver_core::{ListChange, ListEvent, ListId, MailingList, Selection};
+    use archiver_core::{Envelope, ListChange, ListEvent, ListId, MailingList, Selection};
 
     fn queue(max_attempts: u32) -> Queue {
         Queue::new(
@@ -441,7 +442,10 @@ mod tests {
                 &ListEvent::now(list.clone(), ListChange::ListDeleted),
                 &MailingList::public(list.clone()),
             );
-            journal.append(record::published(&envelope)).await.unwrap();
+            journal
+                .append(record::published(&envelope).0)
+                .await
+                .unwrap();
         }
         (dir, journal)
     }

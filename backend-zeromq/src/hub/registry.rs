@@ -10,6 +10,8 @@ use archiver_core::journal::{JournalError, write_durably};
 use archiver_core::{Kind, Selection, SubscriberName};
 use serde::{Deserialize, Serialize};
 
+use super::record::Header;
+
 /// One subscriber as saved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Saved {
@@ -39,12 +41,12 @@ pub struct Unusable {
 }
 
 impl Registered {
-    /// Whether the subscriber receives this envelope: never while its
-    /// selection is unusable.
-    pub fn selects(&self, envelope: &archiver_core::Envelope) -> bool {
+    /// Whether the subscriber receives the envelope of this header: never
+    /// while its selection is unusable.
+    pub fn selects(&self, header: &Header) -> bool {
         self.selection
             .as_ref()
-            .is_ok_and(|selection| selection.matches(envelope))
+            .is_ok_and(|selection| selection.selects(header.kind, &header.list_id))
     }
 }
 
@@ -174,7 +176,10 @@ mod tests {
             &archiver_core::ListEvent::now(list.clone(), archiver_core::ListChange::ListDeleted),
             &archiver_core::MailingList::public(list),
         );
-        assert!(!old.selects(&event), "never falls open to every list");
+        assert!(
+            !old.selects(&super::Header::of(&event)),
+            "never falls open to every list"
+        );
         registry.save(loaded.iter()).unwrap();
         assert_eq!(registry.load().unwrap(), loaded, "saved back as it was");
     }
