@@ -124,6 +124,39 @@ pub fn to_fields(envelope: &Envelope) -> Vec<(&'static str, String)> {
     fields
 }
 
+/// Why a `message-id-hash` value is refused.
+const NOT_A_MESSAGE_ID_HASH: &str = "not 32 characters of A-Z2-7";
+/// Why an `event-type` value is refused.
+const NOT_AN_EVENT_TYPE: &str = "not 1 to 64 characters of a-z, 0-9 and _";
+
+/// Refuses an envelope whose fields [`from_fields`] would refuse once
+/// received: only the free-text fields can be wrong (a `content_type`
+/// with a line break, a `message_id_hash` or `event_type` of the wrong
+/// shape), since the others are typed. Envelopes built by
+/// [`Envelope::mail`] and [`Envelope::event`] always pass; a hand-built one
+/// might not, and a store that routes without decoding (the ZeroMQ hub)
+/// checks it before keeping it, so no reader ever meets one.
+pub fn check(envelope: &Envelope) -> Result<(), WireError> {
+    let invalid = |field: &'static str, reason: &str| WireError::Invalid {
+        field,
+        reason: reason.to_owned(),
+    };
+    if envelope.content_type.contains(['\r', '\n']) {
+        return Err(invalid(field::CONTENT_TYPE, "holds a line break"));
+    }
+    if let Some(hash) = &envelope.message_id_hash
+        && !is_message_id_hash(hash)
+    {
+        return Err(invalid(field::MESSAGE_ID_HASH, NOT_A_MESSAGE_ID_HASH));
+    }
+    if let Some(event_type) = &envelope.event_type
+        && !is_event_type(event_type)
+    {
+        return Err(invalid(field::EVENT_TYPE, NOT_AN_EVENT_TYPE));
+    }
+    Ok(())
+}
+
 /// Rebuilds an envelope from received fields and body. Unknown fields are
 /// ignored so that later minor versions can add some; what [`to_fields`]
 /// cannot have written is refused: a known field given twice, a value with
@@ -185,7 +218,7 @@ pub fn from_fields<'a>(
                 true => Ok(hash.to_owned()),
                 false => Err(invalid(
                     field::MESSAGE_ID_HASH,
-                    "not 32 characters of A-Z2-7".into(),
+                    NOT_A_MESSAGE_ID_HASH.to_owned(),
                 )),
             })
             .transpose()?,
@@ -198,10 +231,7 @@ pub fn from_fields<'a>(
         event_type: found[9]
             .map(|t| match is_event_type(t) {
                 true => Ok(t.to_owned()),
-                false => Err(invalid(
-                    field::EVENT_TYPE,
-                    "not 1 to 64 characters of a-z, 0-9 and _".into(),
-                )),
+                false => Err(invalid(field::EVENT_TYPE, NOT_AN_EVENT_TYPE.to_owned())),
             })
             .transpose()?,
         body,

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use archiver_core::{BackendError, SubscriberName, Subscription};
+use archiver_core::{BackendError, ErrorDetail, SubscriberName, Subscription};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
@@ -72,10 +72,15 @@ pub(crate) async fn declare_exchanges(
             .await
         {
             Ok(()) => Ok(channel),
-            Err(error) if is_not_found(&error) => Err(BackendError::Unavailable(format!(
-                "the exchange {} does not exist yet: the list server declares it when it connects",
-                names.exchange()
-            ).into())),
+            Err(error) if is_not_found(&error) => {
+                Err(BackendError::Unavailable(ErrorDetail::caused_by(
+                    format!(
+                        "the exchange {} does not exist yet: the list server declares it when it connects",
+                        names.exchange()
+                    ),
+                    error,
+                )))
+            }
             Err(error) => Err(backend_error(error)),
         };
     }

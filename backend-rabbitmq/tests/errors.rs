@@ -63,6 +63,19 @@ async fn wrong_password_is_auth() {
     errors::wrong_password_is_auth(&Rabbit, 5672, "guest").await;
 }
 
+/// `amqp:user:password@host` (the `//` forgotten) is refused as a URL
+/// before lapin sees it: lapin's own error would quote it, password and all.
+#[tokio::test]
+async fn a_url_without_its_slashes_is_invalid_and_hides_the_password() {
+    let error = Rabbit
+        .connect("amqp:guest:hunter2@127.0.0.1:5672/%2f")
+        .await
+        .unwrap_err();
+    let shown = format!("{error} {error:?}");
+    assert!(matches!(error, BackendError::InvalidUrl(_)), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
 #[tokio::test]
 async fn lapin_errors_stay_the_source() {
     errors::client_error_is_the_source::<lapin::Error>(&Rabbit, 5672).await;

@@ -401,6 +401,10 @@ impl Consumer {
             if permits.is_empty() {
                 break;
             }
+            // redis-rs's typed reply (no bodies in it, so no costly copy):
+            // it refuses a row of another shape as a whole where a hand
+            // parser would skip it, but Redis and Valkey send every row as
+            // `[id, consumer, idle, count]` in RESP2 and RESP3 alike.
             let reply: StreamPendingCountReply = redis::cmd("XPENDING")
                 .arg(&stream)
                 .arg(self.name.as_str())

@@ -251,4 +251,36 @@ mod tests {
         assert_eq!(parsed[0].1.len(), 1);
         assert_eq!(parsed[0].1[0].fields[0].1.as_ref(), [0, 255]);
     }
+
+    /// RESP3 gives XREADGROUP's streams as a map; every field is kept, in
+    /// its order, a repeated name included (the wire reader refuses it as
+    /// malformed, which a map would have hidden).
+    #[test]
+    fn keeps_every_field_in_order_in_resp3_replies() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let fields = ["kind", "mail", "x-later", "1", "kind", "event", "body", "b"];
+        let reply = Value::Map(vec![(
+            bulk("k"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("7-1"),
+                Value::Array(fields.iter().map(|f| bulk(f)).collect()),
+            ])]),
+        )]);
+        let parsed = streams(reply);
+        let [(key, entries)] = parsed.as_slice() else {
+            panic!("one stream: {parsed:?}");
+        };
+        assert_eq!((key.as_str(), entries.len()), ("k", 1));
+        let got: Vec<(&str, &[u8])> = entries[0]
+            .fields
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_ref()))
+            .collect();
+        let want: Vec<(&str, &[u8])> = fields
+            .chunks(2)
+            .map(|pair| (pair[0], pair[1].as_bytes()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(entries[0].id, EntryId { ms: 7, seq: 1 });
+    }
 }

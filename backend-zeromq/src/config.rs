@@ -322,7 +322,12 @@ unsafe extern "C" {
 }
 
 fn read_key_file(path: &Path) -> Result<String, BackendError> {
-    std::fs::read_to_string(path).map_err(|e| key_file_error(path, &e.to_string()))
+    std::fs::read_to_string(path).map_err(|e| {
+        BackendError::InvalidConfig(ErrorDetail::caused_by(
+            format!("CURVE key file {}: {e}", path.display()),
+            e,
+        ))
+    })
 }
 
 fn key_file_error(path: &Path, why: &str) -> BackendError {
@@ -397,7 +402,12 @@ impl Allowed {
         let refused = |why: String| {
             BackendError::InvalidConfig(format!("grants file {}: {why}", path.display()).into())
         };
-        let bytes = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|e| {
+            BackendError::InvalidConfig(ErrorDetail::caused_by(
+                format!("grants file {}: {e}", path.display()),
+                e,
+            ))
+        })?;
         let entries: Vec<AllowedText> = serde_json::from_slice(&bytes).map_err(|e| {
             let text = e.to_string();
             // A grant's own refusal names the principal and the field;

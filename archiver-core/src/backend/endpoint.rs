@@ -42,6 +42,20 @@ pub fn check_url(raw: &str, schemes: &[&str]) -> Result<url::Url, BackendError> 
             .into(),
         ));
     }
+    if url.cannot_be_a_base() {
+        // `amqp:user:secret@host` (the `//` forgotten) parses as a scheme
+        // and an opaque path: no client reads it as meant, and the error a
+        // client gives would quote it, secret included.
+        return Err(BackendError::InvalidUrl(
+            format!(
+                "{}: no `//` after `{}:` (write {}://host)",
+                redact_url(raw),
+                url.scheme(),
+                url.scheme()
+            )
+            .into(),
+        ));
+    }
     Ok(url)
 }
 
@@ -85,6 +99,13 @@ mod tests {
         assert!(!wrong.contains("hunter2"), "{wrong}");
         let unparsed = check_url("hunter2", &schemes).unwrap_err().to_string();
         assert!(!unparsed.contains("hunter2"), "{unparsed}");
+        let opaque = check_url("redis:u:hunter2@host/", &schemes).unwrap_err();
+        let shown = format!("{opaque} {opaque:?}");
+        assert!(matches!(opaque, BackendError::InvalidUrl(_)), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("no `//`"),
+            "{shown}"
+        );
     }
 
     #[test]

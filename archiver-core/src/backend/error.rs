@@ -17,9 +17,11 @@ use crate::wire::WireError;
 /// client library's error caused it (redis-rs, lapin, zmq, the operating
 /// system), [`source`](std::error::Error::source) returns that error itself,
 /// so a caller can downcast it (an `std::io::ErrorKind`, a Redis error
-/// code). Display and source are written by hand rather than derived:
-/// thiserror's `#[source]` must name a field, which would make the source
-/// the [`ErrorDetail`] and repeat its text once more in every error report.
+/// code). The text includes the cause's message, so a report that walks
+/// the whole chain (anyhow's `{:#}`) shows it twice; Display and source are
+/// written by hand rather than derived because thiserror's `#[source]` must
+/// name a field, which would put the [`ErrorDetail`] itself in the chain
+/// and show it three times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BackendError {
@@ -139,7 +141,7 @@ impl BackendError {
 /// are: an error compares by what it says, whatever object it came from.
 /// The cause is shared so the error stays `Clone` (a publish error goes to
 /// every caller waiting on one batch).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ErrorDetail {
     text: String,
     cause: Option<Arc<dyn Error + Send + Sync + 'static>>,
@@ -190,6 +192,23 @@ impl fmt::Display for ErrorDetail {
     }
 }
 
+/// The text, and whether a cause is kept: the cause's own Debug may show
+/// more than its message (a client library's internals), so it stays out.
+impl fmt::Debug for ErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErrorDetail")
+            .field("text", &self.text)
+            .field("has_cause", &self.cause.is_some())
+            .finish()
+    }
+}
+
+impl PartialEq<str> for ErrorDetail {
+    fn eq(&self, other: &str) -> bool {
+        self.text == other
+    }
+}
+
 impl PartialEq for ErrorDetail {
     fn eq(&self, other: &Self) -> bool {
         self.text == other.text
@@ -198,7 +217,8 @@ impl PartialEq for ErrorDetail {
 
 impl Eq for ErrorDetail {}
 
-/// Reads as its text, so `detail.contains("...")` works as on a string.
+/// Reads as its text, as a `String` would (what these variants held
+/// before they kept a cause), so `detail.contains("...")` still works.
 impl Deref for ErrorDetail {
     type Target = str;
 

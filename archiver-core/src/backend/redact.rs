@@ -15,7 +15,8 @@ const HIDDEN: &str = "***";
 /// a userinfo name given without a password (it may be a password that
 /// lost its colon); the value of every query parameter that names a
 /// credential (`pass`, `password`, `user`, `username`, `token`, `secret`,
-/// `auth`). Text that is not a URL
+/// `auth`); everything after the scheme of a URL whose `//` was forgotten
+/// (`amqp:user:secret@host`). Text that is not a URL
 /// is not shown at all (it might be a password typed in the wrong place).
 ///
 /// ```
@@ -28,6 +29,11 @@ pub fn redact_url(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {
         return "<unparseable URL>".into();
     };
+    if url.cannot_be_a_base() && url.path().contains(['@', ':']) {
+        // `amqp:user:secret@host`, the `//` forgotten: no userinfo to
+        // replace, so nothing after the scheme is shown.
+        return format!("{}:{HIDDEN}", url.scheme());
+    }
     if url.password().is_some() {
         let _ = url.set_password(Some(HIDDEN));
     } else if !url.username().is_empty() {
@@ -97,6 +103,9 @@ mod tests {
                 "redis://127.0.0.1:6379?protocol=resp3",
             ),
             ("hunter2", "<unparseable URL>"),
+            ("amqp:archiver:hunter2@rabbit/lists", "amqp:***"),
+            ("redis:hunter2@127.0.0.1", "redis:***"),
+            ("memory:lists", "memory:lists"),
         ];
         for (raw, shown) in cases {
             assert_eq!(redact_url(raw), shown, "for {raw:?}");

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use archiver_core::journal::{Journal, JournalError, JournalOptions};
+use archiver_core::wire;
 use archiver_core::{
     BackendError, Connection, Envelope, ErrorDetail, Publisher, PublisherCapabilities,
     SubscriberName,
@@ -94,7 +95,10 @@ fn journal_error(error: JournalError) -> BackendError {
     match error {
         JournalError::Closed => BackendError::Closed,
         JournalError::TooLarge { size, limit } => BackendError::TooLarge { size, limit },
-        other => BackendError::Broker(format!("the hub's journal: {other}").into()),
+        other => BackendError::Broker(ErrorDetail::caused_by(
+            format!("the hub's journal: {other}"),
+            other,
+        )),
     }
 }
 
@@ -107,7 +111,10 @@ fn bind_error(endpoint: &str, error: zmq::Error) -> BackendError {
                 error,
             ))
         }
-        other => BackendError::Unavailable(format!("cannot bind {endpoint}: {other}").into()),
+        other => BackendError::Unavailable(ErrorDetail::caused_by(
+            format!("cannot bind {endpoint}: {other}"),
+            other,
+        )),
     }
 }
 
@@ -407,6 +414,10 @@ impl Publisher for ZmqHub {
             return Err(BackendError::Closed);
         }
         BackendError::check_size(envelope, self.inner.config.max_envelope_bytes)?;
+        // The hub routes on a record's header and never decodes it before
+        // delivery: an envelope no reader could decode is refused here,
+        // or it would be delivered, rejected and never dead-lettered.
+        wire::check(envelope)?;
         let (payload, record) = record::published(envelope);
         let seq = self
             .inner

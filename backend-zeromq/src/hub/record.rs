@@ -66,7 +66,9 @@ impl Header {
         }
         let list = self.list_id.as_str().as_bytes();
         out.push(flags);
-        // A list id is at most `MAX_LIST_ID_LEN` (200) bytes.
+        // A list id is at most `MAX_LIST_ID_LEN` (200) bytes: its length
+        // fits the one byte (checked at compile time below).
+        const _: () = assert!(archiver_core::list::MAX_LIST_ID_LEN <= u8::MAX as usize);
         out.push(list.len() as u8);
         out.extend_from_slice(list);
     }

@@ -102,7 +102,11 @@ file, otherwise). Templates may use ``{base}``, ``{list_id}``, ``{list_address}`
 ``{list_name}``, ``{domain}`` and (permalink only) ``{hash}``, the
 Message-ID-Hash. URLs are computed offline; lists with archive policy
 ``never`` have none. The ``base-url`` option of the native client
-defaults to ``{base}/list/{list_id}/``; ``spool-dir`` defaults as above.
+defaults to ``{base}/list/{list_id}/``; ``spool-dir`` defaults as above,
+except for ZeroMQ (``tcp://``, ``ipc://``): the mq runner hosts the hub,
+whose journal already keeps each mail on disk before ``publish`` returns,
+so a spool would write every mail twice to the same disk (the library
+warns when both are configured).
 """
 
 import io
@@ -115,6 +119,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from base64 import b32encode
 from email.generator import BytesGenerator
 from email.utils import unquote
@@ -152,6 +157,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 NAME = "mq"
 DEFAULT_PERMALINK = "{base}/list/{list_address}/message/{hash}/"
 DEFAULT_LIST_URL = "{base}/list/{list_address}/"
+# URL schemes of a ZeroMQ hub, which the mq runner hosts: its journal is
+# the spool, so no spool-dir is defaulted for them.
+ZEROMQ_SCHEMES = ("tcp", "ipc")
 
 
 def message_bytes(msg):
@@ -203,7 +211,8 @@ class _Settings:
         self.options = dict(parser.items("options", raw=True)) if parser.has_section("options") else {}
         self.options.setdefault("base-url", self.base + "/list/{list_id}/")
         home = os.path.join(config.VAR_DIR, "mq-archiver")
-        self.options.setdefault("spool-dir", os.path.join(home, "spool"))
+        if urllib.parse.urlsplit(self.url).scheme not in ZEROMQ_SCHEMES:
+            self.options.setdefault("spool-dir", os.path.join(home, "spool"))
         self.parked_dir = general.get("parked_dir", os.path.join(home, "parked"))
         self.status_file = general.get("status_file", os.path.join(home, "status.json"))
 
