@@ -252,9 +252,17 @@ pub fn from_fields<'a>(
 /// assert_eq!(wire::from_bytes(bytes.into()).unwrap(), envelope);
 /// ```
 pub fn to_bytes(envelope: &Envelope) -> Vec<u8> {
-    let fields = to_fields(envelope);
     let mut out = Vec::with_capacity(envelope.body.len() + 256);
-    for (name, value) in fields {
+    append_bytes(envelope, &mut out);
+    out
+}
+
+/// Appends [`to_bytes`]' form of the envelope to `out`: for a record that
+/// puts its own header before it (the ZeroMQ hub's journal), so the body
+/// is copied once, into the record, rather than into a string first.
+pub fn append_bytes(envelope: &Envelope, out: &mut Vec<u8>) {
+    out.reserve(envelope.body.len() + 256);
+    for (name, value) in to_fields(envelope) {
         // Field values are ids, names and dates: never a line break.
         debug_assert!(!value.contains(['\r', '\n']), "{name} holds a line break");
         out.extend_from_slice(name.as_bytes());
@@ -264,7 +272,6 @@ pub fn to_bytes(envelope: &Envelope) -> Vec<u8> {
     }
     out.push(b'\n');
     out.extend_from_slice(&envelope.body);
-    out
 }
 
 /// Reads what [`to_bytes`] wrote; the body shares `bytes`' memory.

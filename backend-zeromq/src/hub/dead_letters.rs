@@ -48,7 +48,7 @@ impl DeadLetterStore {
         };
         let mut bytes = serde_json::to_vec(&meta).expect("dead-letter metadata serialises");
         bytes.push(b'\n');
-        bytes.extend_from_slice(&wire::to_bytes(envelope));
+        wire::append_bytes(envelope, &mut bytes);
         let path = dir.join(format!("{seq:020}-{}.dead", envelope.id));
         write_durably(&path, &bytes)
     }

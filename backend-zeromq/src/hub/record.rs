@@ -124,7 +124,7 @@ pub fn published(envelope: &Envelope) -> (Bytes, HubRecord) {
     let mut out = vec![PUBLISHED];
     header.write(&mut out);
     let at = out.len();
-    out.extend_from_slice(&wire::to_bytes(envelope));
+    wire::append_bytes(envelope, &mut out);
     let payload = Bytes::from(out);
     let record = HubRecord {
         only_for: None,
@@ -140,7 +140,7 @@ pub fn replayed(name: &SubscriberName, envelope: &Envelope) -> Vec<u8> {
     let mut out = vec![REPLAYED, name.len() as u8];
     out.extend_from_slice(name);
     Header::of(envelope).write(&mut out);
-    out.extend_from_slice(&wire::to_bytes(envelope));
+    wire::append_bytes(envelope, &mut out);
     out
 }
 
