@@ -60,16 +60,25 @@ async fn receive(deliveries: &mut Deliveries, count: usize, what: &str) -> Vec<E
     got
 }
 
+/// A hub on a copy of the fixture directory `name` (the copy is the
+/// returned temporary directory, removed when dropped).
+fn open_fixture(name: &str) -> (tempfile::TempDir, ZmqHub) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    let hub = ZmqHub::bind(support::hub_config(dir.path())).expect("the old directory opens");
+    (dir, hub)
+}
+
 fn bodies(envelopes: &[Envelope]) -> Vec<Vec<u8>> {
     envelopes.iter().map(|e| e.body.to_vec()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_directory_of_protocol_1_opens_and_is_served() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hub-v1");
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture, dir.path());
-    let hub = ZmqHub::bind(support::hub_config(dir.path())).expect("the old directory opens");
+    let (_dir, hub) = open_fixture("hub-v1");
 
     let status: BTreeMap<String, usize> = hub
         .status()
@@ -153,10 +162,7 @@ fn one_strings(envelopes: &[Envelope]) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_directory_of_protocol_2_opens_and_is_served_byte_for_byte() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hub-v2");
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture, dir.path());
-    let hub = ZmqHub::bind(support::hub_config(dir.path())).expect("the old directory opens");
+    let (_dir, hub) = open_fixture("hub-v2");
     let status: BTreeMap<String, (usize, u64)> = hub
         .status()
         .await
