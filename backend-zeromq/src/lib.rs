@@ -258,6 +258,15 @@ mod mailbox;
 pub mod protocol;
 mod zap;
 
+/// A socket error while setting up a socket or a mailbox: the one
+/// wording of that failure, the zmq error kept as its source.
+fn setup_error(error: zmq::Error) -> archiver_core::BackendError {
+    archiver_core::BackendError::Unavailable(archiver_core::ErrorDetail::caused_by(
+        format!("ZeroMQ setup: {error}"),
+        error,
+    ))
+}
+
 pub use client::ZmqClient;
 pub use config::{
     Allowed, ClientConfig, ClientCurve, Credentials, CurveKey, CurveKeyPair, DEFAULT_ACK_DEADLINE,

@@ -62,10 +62,7 @@ pub fn start(
     closed: CloseFlag,
     learned: Arc<Learned>,
 ) -> Result<Started, BackendError> {
-    let setup = |e: zmq::Error| {
-        BackendError::Unavailable(ErrorDetail::caused_by(format!("ZeroMQ setup: {e}"), e))
-    };
-    let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
+    let (mailbox, inbox) = mailbox(&context).map_err(crate::setup_error)?;
     let capacity = usize::from(subscription.prefetch) * config.endpoints.len() + 1;
     let (sender, receiver) = mpsc::channel(capacity);
     let (ready, answer) = oneshot::channel();

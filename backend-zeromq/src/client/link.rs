@@ -43,42 +43,43 @@ impl Link {
         config: &ClientConfig,
         kind: zmq::SocketType,
     ) -> Result<Self, BackendError> {
-        let setup = |e: zmq::Error| {
-            BackendError::Unavailable(ErrorDetail::caused_by(format!("ZeroMQ setup: {e}"), e))
-        };
-        let socket = context.socket(kind).map_err(setup)?;
+        let socket = context.socket(kind).map_err(crate::setup_error)?;
         // A goodbye or last acks get half a second to leave at close.
-        socket.set_linger(500).map_err(setup)?;
-        socket.set_reconnect_ivl(100).map_err(setup)?;
-        socket.set_reconnect_ivl_max(2000).map_err(setup)?;
+        socket.set_linger(500).map_err(crate::setup_error)?;
+        socket.set_reconnect_ivl(100).map_err(crate::setup_error)?;
+        socket
+            .set_reconnect_ivl_max(2000)
+            .map_err(crate::setup_error)?;
         if let Some(credentials) = &config.credentials {
             socket
                 .set_plain_username(Some(&credentials.user))
-                .map_err(setup)?;
+                .map_err(crate::setup_error)?;
             socket
                 .set_plain_password(Some(&credentials.password))
-                .map_err(setup)?;
+                .map_err(crate::setup_error)?;
         }
         if let Some(curve) = &config.curve {
             socket
                 .set_curve_serverkey(curve.server.as_bytes())
-                .map_err(setup)?;
+                .map_err(crate::setup_error)?;
             socket
                 .set_curve_publickey(curve.own.public.as_bytes())
-                .map_err(setup)?;
+                .map_err(crate::setup_error)?;
             socket
                 .set_curve_secretkey(curve.own.secret_bytes())
-                .map_err(setup)?;
+                .map_err(crate::setup_error)?;
         }
         let address = format!("inproc://monitor-{}", uuid::Uuid::now_v7().simple());
         let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32;
-        socket.monitor(&address, events).map_err(setup)?;
-        let monitor = context.socket(zmq::PAIR).map_err(setup)?;
-        monitor.set_linger(0).map_err(setup)?;
-        monitor.connect(&address).map_err(setup)?;
+        socket
+            .monitor(&address, events)
+            .map_err(crate::setup_error)?;
+        let monitor = context.socket(zmq::PAIR).map_err(crate::setup_error)?;
+        monitor.set_linger(0).map_err(crate::setup_error)?;
+        monitor.connect(&address).map_err(crate::setup_error)?;
         socket.connect(endpoint).map_err(|e| {
             BackendError::InvalidUrl(ErrorDetail::caused_by(
                 format!("{endpoint}: {e} (use tcp://host:port or ipc:///path)"),
@@ -141,24 +142,25 @@ impl Link {
                 (false, true) => format!(
                     "the hub at {} refused the user name or password (ZAP PLAIN){not_on_tail}",
                     self.endpoint
-                ).into(),
+                ),
                 (false, false) => format!(
                     "the security handshake with {} failed: the hub requires credentials and none were given, or credentials were given and the hub takes none (or takes CURVE keys)",
                     self.endpoint
-                ).into(),
+                ),
                 // The hub decrypted the hello (so it holds the secret half
                 // of the key this client checks it by) and said no.
                 (true, true) => format!(
                     "CURVE handshake with {}: refused: the hub does not know this client's key (unknown client key, or revoked){not_on_tail}",
                     self.endpoint
-                ).into(),
+                ),
                 // The hub could not decrypt the hello, or speaks another
                 // mechanism.
                 (true, false) => format!(
                     "CURVE handshake with {}: failed: wrong hub key (the hub there does not hold the secret half of the configured hub public key), or the hub does not use CURVE",
                     self.endpoint
-                ).into(),
-            }));
+                ),
+            }
+            .into()));
         }
         failure
     }

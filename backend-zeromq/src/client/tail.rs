@@ -44,10 +44,7 @@ pub fn start(
     config: &ClientConfig,
     selection: &Selection,
 ) -> Result<Started, BackendError> {
-    let setup = |e: zmq::Error| {
-        BackendError::Unavailable(ErrorDetail::caused_by(format!("ZeroMQ setup: {e}"), e))
-    };
-    let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
+    let (mailbox, inbox) = mailbox(&context).map_err(crate::setup_error)?;
     let (sender, receiver) = mpsc::channel(TAIL_BUFFER);
     let (ready, answer) = oneshot::channel();
     let tail = Tail {
@@ -139,9 +136,6 @@ impl Tail {
                 "live tail: no tail endpoint configured (ClientConfig::tail)",
             ));
         }
-        let setup = |e: zmq::Error| {
-            BackendError::Unavailable(ErrorDetail::caused_by(format!("ZeroMQ setup: {e}"), e))
-        };
         let hello = [
             protocol::TAIL_HELLO_PREFIX,
             uuid::Uuid::now_v7().simple().to_string().as_bytes(),
@@ -151,9 +145,13 @@ impl Tail {
         for endpoint in &self.config.tail_endpoints {
             let link = Link::open(&self.context, endpoint, &self.config, zmq::SUB)?;
             for prefix in protocol::tail_prefixes(&self.selection) {
-                link.socket.set_subscribe(&prefix).map_err(setup)?;
+                link.socket
+                    .set_subscribe(&prefix)
+                    .map_err(crate::setup_error)?;
             }
-            link.socket.set_subscribe(&hello).map_err(setup)?;
+            link.socket
+                .set_subscribe(&hello)
+                .map_err(crate::setup_error)?;
             links.push(link);
         }
         let deadline = Instant::now() + self.config.connect_timeout;
@@ -175,7 +173,7 @@ impl Tail {
                 items.push(link.monitor().as_poll_item(zmq::POLLIN));
             }
             let wait = left.min(Duration::from_millis(100));
-            zmq::poll(&mut items, wait.as_millis().max(1) as i64).map_err(setup)?;
+            zmq::poll(&mut items, wait.as_millis().max(1) as i64).map_err(crate::setup_error)?;
             let flags: Vec<(bool, bool)> = (0..links.len())
                 .map(|i| (items[2 * i].is_readable(), items[2 * i + 1].is_readable()))
                 .collect();
@@ -197,7 +195,9 @@ impl Tail {
             }
         }
         for link in &links {
-            link.socket.set_unsubscribe(&hello).map_err(setup)?;
+            link.socket
+                .set_unsubscribe(&hello)
+                .map_err(crate::setup_error)?;
         }
         Ok(links)
     }

@@ -873,12 +873,8 @@ impl HubLoop {
                 // those consuming it: each envelope goes only to a
                 // connection whose principal may receive it.
                 let header = &record.header;
-                let granted = |id: &ConnId| {
-                    conns.get(id).is_some_and(|c| {
-                        c.grant
-                            .admits(&header.list_id, header.public, header.membership_event)
-                    })
-                };
+                let granted =
+                    |id: &ConnId| conns.get(id).is_some_and(|c| header.admitted_by(&c.grant));
                 let queue = self.queues.get_mut(&name).expect("listed above");
                 // Chosen only once there is something to deliver, so turns
                 // go round fairly.
@@ -954,10 +950,7 @@ impl HubLoop {
     fn tail_publish(&self, record: &HubRecord) {
         let Some(tail) = &self.tail else { return };
         let header = &record.header;
-        if !self
-            .tail_grant
-            .admits(&header.list_id, header.public, header.membership_event)
-        {
+        if !header.admitted_by(&self.tail_grant) {
             return;
         }
         let frames = vec![

@@ -162,17 +162,14 @@ impl ZmqHub {
             .collect();
 
         let context = zmq::Context::new();
-        let setup = |e: zmq::Error| {
-            BackendError::Unavailable(ErrorDetail::caused_by(format!("ZeroMQ setup: {e}"), e))
-        };
         let gate = access.gate(&config);
         let tail_principals = gate.as_ref().map(|g| g.tail.clone()).unwrap_or_default();
         let zap = match gate {
             None => None,
             Some(gate) => {
                 let shared = SharedGate::new(std::sync::RwLock::new(gate));
-                let handler =
-                    ZapHandler::start(&context, SharedGate::clone(&shared)).map_err(setup)?;
+                let handler = ZapHandler::start(&context, SharedGate::clone(&shared))
+                    .map_err(crate::setup_error)?;
                 Some((shared, handler))
             }
         };
@@ -185,31 +182,36 @@ impl ZmqHub {
             zap::secure(socket, config.curve.as_ref(), domain)
         };
 
-        let mut router = context.socket(zmq::ROUTER).map_err(setup)?;
-        router.set_router_mandatory(true).map_err(setup)?;
-        router.set_maxmsgsize(MAX_COMMAND_BYTES).map_err(setup)?;
+        let mut router = context.socket(zmq::ROUTER).map_err(crate::setup_error)?;
+        router
+            .set_router_mandatory(true)
+            .map_err(crate::setup_error)?;
+        router
+            .set_maxmsgsize(MAX_COMMAND_BYTES)
+            .map_err(crate::setup_error)?;
         // Credit bounds what is queued per connection, not the socket
         // (deliveries past the ack deadline stay charged: they may still
         // be in this queue).
-        router.set_sndhwm(0).map_err(setup)?;
-        router.set_linger(1000).map_err(setup)?;
-        secure(&mut router, zap::DOMAIN).map_err(setup)?;
+        router.set_sndhwm(0).map_err(crate::setup_error)?;
+        router.set_linger(1000).map_err(crate::setup_error)?;
+        secure(&mut router, zap::DOMAIN).map_err(crate::setup_error)?;
         let endpoint = bound_endpoint(&router, &config.endpoint)?;
 
         let (tail, tail_endpoint) = match &config.tail_endpoint {
             None => (None, None),
             Some(wanted) => {
-                let mut tail = context.socket(zmq::XPUB).map_err(setup)?;
-                tail.set_xpub_verbose(true).map_err(setup)?;
-                tail.set_maxmsgsize(MAX_COMMAND_BYTES).map_err(setup)?;
-                tail.set_linger(0).map_err(setup)?;
-                secure(&mut tail, zap::TAIL_DOMAIN).map_err(setup)?;
+                let mut tail = context.socket(zmq::XPUB).map_err(crate::setup_error)?;
+                tail.set_xpub_verbose(true).map_err(crate::setup_error)?;
+                tail.set_maxmsgsize(MAX_COMMAND_BYTES)
+                    .map_err(crate::setup_error)?;
+                tail.set_linger(0).map_err(crate::setup_error)?;
+                secure(&mut tail, zap::TAIL_DOMAIN).map_err(crate::setup_error)?;
                 let bound = bound_endpoint(&tail, wanted)?;
                 (Some(tail), Some(bound))
             }
         };
 
-        let (mailbox, inbox) = mailbox(&context).map_err(setup)?;
+        let (mailbox, inbox) = mailbox(&context).map_err(crate::setup_error)?;
         let welcome = Welcome {
             heartbeat_ms: config.heartbeat.as_millis() as u64,
             timeout_ms: config.timeout.as_millis() as u64,

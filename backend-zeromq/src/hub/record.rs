@@ -14,7 +14,7 @@
 //! 2, have no header; they are still read, decoding the envelope for it.
 
 use archiver_core::wire::{self, WireError};
-use archiver_core::{Envelope, Kind, ListId, SubscriberName};
+use archiver_core::{Envelope, Grant, Kind, ListId, SubscriberName};
 use bytes::Bytes;
 
 /// Kinds of hubs before protocol 3: no header.
@@ -51,6 +51,12 @@ impl Header {
             public: envelope.is_public(),
             membership_event: envelope.is_membership_event(),
         }
+    }
+
+    /// Whether `grant` may receive the envelope: [`Grant::may_receive`]
+    /// from the header, without decoding.
+    pub fn admitted_by(&self, grant: &Grant) -> bool {
+        grant.admits(&self.list_id, self.public, self.membership_event)
     }
 
     fn write(&self, out: &mut Vec<u8>) {
